@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The main job, as root on a Debian 12 machine: installs what is missing,
+# builds (or reuses) the test kernel and the module, then boots a guest with
+# three SATA disks in which /dev/raidmig0 is created over them, gets ext4,
+# and files are written and read back.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here/.."
+export PATH=$HOME/.cargo/bin:$PATH
+bash scripts/install-deps.sh
+bash scripts/kernel.sh > /dev/null
+make -s
+bash scripts/guest.sh --disks 3 --size 256M -- bash scripts/demo-guest.sh

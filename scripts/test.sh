@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs all of raidmig's tests, as root, on a Debian 12 machine: installs what
+# is missing, builds (or reuses) the test kernel, builds the module, runs the
+# host-side tests of the pure core, then every guest test in its own QEMU
+# guest with fresh SATA disks. Ends with "N passed, N failed".
+#
+#   scripts/test.sh               everything
+#   scripts/test.sh NAME...       only these guest tests (tests/guest/NAME.sh)
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+cd "$top"
+export PATH=$HOME/.cargo/bin:$PATH
+
+bash scripts/install-deps.sh || exit 1
+bash scripts/kernel.sh > /dev/null || { echo "kernel build failed" >&2; exit 1; }
+make -s || { echo "module build failed" >&2; exit 1; }
+
+out=/var/tmp/raidmig-test-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$out"
+passed=0 failed=0 failures=()
+record() {   # record NAME RC SECONDS
+  if [ "$2" = 0 ]; then passed=$((passed + 1)); echo "PASS  $1 (${3}s)"
+  else failed=$((failed + 1)); failures+=("$1"); echo "FAIL  $1 (${3}s, log: $out/$1.log)"; fi
+}
+run() {      # run NAME CMD...: runs one test, its output in $out/NAME.log
+  local name=$1; shift
+  local t0=$SECONDS rc
+  "$@" > "$out/$name.log" 2>&1
+  rc=$?
+  record "$name" $rc $((SECONDS - t0))
+}
+
+if [ $# -eq 0 ]; then
+  run host-core cargo test --release -j1
+  run host-splat-scanner bash tests/host/splat_scanner.sh
+  set -- $(cd tests/guest && ls *.sh | grep -vx -e lib.sh -e splat.sh | sed 's/\.sh$//')
+fi
+
+for name in "$@"; do
+  script=tests/guest/$name.sh
+  [ -f "$script" ] || { record "$name" 1 0; echo "no such test: $script" > "$out/$name.log"; continue; }
+  read -r _ _ disks size < <(grep -m1 '^# disks:' "$script")
+  mkdir -p "$out/$name"
+  RAIDMIG_OUT=$out/$name run "guest-$name" timeout 3600 \
+    bash scripts/guest.sh --disks "${disks:-3}" --size "${size:-256M}" -- bash "$script"
+done
+
+echo "logs: $out"
+[ ${#failures[@]} -eq 0 ] || echo "failed: ${failures[*]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,154 @@
+//! Member bios: clones of host bios redirected to a member, and data-less
+//! bios (flush, discard, write zeroes), all counted against their host
+//! request's [`InFlight`].
+//!
+//! Clones share the host bio's pages (no copy): a clone is cut down to one
+//! piece of the layout with `bio_trim` and pointed at the member sector.
+
+use crate::{
+    member::Member,
+    request::{self, DataBio, InFlight},
+    shim,
+};
+use core::ptr::addr_of_mut;
+use kernel::{bindings, error::to_result, init, prelude::*, types::Opaque};
+
+/// Bios kept in reserve so that member I/O makes progress under memory
+/// pressure.
+const POOL_BIOS: u32 = 64;
+
+/// The array's own bio pool.
+#[pin_data(PinnedDrop)]
+pub(crate) struct BioSet {
+    #[pin]
+    raw: Opaque<bindings::bio_set>,
+}
+
+// SAFETY: a `bio_set` is internally synchronised (mempools).
+unsafe impl Send for BioSet {}
+// SAFETY: as above.
+unsafe impl Sync for BioSet {}
+
+impl BioSet {
+    /// Initialises a bio set. Its bios have no inline vectors: clones share
+    /// the host's, and the others carry no data. A rescuer is needed because
+    /// member bios may be allocated while the submitting task still holds
+    /// earlier ones on its `bio_list`.
+    pub(crate) fn new() -> impl PinInit<Self, Error> {
+        let init = |slot: *mut Self| {
+            // SAFETY: `slot` is valid for writes; `bioset_init` initialises
+            // the whole `bio_set` and cleans up after itself on failure.
+            to_result(unsafe {
+                bindings::bioset_init(
+                    Opaque::raw_get(addr_of_mut!((*slot).raw)),
+                    POOL_BIOS,
+                    0,
+                    bindings::BIOSET_NEED_RESCUER as i32,
+                )
+            })
+        };
+        // SAFETY: the closure fully initialises `*slot` when it returns Ok and
+        // leaves nothing behind otherwise; a `bio_set` is not moved after init.
+        unsafe { init::pin_init_from_closure(init) }
+    }
+
+    fn raw(&self) -> *mut bindings::bio_set {
+        self.raw.get()
+    }
+
+    /// Submits the part `[skip, skip + sectors)` (relative to the bio's first
+    /// sector) of host bio `src` to `member` at `member_sector`.
+    pub(crate) fn submit_clone(
+        &self,
+        member: &Member,
+        src: &DataBio<'_>,
+        skip: u64,
+        sectors: u64,
+        member_sector: u64,
+        opf: bindings::blk_opf_t,
+        io: &InFlight,
+    ) {
+        // SAFETY: `src` is a live bio of a request being processed; the bio
+        // set is initialised. With a sleeping allocation from a mempool the
+        // allocation cannot fail.
+        let bio = unsafe {
+            bindings::bio_alloc_clone(member.raw_bdev(), src.raw(), shim::gfp_noio(), self.raw())
+        };
+        // SAFETY: `bio` is a fresh clone covering `src` entirely, and
+        // `[skip, skip + sectors)` lies within it.
+        unsafe {
+            bindings::bio_trim(bio, skip, sectors);
+            (*bio).bi_opf = opf;
+            (*bio).bi_iter.bi_sector = member_sector;
+        }
+        submit(bio, io);
+    }
+
+    /// Submits a bio without data to `member`: a flush when `sectors` is 0,
+    /// otherwise a discard or write-zeroes of `[sector, sector + sectors)`.
+    pub(crate) fn submit_dataless(
+        &self,
+        member: &Member,
+        opf: bindings::blk_opf_t,
+        sector: u64,
+        sectors: u64,
+        io: &InFlight,
+    ) {
+        // SAFETY: the bio set is initialised; a sleeping mempool allocation
+        // cannot fail.
+        let bio = unsafe {
+            bindings::bio_alloc_bioset(member.raw_bdev(), 0, opf, shim::gfp_noio(), self.raw())
+        };
+        // SAFETY: `bio` is fresh and ours; the size fits because a request's
+        // length (and so each member's part of it) fits in 32 bits of bytes.
+        unsafe {
+            (*bio).bi_iter.bi_sector = sector;
+            (*bio).bi_iter.bi_size = (sectors << 9) as u32;
+        }
+        submit(bio, io);
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for BioSet {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: the bio set was initialised and all its bios have been
+        // freed: the array outlives every request.
+        unsafe { bindings::bioset_exit(self.raw.get()) };
+    }
+}
+
+/// Sets the completion of a freshly built member bio and submits it.
+fn submit(bio: *mut bindings::bio, io: &InFlight) {
+    // SAFETY: `bio` is a fresh bio that nobody else references yet; after
+    // `submit_bio` it belongs to the block layer until `member_bio_done`.
+    unsafe {
+        (*bio).bi_private = io.add_bio();
+        (*bio).bi_end_io = Some(member_bio_done);
+        bindings::submit_bio(bio);
+    }
+}
+
+/// Completion of a member bio: account it against its host request.
+unsafe extern "C" fn member_bio_done(bio: *mut bindings::bio) {
+    // SAFETY: called once by the block layer for a bio built by `submit`.
+    unsafe {
+        let token = (*bio).bi_private;
+        let status = (*bio).bi_status;
+        bindings::bio_put(bio);
+        request::bio_finished(token, status);
+    }
+}
+
+/// Runs `f` under a block plug, so that consecutive member bios it submits
+/// to the same member can be merged before they reach that member's queue.
+pub(crate) fn plugged<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: `blk_plug` is plain data; `blk_start_plug` initialises it.
+    let mut plug: bindings::blk_plug = unsafe { core::mem::zeroed() };
+    // SAFETY: the plug lives on this stack frame until `blk_finish_plug`.
+    unsafe { bindings::blk_start_plug(&mut plug) };
+    let r = f();
+    // SAFETY: started above, finished once.
+    unsafe { bindings::blk_finish_plug(&mut plug) };
+    r
+}

@@ -1,0 +1,254 @@
+//! The blk-mq disk that the host sees: a tag set, a `gendisk` and the
+//! request handler they call.
+//!
+//! 6.12's `kernel::block::mq` cannot set tag set flags, queue limits beyond
+//! block sizes, cache features or queue data, so this is a small wrapper of
+//! its own over the C API.
+//!
+//! The tag set uses `BLK_MQ_F_BLOCKING`: `queue_rq` may sleep. Mapping a
+//! request allocates member bios from a mempool (a sleeping allocation that
+//! cannot fail), and during a migration a request that touches the unit
+//! being copied has to wait for it. Both are simplest and cheapest done in
+//! `queue_rq` itself, which blk-mq then calls only from process context,
+//! rather than by handing every request to a worker thread.
+
+use crate::{
+    member::Member,
+    request::{Request, PDU_BYTES},
+    shim,
+};
+use core::{marker::PhantomData, ptr::addr_of_mut};
+use kernel::{
+    bindings,
+    error::{from_err_ptr, to_result},
+    init,
+    prelude::*,
+    sync::Arc,
+    types::Opaque,
+};
+
+/// What the disk calls for every request.
+pub(crate) trait RequestHandler: Send + Sync {
+    /// Processes `rq`, which it must end exactly once (possibly later, from
+    /// a completion). May sleep.
+    fn queue_rq(&self, rq: Request);
+}
+
+/// Queue limits under construction, stacked from the members.
+pub(crate) struct Limits {
+    raw: bindings::queue_limits,
+}
+
+impl Limits {
+    /// Limits that inherit everything from the members stacked onto them.
+    pub(crate) fn stacking() -> Limits {
+        // SAFETY: `queue_limits` is plain data, valid when zeroed.
+        let mut raw: bindings::queue_limits = unsafe { core::mem::zeroed() };
+        // SAFETY: `raw` is a valid `queue_limits`.
+        unsafe { bindings::blk_set_stacking_limits(&mut raw) };
+        Limits { raw }
+    }
+
+    /// Narrows the limits to what `member` accepts (block sizes, transfer
+    /// sizes, alignment, discard).
+    pub(crate) fn stack_member(&mut self, member: &Member) {
+        // SAFETY: `raw` is valid; the member's block device is open; the
+        // prefix is a NUL-terminated static string.
+        unsafe {
+            bindings::queue_limits_stack_bdev(&mut self.raw, member.raw_bdev(), 0, c"raidmig".as_ptr())
+        };
+    }
+
+    /// Sets the I/O size hints: `io_min` (a chunk) and `io_opt` (a stripe).
+    pub(crate) fn set_io_hints(&mut self, io_min_bytes: u32, io_opt_bytes: u32) {
+        self.raw.io_min = io_min_bytes;
+        self.raw.io_opt = io_opt_bytes;
+    }
+
+    /// Advertises a volatile write cache and FUA, whatever the members have:
+    /// the host's flushes and FUA writes are then always handed to the
+    /// driver, which sends them on to every member concerned.
+    pub(crate) fn set_write_cache_fua(&mut self) {
+        self.raw.features |= shim::feat_write_cache_fua();
+    }
+
+    /// Turns discard off (not every member supports it).
+    pub(crate) fn disable_discard(&mut self) {
+        self.raw.max_hw_discard_sectors = 0;
+        self.raw.max_user_discard_sectors = 0;
+    }
+
+    /// The logical block size, once stacked.
+    pub(crate) fn logical_block_size(&self) -> u32 {
+        self.raw.logical_block_size
+    }
+}
+
+/// A static lock class for the disk's lockdep map.
+struct LockClass(Opaque<bindings::lock_class_key>);
+// SAFETY: lock class keys are only used by lockdep, which synchronises itself.
+unsafe impl Sync for LockClass {}
+static DISK_LOCK_CLASS: LockClass = LockClass(Opaque::uninit());
+
+/// `block_device_operations` with `owner` set, so that an open disk holds
+/// a reference on the module and `rmmod` refuses while it is in use.
+struct Fops(bindings::block_device_operations);
+// SAFETY: never written after compile time; the block layer only reads it.
+unsafe impl Sync for Fops {}
+
+extern "C" {
+    static mut __this_module: bindings::module;
+}
+
+static FOPS: Fops = Fops(bindings::block_device_operations {
+    owner: addr_of_mut!(__this_module),
+    // SAFETY: every other field is an optional callback or a pointer, for
+    // which zero means "none".
+    ..unsafe { core::mem::MaybeUninit::zeroed().assume_init() }
+});
+
+struct Vtable<H>(PhantomData<H>);
+
+impl<H: RequestHandler> Vtable<H> {
+    const OPS: bindings::blk_mq_ops = bindings::blk_mq_ops {
+        queue_rq: Some(queue_rq::<H>),
+        // SAFETY: every other field is an optional callback, for which zero
+        // means "none".
+        ..unsafe { core::mem::MaybeUninit::zeroed().assume_init() }
+    };
+}
+
+/// The blk-mq entry point.
+///
+/// # Safety
+///
+/// Called by blk-mq for a queue created by [`Disk::add`] with handler type `H`.
+unsafe extern "C" fn queue_rq<H: RequestHandler>(
+    hctx: *mut bindings::blk_mq_hw_ctx,
+    bd: *const bindings::blk_mq_queue_data,
+) -> bindings::blk_status_t {
+    // SAFETY: the queue's `queuedata` is the handler that `Disk::add` set and
+    // keeps alive until the disk is gone; `bd->rq` was dispatched to us and
+    // the tag set's `cmd_size` is `PDU_BYTES`.
+    unsafe {
+        let handler = &*(*(*hctx).queue).queuedata.cast::<H>();
+        handler.queue_rq(Request::from_raw((*bd).rq));
+    }
+    bindings::BLK_STS_OK as bindings::blk_status_t
+}
+
+/// A blk-mq tag set.
+#[pin_data(PinnedDrop)]
+struct TagSet {
+    #[pin]
+    raw: Opaque<bindings::blk_mq_tag_set>,
+}
+
+impl TagSet {
+    fn new<H: RequestHandler>(queue_depth: u32) -> impl PinInit<Self, Error> {
+        let init = move |slot: *mut Self| {
+            // SAFETY: `slot` is valid for writes.
+            let raw = unsafe { Opaque::raw_get(addr_of_mut!((*slot).raw)) };
+            // SAFETY: a zeroed tag set is valid (integers and pointers); the
+            // fields blk-mq needs are set before allocation.
+            unsafe {
+                raw.write(core::mem::zeroed());
+                (*raw).ops = &Vtable::<H>::OPS;
+                (*raw).nr_hw_queues = 1;
+                (*raw).nr_maps = 1;
+                (*raw).queue_depth = queue_depth;
+                (*raw).numa_node = bindings::NUMA_NO_NODE;
+                (*raw).cmd_size = PDU_BYTES;
+                (*raw).flags = bindings::BLK_MQ_F_SHOULD_MERGE | bindings::BLK_MQ_F_BLOCKING;
+                to_result(bindings::blk_mq_alloc_tag_set(raw))
+            }
+        };
+        // SAFETY: the closure fully initialises `*slot` on success and leaves
+        // nothing allocated on failure; the tag set does not move after init.
+        unsafe { init::pin_init_from_closure(init) }
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for TagSet {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: allocated in `new`; its queues are gone (the disk is
+        // dropped first).
+        unsafe { bindings::blk_mq_free_tag_set(self.raw.get()) };
+    }
+}
+
+/// A disk added to the system, serving requests through `H`.
+///
+/// # Invariants
+///
+/// `gendisk` was allocated over `tagset` with queue data pointing to
+/// `handler`, and added with `device_add_disk`.
+pub(crate) struct Disk<H: RequestHandler> {
+    gendisk: *mut bindings::gendisk,
+    // Dropped after `gendisk` is deleted (see `Drop`), then the handler.
+    _tagset: Pin<KBox<TagSet>>,
+    _handler: Arc<H>,
+}
+
+// SAFETY: the gendisk may be deleted from any thread; the handler is Send + Sync.
+unsafe impl<H: RequestHandler> Send for Disk<H> {}
+// SAFETY: `&Disk` only allows operations the block layer synchronises.
+unsafe impl<H: RequestHandler> Sync for Disk<H> {}
+
+impl<H: RequestHandler> Disk<H> {
+    /// Creates `name` (at most 31 bytes) with `capacity` sectors and the given
+    /// limits, and makes it visible. Requests start arriving at once.
+    pub(crate) fn add(name: &CStr, capacity: u64, mut limits: Limits, handler: Arc<H>) -> Result<Self> {
+        let tagset = KBox::try_pin_init(TagSet::new::<H>(128), GFP_KERNEL)?;
+        // SAFETY: the tag set is initialised; `limits.raw` is valid and only
+        // read; the handler outlives the queue (see the type invariant); the
+        // lock class key is static.
+        let gendisk = from_err_ptr(unsafe {
+            bindings::__blk_mq_alloc_disk(
+                tagset.raw.get(),
+                &mut limits.raw,
+                Arc::as_ptr(&handler).cast_mut().cast(),
+                DISK_LOCK_CLASS.0.get(),
+            )
+        })?;
+        let name = name.as_bytes_with_nul();
+        // SAFETY: `gendisk` is fresh and not visible yet, so it is ours alone.
+        let disk_name = unsafe { &mut (*gendisk).disk_name };
+        if name.len() > disk_name.len() {
+            // SAFETY: allocated above and never added.
+            unsafe { bindings::put_disk(gendisk) };
+            return Err(EINVAL);
+        }
+        for (d, s) in disk_name.iter_mut().zip(name) {
+            *d = *s as _;
+        }
+        // SAFETY: as above; `FOPS` is static.
+        unsafe {
+            (*gendisk).fops = &FOPS.0;
+            bindings::set_capacity(gendisk, capacity);
+        }
+        // SAFETY: `gendisk` is fully set up.
+        if let Err(e) = to_result(unsafe {
+            bindings::device_add_disk(core::ptr::null_mut(), gendisk, core::ptr::null_mut())
+        }) {
+            // SAFETY: allocated above and not added.
+            unsafe { bindings::put_disk(gendisk) };
+            return Err(e);
+        }
+        // INVARIANT: allocated over `tagset` with `handler` as queue data, added.
+        Ok(Disk { gendisk, _tagset: tagset, _handler: handler })
+    }
+}
+
+impl<H: RequestHandler> Drop for Disk<H> {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant the disk was added; deleting it waits
+        // for requests in flight to end, after which nothing calls the
+        // handler; the last reference is dropped once, here.
+        unsafe {
+            bindings::del_gendisk(self.gendisk);
+            bindings::put_disk(self.gendisk);
+        }
+    }
+}

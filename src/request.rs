@@ -1,0 +1,261 @@
+//! A host request as the driver sees it, and the count of member bios that
+//! must finish before it completes.
+//!
+//! Every request is completed exactly once, by whoever drops the last
+//! reference to its [`InFlight`] count: the submitting path holds one
+//! reference (a bias) until it has issued all member bios, each member bio
+//! holds one until its completion. The first error wins and is what the
+//! host sees.
+
+use core::{
+    marker::PhantomData,
+    mem::size_of,
+    sync::atomic::{AtomicU32, AtomicU8, Ordering},
+};
+use kernel::bindings;
+
+/// What a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Read data.
+    Read,
+    /// Write data.
+    Write,
+    /// Flush volatile caches (no data).
+    Flush,
+    /// Discard a range (no data).
+    Discard,
+    /// Write zeroes to a range (no data).
+    WriteZeroes,
+    /// Anything else: refused with `BLK_STS_NOTSUPP`.
+    Unsupported,
+}
+
+const fn bit(b: bindings::req_flag_bits) -> bindings::blk_opf_t {
+    1 << b
+}
+
+/// `REQ_PREFLUSH`.
+pub(crate) const REQ_PREFLUSH: bindings::blk_opf_t = bit(bindings::req_flag_bits___REQ_PREFLUSH);
+
+/// Request flags that member bios inherit from the host request. Durability
+/// (FUA) and priority hints keep their meaning on every member.
+const INHERITED_FLAGS: bindings::blk_opf_t = bit(bindings::req_flag_bits___REQ_FUA)
+    | bit(bindings::req_flag_bits___REQ_SYNC)
+    | bit(bindings::req_flag_bits___REQ_META)
+    | bit(bindings::req_flag_bits___REQ_PRIO)
+    | bit(bindings::req_flag_bits___REQ_IDLE)
+    | bit(bindings::req_flag_bits___REQ_NOUNMAP);
+
+const REQ_OP_MASK: bindings::blk_opf_t = (1 << bindings::REQ_OP_BITS) - 1;
+
+/// Per-request driver data: the blk-mq "pdu" that follows `struct request`.
+#[repr(C)]
+struct Pdu {
+    pending: AtomicU32,
+    status: AtomicU8,
+}
+
+/// Bytes of driver data each request carries (`tag_set.cmd_size`).
+pub(crate) const PDU_BYTES: u32 = size_of::<Pdu>() as u32;
+
+/// A request handed to the driver by blk-mq and not yet started.
+///
+/// # Invariants
+///
+/// `rq` is a request that blk-mq dispatched to this driver, whose pdu has
+/// [`PDU_BYTES`] bytes, and that nobody has ended yet.
+pub(crate) struct Request {
+    rq: *mut bindings::request,
+}
+
+impl Request {
+    /// Wraps a request passed to `queue_rq`.
+    ///
+    /// # Safety
+    ///
+    /// `rq` must be a request just dispatched to `queue_rq` of a tag set whose
+    /// `cmd_size` is [`PDU_BYTES`]; the caller gives up the duty to end it.
+    pub(crate) unsafe fn from_raw(rq: *mut bindings::request) -> Request {
+        // INVARIANT: guaranteed by the caller.
+        Request { rq }
+    }
+
+    /// The operation.
+    pub(crate) fn op(&self) -> Op {
+        // SAFETY: `rq` is valid by the type invariant.
+        match unsafe { (*self.rq).cmd_flags } & REQ_OP_MASK {
+            bindings::req_op_REQ_OP_READ => Op::Read,
+            bindings::req_op_REQ_OP_WRITE => Op::Write,
+            bindings::req_op_REQ_OP_FLUSH => Op::Flush,
+            bindings::req_op_REQ_OP_DISCARD => Op::Discard,
+            bindings::req_op_REQ_OP_WRITE_ZEROES => Op::WriteZeroes,
+            _ => Op::Unsupported,
+        }
+    }
+
+    /// First sector (`blk_rq_pos`).
+    pub(crate) fn sector(&self) -> u64 {
+        // SAFETY: `rq` is valid by the type invariant.
+        unsafe { (*self.rq).__sector }
+    }
+
+    /// Length in sectors (`blk_rq_sectors`).
+    pub(crate) fn sectors(&self) -> u64 {
+        // SAFETY: `rq` is valid by the type invariant.
+        u64::from(unsafe { (*self.rq).__data_len }) >> 9
+    }
+
+    /// The operation and flags a member bio of this request gets.
+    /// `REQ_PREFLUSH` is not among them: blk-mq turns it into separate flush
+    /// requests because the disk advertises a write cache.
+    pub(crate) fn member_opf(&self) -> bindings::blk_opf_t {
+        // SAFETY: `rq` is valid by the type invariant.
+        unsafe { (*self.rq).cmd_flags } & (REQ_OP_MASK | INHERITED_FLAGS)
+    }
+
+    /// The bios that carry the request's data, in order.
+    pub(crate) fn bios(&self) -> Bios<'_> {
+        // SAFETY: `rq` is valid by the type invariant; its bio list is fixed
+        // until the request is ended.
+        Bios { next: unsafe { (*self.rq).bio }, _rq: PhantomData }
+    }
+
+    /// Tells blk-mq the request is being processed and starts counting its
+    /// member bios, with one reference held by the caller.
+    pub(crate) fn start(self) -> InFlight {
+        // SAFETY: `rq` is a dispatched request by the type invariant.
+        unsafe { bindings::blk_mq_start_request(self.rq) };
+        // SAFETY: the pdu belongs to `rq` and has room for a `Pdu`; nothing
+        // else touches it before the request is started.
+        let pdu = unsafe { bindings::blk_mq_rq_to_pdu(self.rq) }.cast::<Pdu>();
+        // SAFETY: `pdu` is valid for writes and suitably aligned (blk-mq
+        // aligns the pdu for any type).
+        unsafe { pdu.write(Pdu { pending: AtomicU32::new(1), status: AtomicU8::new(0) }) };
+        // INVARIANT: the pdu is initialised with the caller's reference.
+        InFlight { rq: self, pdu }
+    }
+}
+
+/// Iterator over the bios of a request.
+pub(crate) struct Bios<'a> {
+    next: *mut bindings::bio,
+    _rq: PhantomData<&'a Request>,
+}
+
+impl<'a> Iterator for Bios<'a> {
+    type Item = DataBio<'a>;
+
+    fn next(&mut self) -> Option<DataBio<'a>> {
+        if self.next.is_null() {
+            return None;
+        }
+        let bio = self.next;
+        // SAFETY: `bio` is a bio of the request, valid while the request is.
+        self.next = unsafe { (*bio).bi_next };
+        Some(DataBio { bio, _rq: PhantomData })
+    }
+}
+
+/// One bio of a host request, borrowed for cloning.
+pub(crate) struct DataBio<'a> {
+    bio: *mut bindings::bio,
+    _rq: PhantomData<&'a Request>,
+}
+
+impl DataBio<'_> {
+    /// First sector.
+    pub(crate) fn sector(&self) -> u64 {
+        // SAFETY: the bio is valid while the request is; blk-mq does not
+        // advance it before the request is ended.
+        unsafe { (*self.bio).bi_iter.bi_sector }
+    }
+
+    /// Length in sectors.
+    pub(crate) fn sectors(&self) -> u64 {
+        // SAFETY: as in `sector`.
+        u64::from(unsafe { (*self.bio).bi_iter.bi_size }) >> 9
+    }
+
+    /// The raw bio, for the clone in the bio wrapper.
+    pub(crate) fn raw(&self) -> *mut bindings::bio {
+        self.bio
+    }
+}
+
+/// A started request whose member bios are being counted. Dropping it
+/// releases the submitter's reference.
+///
+/// # Invariants
+///
+/// `pdu` is the initialised pdu of `rq`, which is started and not ended
+/// while any reference (this one included) is outstanding.
+pub(crate) struct InFlight {
+    rq: Request,
+    pdu: *mut Pdu,
+}
+
+impl InFlight {
+    /// The request; the reference this holds keeps it alive.
+    pub(crate) fn request(&self) -> &Request {
+        &self.rq
+    }
+
+    /// Takes a reference for one more member bio; the returned token goes to
+    /// [`bio_finished`] exactly once, when that bio completes.
+    pub(crate) fn add_bio(&self) -> *mut core::ffi::c_void {
+        // SAFETY: `pdu` is valid by the type invariant.
+        unsafe { &(*self.pdu).pending }.fetch_add(1, Ordering::Relaxed);
+        self.pdu.cast()
+    }
+
+    /// Records a failure that happened before a member bio was issued.
+    pub(crate) fn fail(&self, status: bindings::blk_status_t) {
+        // SAFETY: `pdu` is valid by the type invariant.
+        record_status(unsafe { &*self.pdu }, status);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // SAFETY: the submitter's reference is given up here, once.
+        unsafe { put(self.pdu) };
+    }
+}
+
+fn record_status(pdu: &Pdu, status: bindings::blk_status_t) {
+    if status != 0 {
+        // First error wins; later ones are dropped.
+        let _ = pdu.status.compare_exchange(0, status, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+/// Gives up one reference; the last one ends the request.
+///
+/// # Safety
+///
+/// `pdu` must be the pdu of a started request and the caller must own one
+/// reference to it.
+unsafe fn put(pdu: *mut Pdu) {
+    // SAFETY: the caller's reference keeps the request alive.
+    let p = unsafe { &*pdu };
+    if p.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let status = p.status.load(Ordering::Acquire);
+        // SAFETY: this was the last reference: nobody else uses the pdu or
+        // the request any more, and it is ended exactly once, here.
+        unsafe { bindings::blk_mq_end_request(bindings::blk_mq_rq_from_pdu(pdu.cast()), status) };
+    }
+}
+
+/// Accounts the completion of a member bio.
+///
+/// # Safety
+///
+/// `token` must come from [`InFlight::add_bio`] and be used once.
+pub(crate) unsafe fn bio_finished(token: *mut core::ffi::c_void, status: bindings::blk_status_t) {
+    let pdu = token.cast::<Pdu>();
+    // SAFETY: the token carries a reference, so the pdu is alive.
+    record_status(unsafe { &*pdu }, status);
+    // SAFETY: the token's reference is given up here, once.
+    unsafe { put(pdu) };
+}

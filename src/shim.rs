@@ -1,0 +1,78 @@
+//! Safe access to what `shim.c` provides: module parameters and constants
+//! that bindgen cannot translate on 6.12.
+
+use kernel::{bindings, ffi::c_char, str::CStr};
+
+extern "C" {
+    fn raidmig_param_members() -> *const c_char;
+    fn raidmig_param_level() -> *const c_char;
+    fn raidmig_param_chunk_kb() -> u32;
+    static raidmig_feat_write_cache: bindings::blk_features_t;
+    static raidmig_feat_fua: bindings::blk_features_t;
+    static raidmig_open_rw_excl: bindings::blk_mode_t;
+    static raidmig_sts_ioerr: bindings::blk_status_t;
+    static raidmig_sts_notsupp: bindings::blk_status_t;
+    static raidmig_gfp_noio: bindings::gfp_t;
+}
+
+/// Reads a `charp` parameter: `None` when unset or not UTF-8.
+fn string_param(ptr: *const c_char) -> Option<&'static str> {
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null `charp` parameter points to a NUL-terminated string
+    // owned by the module loader; parameters declared 0444 are never changed
+    // after load, so the string lives as long as the module.
+    unsafe { CStr::from_char_ptr(ptr) }.to_str().ok()
+}
+
+/// `members=`, as given.
+pub(crate) fn members() -> Option<&'static str> {
+    // SAFETY: a plain getter without preconditions.
+    string_param(unsafe { raidmig_param_members() })
+}
+
+/// `level=`, as given.
+pub(crate) fn level() -> Option<&'static str> {
+    // SAFETY: a plain getter without preconditions.
+    string_param(unsafe { raidmig_param_level() })
+}
+
+/// `chunk_kb=` (default 64).
+pub(crate) fn chunk_kb() -> u32 {
+    // SAFETY: a plain getter without preconditions.
+    unsafe { raidmig_param_chunk_kb() }
+}
+
+// SAFETY (for all the getters below): the statics are `const` in C,
+// initialised at compile time and never written.
+
+/// `BLK_FEAT_WRITE_CACHE | BLK_FEAT_FUA`.
+pub(crate) fn feat_write_cache_fua() -> bindings::blk_features_t {
+    // SAFETY: see above.
+    unsafe { raidmig_feat_write_cache | raidmig_feat_fua }
+}
+
+/// `BLK_OPEN_READ | BLK_OPEN_WRITE | BLK_OPEN_EXCL`.
+pub(crate) fn open_rw_excl() -> bindings::blk_mode_t {
+    // SAFETY: see above.
+    unsafe { raidmig_open_rw_excl }
+}
+
+/// `BLK_STS_IOERR`.
+pub(crate) fn sts_ioerr() -> bindings::blk_status_t {
+    // SAFETY: see above.
+    unsafe { raidmig_sts_ioerr }
+}
+
+/// `BLK_STS_NOTSUPP`.
+pub(crate) fn sts_notsupp() -> bindings::blk_status_t {
+    // SAFETY: see above.
+    unsafe { raidmig_sts_notsupp }
+}
+
+/// `GFP_NOIO`: allocations on the I/O path must not recurse into I/O.
+pub(crate) fn gfp_noio() -> bindings::gfp_t {
+    // SAFETY: see above.
+    unsafe { raidmig_gfp_noio }
+}

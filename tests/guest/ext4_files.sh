@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# disks: 3 256M
+# ext4 on /dev/raidmig0 (single, then raid0): files written, checksummed,
+# read back after an unmount and a module reload, and e2fsck -fn clean.
+. tests/guest/lib.sh
+
+mnt=/tmp/mnt
+mkdir -p "$mnt"
+for layout in "single /dev/sda" "raid0 /dev/sda,/dev/sdb,/dev/sdc"; do
+  set -- $layout
+  level=$1 members=$2
+  say "--- level=$level"
+  must load members="$members" level="$level" chunk_kb=64
+  must wait_dev
+  must mkfs.ext4 -q -F /dev/raidmig0
+  must mount /dev/raidmig0 "$mnt"
+  mkdir -p "$mnt/tree"
+  for i in $(seq 1 40); do
+    head -c $(( (i * 7919) % 300000 + 1 )) /dev/urandom > "$mnt/tree/small$i"
+  done
+  for i in 1 2 3; do head -c $((i * 23))M /dev/urandom > "$mnt/big$i"; done
+  cp -r /usr/share/doc/fio "$mnt/tree/doc" 2>/dev/null || true
+  (cd "$mnt" && find . -type f ! -name lost+found -print0 | sort -z | xargs -0 sha256sum) > /tmp/sums
+  check "files written ($(wc -l < /tmp/sums))" test "$(wc -l < /tmp/sums)" -ge 43
+  must umount "$mnt"
+  must unload
+  must load members="$members" level="$level" chunk_kb=64
+  must wait_dev
+  must mount /dev/raidmig0 "$mnt"
+  check "checksums after reload" bash -c "cd $mnt && sha256sum --quiet -c /tmp/sums"
+  must umount "$mnt"
+  check "e2fsck -fn clean" e2fsck -fn /dev/raidmig0
+  must unload
+done
+finish

@@ -1,0 +1,75 @@
+# Shared helpers for guest tests (sourced inside the guest, from the
+# repository's directory). Every test ends with `finish`, which fails the
+# test on any kernel splat in dmesg.
+
+set -uo pipefail
+REPO=$(pwd)
+KO=$REPO/raidmig.ko
+OUT=${RAIDMIG_OUT:-/tmp}
+TEST_NAME=$(basename "$0" .sh)
+FAILURES=0
+
+. "$REPO/tests/guest/splat.sh"
+
+say() { echo "[$TEST_NAME] $*"; }
+fail() { say "FAIL: $*"; FAILURES=$((FAILURES + 1)); }
+ok() { say "ok: $*"; }
+
+# check DESCRIPTION COMMAND...: runs COMMAND, records a failure if it fails.
+check() {
+  local what=$1; shift
+  if "$@"; then ok "$what"; else fail "$what"; fi
+}
+
+# The guest kernel must be the lockdep test kernel, or the splat check is moot.
+require_debug_kernel() {
+  [ -e /proc/lockdep ] || { fail "kernel without lockdep"; finish; }
+}
+
+finish() {
+  dmesg > "$OUT/$TEST_NAME.dmesg" 2>/dev/null || dmesg > "/tmp/$TEST_NAME.dmesg"
+  if ! scan_splats "$OUT/$TEST_NAME.dmesg"; then
+    fail "kernel splat in dmesg (see $TEST_NAME.dmesg)"
+  fi
+  if [ "$FAILURES" -eq 0 ]; then say "PASS"; exit 0; fi
+  say "FAILED ($FAILURES)"; exit 1
+}
+
+# Runs CMD..., requiring success; a failure ends the test at once.
+must() {
+  "$@" || { fail "command failed: $*"; finish; }
+}
+
+load() { insmod "$KO" "$@"; }
+
+unload() { rmmod raidmig; }
+
+# Waits for /dev/raidmig0 to appear (udev may lag behind insmod).
+wait_dev() {
+  local i
+  for i in $(seq 1 50); do [ -b /dev/raidmig0 ] && return 0; sleep 0.1; done
+  return 1
+}
+
+# sums DEVS...: one checksum line per device (whole contents).
+sums() { local d; for d in "$@"; do echo "$d $(md5sum < "$d" | cut -d' ' -f1)"; done; }
+
+# fio_verify NAME DEV ARGS...: a fio write+verify job with crc32c checks;
+# fails the test if fio reports an error or a verify failure.
+fio_verify() {
+  local name=$1 dev=$2; shift 2
+  if fio --name="$name" --filename="$dev" --direct=1 --ioengine=libaio \
+       --verify=crc32c --do_verify=1 --verify_fatal=1 --output-format=terse \
+       --terse-version=3 --minimal "$@" > "$OUT/$TEST_NAME.fio.$name" 2>&1; then
+    # Field 5 of terse v3 output is the job's error code.
+    local err; err=$(awk -F';' 'NR==1 {print $5}' "$OUT/$TEST_NAME.fio.$name")
+    [ "$err" = 0 ] && { ok "fio $name"; return 0; }
+  fi
+  fail "fio $name (see $TEST_NAME.fio.$name)"; cat "$OUT/$TEST_NAME.fio.$name"
+  return 1
+}
+
+# member_flushes DEV: completed flush requests of DEV (diskstats field 15).
+member_flushes() { awk -v d="$(basename "$1")" '$3 == d {print $19}' /proc/diskstats; }
+
+require_debug_kernel

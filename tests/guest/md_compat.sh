@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# disks: 3 64M
+# raid0 is byte-compatible with md: what raidmig writes, md (mdadm --build,
+# no metadata, same chunk) reads back byte for byte, and the other way round.
+. tests/guest/lib.sh
+
+members="/dev/sda /dev/sdb /dev/sdc"
+must load members=/dev/sda,/dev/sdb,/dev/sdc level=raid0 chunk_kb=64
+must wait_dev
+cap=$(blockdev --getsize64 /dev/raidmig0)
+must dd if=/dev/urandom of=/tmp/pattern bs=1M count=$((cap >> 20)) status=none
+must dd if=/tmp/pattern of=/dev/raidmig0 bs=1M oflag=direct status=none
+must unload
+
+must mdadm --build /dev/md0 --level=0 --chunk=64 --raid-devices=3 $members
+check "md reads what raidmig wrote" cmp -n "$cap" /tmp/pattern /dev/md0
+must dd if=/dev/urandom of=/tmp/pattern bs=1M count=$((cap >> 20)) status=none
+must dd if=/tmp/pattern of=/dev/md0 bs=1M count=$((cap >> 20)) oflag=direct status=none
+must mdadm --stop /dev/md0
+
+must load members=/dev/sda,/dev/sdb,/dev/sdc level=raid0 chunk_kb=64
+must wait_dev
+check "raidmig reads what md wrote" cmp /tmp/pattern /dev/raidmig0
+must unload
+finish
