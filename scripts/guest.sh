@@ -51,7 +51,9 @@ done
 
 cd "$top"
 set +e
-RAIDMIG_OUT=$out vng --run "$kernel" --disable-kvm --disable-microvm \
+verbose=()
+[ -n "${GUEST_VERBOSE:-}" ] && verbose=(--verbose)   # kernel console on stdout
+RAIDMIG_OUT=$out vng --run "$kernel" --disable-kvm --disable-microvm "${verbose[@]}" \
   --cpus 2 --memory "$memory" --rwdir "$out" "${append[@]}" \
   --qemu-opts="$qopts" --exec "RAIDMIG_OUT=$out $*"
 rc=$?

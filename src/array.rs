@@ -30,11 +30,6 @@ impl Array {
         try_pin_init!(Array { geometry, members, bioset <- BioSet::new() })
     }
 
-    /// The layout.
-    pub(crate) fn geometry(&self) -> &Geometry {
-        &self.geometry
-    }
-
     /// Maps every bio of a read or write onto the members.
     fn submit_data(&self, io: &InFlight) {
         let rq = io.request();

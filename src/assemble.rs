@@ -88,7 +88,7 @@ pub(crate) fn from_params() -> Result<Running> {
 
     let capacity = geometry.capacity();
     let array = Arc::pin_init(Array::new(geometry, members), GFP_KERNEL)?;
-    let disk = Disk::add(c"raidmig0", capacity, limits, array)?;
+    let disk = Disk::add(kernel::c_str!("raidmig0"), capacity, limits, array)?;
     pr_info!(
         "raidmig0: {} over {} members, chunk {} KiB, {} MiB\n",
         level.name(),

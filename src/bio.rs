@@ -36,15 +36,15 @@ impl BioSet {
     /// earlier ones on its `bio_list`.
     pub(crate) fn new() -> impl PinInit<Self, Error> {
         let init = |slot: *mut Self| {
-            // SAFETY: `slot` is valid for writes; `bioset_init` initialises
-            // the whole `bio_set` and cleans up after itself on failure.
+            // SAFETY: `slot` is valid for writes.
+            let raw = unsafe { Opaque::raw_get(addr_of_mut!((*slot).raw)) };
+            // SAFETY: `raw` is valid for writes. `bioset_init` expects zeroed
+            // memory (it leaves the unused bvec pool alone, and
+            // `bioset_exit` tears down whatever is not zero); it cleans up
+            // after itself on failure.
             to_result(unsafe {
-                bindings::bioset_init(
-                    Opaque::raw_get(addr_of_mut!((*slot).raw)),
-                    POOL_BIOS,
-                    0,
-                    bindings::BIOSET_NEED_RESCUER as i32,
-                )
+                raw.write(core::mem::zeroed());
+                bindings::bioset_init(raw, POOL_BIOS, 0, bindings::BIOSET_NEED_RESCUER as i32)
             })
         };
         // SAFETY: the closure fully initialises `*slot` when it returns Ok and

@@ -55,7 +55,7 @@ impl Limits {
         // SAFETY: `raw` is valid; the member's block device is open; the
         // prefix is a NUL-terminated static string.
         unsafe {
-            bindings::queue_limits_stack_bdev(&mut self.raw, member.raw_bdev(), 0, c"raidmig".as_ptr())
+            bindings::queue_limits_stack_bdev(&mut self.raw, member.raw_bdev(), 0, kernel::c_str!("raidmig").as_char_ptr())
         };
     }
 
@@ -96,12 +96,17 @@ struct Fops(bindings::block_device_operations);
 // SAFETY: never written after compile time; the block layer only reads it.
 unsafe impl Sync for Fops {}
 
+// `struct module` has a field bindgen renders as an empty struct; it is
+// only ever handled by address here.
+#[allow(improper_ctypes)]
 extern "C" {
-    static mut __this_module: bindings::module;
+    static __this_module: Opaque<bindings::module>;
 }
 
 static FOPS: Fops = Fops(bindings::block_device_operations {
-    owner: addr_of_mut!(__this_module),
+    // SAFETY: `__this_module` is this module's `struct module`, which lives
+    // as long as the module's code and data.
+    owner: unsafe { __this_module.get() },
     // SAFETY: every other field is an optional callback or a pointer, for
     // which zero means "none".
     ..unsafe { core::mem::MaybeUninit::zeroed().assume_init() }
@@ -208,7 +213,7 @@ impl<H: RequestHandler> Disk<H> {
             bindings::__blk_mq_alloc_disk(
                 tagset.raw.get(),
                 &mut limits.raw,
-                Arc::as_ptr(&handler).cast_mut().cast(),
+                core::ptr::from_ref::<H>(&handler).cast_mut().cast(),
                 DISK_LOCK_CLASS.0.get(),
             )
         })?;

@@ -39,7 +39,10 @@ impl Member {
                 core::ptr::addr_of!(HOLDER).cast_mut().cast(),
                 core::ptr::null(),
             )
-        })?;
+        })
+        // insmod reports ENOENT as "Unknown symbol in module": say "No such
+        // device" for a member path that does not exist.
+        .map_err(|e| if e == ENOENT { ENODEV } else { e })?;
         // SAFETY: `file` is an open block device file.
         let bdev = unsafe { bindings::file_bdev(file) };
         // INVARIANT: `file` was just opened and `bdev` is its block device.

@@ -84,7 +84,8 @@ impl Request {
     /// The operation.
     pub(crate) fn op(&self) -> Op {
         // SAFETY: `rq` is valid by the type invariant.
-        match unsafe { (*self.rq).cmd_flags } & REQ_OP_MASK {
+        let flags = unsafe { (*self.rq).cmd_flags };
+        match flags & REQ_OP_MASK {
             bindings::req_op_REQ_OP_READ => Op::Read,
             bindings::req_op_REQ_OP_WRITE => Op::Write,
             bindings::req_op_REQ_OP_FLUSH => Op::Flush,
@@ -111,7 +112,8 @@ impl Request {
     /// requests because the disk advertises a write cache.
     pub(crate) fn member_opf(&self) -> bindings::blk_opf_t {
         // SAFETY: `rq` is valid by the type invariant.
-        unsafe { (*self.rq).cmd_flags } & (REQ_OP_MASK | INHERITED_FLAGS)
+        let flags = unsafe { (*self.rq).cmd_flags };
+        flags & (REQ_OP_MASK | INHERITED_FLAGS)
     }
 
     /// The bios that carry the request's data, in order.

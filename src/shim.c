@@ -7,6 +7,8 @@
 #include <linux/blkdev.h>
 #include <linux/module.h>
 
+#include "shim.h"
+
 static char *members;
 module_param(members, charp, 0444);
 MODULE_PARM_DESC(members, "Comma-separated member block devices, e.g. /dev/sda,/dev/sdb");

@@ -12,6 +12,8 @@
 #![cfg_attr(not(MODULE), no_std)]
 #![forbid(unsafe_code)]
 #![allow(unreachable_pub)]
+// The kernel module uses only part of the core at a time.
+#![cfg_attr(MODULE, allow(dead_code))]
 
 pub mod config;
 pub mod layout;

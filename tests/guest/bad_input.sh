@@ -14,7 +14,8 @@ ln -sf /dev/sdb /tmp/sdb-alias
 
 before=$(sums /dev/sda /dev/sdb /dev/sdc "$small")
 
-# refused ERRNO_TEXT DMESG_TEXT PARAMS...
+# refused ERRNO_TEXT DMESG_TEXT PARAMS...: insmod prints EINVAL as
+# "Invalid parameters", other errnos with strerror().
 refused() {
   local errtext=$1 msg=$2; shift 2
   local mark out
@@ -29,25 +30,25 @@ refused() {
   ok "refused ($errtext): $*"
 }
 
-refused "No such file or directory" "cannot open member /dev/nosuchdisk" \
+refused "No such device" "cannot open member /dev/nosuchdisk" \
   members=/dev/sda,/dev/nosuchdisk,/dev/sdc level=raid0
-refused "Invalid argument" "members /dev/sda and /dev/sda are the same disk" \
+refused "Invalid parameters" "members /dev/sda and /dev/sda are the same disk" \
   members=/dev/sda,/dev/sdb,/dev/sda level=raid0
-refused "Invalid argument" "members /dev/sdb and /tmp/sdb-alias are the same disk" \
+refused "Invalid parameters" "members /dev/sdb and /tmp/sdb-alias are the same disk" \
   members=/dev/sda,/dev/sdb,/tmp/sdb-alias level=raid0
 refused "Device or resource busy" "cannot open member /dev/sdd" \
   members=/dev/sda,/dev/sdd level=raid0
 refused "No space left on device" "member too small" \
   members=/dev/sda,"$small" level=raid0
-refused "Invalid argument" "unknown level" members=/dev/sda,/dev/sdb level=raid7
-refused "Invalid argument" "unknown level" members=/dev/sda,/dev/sdb
-refused "Invalid argument" "chunk_kb must be a power of two" members=/dev/sda,/dev/sdb level=raid0 chunk_kb=48
-refused "Invalid argument" "chunk_kb must be a power of two" members=/dev/sda,/dev/sdb level=raid0 chunk_kb=2
-refused "Invalid argument" "chunk_kb must be a power of two" members=/dev/sda,/dev/sdb level=raid0 chunk_kb=8192
-refused "Invalid argument" "no members given" level=raid0
-refused "Invalid argument" "empty member path" members=/dev/sda,,/dev/sdb level=raid0
-refused "Invalid argument" "raid0 takes 2 to 16 members, 1 given" members=/dev/sda level=raid0
-refused "Invalid argument" "single takes 1 to 1 members, 2 given" members=/dev/sda,/dev/sdb level=single
+refused "Invalid parameters" "unknown level" members=/dev/sda,/dev/sdb level=raid7
+refused "Invalid parameters" "unknown level" members=/dev/sda,/dev/sdb
+refused "Invalid parameters" "chunk_kb must be a power of two" members=/dev/sda,/dev/sdb level=raid0 chunk_kb=48
+refused "Invalid parameters" "chunk_kb must be a power of two" members=/dev/sda,/dev/sdb level=raid0 chunk_kb=2
+refused "Invalid parameters" "chunk_kb must be a power of two" members=/dev/sda,/dev/sdb level=raid0 chunk_kb=8192
+refused "Invalid parameters" "no members given" level=raid0
+refused "Invalid parameters" "empty member path" members=/dev/sda,,/dev/sdb level=raid0
+refused "Invalid parameters" "raid0 takes 2 to 16 members, 1 given" members=/dev/sda level=raid0
+refused "Invalid parameters" "single takes 1 to 1 members, 2 given" members=/dev/sda,/dev/sdb level=single
 
 after=$(sums /dev/sda /dev/sdb /dev/sdc "$small")
 check "refused loads wrote nothing" test "$before" = "$after"

@@ -7,7 +7,9 @@ tmp=$(mktemp); trap 'rm -f "$tmp"' EXIT
 fails=0
 clean='[    1.234567] raidmig: raidmig0: raid0 over 3 members, chunk 64 KiB, 720 MiB
 [    2.000000] EXT4-fs (raidmig0): mounted filesystem with ordered data mode
-[    3.000000] sd 0:0:0:0: [sda] Write cache: enabled, read cache: enabled'
+[    3.000000] sd 0:0:0:0: [sda] Write cache: enabled, read cache: enabled
+[    0.166410] rcu: 	RCU lockdep checking is enabled.
+[    0.170000] Lock dependency validator: Copyright (c) 2006 Red Hat, Inc., Ingo Molnar'
 printf '%s\n' "$clean" > "$tmp"
 scan_splats "$tmp" > /dev/null || { echo "FAIL: clean log flagged"; fails=1; }
 while IFS= read -r splat; do
@@ -23,6 +25,10 @@ done <<'SPLATS'
 [   12.345678] INFO: task kworker/0:1:50 blocked for more than 120 seconds.
 [   12.345678] BUG: scheduling while atomic: fio/77/0x00000002
 [   12.345678] rcu: INFO: rcu_preempt self-detected stall on CPU
+[   12.345678] INFO: trying to register non-static key.
+[   12.345678] WARNING: suspicious RCU usage
+[   12.345678] DEBUG_LOCKS_WARN_ON(1)
+[   12.345678] turning off the locking correctness validator.
 SPLATS
 [ $fails = 0 ] && echo "splat scanner: all cases flagged, clean log passed"
 exit $fails

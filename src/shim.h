@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* What shim.c gives the Rust side (declared again in shim.rs). */
+#ifndef RAIDMIG_SHIM_H
+#define RAIDMIG_SHIM_H
+
+#include <linux/blkdev.h>
+
+const char *raidmig_param_members(void);
+const char *raidmig_param_level(void);
+unsigned int raidmig_param_chunk_kb(void);
+
+extern const blk_features_t raidmig_feat_write_cache;
+extern const blk_features_t raidmig_feat_fua;
+extern const blk_mode_t raidmig_open_rw_excl;
+extern const blk_status_t raidmig_sts_ioerr;
+extern const blk_status_t raidmig_sts_notsupp;
+extern const gfp_t raidmig_gfp_noio;
+
+#endif
