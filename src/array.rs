@@ -10,7 +10,7 @@ use crate::{
     disk::RequestHandler,
     member::Member,
     raidmig_core::layout::Geometry,
-    request::{InFlight, Op, Request, REQ_PREFLUSH},
+    request::{InFlight, Op, REQ_PREFLUSH},
     shim,
 };
 use kernel::{bindings, prelude::*};
@@ -72,16 +72,16 @@ impl Array {
 }
 
 impl RequestHandler for Array {
-    fn queue_rq(&self, rq: Request) {
+    fn process(&self, io: InFlight) {
+        let rq = io.request();
         let op = rq.op();
         if op != Op::Flush && rq.sector() + rq.sectors() > self.geometry.capacity() {
             // The block layer checks this already; a bug must not become a
             // write outside the data area.
             pr_err!("request beyond capacity: sector {} + {}\n", rq.sector(), rq.sectors());
-            rq.start().fail(shim::sts_ioerr());
+            io.fail(shim::sts_ioerr());
             return;
         }
-        let io = rq.start();
         bio::plugged(|| match op {
             Op::Read | Op::Write => self.submit_data(&io),
             Op::Flush => self.submit_flush(&io),

@@ -142,6 +142,7 @@ unsafe extern "C" fn member_bio_done(bio: *mut bindings::bio) {
 
 /// Runs `f` under a block plug, so that consecutive member bios it submits
 /// to the same member can be merged before they reach that member's queue.
+/// Called from the array's workqueue, where the task has no plug of its own.
 pub(crate) fn plugged<R>(f: impl FnOnce() -> R) -> R {
     // SAFETY: `blk_plug` is plain data; `blk_start_plug` initialises it.
     let mut plug: bindings::blk_plug = unsafe { core::mem::zeroed() };

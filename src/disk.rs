@@ -5,16 +5,20 @@
 //! block sizes, cache features or queue data, so this is a small wrapper of
 //! its own over the C API.
 //!
-//! The tag set uses `BLK_MQ_F_BLOCKING`: `queue_rq` may sleep. Mapping a
-//! request allocates member bios from a mempool (a sleeping allocation that
-//! cannot fail), and during a migration a request that touches the unit
-//! being copied has to wait for it. Both are simplest and cheapest done in
-//! `queue_rq` itself, which blk-mq then calls only from process context,
-//! rather than by handing every request to a worker thread.
+//! `queue_rq` hands every request to a workqueue, and the work item does
+//! the rest in process context. Mapping a request allocates member bios from
+//! a mempool (a sleeping allocation), and during a migration a request that
+//! touches the unit being copied has to wait for it: neither may happen in
+//! `queue_rq`, which blk-mq can call in atomic context. A blocking tag set
+//! (`BLK_MQ_F_BLOCKING`) would allow sleeping there, but `queue_rq` also
+//! runs while blk-mq flushes the submitting task's plug, and member bios
+//! submitted from there re-enter that task's plug and bio list. The work
+//! item runs in a clean context with a plug of its own, and a request that
+//! waits blocks only its own worker, not the dispatch of the others.
 
 use crate::{
     member::Member,
-    request::{Request, PDU_BYTES},
+    request::{self, InFlight, Request, PDU_BYTES},
     shim,
 };
 use core::{marker::PhantomData, ptr::addr_of_mut};
@@ -27,11 +31,11 @@ use kernel::{
     types::Opaque,
 };
 
-/// What the disk calls for every request.
+/// What the disk calls for every request, from its workqueue.
 pub(crate) trait RequestHandler: Send + Sync {
-    /// Processes `rq`, which it must end exactly once (possibly later, from
-    /// a completion). May sleep.
-    fn queue_rq(&self, rq: Request);
+    /// Processes a started request; the request ends when the last
+    /// reference to it (`io` included) is gone. May sleep.
+    fn process(&self, io: InFlight);
 }
 
 /// Queue limits under construction, stacked from the members.
@@ -90,6 +94,13 @@ struct LockClass(Opaque<bindings::lock_class_key>);
 unsafe impl Sync for LockClass {}
 static DISK_LOCK_CLASS: LockClass = LockClass(Opaque::uninit());
 
+/// The lock class of our flush queue's lock. A member's flush completion
+/// (under the member's flush queue lock) may complete our flush request,
+/// which takes ours: a fixed nesting, upper inside lower, that lockdep would
+/// otherwise report as recursion because all flush queues share one class by
+/// default. nvme-loop does the same.
+static FLUSH_LOCK_CLASS: LockClass = LockClass(Opaque::uninit());
+
 /// `block_device_operations` with `owner` set, so that an open disk holds
 /// a reference on the module and `rmmod` refuses while it is in use.
 struct Fops(bindings::block_device_operations);
@@ -116,30 +127,84 @@ struct Vtable<H>(PhantomData<H>);
 
 impl<H: RequestHandler> Vtable<H> {
     const OPS: bindings::blk_mq_ops = bindings::blk_mq_ops {
-        queue_rq: Some(queue_rq::<H>),
+        queue_rq: Some(queue_rq),
+        init_hctx: Some(init_hctx),
+        init_request: Some(init_request::<H>),
         // SAFETY: every other field is an optional callback, for which zero
         // means "none".
         ..unsafe { core::mem::MaybeUninit::zeroed().assume_init() }
     };
 }
 
-/// The blk-mq entry point.
+/// The blk-mq entry point: starts the request and queues its work item on
+/// the disk's workqueue (the hardware context's driver data).
 ///
 /// # Safety
 ///
-/// Called by blk-mq for a queue created by [`Disk::add`] with handler type `H`.
-unsafe extern "C" fn queue_rq<H: RequestHandler>(
+/// Called by blk-mq for a queue created by [`Disk::add`].
+unsafe extern "C" fn queue_rq(
     hctx: *mut bindings::blk_mq_hw_ctx,
     bd: *const bindings::blk_mq_queue_data,
 ) -> bindings::blk_status_t {
-    // SAFETY: the queue's `queuedata` is the handler that `Disk::add` set and
-    // keeps alive until the disk is gone; `bd->rq` was dispatched to us and
-    // the tag set's `cmd_size` is `PDU_BYTES`.
+    // SAFETY: `bd->rq` was dispatched to us and the tag set's `cmd_size` is
+    // `PDU_BYTES`; `init_hctx` set the driver data to the workqueue, which
+    // `Disk` destroys only after the disk, and so every request, is gone.
     unsafe {
-        let handler = &*(*(*hctx).queue).queuedata.cast::<H>();
-        handler.queue_rq(Request::from_raw((*bd).rq));
+        let io = Request::from_raw((*bd).rq).start();
+        io.queue_on((*hctx).driver_data.cast());
     }
     bindings::BLK_STS_OK as bindings::blk_status_t
+}
+
+/// The work item of a request: hands it to the handler.
+///
+/// # Safety
+///
+/// Runs for a request queued by `queue_rq` on a queue whose `queuedata` is
+/// an `H` (see [`Disk::add`]).
+unsafe extern "C" fn run_request<H: RequestHandler>(work: *mut bindings::work_struct) {
+    // SAFETY: queued once by `queue_rq`; the handler outlives the disk's
+    // requests.
+    unsafe {
+        let io = InFlight::from_work(work);
+        let handler = &*(*io.request().queue()).queuedata.cast::<H>();
+        handler.process(io);
+    }
+}
+
+/// Sets up each request's pdu once, when blk-mq allocates it.
+///
+/// # Safety
+///
+/// Called by blk-mq for a request of our tag set.
+unsafe extern "C" fn init_request<H: RequestHandler>(
+    _set: *mut bindings::blk_mq_tag_set,
+    rq: *mut bindings::request,
+    _hctx_idx: core::ffi::c_uint,
+    _numa_node: core::ffi::c_uint,
+) -> core::ffi::c_int {
+    // SAFETY: `rq` is being initialised and its pdu has `PDU_BYTES`.
+    unsafe { request::init_pdu(rq, Some(run_request::<H>)) };
+    0
+}
+
+/// Sets up a hardware context: its driver data is the workqueue (the tag
+/// set's driver data), and its flush queue lock gets our own lock class.
+///
+/// # Safety
+///
+/// Called by blk-mq with a hardware context being set up.
+unsafe extern "C" fn init_hctx(
+    hctx: *mut bindings::blk_mq_hw_ctx,
+    data: *mut core::ffi::c_void,
+    _index: core::ffi::c_uint,
+) -> core::ffi::c_int {
+    // SAFETY: `hctx` and its flush queue are initialised; the key is static.
+    unsafe {
+        (*hctx).driver_data = data;
+        bindings::blk_mq_hctx_set_fq_lock_class(hctx, FLUSH_LOCK_CLASS.0.get());
+    }
+    0
 }
 
 /// A blk-mq tag set.
@@ -150,7 +215,7 @@ struct TagSet {
 }
 
 impl TagSet {
-    fn new<H: RequestHandler>(queue_depth: u32) -> impl PinInit<Self, Error> {
+    fn new<H: RequestHandler>(queue_depth: u32, wq: *mut bindings::workqueue_struct) -> impl PinInit<Self, Error> {
         let init = move |slot: *mut Self| {
             // SAFETY: `slot` is valid for writes.
             let raw = unsafe { Opaque::raw_get(addr_of_mut!((*slot).raw)) };
@@ -164,7 +229,8 @@ impl TagSet {
                 (*raw).queue_depth = queue_depth;
                 (*raw).numa_node = bindings::NUMA_NO_NODE;
                 (*raw).cmd_size = PDU_BYTES;
-                (*raw).flags = bindings::BLK_MQ_F_SHOULD_MERGE | bindings::BLK_MQ_F_BLOCKING;
+                (*raw).flags = bindings::BLK_MQ_F_SHOULD_MERGE;
+                (*raw).driver_data = wq.cast();
                 to_result(bindings::blk_mq_alloc_tag_set(raw))
             }
         };
@@ -193,7 +259,37 @@ pub(crate) struct Disk<H: RequestHandler> {
     gendisk: *mut bindings::gendisk,
     // Dropped after `gendisk` is deleted (see `Drop`), then the handler.
     _tagset: Pin<KBox<TagSet>>,
+    _workqueue: Workqueue,
     _handler: Arc<H>,
+}
+
+/// The workqueue that runs the requests. Memory reclaim may wait for I/O
+/// through it, so it has a rescuer (`WQ_MEM_RECLAIM`).
+struct Workqueue(*mut bindings::workqueue_struct);
+
+impl Workqueue {
+    fn new(name: &CStr) -> Result<Workqueue> {
+        // SAFETY: the format is "%s" and the argument a NUL-terminated string.
+        let wq = unsafe {
+            bindings::alloc_workqueue(
+                kernel::c_str!("%s").as_char_ptr(),
+                bindings::wq_flags_WQ_MEM_RECLAIM | bindings::wq_flags_WQ_HIGHPRI,
+                0,
+                name.as_char_ptr(),
+            )
+        };
+        if wq.is_null() {
+            return Err(ENOMEM);
+        }
+        Ok(Workqueue(wq))
+    }
+}
+
+impl Drop for Workqueue {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new`; no request is left to queue work on it.
+        unsafe { bindings::destroy_workqueue(self.0) };
+    }
 }
 
 // SAFETY: the gendisk may be deleted from any thread; the handler is Send + Sync.
@@ -205,7 +301,8 @@ impl<H: RequestHandler> Disk<H> {
     /// Creates `name` (at most 31 bytes) with `capacity` sectors and the given
     /// limits, and makes it visible. Requests start arriving at once.
     pub(crate) fn add(name: &CStr, capacity: u64, mut limits: Limits, handler: Arc<H>) -> Result<Self> {
-        let tagset = KBox::try_pin_init(TagSet::new::<H>(128), GFP_KERNEL)?;
+        let workqueue = Workqueue::new(name)?;
+        let tagset = KBox::try_pin_init(TagSet::new::<H>(128, workqueue.0), GFP_KERNEL)?;
         // SAFETY: the tag set is initialised; `limits.raw` is valid and only
         // read; the handler outlives the queue (see the type invariant); the
         // lock class key is static.
@@ -242,7 +339,7 @@ impl<H: RequestHandler> Disk<H> {
             return Err(e);
         }
         // INVARIANT: allocated over `tagset` with `handler` as queue data, added.
-        Ok(Disk { gendisk, _tagset: tagset, _handler: handler })
+        Ok(Disk { gendisk, _tagset: tagset, _workqueue: workqueue, _handler: handler })
     }
 }
 

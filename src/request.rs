@@ -9,10 +9,11 @@
 
 use core::{
     marker::PhantomData,
+    ptr::addr_of_mut,
     mem::size_of,
     sync::atomic::{AtomicU32, AtomicU8, Ordering},
 };
-use kernel::bindings;
+use kernel::{bindings, types::Opaque};
 
 /// What a request asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +53,8 @@ const REQ_OP_MASK: bindings::blk_opf_t = (1 << bindings::REQ_OP_BITS) - 1;
 /// Per-request driver data: the blk-mq "pdu" that follows `struct request`.
 #[repr(C)]
 struct Pdu {
+    /// Hands the request from `queue_rq` to the array's workqueue.
+    work: bindings::work_struct,
     pending: AtomicU32,
     status: AtomicU8,
 }
@@ -79,6 +82,12 @@ impl Request {
     pub(crate) unsafe fn from_raw(rq: *mut bindings::request) -> Request {
         // INVARIANT: guaranteed by the caller.
         Request { rq }
+    }
+
+    /// The request queue it belongs to.
+    pub(crate) fn queue(&self) -> *mut bindings::request_queue {
+        // SAFETY: `rq` is valid by the type invariant.
+        unsafe { (*self.rq).q }
     }
 
     /// The operation.
@@ -131,9 +140,12 @@ impl Request {
         // SAFETY: the pdu belongs to `rq` and has room for a `Pdu`; nothing
         // else touches it before the request is started.
         let pdu = unsafe { bindings::blk_mq_rq_to_pdu(self.rq) }.cast::<Pdu>();
-        // SAFETY: `pdu` is valid for writes and suitably aligned (blk-mq
-        // aligns the pdu for any type).
-        unsafe { pdu.write(Pdu { pending: AtomicU32::new(1), status: AtomicU8::new(0) }) };
+        // SAFETY: `pdu` is valid and suitably aligned (blk-mq aligns the pdu
+        // for any type); its work item was set up by `init_pdu` and is idle.
+        unsafe {
+            addr_of_mut!((*pdu).pending).write(AtomicU32::new(1));
+            addr_of_mut!((*pdu).status).write(AtomicU8::new(0));
+        }
         // INVARIANT: the pdu is initialised with the caller's reference.
         InFlight { rq: self, pdu }
     }
@@ -198,6 +210,42 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
+    /// Queues the request's work item on `wq`; the work function takes the
+    /// request back with [`InFlight::from_work`].
+    ///
+    /// # Safety
+    ///
+    /// `wq` must be a live workqueue that is destroyed only after the request
+    /// has ended.
+    pub(crate) unsafe fn queue_on(self, wq: *mut bindings::workqueue_struct) {
+        let work = self.work();
+        // The reference travels with the work item.
+        core::mem::forget(self);
+        // SAFETY: the work item was initialised by `init_pdu` and is idle
+        // (each request is dispatched once at a time); `wq` is live.
+        unsafe { bindings::queue_work_on(bindings::wq_misc_consts_WORK_CPU_UNBOUND as i32, wq, work) };
+    }
+
+    fn work(&self) -> *mut bindings::work_struct {
+        // SAFETY: `pdu` is valid by the type invariant.
+        unsafe { addr_of_mut!((*self.pdu).work) }
+    }
+
+    /// Takes back a request queued with [`InFlight::queue_on`].
+    ///
+    /// # Safety
+    ///
+    /// `work` must be the work item of a request queued by `queue_on`, and
+    /// this must be called once per queueing.
+    pub(crate) unsafe fn from_work(work: *mut bindings::work_struct) -> InFlight {
+        // `work` is the first field of the `#[repr(C)]` pdu.
+        let pdu = work.cast::<Pdu>();
+        // SAFETY: the pdu follows its request.
+        let rq = unsafe { bindings::blk_mq_rq_from_pdu(pdu.cast()) };
+        // INVARIANT: the reference given up by `queue_on` is taken over here.
+        InFlight { rq: Request { rq }, pdu }
+    }
+
     /// The request; the reference this holds keeps it alive.
     pub(crate) fn request(&self) -> &Request {
         &self.rq
@@ -231,6 +279,34 @@ fn record_status(pdu: &Pdu, status: bindings::blk_status_t) {
         let _ = pdu.status.compare_exchange(0, status, Ordering::AcqRel, Ordering::Relaxed);
     }
 }
+
+/// Sets up a request's pdu when blk-mq allocates the request: its work item
+/// runs `func`.
+///
+/// # Safety
+///
+/// `rq` must be a request being initialised by blk-mq (`init_request`) of a
+/// tag set whose `cmd_size` is [`PDU_BYTES`].
+pub(crate) unsafe fn init_pdu(rq: *mut bindings::request, func: bindings::work_func_t) {
+    static WORK_CLASS: LockClass = LockClass(Opaque::uninit());
+    // SAFETY: the pdu belongs to `rq` and is not in use yet; the lock class
+    // key and the name are static.
+    unsafe {
+        let pdu = bindings::blk_mq_rq_to_pdu(rq).cast::<Pdu>();
+        bindings::init_work_with_key(
+            addr_of_mut!((*pdu).work),
+            func,
+            false,
+            kernel::c_str!("raidmig_request").as_char_ptr(),
+            WORK_CLASS.0.get(),
+        );
+    }
+}
+
+/// A static lockdep class key.
+struct LockClass(Opaque<bindings::lock_class_key>);
+// SAFETY: lock class keys are only used by lockdep, which synchronises itself.
+unsafe impl Sync for LockClass {}
 
 /// Gives up one reference; the last one ends the request.
 ///
