@@ -14,4 +14,7 @@
 #![allow(unreachable_pub)]
 
 pub mod config;
+pub mod crc32c;
+pub mod format;
 pub mod layout;
+pub mod plan;
