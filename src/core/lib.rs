@@ -13,8 +13,15 @@
 #![forbid(unsafe_code)]
 #![allow(unreachable_pub)]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod config;
 pub mod crc32c;
+pub mod engine;
 pub mod format;
 pub mod layout;
+pub mod members;
+pub mod parity;
 pub mod plan;
+pub mod route;
