@@ -16,6 +16,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod assemble;
 pub mod config;
 pub mod crc32c;
 pub mod engine;
@@ -24,4 +25,6 @@ pub mod layout;
 pub mod members;
 pub mod parity;
 pub mod plan;
+pub mod prepare;
+pub mod recovery;
 pub mod route;
