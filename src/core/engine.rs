@@ -248,7 +248,9 @@ impl Engine {
             units: self.plan.units(),
             copied: self.copied,
             checkpoint: self.checkpoint,
-            in_flight: self.in_flight,
+            // A staged unit is in flight until finished: its source may be
+            // half overwritten.
+            in_flight: self.in_flight || self.staged,
             checkpoint_requested: false,
         }
     }

@@ -8,6 +8,14 @@
 //! again before a superblock saying "staging empty" is durable), then copies
 //! again every unit from the checkpoint on, reading the source.
 //!
+//! First, members whose superblock lags one generation behind (a power cut
+//! during a superblock update) are brought level ([`catch_up`]): the newest
+//! superblock is written, at the same generation, to the slot of each lagging
+//! member that holds an older one, then flushed. Every later update then
+//! starts from members all at one generation, so however often the power
+//! fails, members never drift more than one generation apart, and a bigger
+//! gap means a member that truly missed updates (refused by assembly).
+//!
 //! Why the source of those units is intact: a unit's rows are written only
 //! after (a) a durable checkpoint past every earlier unit whose source they
 //! overwrite, and (b) if they overwrite the unit's own source, a durable
@@ -20,8 +28,8 @@
 //! waited for a checkpoint, so none of them is lost by copying again.
 
 use super::assemble::Assembly;
-use super::engine::{Engine, EngineConfig, EngineError};
-use super::format::ArrayState;
+use super::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo};
+use super::format::{slot_of, superblock_sector, ArrayState, Superblock, SUPERBLOCK_BYTES};
 use super::layout::Geometry;
 use super::route::View;
 
@@ -57,4 +65,30 @@ pub fn recover(assembly: &Assembly, config: EngineConfig, now_ms: u64) -> Result
         None => Ok(Recovered::Settled { layout: sb.layout, state: sb.state }),
         Some(_) => Engine::resume(sb, config, now_ms).map(Recovered::Migration),
     }
+}
+
+/// Brings lagging members level with the newest superblock (same
+/// generation, their own identity), then flushes; does nothing when no member
+/// lags. `buf` must hold at least [`SUPERBLOCK_BYTES`].
+pub fn catch_up<I: MemberIo>(io: &mut I, assembly: &Assembly, buf: &mut [u8]) -> Result<(), EngineError> {
+    if assembly.lagging == 0 {
+        return Ok(());
+    }
+    let buf = buf.get_mut(..SUPERBLOCK_BYTES).ok_or(EngineError::BufferTooSmall)?;
+    let newest = &assembly.newest;
+    let slot = slot_of(newest.generation);
+    for role in 0..assembly.members.count {
+        if assembly.lagging & (1 << role) == 0 {
+            continue;
+        }
+        let sb = Superblock {
+            member_uuid: assembly.members.uuids[role],
+            role,
+            device_sectors: assembly.members.device_sectors[role],
+            ..*newest
+        };
+        sb.encode(buf).map_err(EngineError::Format)?;
+        io.write(role, superblock_sector(sb.device_sectors, slot), buf).map_err(EngineError::Io)?;
+    }
+    io.flush().map_err(|e: IoError| EngineError::Io(e))
 }
