@@ -404,7 +404,7 @@ impl Engine {
     fn write_superblocks<I: MemberIo>(&mut self, io: &mut I, members: &ArrayMembers, buf: &mut [u8], now_ms: u64) -> Result<(), EngineError> {
         self.generation += 1;
         let slot = slot_of(self.generation);
-        let sb_buf = &mut buf[..SUPERBLOCK_BYTES];
+        let sb_buf = buf.get_mut(..SUPERBLOCK_BYTES).ok_or(EngineError::BufferTooSmall)?;
         for role in 0..self.plan.target().members() {
             self.superblock(members, role, now_ms).encode(sb_buf).map_err(EngineError::Format)?;
             io.write(role, superblock_sector(members.device_sectors[role], slot), sb_buf)?;
@@ -431,6 +431,9 @@ impl Engine {
         let chunk = target.chunk_sectors() as u64;
         let (first, count) = self.plan.unit_rows_range(unit);
         let step = ((buf.len() >> SECTOR_SHIFT) as u64).min(chunk) & !7;
+        if step == 0 {
+            return Err(EngineError::BufferTooSmall);
+        }
         for member in 0..target.members() {
             let staging = staging_sector(members.device_sectors[member]);
             for row in first..first + count {

@@ -36,11 +36,11 @@
 //! | 0x028 | 16 | member UUID |
 //! | 0x038 | 4  | role: this member's index in the array (0 = the first member, which held the data before the migration) |
 //! | 0x03C | 4  | array state: 1 prepared, 2 migrating, 3 paused, 4 clean, 5 failed |
-//! | 0x040 | 8  | this member's device size in sectors when the array was made (locates the tail) |
+//! | 0x040 | 8  | this member's device size in sectors when the array was made (locates the tail; at most 2^49) |
 //! | 0x048 | 8  | creation time, milliseconds since the Unix epoch |
 //! | 0x050 | 8  | time of this update, milliseconds since the Unix epoch |
 //! | 0x058 | 8  | reserved, zero |
-//! | 0x060 | 24 | array layout (see *layout* below): member count, level, chunk, data size per member; the target layout while migrating |
+//! | 0x060 | 24 | array layout (see *layout* below): level, member count, chunk, data size per member; the target layout while migrating |
 //! | 0x078 | 8  | reserved, zero |
 //! | 0x080 | 24 | migration record: source layout |
 //! | 0x098 | 24 | migration record: target layout (equal to the array layout) |
@@ -59,10 +59,11 @@
 //! *Layout* (24 bytes): level code (u32: 0 single, 1 raid0, 2 raid1, 3 raid5
 //! left-symmetric, 4 raid10 near-2), member count (u32), chunk in sectors
 //! (u32), reserved zero (u32), data area per member in sectors (u64, a
-//! multiple of the chunk). Data areas start at sector 0 of every member.
+//! multiple of the chunk, at most 2^48). Data areas start at sector 0 of every
+//! member.
 
 use super::crc32c::crc32c;
-use super::layout::{Geometry, GeometryError, Level, RESERVED_TAIL_SECTORS};
+use super::layout::{Geometry, GeometryError, Level, MAX_MEMBER_SECTORS, RESERVED_TAIL_SECTORS};
 use super::plan::Migration;
 
 /// Bytes in a superblock (one slot).
@@ -344,7 +345,9 @@ impl Superblock {
         }
         let state = ArrayState::from_code(get_u32(buf, 0x03C)).ok_or(FormatError::BadState)?;
         let device_sectors = get_u64(buf, 0x040);
-        if device_sectors < layout.member_sectors().saturating_add(RESERVED_TAIL_SECTORS) {
+        if device_sectors < layout.member_sectors().saturating_add(RESERVED_TAIL_SECTORS)
+            || device_sectors > 2 * MAX_MEMBER_SECTORS
+        {
             return Err(FormatError::BadDeviceSize);
         }
         let migration = if flags & FLAG_MIGRATION != 0 {
@@ -482,9 +485,10 @@ mod tests {
             assert_eq!(Superblock::decode(&buf), Err(want), "field {at:#x}");
             assert!(!want.message().is_empty());
         }
-        let small = Superblock { device_sectors: 128 * 100, ..sb };
-        small.encode(&mut buf).unwrap();
-        assert_eq!(Superblock::decode(&buf), Err(FormatError::BadDeviceSize));
+        for device_sectors in [128 * 100, u64::MAX] {
+            Superblock { device_sectors, ..sb }.encode(&mut buf).unwrap();
+            assert_eq!(Superblock::decode(&buf), Err(FormatError::BadDeviceSize));
+        }
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub const SECTOR_SHIFT: u32 = 9;
 /// module.
 pub const RESERVED_TAIL_SECTORS: u64 = (16 << 20) >> SECTOR_SHIFT;
 
+/// Largest data area per member, in sectors (128 PiB): bounds every sum and
+/// product of sizes well below overflow, whatever a superblock says.
+pub const MAX_MEMBER_SECTORS: u64 = 1 << 48;
+
 /// Most members an array can have.
 pub const MAX_MEMBERS: usize = 16;
 
@@ -150,6 +154,8 @@ pub enum GeometryError {
     Chunk,
     /// The smallest member cannot hold one chunk of data besides the reserved tail.
     TooSmall,
+    /// The data area is larger than [`MAX_MEMBER_SECTORS`].
+    TooLarge,
 }
 
 impl GeometryError {
@@ -161,6 +167,7 @@ impl GeometryError {
             GeometryError::TooSmall => {
                 "member too small: it must hold one chunk besides the 16 MiB reserved tail"
             }
+            GeometryError::TooLarge => "member data area larger than 128 PiB",
         }
     }
 }
@@ -242,6 +249,9 @@ impl Geometry {
         let member_sectors = member_sectors & !(chunk_sectors as u64 - 1);
         if member_sectors == 0 {
             return Err(GeometryError::TooSmall);
+        }
+        if member_sectors > MAX_MEMBER_SECTORS {
+            return Err(GeometryError::TooLarge);
         }
         Ok(Geometry { level, members, chunk_sectors, member_sectors })
     }
@@ -678,6 +688,8 @@ mod tests {
             Err(GeometryError::TooSmall)
         );
         assert!(Geometry::for_devices(Level::Raid0, 3, 128, RESERVED_TAIL_SECTORS + 128).is_ok());
+        assert_eq!(Geometry::new(Level::Raid0, 3, 128, MAX_MEMBER_SECTORS + 128), Err(GeometryError::TooLarge));
+        assert!(Geometry::new(Level::Raid0, 3, 128, MAX_MEMBER_SECTORS).is_ok());
     }
 
     #[test]
