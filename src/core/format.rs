@@ -63,7 +63,7 @@
 //! member.
 
 use super::crc32c::crc32c;
-use super::layout::{Geometry, GeometryError, Level, MAX_MEMBER_SECTORS, RESERVED_TAIL_SECTORS};
+use super::layout::{Geometry, GeometryError, Level, MAX_CHUNK_SECTORS, MAX_MEMBER_SECTORS, RESERVED_TAIL_SECTORS};
 use super::plan::Migration;
 
 /// Bytes in a superblock (one slot).
@@ -78,6 +78,14 @@ pub const BITMAP_SECTORS: u64 = 8192;
 pub const STAGING_OFFSET: u64 = 16384;
 /// Size of the staging area, in sectors (8 MiB).
 pub const STAGING_SECTORS: u64 = 16384;
+
+// The regions of the tail do not overlap and fit in it.
+const _: () = assert!(BITMAP_OFFSET >= 2 * SUPERBLOCK_SECTORS);
+const _: () = assert!(BITMAP_OFFSET + BITMAP_SECTORS <= STAGING_OFFSET);
+const _: () = assert!(STAGING_OFFSET + STAGING_SECTORS == RESERVED_TAIL_SECTORS);
+// A unit of one stripe of the largest chunk fits the staging area, even for
+// raid10 over an odd member count (two rows per stripe).
+const _: () = assert!(2 * MAX_CHUNK_SECTORS as u64 <= STAGING_SECTORS);
 
 const MAGIC: [u8; 8] = *b"RAIDMIGS";
 const VERSION: u32 = 1;
@@ -510,8 +518,6 @@ mod tests {
         assert_eq!(superblock_sector(dev, 0), dev - RESERVED_TAIL_SECTORS);
         assert_eq!(superblock_sector(dev, 1), dev - RESERVED_TAIL_SECTORS + 8);
         assert_eq!(staging_sector(dev) + STAGING_SECTORS, dev);
-        assert!(BITMAP_OFFSET >= 2 * SUPERBLOCK_SECTORS);
-        assert!(BITMAP_OFFSET + BITMAP_SECTORS <= STAGING_OFFSET);
         assert_eq!(slot_of(7), 1);
         assert_eq!(slot_of(8), 0);
     }

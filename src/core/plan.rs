@@ -95,8 +95,11 @@ impl Migration {
             return Err(PlanError::MemberMismatch);
         }
         let rows = unit_rows as u64;
+        // `%` rather than `is_multiple_of`, for older kernel toolchains.
+        #[allow(clippy::manual_is_multiple_of)]
+        let partial_stripe = rows % target.stripe_rows() != 0;
         if rows == 0
-            || rows % target.stripe_rows() != 0
+            || partial_stripe
             || rows * target.chunk_sectors() as u64 > STAGING_SECTORS
         {
             return Err(PlanError::UnitSize);

@@ -91,6 +91,11 @@ pub fn must_be_zero(first_device_sectors: u64, plan: &Migration) -> (u64, u64) {
     (start, first_device_sectors - start)
 }
 
+/// Whether a block read from the range of [`must_be_zero`] is all zeros.
+pub fn all_zero(buf: &[u8]) -> bool {
+    buf.iter().all(|&b| b == 0)
+}
+
 /// Checks that device `device` belongs to no raidmig array, from what its
 /// two superblock slots decode to. Blank slots or foreign contents (no
 /// raidmig magic) are fine: joining members are overwritten.
@@ -141,6 +146,7 @@ mod tests {
         assert_eq!(m.target().capacity(), 2 * 896);
         assert_eq!(m.unit_rows(), 4);
         assert_eq!(must_be_zero(d, &m), (896, T + 104));
+        assert!(all_zero(&[0; 512]) && !all_zero(&[0, 0, 1]));
         assert_eq!(plan_new(Level::Raid5, 128, &[d], 1), Err(PrepareError::TooFewMembers));
         assert_eq!(plan_new(Level::Raid0, 128, &[d, d - 1, d], 1), Err(PrepareError::MemberSmaller { device: 1 }));
         assert_eq!(plan_new(Level::Raid0, 128, &[T + 100, T + 100], 1), Err(PrepareError::Geometry(GeometryError::TooSmall)));

@@ -65,9 +65,9 @@ fn setup(source: Geometry, target: Geometry, unit_rows: u32) -> Setup {
     let members = ArrayMembers::new([7; 16], 1, &uuids, &sizes);
     let mut io = Mem { sectors: vec![HashMap::new(); n], ..Mem::default() };
     let mut buf = vec![0u8; SUPERBLOCK_BYTES];
-    for role in 0..n {
+    for (role, &size) in sizes.iter().enumerate() {
         prepared_superblock(&plan, &members, role, 0).encode(&mut buf).unwrap();
-        io.write(role, superblock_sector(sizes[role], 1), &buf).unwrap();
+        io.write(role, superblock_sector(size, 1), &buf).unwrap();
     }
     Setup { io, members, plan }
 }

@@ -707,7 +707,7 @@ impl World {
 
     /// After a power cut: reads every routable sector once and pins what it
     /// holds (it must be allowed); later reads must return exactly that.
-    fn pin_volume(&mut self, pinned: &mut Vec<bool>) -> Result<(), String> {
+    fn pin_volume(&mut self, pinned: &mut [bool]) -> Result<(), String> {
         let view = self.shared;
         for r in route(&view, 0, view.volume_sectors, false) {
             let g = match r.route {
