@@ -65,22 +65,22 @@ impl AssembleError {
     }
 }
 
-/// An assembled array.
+/// An assembled array (small enough for a kernel stack; the members'
+/// identities go to a caller-provided [`ArrayMembers`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Assembly {
     /// The newest superblock: the array's state.
     pub newest: Superblock,
     /// For each role, the index of the device holding it.
-    pub device_of_role: [usize; MAX_MEMBERS],
+    pub device_of_role: [u8; MAX_MEMBERS],
     /// Roles whose superblock is one generation behind (bit per role).
     pub lagging: u32,
-    /// Identities of the members by role.
-    pub members: ArrayMembers,
 }
 
 /// Assembles the array from each given device's superblock (`sbs[i]` for
-/// device `i`, in any order).
-pub fn assemble(sbs: &[Result<Superblock, FormatError>]) -> Result<Assembly, AssembleError> {
+/// device `i`, in any order), filling `members` with the identities of the
+/// members by role.
+pub fn assemble(sbs: &[Result<Superblock, FormatError>], members: &mut ArrayMembers) -> Result<Assembly, AssembleError> {
     let err = |kind, device| Err(AssembleError { kind, device });
     if sbs.is_empty() {
         return err(AssembleErrorKind::NoDevices, 0);
@@ -98,9 +98,9 @@ pub fn assemble(sbs: &[Result<Superblock, FormatError>]) -> Result<Assembly, Ass
         }
     }
     let Some(newest) = newest else { return err(AssembleErrorKind::NoDevices, 0) };
-    let mut members = ArrayMembers::new(newest.array_uuid, newest.created_ms, &[], &[]);
+    *members = ArrayMembers::new(newest.array_uuid, newest.created_ms, &[], &[]);
     members.count = newest.layout.members();
-    let mut device_of_role = [usize::MAX; MAX_MEMBERS];
+    let mut device_of_role = [u8::MAX; MAX_MEMBERS];
     let mut lagging = 0u32;
     for (i, sb) in sbs.iter().enumerate().filter_map(|(i, r)| r.as_ref().ok().map(|sb| (i, sb))) {
         if sb.array_uuid != newest.array_uuid {
@@ -125,19 +125,20 @@ pub fn assemble(sbs: &[Result<Superblock, FormatError>]) -> Result<Assembly, Ass
         } else {
             lagging |= 1 << sb.role;
         }
-        if device_of_role[sb.role] != usize::MAX {
+        if device_of_role[sb.role] != u8::MAX {
             return err(AssembleErrorKind::DuplicateRole, i);
         }
         if (0..i).any(|j| matches!(&sbs[j], Ok(o) if o.member_uuid == sb.member_uuid)) {
             return err(AssembleErrorKind::DuplicateMember, i);
         }
-        device_of_role[sb.role] = i;
+        // At most MAX_MEMBERS devices get here (roles are distinct).
+        device_of_role[sb.role] = i as u8;
         members.set_from(sb);
     }
     if sbs.len() != newest.layout.members() {
         return err(AssembleErrorKind::WrongCount, sbs.len());
     }
-    Ok(Assembly { newest, device_of_role, lagging, members })
+    Ok(Assembly { newest, device_of_role, lagging })
 }
 
 #[cfg(test)]
@@ -166,18 +167,22 @@ mod tests {
 
     #[test]
     fn any_order_and_lagging() {
-        let a = assemble(&[Ok(sb(2, 10)), Ok(sb(0, 9)), Ok(sb(1, 10))]).unwrap();
+        let mut members = ArrayMembers::new([0; 16], 0, &[], &[]);
+        let a = assemble(&[Ok(sb(2, 10)), Ok(sb(0, 9)), Ok(sb(1, 10))], &mut members).unwrap();
         assert_eq!(a.device_of_role[..3], [1, 2, 0]);
         assert_eq!(a.newest.generation, 10);
         assert_eq!(a.lagging, 1);
-        assert_eq!(a.members.device_sectors[2], 800 + RESERVED_TAIL_SECTORS + 2);
-        assert_eq!(a.members.uuids[1], [2; 16]);
-        assert_eq!(a.members.count, 3);
+        assert_eq!(members.device_sectors[2], 800 + RESERVED_TAIL_SECTORS + 2);
+        assert_eq!(members.uuids[1], [2; 16]);
+        assert_eq!(members.count, 3);
     }
 
     #[test]
     fn refusals() {
-        let kind = |sbs: &[Result<Superblock, FormatError>]| assemble(sbs).map(|_| ()).unwrap_err();
+        let kind = |sbs: &[Result<Superblock, FormatError>]| {
+            let mut members = ArrayMembers::new([0; 16], 0, &[], &[]);
+            assemble(sbs, &mut members).map(|_| ()).unwrap_err()
+        };
         let mut foreign = sb(1, 10);
         foreign.array_uuid = [7; 16];
         assert_eq!(kind(&[Ok(sb(0, 10)), Ok(foreign), Ok(sb(2, 10))]), AssembleError { kind: AssembleErrorKind::Foreign, device: 1 });

@@ -185,10 +185,7 @@ impl Engine {
     /// first [`Engine::step`], which finishes a staged unit if there is one.
     pub fn resume(sb: &Superblock, config: EngineConfig, now_ms: u64) -> Result<Engine, EngineError> {
         let record = sb.migration.ok_or(EngineError::NoMigration)?;
-        let state = match sb.state {
-            ArrayState::Prepared | ArrayState::Migrating => ArrayState::Migrating,
-            other => other,
-        };
+        let state = sb.state;
         Ok(Engine {
             plan: record.plan,
             config,
@@ -285,8 +282,12 @@ impl Engine {
         buf: &mut [u8],
         now_ms: u64,
     ) -> Result<Step, EngineError> {
-        if !matches!(self.state, ArrayState::Migrating) {
-            return Ok(Step::Idle);
+        match self.state {
+            ArrayState::Migrating => {}
+            // The first step starts the migration (recorded at the first
+            // superblock update).
+            ArrayState::Prepared => self.state = ArrayState::Migrating,
+            _ => return Ok(Step::Idle),
         }
         if buf.len() < self.min_buffer_bytes().max(SUPERBLOCK_BYTES) {
             return Err(EngineError::BufferTooSmall);
@@ -361,7 +362,7 @@ impl Engine {
 
     /// Pauses: checkpoints and records the array paused; steps then idle.
     pub fn pause<I: MemberIo>(&mut self, io: &mut I, members: &ArrayMembers, buf: &mut [u8], now_ms: u64) -> Result<(), EngineError> {
-        if self.state != ArrayState::Migrating {
+        if !matches!(self.state, ArrayState::Migrating | ArrayState::Prepared) {
             return Ok(());
         }
         self.state = ArrayState::Paused;

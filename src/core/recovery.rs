@@ -31,6 +31,7 @@ use super::assemble::Assembly;
 use super::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo};
 use super::format::{slot_of, superblock_sector, ArrayState, Superblock, SUPERBLOCK_BYTES};
 use super::layout::Geometry;
+use super::members::ArrayMembers;
 use super::route::View;
 
 /// What an assembled array needs.
@@ -70,21 +71,26 @@ pub fn recover(assembly: &Assembly, config: EngineConfig, now_ms: u64) -> Result
 /// Brings lagging members level with the newest superblock (same
 /// generation, their own identity), then flushes; does nothing when no member
 /// lags. `buf` must hold at least [`SUPERBLOCK_BYTES`].
-pub fn catch_up<I: MemberIo>(io: &mut I, assembly: &Assembly, buf: &mut [u8]) -> Result<(), EngineError> {
+pub fn catch_up<I: MemberIo>(
+    io: &mut I,
+    assembly: &Assembly,
+    members: &ArrayMembers,
+    buf: &mut [u8],
+) -> Result<(), EngineError> {
     if assembly.lagging == 0 {
         return Ok(());
     }
     let buf = buf.get_mut(..SUPERBLOCK_BYTES).ok_or(EngineError::BufferTooSmall)?;
     let newest = &assembly.newest;
     let slot = slot_of(newest.generation);
-    for role in 0..assembly.members.count {
+    for role in 0..members.count {
         if assembly.lagging & (1 << role) == 0 {
             continue;
         }
         let sb = Superblock {
-            member_uuid: assembly.members.uuids[role],
+            member_uuid: members.uuids[role],
             role,
-            device_sectors: assembly.members.device_sectors[role],
+            device_sectors: members.device_sectors[role],
             ..*newest
         };
         sb.encode(buf).map_err(EngineError::Format)?;

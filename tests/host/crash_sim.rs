@@ -36,6 +36,7 @@ fn exhaustive_crashes_small_configurations() {
     }
     assert!(total.crash_points > 1000);
     assert!(total.units_staged > 0, "no configuration went through staging");
+    assert!(total.reloads > 0, "no unload and reload happened");
     assert!(total.checkpoint_writes < total.units + total.staging_records);
     check("exhaustive, single to raid0/1/5/10 over 2-5 members", &total);
 }
@@ -66,7 +67,7 @@ fn exhaustive_crashes_sliced_buffers() {
 #[test]
 fn sampled_crashes_larger_configurations() {
     let heavy = !cfg!(debug_assertions);
-    let samples = if heavy { 60 } else { 12 };
+    let samples = if heavy { 120 } else { 12 };
     let mut total = Report::default();
     let mut seed = 1000;
     for level in TARGETS {
@@ -74,14 +75,14 @@ fn sampled_crashes_larger_configurations() {
             seed += 1;
             let mut cfg = SimConfig::new(level, members, 1 + (seed % 4) as u32, seed);
             cfg.chunk = 16;
-            cfg.rows = if heavy { 64 } else { 24 };
+            cfg.rows = if heavy { 96 } else { 24 };
             cfg.engine = EngineConfig { max_units_between_checkpoints: 16, max_ms_between_checkpoints: 200, ..cfg.engine };
             total.add(&simulate(&cfg, Crashes::Sample(samples)));
         }
     }
     // Other pairs the same engine serves: raid0 gaining a member, a chunk
     // size change, raid1 to raid5.
-    let rows = if heavy { 48 } else { 16 };
+    let rows = if heavy { 64 } else { 16 };
     let others = [
         (Geometry::new(Level::Raid0, 2, 16, 16 * rows).unwrap(), Level::Raid0, 3, 16),
         (Geometry::new(Level::Raid0, 3, 8, 16 * rows).unwrap(), Level::Raid0, 3, 16),

@@ -84,7 +84,10 @@ fn load(io: &mut Mem, members: &ArrayMembers) -> Superblock {
             Superblock::newest(slots[0], slots[1])
         })
         .collect();
-    assemble(&sbs).unwrap().newest
+    let mut found = ArrayMembers::new([0; 16], 0, &[], &[]);
+    let newest = assemble(&sbs, &mut found).unwrap().newest;
+    assert_eq!(&found, members);
+    newest
 }
 
 fn raid1_from_single(rows: u64) -> Setup {
@@ -100,6 +103,7 @@ fn count_trigger_and_end() {
     let mut s = raid1_from_single(20);
     let cfg = EngineConfig { max_units_between_checkpoints: 4, max_ms_between_checkpoints: u64::MAX, ..EngineConfig::default() };
     let mut e = Engine::resume(&load(&mut s.io, &s.members), cfg, 0).unwrap();
+    assert_eq!(e.view().state, ArrayState::Prepared);
     let mut buf = vec![0u8; 64 * 1024];
     let mut steps = Vec::new();
     loop {
@@ -112,6 +116,7 @@ fn count_trigger_and_end() {
     // raid1 never overlaps its source: only the count trigger checkpoints,
     // every 4 units, then the end.
     let checkpoints = steps.iter().filter(|s| **s == Step::Checkpointed).count();
+    assert_eq!(steps[0], Step::Copied(0));
     assert_eq!(checkpoints, 4);
     assert_eq!(e.stats().units_done, 20);
     assert_eq!(e.stats().checkpoint_writes, 5);
@@ -160,7 +165,8 @@ fn pause_stop_and_resume() {
     // Assemble again, as after an unload: the migration resumes at unit 4.
     let sb = load(&mut s.io, &s.members);
     assert_eq!((sb.state, sb.migration.unwrap().checkpoint), (ArrayState::Migrating, 4));
-    let a = assemble(&[Ok(sb), Ok(Superblock { role: 1, member_uuid: [2; 16], ..sb })]).unwrap();
+    let mut found = ArrayMembers::new([0; 16], 0, &[], &[]);
+    let a = assemble(&[Ok(sb), Ok(Superblock { role: 1, member_uuid: [2; 16], ..sb })], &mut found).unwrap();
     let Recovered::Migration(mut e2) = recover(&a, cfg, 0).unwrap() else { panic!("no migration") };
     assert_eq!(e2.view().copied, 4);
     assert_eq!(e2.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Copied(4)));
@@ -203,4 +209,6 @@ fn buffer_contract() {
     assert!(std::mem::size_of::<Engine>() <= 512, "{}", std::mem::size_of::<Engine>());
     assert!(std::mem::size_of::<ArrayMembers>() <= 512);
     assert!(std::mem::size_of::<Superblock>() <= 512);
+    assert!(std::mem::size_of::<raidmig_core::assemble::Assembly>() <= 512);
 }
+

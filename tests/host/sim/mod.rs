@@ -256,6 +256,9 @@ pub struct SimConfig {
     pub host_write: u64,
     pub host_flush: u64,
     pub host_read: u64,
+    /// Per mille chance, after a step, of a pause / of an unload and reload.
+    pub pause: u64,
+    pub reload: u64,
     pub seed: u64,
     /// Source layout (default: single over the first member).
     pub source: Option<Geometry>,
@@ -274,6 +277,8 @@ impl SimConfig {
             host_write: 60,
             host_flush: 25,
             host_read: 40,
+            pause: 30,
+            reload: 40,
             seed,
             source: None,
         }
@@ -310,6 +315,7 @@ pub struct Report {
     pub host_writes: u64,
     pub host_deferred: u64,
     pub host_flushes: u64,
+    pub reloads: u64,
     pub failures: Vec<String>,
 }
 
@@ -325,6 +331,7 @@ impl Report {
         self.host_writes += o.host_writes;
         self.host_deferred += o.host_deferred;
         self.host_flushes += o.host_flushes;
+        self.reloads += o.reloads;
         self.failures.extend(o.failures.iter().cloned());
     }
 }
@@ -766,17 +773,19 @@ impl World {
                 order.swap(i, self.rng.below(i as u64 + 1) as usize);
             }
             let shuffled: Vec<_> = order.iter().map(|&i| sbs[i]).collect();
-            let a = assemble(&shuffled).map_err(|e| format!("assembly failed: {} ({:?})", e.message(), e))?;
+            let mut found = ArrayMembers::new([0; 16], 0, &[], &[]);
+            let a = assemble(&shuffled, &mut found)
+                .map_err(|e| format!("assembly failed: {} ({:?})", e.message(), e))?;
             for role in 0..n {
-                if order[a.device_of_role[role]] != role {
+                if order[a.device_of_role[role] as usize] != role {
                     return Err(format!("assembly put device {} at role {role}", a.device_of_role[role]));
                 }
             }
-            if a.members != self.members {
+            if found != self.members {
                 return Err("assembly got other member identities".into());
             }
             let mut sb_buf = vec![0u8; SUPERBLOCK_BYTES];
-            match catch_up(self, &a, &mut sb_buf) {
+            match catch_up(self, &a, &found, &mut sb_buf) {
                 Ok(()) => {}
                 Err(EngineError::Io(_)) if self.failed => {
                     self.nested_power_cut();
@@ -847,20 +856,60 @@ impl World {
             self.host_activity().map_err(|_| self.run_failure())?;
             match step {
                 Step::Finished => {
-                    let s = engine.stats();
-                    self.report.units += s.units_done;
-                    self.report.units_staged += s.units_staged;
-                    self.report.checkpoint_writes += s.checkpoint_writes;
-                    self.report.staging_records += s.staging_records;
+                    self.add_stats(engine);
                     // Host writes still waiting go now, to the clean array.
                     self.retry_queue().map_err(|_| self.run_failure())?;
                     return Ok(());
                 }
+                // Paused (by us, or found paused after a power cut): the
+                // user resumes it sooner or later.
+                Step::Idle if engine.state() == ArrayState::Paused => {
+                    if self.rng.chance(400) {
+                        engine.unpause();
+                    }
+                }
                 Step::Idle => return Err(RunError::Fail(format!("engine idle in state {:?}", engine.state()))),
-                _ => {}
+                _ => {
+                    if self.rng.chance(self.cfg.pause) {
+                        let r = engine.pause(self, &members, &mut buf, self.now);
+                        self.check_engine_call(r)?;
+                    } else if self.rng.chance(self.cfg.reload) {
+                        // Module unload and load: stop, assemble, resume.
+                        let r = engine.stop(self, &members, &mut buf, self.now);
+                        self.check_engine_call(r)?;
+                        let sbs = self.read_superblocks();
+                        let mut found = ArrayMembers::new([0; 16], 0, &[], &[]);
+                        let a = assemble(&sbs, &mut found).map_err(|e| RunError::Fail(format!("reload: {e:?}")))?;
+                        self.add_stats(engine);
+                        match recover(&a, self.cfg.engine, self.now) {
+                            Ok(Recovered::Migration(e)) => *engine = e,
+                            other => return Err(RunError::Fail(format!("reload found {other:?}"))),
+                        }
+                        self.shared = engine.view();
+                        self.report.reloads += 1;
+                    }
+                }
             }
         }
         Err(RunError::Fail("engine did not finish".into()))
+    }
+
+    fn add_stats(&mut self, engine: &Engine) {
+        let s = engine.stats();
+        self.report.units += s.units_done;
+        self.report.units_staged += s.units_staged;
+        self.report.checkpoint_writes += s.checkpoint_writes;
+        self.report.staging_records += s.staging_records;
+    }
+
+    fn check_engine_call(&mut self, r: Result<(), EngineError>) -> Result<(), RunError> {
+        if self.failed {
+            return Err(RunError::PowerCut);
+        }
+        if let Some(e) = self.live_failure.take() {
+            return Err(RunError::Fail(e));
+        }
+        r.map_err(|e| RunError::Fail(format!("engine: {e:?}")))
     }
 
     fn run_failure(&mut self) -> RunError {
@@ -1015,11 +1064,6 @@ pub fn simulate(cfg: &SimConfig, crashes: Crashes) -> Report {
         Err(RunError::Fail(e)) => report.failures.push(format!("{}: uncrashed run: {e}", cfg.name())),
         Err(RunError::PowerCut) => report.failures.push(format!("{}: unexpected power cut", cfg.name())),
     }
-    let s = engine.stats();
-    report.units = s.units_done;
-    report.units_staged = s.units_staged;
-    report.checkpoint_writes = s.checkpoint_writes;
-    report.staging_records = s.staging_records;
     report.writes = w.writes.max(total_writes);
     report.host_writes = w.host.writes;
     report.host_deferred = w.host.deferred;
@@ -1034,7 +1078,7 @@ pub fn summary(r: &Report) -> String {
     let _ = write!(
         s,
         "crash points explored: {} (+{} nested during recovery); units copied: {} ({} through staging); \
-         checkpoint writes: {} vs {} with one per unit (saved {}); host writes {} ({} deferred), host flushes {}; failures: {}",
+         checkpoint writes: {} vs {} with one per unit (saved {}); host writes {} ({} deferred), host flushes {}, unload/reload {}; failures: {}",
         r.crash_points,
         r.nested_crashes,
         r.units,
@@ -1045,6 +1089,7 @@ pub fn summary(r: &Report) -> String {
         r.host_writes,
         r.host_deferred,
         r.host_flushes,
+        r.reloads,
         r.failures.len()
     );
     s
