@@ -162,6 +162,15 @@ pub enum Step {
     Idle,
 }
 
+/// What one superblock update records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Record {
+    state: ArrayState,
+    checkpoint: u64,
+    staged: bool,
+    now_ms: u64,
+}
+
 /// The migration engine; see the module documentation.
 #[derive(Clone, Copy, Debug)]
 pub struct Engine {
@@ -173,6 +182,11 @@ pub struct Engine {
     checkpoint: u64,
     /// The checkpoint unit sits in staging and must be finished first.
     staged: bool,
+    /// A superblock update that failed on some member: it is written again,
+    /// same generation and contents, before anything else, and memory takes
+    /// it only then (until then memory keeps what is surely durable, and a
+    /// unit it puts in staging stays in flight).
+    pending: Option<Record>,
     in_flight: bool,
     units_since_checkpoint: u64,
     last_checkpoint_ms: u64,
@@ -194,6 +208,7 @@ impl Engine {
             copied: record.checkpoint,
             checkpoint: record.checkpoint,
             staged: record.staged,
+            pending: None,
             in_flight: false,
             units_since_checkpoint: 0,
             last_checkpoint_ms: now_ms,
@@ -247,27 +262,38 @@ impl Engine {
             checkpoint: self.checkpoint,
             // A staged unit is in flight until finished: its source may be
             // half overwritten.
-            in_flight: self.in_flight || self.staged,
+            in_flight: self.in_flight || self.staged || self.pending.is_some_and(|r| r.staged),
             checkpoint_requested: false,
         }
     }
 
-    /// The superblock of member `role` for the current state.
+    /// The superblock of member `role` for the current state (the one last
+    /// recorded, or being recorded).
     pub fn superblock(&self, members: &ArrayMembers, role: usize, now_ms: u64) -> Superblock {
-        let migration = (self.state != ArrayState::Clean).then_some(MigrationRecord {
-            plan: self.plan,
+        let record = self.pending.unwrap_or(Record {
+            state: self.state,
             checkpoint: self.checkpoint,
             staged: self.staged,
+            now_ms,
+        });
+        self.superblock_of(members, role, &record)
+    }
+
+    fn superblock_of(&self, members: &ArrayMembers, role: usize, record: &Record) -> Superblock {
+        let migration = (record.state != ArrayState::Clean).then_some(MigrationRecord {
+            plan: self.plan,
+            checkpoint: record.checkpoint,
+            staged: record.staged,
         });
         Superblock {
             generation: self.generation,
             array_uuid: members.array_uuid,
             member_uuid: members.uuids[role],
             role,
-            state: self.state,
+            state: record.state,
             device_sectors: members.device_sectors[role],
             created_ms: members.created_ms,
-            updated_ms: now_ms,
+            updated_ms: record.now_ms,
             layout: self.plan.target(),
             migration,
         }
@@ -275,6 +301,10 @@ impl Engine {
 
     /// Does the next piece of work: finish a staged unit, write a due
     /// checkpoint, copy one unit, or finish the migration.
+    ///
+    /// On an error nothing recorded is lost: memory keeps only what is
+    /// durable, the unit in flight is released (host I/O routes around it as
+    /// before) and a later step, or recovery, starts the unit again.
     pub fn step<I: MemberIo>(
         &mut self,
         io: &mut I,
@@ -282,6 +312,27 @@ impl Engine {
         buf: &mut [u8],
         now_ms: u64,
     ) -> Result<Step, EngineError> {
+        let r = self.step_inner(io, members, buf, now_ms);
+        if r.is_err() && self.in_flight {
+            self.in_flight = false;
+            io.publish(&self.view());
+        }
+        r
+    }
+
+    fn step_inner<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        now_ms: u64,
+    ) -> Result<Step, EngineError> {
+        if self.pending.is_some() {
+            self.write_pending(io, members, buf)?;
+            if self.state == ArrayState::Clean {
+                return Ok(Step::Finished);
+            }
+        }
         match self.state {
             ArrayState::Migrating => {}
             // The first step starts the migration (recorded at the first
@@ -299,15 +350,14 @@ impl Engine {
             self.finish_staged(io, members, buf, unit, now_ms)?;
             self.copied = unit + 1;
             self.in_flight = false;
+            self.stats.units_done += 1;
+            self.stats.units_staged += 1;
             io.publish(&self.view());
             return Ok(Step::Replayed(unit));
         }
         if self.copied == self.plan.units() {
             self.flush(io)?;
-            self.state = ArrayState::Clean;
-            self.checkpoint = self.copied;
-            self.write_superblocks(io, members, buf, now_ms)?;
-            io.publish(&self.view());
+            self.commit(io, members, buf, now_ms, ArrayState::Clean, self.copied, false)?;
             return Ok(Step::Finished);
         }
         if self.copied > self.checkpoint {
@@ -315,7 +365,7 @@ impl Engine {
                 || self.units_since_checkpoint >= self.config.max_units_between_checkpoints.max(1)
                 || now_ms.saturating_sub(self.last_checkpoint_ms) >= self.config.max_ms_between_checkpoints;
             if due {
-                self.write_checkpoint(io, members, buf, now_ms)?;
+                self.write_checkpoint(io, members, buf, now_ms, self.state)?;
                 return Ok(Step::Checkpointed);
             }
         }
@@ -324,8 +374,7 @@ impl Engine {
             Ok(p) => p,
             Err(e) => {
                 // Nothing of this unit was written: record where things stand.
-                self.state = ArrayState::Failed;
-                self.write_checkpoint(io, members, buf, now_ms)?;
+                self.write_checkpoint(io, members, buf, now_ms, ArrayState::Failed)?;
                 return Err(EngineError::Plan(e));
             }
         };
@@ -336,17 +385,17 @@ impl Engine {
             None => plan,
         };
         if !plan.indirect && plan.overwrites_unit.is_some_and(|u| u >= self.checkpoint) {
-            self.write_checkpoint(io, members, buf, now_ms)?;
+            self.write_checkpoint(io, members, buf, now_ms, self.state)?;
         }
         self.in_flight = true;
         io.publish(&self.view());
         if plan.indirect {
             self.copy_rows(io, members, buf, unit, true)?;
             self.flush(io)?;
-            self.checkpoint = unit;
-            self.staged = true;
+            // The unit's own source may be overwritten only once this record
+            // is durable: until then recovery copies it again from the source.
+            self.commit(io, members, buf, now_ms, self.state, unit, true)?;
             self.stats.staging_records += 1;
-            self.write_superblocks(io, members, buf, now_ms)?;
             self.finish_staged(io, members, buf, unit, now_ms)?;
             self.stats.units_staged += 1;
         } else {
@@ -361,12 +410,16 @@ impl Engine {
     }
 
     /// Pauses: checkpoints and records the array paused; steps then idle.
+    /// A superblock update left pending by an error is written first (it may
+    /// be the one recording the end: check [`Engine::state`]). While a unit
+    /// sits in staging (a step failed while finishing it) this does not
+    /// pause: the next step finishes the unit first.
     pub fn pause<I: MemberIo>(&mut self, io: &mut I, members: &ArrayMembers, buf: &mut [u8], now_ms: u64) -> Result<(), EngineError> {
-        if !matches!(self.state, ArrayState::Migrating | ArrayState::Prepared) {
+        self.write_pending(io, members, buf)?;
+        if !matches!(self.state, ArrayState::Migrating | ArrayState::Prepared) || self.staged {
             return Ok(());
         }
-        self.state = ArrayState::Paused;
-        self.write_checkpoint(io, members, buf, now_ms)
+        self.write_checkpoint(io, members, buf, now_ms, ArrayState::Paused)
     }
 
     /// Resumes a paused migration (the next step records it migrating again
@@ -377,11 +430,13 @@ impl Engine {
         }
     }
 
-    /// Checkpoints before the engine is dropped (module unload); the
-    /// migration resumes when the array is assembled again.
+    /// Checkpoints before the engine is dropped (module unload), after any
+    /// superblock update left pending by an error; the migration resumes
+    /// when the array is assembled again.
     pub fn stop<I: MemberIo>(&mut self, io: &mut I, members: &ArrayMembers, buf: &mut [u8], now_ms: u64) -> Result<(), EngineError> {
+        self.write_pending(io, members, buf)?;
         if self.state == ArrayState::Migrating && self.copied > self.checkpoint {
-            self.write_checkpoint(io, members, buf, now_ms)?;
+            self.write_checkpoint(io, members, buf, now_ms, self.state)?;
         }
         Ok(())
     }
@@ -391,29 +446,63 @@ impl Engine {
         io.flush()
     }
 
-    /// Makes every copied unit durable and records it.
-    fn write_checkpoint<I: MemberIo>(&mut self, io: &mut I, members: &ArrayMembers, buf: &mut [u8], now_ms: u64) -> Result<(), EngineError> {
+    /// Makes every copied unit durable and records it, with `state`.
+    fn write_checkpoint<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        now_ms: u64,
+        state: ArrayState,
+    ) -> Result<(), EngineError> {
         self.flush(io)?;
-        self.checkpoint = self.copied;
-        self.write_superblocks(io, members, buf, now_ms)?;
-        io.publish(&self.view());
-        Ok(())
+        self.commit(io, members, buf, now_ms, state, self.copied, false)
     }
 
-    /// Writes the next generation of the superblock to every member, then
-    /// flushes so that nothing after it can land first.
-    fn write_superblocks<I: MemberIo>(&mut self, io: &mut I, members: &ArrayMembers, buf: &mut [u8], now_ms: u64) -> Result<(), EngineError> {
+    /// Records `state`, `checkpoint` and `staged` in a new superblock
+    /// generation; memory takes them only once that is durable, so routing
+    /// never relies on a record that a failed write did not make.
+    #[allow(clippy::too_many_arguments)]
+    fn commit<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        now_ms: u64,
+        state: ArrayState,
+        checkpoint: u64,
+        staged: bool,
+    ) -> Result<(), EngineError> {
+        if self.pending.is_some() {
+            self.write_pending(io, members, buf)?;
+        }
         self.generation += 1;
+        self.pending = Some(Record { state, checkpoint, staged, now_ms });
+        self.write_pending(io, members, buf)
+    }
+
+    /// Writes the pending record as the current generation to every member,
+    /// then flushes so that nothing after it can land first, and applies it.
+    /// On failure it stays pending: retried with the same generation and
+    /// contents, members never drift more than one generation apart.
+    fn write_pending<I: MemberIo>(&mut self, io: &mut I, members: &ArrayMembers, buf: &mut [u8]) -> Result<(), EngineError> {
+        let Some(record) = self.pending else { return Ok(()) };
         let slot = slot_of(self.generation);
         let sb_buf = buf.get_mut(..SUPERBLOCK_BYTES).ok_or(EngineError::BufferTooSmall)?;
         for role in 0..self.plan.target().members() {
-            self.superblock(members, role, now_ms).encode(sb_buf).map_err(EngineError::Format)?;
+            self.superblock_of(members, role, &record).encode(sb_buf).map_err(EngineError::Format)?;
             io.write(role, superblock_sector(members.device_sectors[role], slot), sb_buf)?;
         }
         self.flush(io)?;
+        self.pending = None;
+        self.state = record.state;
+        self.checkpoint = record.checkpoint;
+        self.staged = record.staged;
+        self.copied = self.copied.max(record.checkpoint);
         self.stats.checkpoint_writes += 1;
         self.units_since_checkpoint = 0;
-        self.last_checkpoint_ms = now_ms;
+        self.last_checkpoint_ms = record.now_ms;
+        io.publish(&self.view());
         Ok(())
     }
 
@@ -452,9 +541,7 @@ impl Engine {
             }
         }
         self.flush(io)?;
-        self.staged = false;
-        self.checkpoint = unit + 1;
-        self.write_superblocks(io, members, buf, now_ms)
+        self.commit(io, members, buf, now_ms, self.state, unit + 1, false)
     }
 
     /// Writes unit `unit`'s target rows, built from the source, either in

@@ -146,6 +146,7 @@ fn trace_one() {
     let seed = std::env::var("SIM_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
     let mut cfg = SimConfig::new(level, members, unit, seed);
+    cfg.buffer = env("SIM_BUFFER", 0) as usize;
     cfg.chunk = env("SIM_CHUNK", 8) as u32;
     cfg.rows = env("SIM_ROWS", 12);
     cfg.engine.max_units_between_checkpoints = env("SIM_MAX_UNITS", 6);

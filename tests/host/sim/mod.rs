@@ -259,6 +259,8 @@ pub struct SimConfig {
     /// Per mille chance, after a step, of a pause / of an unload and reload.
     pub pause: u64,
     pub reload: u64,
+    /// Per mille chance that an engine I/O fails without a power cut.
+    pub io_errors: u64,
     pub seed: u64,
     /// Source layout (default: single over the first member).
     pub source: Option<Geometry>,
@@ -279,6 +281,7 @@ impl SimConfig {
             host_read: 40,
             pause: 30,
             reload: 40,
+            io_errors: 10,
             seed,
             source: None,
         }
@@ -316,6 +319,7 @@ pub struct Report {
     pub host_deferred: u64,
     pub host_flushes: u64,
     pub reloads: u64,
+    pub io_errors: u64,
     pub failures: Vec<String>,
 }
 
@@ -332,6 +336,7 @@ impl Report {
         self.host_deferred += o.host_deferred;
         self.host_flushes += o.host_flushes;
         self.reloads += o.reloads;
+        self.io_errors += o.io_errors;
         self.failures.extend(o.failures.iter().cloned());
     }
 }
@@ -373,6 +378,11 @@ struct World {
     failed: bool,
     depth: u32,
     in_host: bool,
+    /// Engine I/O is under way (transient errors may be injected).
+    engine_io: bool,
+    /// Whether the volume is exposed to the host (not between a power cut
+    /// and the end of recovery).
+    exposed: bool,
     /// A live read that returned the wrong data.
     live_failure: Option<String>,
     /// Print every event (debugging).
@@ -412,6 +422,8 @@ impl World {
             failed: false,
             depth: 0,
             in_host: false,
+            exposed: true,
+            engine_io: false,
             live_failure: None,
             trace: std::env::var_os("SIM_TRACE").is_some(),
             report: Report::default(),
@@ -528,6 +540,7 @@ impl World {
             let mut fork = self.clone();
             fork.explore_at.clear();
             fork.explore_every = false;
+            fork.engine_io = false;
             fork.report = Report::default();
             fork.rng = Rng::new(point_rng.next());
             fork.power_cut(outcome);
@@ -554,11 +567,12 @@ impl World {
         self.host.crash();
         self.exempt_rows.extend(self.dirty_rows.drain());
         self.in_host = false;
+        self.exposed = false;
     }
 
     /// Host activity at a random instant.
     fn host_activity(&mut self) -> Result<(), IoError> {
-        if self.in_host {
+        if self.in_host || !self.exposed {
             return Ok(());
         }
         self.in_host = true;
@@ -784,6 +798,10 @@ impl World {
             if found != self.members {
                 return Err("assembly got other member identities".into());
             }
+            let recovered = recover(&a, self.cfg.engine, self.now).map_err(|e| format!("recover: {e:?}"))?;
+            // The volume is exposed with the recovered view from here on.
+            self.shared = recovered.view();
+            self.exposed = true;
             let mut sb_buf = vec![0u8; SUPERBLOCK_BYTES];
             match catch_up(self, &a, &found, &mut sb_buf) {
                 Ok(()) => {}
@@ -793,11 +811,9 @@ impl World {
                 }
                 Err(e) => return Err(format!("catch-up: {e:?}")),
             }
-            let recovered = recover(&a, self.cfg.engine, self.now).map_err(|e| format!("recover: {e:?}"))?;
             if self.trace {
                 println!("  recovered gen {} {:?}", a.newest.generation, a.newest.migration.map(|m| (m.checkpoint, m.staged)));
             }
-            self.shared = recovered.view();
             pinned.iter_mut().for_each(|p| *p = false);
             self.pin_volume(&mut pinned)?;
             let mut engine = match recovered {
@@ -836,10 +852,12 @@ impl World {
         .max(SUPERBLOCK_BYTES);
         let mut buf = vec![0u8; size];
         let members = self.members;
-        self.shared = engine.view();
+        self.shared.absorb(&engine.view());
         for _ in 0..100_000 {
             self.now += 1 + self.rng.below(4);
+            self.engine_io = true;
             let step = engine.step(self, &members, &mut buf, self.now);
+            self.engine_io = false;
             if self.trace {
                 println!("  step {step:?}");
             }
@@ -849,7 +867,11 @@ impl World {
             if let Some(e) = self.live_failure.take() {
                 return Err(RunError::Fail(e));
             }
-            let step = step.map_err(|e| RunError::Fail(format!("engine: {e:?}")))?;
+            let step = match step {
+                // The kernel thread would retry after an I/O error.
+                Err(EngineError::Io(_)) => Step::Checkpointed,
+                other => other.map_err(|e| RunError::Fail(format!("engine: {e:?}")))?,
+            };
             if let Some(p) = pinned.as_deref_mut() {
                 self.pin_volume(p).map_err(RunError::Fail)?;
             }
@@ -868,30 +890,62 @@ impl World {
                         engine.unpause();
                     }
                 }
+                // A pause or stop that wrote the pending record of the end.
+                Step::Idle if engine.state() == ArrayState::Clean => {
+                    self.add_stats(engine);
+                    self.retry_queue().map_err(|_| self.run_failure())?;
+                    return Ok(());
+                }
                 Step::Idle => return Err(RunError::Fail(format!("engine idle in state {:?}", engine.state()))),
                 _ => {
                     if self.rng.chance(self.cfg.pause) {
+                        self.engine_io = true;
                         let r = engine.pause(self, &members, &mut buf, self.now);
+                        self.engine_io = false;
                         self.check_engine_call(r)?;
                     } else if self.rng.chance(self.cfg.reload) {
                         // Module unload and load: stop, assemble, resume.
+                        self.engine_io = true;
                         let r = engine.stop(self, &members, &mut buf, self.now);
+                        self.engine_io = false;
                         self.check_engine_call(r)?;
                         let sbs = self.read_superblocks();
                         let mut found = ArrayMembers::new([0; 16], 0, &[], &[]);
                         let a = assemble(&sbs, &mut found).map_err(|e| RunError::Fail(format!("reload: {e:?}")))?;
+                        let mut sb_buf = vec![0u8; SUPERBLOCK_BYTES];
+                        let r = catch_up(self, &a, &found, &mut sb_buf);
+                        self.check_engine_call(r)?;
                         self.add_stats(engine);
                         match recover(&a, self.cfg.engine, self.now) {
                             Ok(Recovered::Migration(e)) => *engine = e,
+                            // The stop wrote the pending record of the end.
+                            Ok(Recovered::Settled { state: ArrayState::Clean, .. }) if engine.state() == ArrayState::Clean => {
+                                self.shared.absorb(&engine.view());
+                                self.retry_queue().map_err(|_| self.run_failure())?;
+                                return Ok(());
+                            }
                             other => return Err(RunError::Fail(format!("reload found {other:?}"))),
                         }
-                        self.shared = engine.view();
+                        self.shared.absorb(&engine.view());
                         self.report.reloads += 1;
                     }
                 }
             }
         }
         Err(RunError::Fail("engine did not finish".into()))
+    }
+
+    /// Whether this engine I/O fails without a power cut (the engine then
+    /// returns an error and the simulated kernel thread tries again).
+    fn transient_error(&mut self) -> bool {
+        if self.engine_io && self.rng.chance(self.cfg.io_errors) {
+            self.report.io_errors += 1;
+            if self.trace {
+                println!("  transient I/O error");
+            }
+            return true;
+        }
+        false
     }
 
     fn add_stats(&mut self, engine: &Engine) {
@@ -909,7 +963,10 @@ impl World {
         if let Some(e) = self.live_failure.take() {
             return Err(RunError::Fail(e));
         }
-        r.map_err(|e| RunError::Fail(format!("engine: {e:?}")))
+        match r {
+            Ok(()) | Err(EngineError::Io(_)) => Ok(()),
+            Err(e) => Err(RunError::Fail(format!("engine: {e:?}"))),
+        }
     }
 
     fn run_failure(&mut self) -> RunError {
@@ -1000,6 +1057,9 @@ impl MemberIo for World {
             return Err(IoError { member, errno: -5 });
         }
         self.host_activity()?;
+        if self.transient_error() {
+            return Err(IoError { member, errno: -5 });
+        }
         self.disks[member].read(sector, buf);
         Ok(())
     }
@@ -1009,6 +1069,13 @@ impl MemberIo for World {
             return Err(IoError { member, errno: -5 });
         }
         self.host_activity()?;
+        if self.transient_error() {
+            // A failed write may still have reached the disk.
+            if self.rng.chance(500) {
+                self.disk_write(member, sector, buf)?;
+            }
+            return Err(IoError { member, errno: -5 });
+        }
         self.disk_write(member, sector, buf)
     }
 
@@ -1017,6 +1084,9 @@ impl MemberIo for World {
             return Err(IoError { member: 0, errno: -5 });
         }
         self.host_activity()?;
+        if self.transient_error() {
+            return Err(IoError { member: 0, errno: -5 });
+        }
         if self.trace {
             println!("  flush");
         }
@@ -1078,7 +1148,7 @@ pub fn summary(r: &Report) -> String {
     let _ = write!(
         s,
         "crash points explored: {} (+{} nested during recovery); units copied: {} ({} through staging); \
-         checkpoint writes: {} vs {} with one per unit (saved {}); host writes {} ({} deferred), host flushes {}, unload/reload {}; failures: {}",
+         checkpoint writes: {} vs {} with one per unit (saved {}); host writes {} ({} deferred), host flushes {}, unload/reload {}, transient I/O errors {}; failures: {}",
         r.crash_points,
         r.nested_crashes,
         r.units,
@@ -1090,6 +1160,7 @@ pub fn summary(r: &Report) -> String {
         r.host_deferred,
         r.host_flushes,
         r.reloads,
+        r.io_errors,
         r.failures.len()
     );
     s
