@@ -21,6 +21,8 @@ struct Mem {
     shared: Option<View>,
     flushes: u64,
     request: bool,
+    /// Fail writes to this member within these sectors.
+    fail_writes: Option<(usize, u64, u64)>,
 }
 
 impl MemberIo for Mem {
@@ -31,6 +33,9 @@ impl MemberIo for Mem {
         Ok(())
     }
     fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError> {
+        if self.fail_writes.is_some_and(|(m, lo, hi)| m == member && (lo..hi).contains(&sector)) {
+            return Err(IoError { member, errno: -5 });
+        }
         for (i, c) in buf.chunks(512).enumerate() {
             self.sectors[member].insert(sector + i as u64, c.try_into().unwrap());
         }
@@ -212,3 +217,48 @@ fn buffer_contract() {
     assert!(std::mem::size_of::<raidmig_core::assemble::Assembly>() <= 512);
 }
 
+
+/// A superblock update that fails on one member stays pending: routing does
+/// not rely on it (a unit it puts in staging stays in flight), and the next
+/// step writes the same generation again before going on.
+#[test]
+fn failed_superblock_update_is_retried_at_the_same_generation() {
+    // single to raid0 over two members, two-row units: unit 0 goes through
+    // staging.
+    let mut s = setup(
+        Geometry::new(Level::Single, 1, 8, 8 * 8).unwrap(),
+        Geometry::new(Level::Raid0, 2, 8, 8 * 8).unwrap(),
+        2,
+    );
+    let tail = s.members.device_sectors[1] - RESERVED_TAIL_SECTORS;
+    let mut e = Engine::resume(&load(&mut s.io, &s.members), EngineConfig::default(), 0).unwrap();
+    let gen0 = e.generation();
+    let mut buf = vec![0u8; 64 * 1024];
+    // Member 1's two superblock slots refuse writes; its staging area works.
+    s.io.fail_writes = Some((1, tail, tail + 16));
+    let r = e.step(&mut s.io, &s.members, &mut buf, 0);
+    assert!(matches!(r, Err(EngineError::Io(IoError { member: 1, .. }))), "{r:?}");
+    let v = e.view();
+    assert_eq!((v.copied, v.checkpoint, v.in_flight), (0, 0, true));
+    // Member 0 got the record "unit 0 in staging"; member 1 did not.
+    assert_eq!(e.generation(), gen0 + 1);
+    s.io.fail_writes = None;
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Replayed(0)));
+    // Same generation rewritten, then "staging empty" as the next one.
+    assert_eq!(e.generation(), gen0 + 2);
+    let sb = load(&mut s.io, &s.members);
+    assert_eq!((sb.generation, sb.migration.unwrap().checkpoint, sb.migration.unwrap().staged), (gen0 + 2, 1, false));
+    assert_eq!(e.view().copied, 1);
+    // A failing checkpoint: memory keeps the old one, routing stays safe.
+    s.io.fail_writes = Some((1, tail, tail + 16));
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Copied(1)));
+    s.io.request = true;
+    assert!(e.step(&mut s.io, &s.members, &mut buf, 0).is_err());
+    assert_eq!((e.view().checkpoint, e.view().copied), (1, 2));
+    s.io.fail_writes = None;
+    assert!(e.step(&mut s.io, &s.members, &mut buf, 0).is_ok());
+    assert_eq!(e.view().checkpoint, 2);
+    while e.step(&mut s.io, &s.members, &mut buf, 0).unwrap() != Step::Finished {}
+    assert_eq!(load(&mut s.io, &s.members).state, ArrayState::Clean);
+    assert_eq!(e.stats().units_staged, 1);
+}
