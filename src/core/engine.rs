@@ -23,6 +23,14 @@
 //! not checkpointed unit, when the host asks for one (a write into copied but
 //! not checkpointed data), after a configured number of units or milliseconds,
 //! on pause and stop, and at the end (which records the array clean).
+//!
+//! On an I/O error a step returns it and can simply be called again: memory
+//! only ever holds what is durable. A superblock update that failed on some
+//! member stays pending and is written again, same generation and contents,
+//! before anything else (so members never drift more than one generation
+//! apart); until then routing keeps the older checkpoint, and a unit being
+//! recorded in staging stays in flight, since recovery may finish it from
+//! there.
 
 use super::format::{
     slot_of, staging_sector, superblock_sector, ArrayState, FormatError, MigrationRecord, Superblock,
