@@ -80,7 +80,10 @@ pub struct Assembly {
 /// Assembles the array from each given device's superblock (`sbs[i]` for
 /// device `i`, in any order), filling `members` with the identities of the
 /// members by role.
-pub fn assemble(sbs: &[Result<Superblock, FormatError>], members: &mut ArrayMembers) -> Result<Assembly, AssembleError> {
+pub fn assemble(
+    sbs: &[Result<Superblock, FormatError>],
+    members: &mut ArrayMembers,
+) -> Result<Assembly, AssembleError> {
     let err = |kind, device| Err(AssembleError { kind, device });
     if sbs.is_empty() {
         return err(AssembleErrorKind::NoDevices, 0);
@@ -143,10 +146,10 @@ pub fn assemble(sbs: &[Result<Superblock, FormatError>], members: &mut ArrayMemb
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::format::{ArrayState, MigrationRecord};
     use super::super::layout::{Geometry, Level, RESERVED_TAIL_SECTORS};
     use super::super::plan::Migration;
+    use super::*;
 
     fn sb(role: usize, generation: u64) -> Superblock {
         let source = Geometry::new(Level::Single, 1, 8, 800).unwrap();
@@ -161,7 +164,11 @@ mod tests {
             created_ms: 5,
             updated_ms: 6,
             layout: target,
-            migration: Some(MigrationRecord { plan: Migration::new(source, target, 1).unwrap(), checkpoint: generation, staged: false }),
+            migration: Some(MigrationRecord {
+                plan: Migration::new(source, target, 1).unwrap(),
+                checkpoint: generation,
+                staged: false,
+            }),
         }
     }
 
@@ -185,20 +192,32 @@ mod tests {
         };
         let mut foreign = sb(1, 10);
         foreign.array_uuid = [7; 16];
-        assert_eq!(kind(&[Ok(sb(0, 10)), Ok(foreign), Ok(sb(2, 10))]), AssembleError { kind: AssembleErrorKind::Foreign, device: 1 });
+        assert_eq!(
+            kind(&[Ok(sb(0, 10)), Ok(foreign), Ok(sb(2, 10))]),
+            AssembleError { kind: AssembleErrorKind::Foreign, device: 1 }
+        );
         assert_eq!(kind(&[Ok(sb(0, 10)), Ok(sb(1, 10))]).kind, AssembleErrorKind::WrongCount);
-        assert_eq!(kind(&[Ok(sb(0, 10)), Ok(sb(1, 10)), Ok(sb(1, 10))]).kind, AssembleErrorKind::DuplicateRole);
+        assert_eq!(
+            kind(&[Ok(sb(0, 10)), Ok(sb(1, 10)), Ok(sb(1, 10))]).kind,
+            AssembleErrorKind::DuplicateRole
+        );
         let mut twin = sb(2, 10);
         twin.member_uuid = [1; 16];
         assert_eq!(kind(&[Ok(sb(0, 10)), Ok(sb(1, 10)), Ok(twin)]).kind, AssembleErrorKind::DuplicateMember);
-        assert_eq!(kind(&[Ok(sb(0, 10)), Ok(sb(1, 8)), Ok(sb(2, 10))]), AssembleError { kind: AssembleErrorKind::Stale, device: 1 });
+        assert_eq!(
+            kind(&[Ok(sb(0, 10)), Ok(sb(1, 8)), Ok(sb(2, 10))]),
+            AssembleError { kind: AssembleErrorKind::Stale, device: 1 }
+        );
         let mut other = sb(2, 10);
         other.state = ArrayState::Paused;
         assert_eq!(kind(&[Ok(sb(0, 10)), Ok(sb(1, 10)), Ok(other)]).kind, AssembleErrorKind::Disagree);
         let mut shape = sb(2, 9);
         shape.layout = Geometry::new(Level::Raid5, 3, 16, 800).unwrap();
         assert_eq!(kind(&[Ok(sb(0, 10)), Ok(sb(1, 10)), Ok(shape)]).kind, AssembleErrorKind::Disagree);
-        assert_eq!(kind(&[Ok(sb(0, 10)), Err(FormatError::Blank), Ok(sb(2, 10))]).kind, AssembleErrorKind::NoSuperblock);
+        assert_eq!(
+            kind(&[Ok(sb(0, 10)), Err(FormatError::Blank), Ok(sb(2, 10))]).kind,
+            AssembleErrorKind::NoSuperblock
+        );
         assert_eq!(
             kind(&[Ok(sb(0, 10)), Err(FormatError::BadChecksum)]).kind,
             AssembleErrorKind::Unreadable(FormatError::BadChecksum)

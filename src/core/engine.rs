@@ -422,7 +422,13 @@ impl Engine {
     /// be the one recording the end: check [`Engine::state`]). While a unit
     /// sits in staging (a step failed while finishing it) this does not
     /// pause: the next step finishes the unit first.
-    pub fn pause<I: MemberIo>(&mut self, io: &mut I, members: &ArrayMembers, buf: &mut [u8], now_ms: u64) -> Result<(), EngineError> {
+    pub fn pause<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        now_ms: u64,
+    ) -> Result<(), EngineError> {
         self.write_pending(io, members, buf)?;
         if !matches!(self.state, ArrayState::Migrating | ArrayState::Prepared) || self.staged {
             return Ok(());
@@ -441,7 +447,13 @@ impl Engine {
     /// Checkpoints before the engine is dropped (module unload), after any
     /// superblock update left pending by an error; the migration resumes
     /// when the array is assembled again.
-    pub fn stop<I: MemberIo>(&mut self, io: &mut I, members: &ArrayMembers, buf: &mut [u8], now_ms: u64) -> Result<(), EngineError> {
+    pub fn stop<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        now_ms: u64,
+    ) -> Result<(), EngineError> {
         self.write_pending(io, members, buf)?;
         if self.state == ArrayState::Migrating && self.copied > self.checkpoint {
             self.write_checkpoint(io, members, buf, now_ms, self.state)?;
@@ -493,7 +505,12 @@ impl Engine {
     /// then flushes so that nothing after it can land first, and applies it.
     /// On failure it stays pending: retried with the same generation and
     /// contents, members never drift more than one generation apart.
-    fn write_pending<I: MemberIo>(&mut self, io: &mut I, members: &ArrayMembers, buf: &mut [u8]) -> Result<(), EngineError> {
+    fn write_pending<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+    ) -> Result<(), EngineError> {
         let Some(record) = self.pending else { return Ok(()) };
         let slot = slot_of(self.generation);
         let sb_buf = buf.get_mut(..SUPERBLOCK_BYTES).ok_or(EngineError::BufferTooSmall)?;

@@ -63,7 +63,9 @@
 //! member.
 
 use super::crc32c::crc32c;
-use super::layout::{Geometry, GeometryError, Level, MAX_CHUNK_SECTORS, MAX_MEMBER_SECTORS, RESERVED_TAIL_SECTORS};
+use super::layout::{
+    Geometry, GeometryError, Level, MAX_CHUNK_SECTORS, MAX_MEMBER_SECTORS, RESERVED_TAIL_SECTORS,
+};
 use super::plan::Migration;
 
 /// Bytes in a superblock (one slot).
@@ -131,8 +133,13 @@ pub enum ArrayState {
 
 impl ArrayState {
     /// Every state.
-    pub const ALL: [ArrayState; 5] =
-        [ArrayState::Prepared, ArrayState::Migrating, ArrayState::Paused, ArrayState::Clean, ArrayState::Failed];
+    pub const ALL: [ArrayState; 5] = [
+        ArrayState::Prepared,
+        ArrayState::Migrating,
+        ArrayState::Paused,
+        ArrayState::Clean,
+        ArrayState::Failed,
+    ];
 
     /// The name shown in sysfs.
     pub fn name(self) -> &'static str {
@@ -280,7 +287,8 @@ fn get_layout(buf: &[u8], at: usize) -> Result<Geometry, FormatError> {
     let members = get_u32(buf, at + 4) as usize;
     let chunk = get_u32(buf, at + 8);
     let sectors = get_u64(buf, at + 16);
-    let g = Geometry::new(level, members, chunk, sectors).map_err(|_: GeometryError| FormatError::BadLayout)?;
+    let g =
+        Geometry::new(level, members, chunk, sectors).map_err(|_: GeometryError| FormatError::BadLayout)?;
     if g.member_sectors() != sectors {
         return Err(FormatError::BadLayout);
     }
@@ -361,17 +369,28 @@ impl Superblock {
         let migration = if flags & FLAG_MIGRATION != 0 {
             let source = get_layout(buf, 0x080).map_err(|_| FormatError::BadMigration)?;
             let target = get_layout(buf, 0x098).map_err(|_| FormatError::BadMigration)?;
-            if target != layout || source.member_sectors().saturating_add(RESERVED_TAIL_SECTORS) > device_sectors && role < source.members() {
+            if target != layout
+                || source.member_sectors().saturating_add(RESERVED_TAIL_SECTORS) > device_sectors
+                    && role < source.members()
+            {
                 return Err(FormatError::BadMigration);
             }
-            let plan = Migration::new(source, target, get_u32(buf, 0x0B0)).map_err(|_| FormatError::BadMigration)?;
+            let plan =
+                Migration::new(source, target, get_u32(buf, 0x0B0)).map_err(|_| FormatError::BadMigration)?;
             let checkpoint = get_u64(buf, 0x0C0);
             let staged = flags & FLAG_STAGED != 0;
             let staged_unit = get_u64(buf, 0x0C8);
             let consistent = get_u64(buf, 0x0B8) == plan.units()
                 && checkpoint <= plan.units()
-                && if staged { staged_unit == checkpoint && checkpoint < plan.units() } else { staged_unit == 0 }
-                && matches!(state, ArrayState::Prepared | ArrayState::Migrating | ArrayState::Paused | ArrayState::Failed);
+                && if staged {
+                    staged_unit == checkpoint && checkpoint < plan.units()
+                } else {
+                    staged_unit == 0
+                }
+                && matches!(
+                    state,
+                    ArrayState::Prepared | ArrayState::Migrating | ArrayState::Paused | ArrayState::Failed
+                );
             if !consistent {
                 return Err(FormatError::BadMigration);
             }
@@ -443,7 +462,11 @@ mod tests {
             created_ms: 1_700_000_000_000,
             updated_ms: 1_700_000_000_500,
             layout: target,
-            migration: Some(MigrationRecord { plan: Migration::new(source, target, 2).unwrap(), checkpoint: 9, staged: true }),
+            migration: Some(MigrationRecord {
+                plan: Migration::new(source, target, 2).unwrap(),
+                checkpoint: 9,
+                staged: true,
+            }),
         }
     }
 
@@ -507,9 +530,18 @@ mod tests {
         assert_eq!(Superblock::newest(Ok(a), Ok(b)), Ok(b));
         assert_eq!(Superblock::newest(Err(FormatError::BadChecksum), Ok(a)), Ok(a));
         assert_eq!(Superblock::newest(Ok(a), Err(FormatError::Blank)), Ok(a));
-        assert_eq!(Superblock::newest(Err(FormatError::Blank), Err(FormatError::Blank)), Err(FormatError::Blank));
-        assert_eq!(Superblock::newest(Err(FormatError::Blank), Err(FormatError::BadChecksum)), Err(FormatError::BadChecksum));
-        assert_eq!(Superblock::newest(Err(FormatError::BadMagic), Err(FormatError::Blank)), Err(FormatError::BadMagic));
+        assert_eq!(
+            Superblock::newest(Err(FormatError::Blank), Err(FormatError::Blank)),
+            Err(FormatError::Blank)
+        );
+        assert_eq!(
+            Superblock::newest(Err(FormatError::Blank), Err(FormatError::BadChecksum)),
+            Err(FormatError::BadChecksum)
+        );
+        assert_eq!(
+            Superblock::newest(Err(FormatError::BadMagic), Err(FormatError::Blank)),
+            Err(FormatError::BadMagic)
+        );
     }
 
     #[test]

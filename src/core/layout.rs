@@ -375,10 +375,7 @@ impl Geometry {
             }
             Level::Raid10 => {
                 let position = chunk * 2 + copy as u64;
-                Location {
-                    member: (position % n) as usize,
-                    sector: ((position / n) << shift) + offset,
-                }
+                Location { member: (position % n) as usize, sector: ((position / n) << shift) + offset }
             }
         }
     }
@@ -400,10 +397,8 @@ impl Geometry {
         debug_assert!(logical < self.capacity());
         let shift = self.chunk_shift();
         let stripe = (logical >> shift) / self.stripe_chunks();
-        self.parity_member(stripe).map(|member| Location {
-            member,
-            sector: (stripe << shift) + (logical & self.chunk_mask()),
-        })
+        self.parity_member(stripe)
+            .map(|member| Location { member, sector: (stripe << shift) + (logical & self.chunk_mask()) })
     }
 
     /// What member sector `sector` of member `member` holds: the inverse of
@@ -587,7 +582,10 @@ mod tests {
                 match want {
                     Some(chunk) => {
                         assert_eq!(g.locate(chunk * 8 + 3), Location { member, sector });
-                        assert_eq!(g.content(member, sector), Content::Data { logical: chunk * 8 + 3, copy: 0 });
+                        assert_eq!(
+                            g.content(member, sector),
+                            Content::Data { logical: chunk * 8 + 3, copy: 0 }
+                        );
                     }
                     None => {
                         assert_eq!(g.parity_member(row as u64), Some(member));
@@ -688,7 +686,10 @@ mod tests {
             Err(GeometryError::TooSmall)
         );
         assert!(Geometry::for_devices(Level::Raid0, 3, 128, RESERVED_TAIL_SECTORS + 128).is_ok());
-        assert_eq!(Geometry::new(Level::Raid0, 3, 128, MAX_MEMBER_SECTORS + 128), Err(GeometryError::TooLarge));
+        assert_eq!(
+            Geometry::new(Level::Raid0, 3, 128, MAX_MEMBER_SECTORS + 128),
+            Err(GeometryError::TooLarge)
+        );
         assert!(Geometry::new(Level::Raid0, 3, 128, MAX_MEMBER_SECTORS).is_ok());
     }
 

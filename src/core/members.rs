@@ -22,7 +22,12 @@ pub struct ArrayMembers {
 impl ArrayMembers {
     /// An array of `device_sectors.len()` members (at most [`MAX_MEMBERS`])
     /// with the given UUIDs (the kernel draws them at random).
-    pub fn new(array_uuid: [u8; 16], created_ms: u64, member_uuids: &[[u8; 16]], device_sectors: &[u64]) -> ArrayMembers {
+    pub fn new(
+        array_uuid: [u8; 16],
+        created_ms: u64,
+        member_uuids: &[[u8; 16]],
+        device_sectors: &[u64],
+    ) -> ArrayMembers {
         debug_assert_eq!(member_uuids.len(), device_sectors.len());
         let count = device_sectors.len().min(member_uuids.len()).min(MAX_MEMBERS);
         let mut m = ArrayMembers {

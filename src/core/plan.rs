@@ -98,10 +98,7 @@ impl Migration {
         // `%` rather than `is_multiple_of`, for older kernel toolchains.
         #[allow(clippy::manual_is_multiple_of)]
         let partial_stripe = rows % target.stripe_rows() != 0;
-        if rows == 0
-            || partial_stripe
-            || rows * target.chunk_sectors() as u64 > STAGING_SECTORS
-        {
+        if rows == 0 || partial_stripe || rows * target.chunk_sectors() as u64 > STAGING_SECTORS {
             return Err(PlanError::UnitSize);
         }
         Ok(Migration { source, target, unit_rows })
@@ -220,7 +217,8 @@ impl Migration {
                         }
                         if first < unit {
                             let earlier = last.min(unit - 1);
-                            plan.overwrites_unit = Some(plan.overwrites_unit.map_or(earlier, |e| e.max(earlier)));
+                            plan.overwrites_unit =
+                                Some(plan.overwrites_unit.map_or(earlier, |e| e.max(earlier)));
                         }
                     }
                 }
@@ -242,8 +240,8 @@ impl Migration {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::layout::Level;
+    use super::*;
 
     fn single(rows: u64) -> Geometry {
         Geometry::new(Level::Single, 1, 8, rows * 8).unwrap()
@@ -307,7 +305,10 @@ mod tests {
         assert_eq!(Migration::new(single(16), r10, 1), Err(PlanError::UnitSize));
         assert!(Migration::new(single(16), r10, 2).is_ok());
         let big = Geometry::new(Level::Raid0, 2, 8192, 8192 * 4).unwrap();
-        assert_eq!(Migration::new(Geometry::new(Level::Single, 1, 8192, 8192 * 4).unwrap(), big, 3), Err(PlanError::UnitSize));
+        assert_eq!(
+            Migration::new(Geometry::new(Level::Single, 1, 8192, 8192 * 4).unwrap(), big, 3),
+            Err(PlanError::UnitSize)
+        );
         assert_eq!(Migration::unit_rows_for(&big, 8), 2);
         assert_eq!(Migration::unit_rows_for(&r10, 3), 6);
     }

@@ -77,7 +77,8 @@ pub fn plan_new(
     if let Some(device) = device_sectors.iter().position(|&d| d < first) {
         return Err(PrepareError::MemberSmaller { device });
     }
-    let source = Geometry::for_devices(Level::Single, 1, chunk_sectors, first).map_err(PrepareError::Geometry)?;
+    let source =
+        Geometry::for_devices(Level::Single, 1, chunk_sectors, first).map_err(PrepareError::Geometry)?;
     let target = Geometry::for_devices(level, n, chunk_sectors, first).map_err(PrepareError::Geometry)?;
     let rows = Migration::unit_rows_for(&target, unit_stripes);
     Migration::new(source, target, rows).map_err(PrepareError::Plan)
@@ -133,8 +134,8 @@ pub fn prepared_superblock(plan: &Migration, members: &ArrayMembers, role: usize
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::layout::RESERVED_TAIL_SECTORS;
+    use super::*;
 
     const T: u64 = RESERVED_TAIL_SECTORS;
 
@@ -148,8 +149,14 @@ mod tests {
         assert_eq!(must_be_zero(d, &m), (896, T + 104));
         assert!(all_zero(&[0; 512]) && !all_zero(&[0, 0, 1]));
         assert_eq!(plan_new(Level::Raid5, 128, &[d], 1), Err(PrepareError::TooFewMembers));
-        assert_eq!(plan_new(Level::Raid0, 128, &[d, d - 1, d], 1), Err(PrepareError::MemberSmaller { device: 1 }));
-        assert_eq!(plan_new(Level::Raid0, 128, &[T + 100, T + 100], 1), Err(PrepareError::Geometry(GeometryError::TooSmall)));
+        assert_eq!(
+            plan_new(Level::Raid0, 128, &[d, d - 1, d], 1),
+            Err(PrepareError::MemberSmaller { device: 1 })
+        );
+        assert_eq!(
+            plan_new(Level::Raid0, 128, &[T + 100, T + 100], 1),
+            Err(PrepareError::Geometry(GeometryError::TooSmall))
+        );
         assert_eq!(plan_new(Level::Raid0, 128, &[d; 17], 1), Err(PrepareError::TooManyMembers));
         assert_eq!(plan_new(Level::Raid1, 128, &[d, d], 1).unwrap().target().capacity(), 896);
     }
@@ -159,7 +166,10 @@ mod tests {
         let blank = Err(FormatError::Blank);
         let junk = Err(FormatError::BadMagic);
         assert_eq!(check_unclaimed(1, &blank, &junk), Ok(()));
-        assert_eq!(check_unclaimed(2, &blank, &Err(FormatError::BadChecksum)), Err(PrepareError::DamagedSuperblock { device: 2 }));
+        assert_eq!(
+            check_unclaimed(2, &blank, &Err(FormatError::BadChecksum)),
+            Err(PrepareError::DamagedSuperblock { device: 2 })
+        );
         let d = T + 1000;
         let plan = plan_new(Level::Raid1, 128, &[d, d], 1).unwrap();
         let members = ArrayMembers::new([1; 16], 0, &[[2; 16], [3; 16]], &[d, d]);

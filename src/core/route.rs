@@ -197,14 +197,23 @@ mod tests {
         assert_eq!(r[1], Routed { route: Route::Target, start: 40, sectors: 30 });
         let idle = View { in_flight: false, ..v };
         let r = collect(route(&idle, 65, 10, false));
-        assert_eq!(r, [Routed { route: Route::Target, start: 65, sectors: 5 }, Routed { route: Route::Source, start: 70, sectors: 5 }]);
+        assert_eq!(
+            r,
+            [
+                Routed { route: Route::Target, start: 65, sectors: 5 },
+                Routed { route: Route::Source, start: 70, sectors: 5 }
+            ]
+        );
         assert_eq!(collect(route(&v, 10, 0, true)), []);
     }
 
     #[test]
     fn clean_is_all_target() {
         let v = View::clean(ArrayState::Clean, 5000);
-        assert_eq!(collect(route(&v, 0, 5000, true)), [Routed { route: Route::Target, start: 0, sectors: 5000 }]);
+        assert_eq!(
+            collect(route(&v, 0, 5000, true)),
+            [Routed { route: Route::Target, start: 0, sectors: 5000 }]
+        );
         assert_eq!(v.progress(), (5000, 5000));
     }
 

@@ -76,7 +76,11 @@ fn sampled_crashes_larger_configurations() {
             let mut cfg = SimConfig::new(level, members, 1 + (seed % 4) as u32, seed);
             cfg.chunk = 16;
             cfg.rows = if heavy { 96 } else { 24 };
-            cfg.engine = EngineConfig { max_units_between_checkpoints: 16, max_ms_between_checkpoints: 200, ..cfg.engine };
+            cfg.engine = EngineConfig {
+                max_units_between_checkpoints: 16,
+                max_ms_between_checkpoints: 200,
+                ..cfg.engine
+            };
             total.add(&simulate(&cfg, Crashes::Sample(samples)));
         }
     }
@@ -106,7 +110,11 @@ fn sampled_crashes_larger_configurations() {
 #[test]
 fn broken_engine_without_overlap_checkpoint_is_caught() {
     let mut cfg = SimConfig::new(Level::Raid0, 2, 1, 7);
-    cfg.engine = EngineConfig { max_units_between_checkpoints: 1000, max_ms_between_checkpoints: 1_000_000, ..cfg.engine };
+    cfg.engine = EngineConfig {
+        max_units_between_checkpoints: 1000,
+        max_ms_between_checkpoints: 1_000_000,
+        ..cfg.engine
+    };
     cfg.host_write = 0;
     // Sanity: the correct engine passes this very configuration.
     let good = simulate(&cfg, Crashes::Every);

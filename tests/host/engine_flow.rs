@@ -106,7 +106,11 @@ fn raid1_from_single(rows: u64) -> Setup {
 #[test]
 fn count_trigger_and_end() {
     let mut s = raid1_from_single(20);
-    let cfg = EngineConfig { max_units_between_checkpoints: 4, max_ms_between_checkpoints: u64::MAX, ..EngineConfig::default() };
+    let cfg = EngineConfig {
+        max_units_between_checkpoints: 4,
+        max_ms_between_checkpoints: u64::MAX,
+        ..EngineConfig::default()
+    };
     let mut e = Engine::resume(&load(&mut s.io, &s.members), cfg, 0).unwrap();
     assert_eq!(e.view().state, ArrayState::Prepared);
     let mut buf = vec![0u8; 64 * 1024];
@@ -135,7 +139,11 @@ fn count_trigger_and_end() {
 #[test]
 fn time_trigger_and_host_request() {
     let mut s = raid1_from_single(20);
-    let cfg = EngineConfig { max_units_between_checkpoints: 1000, max_ms_between_checkpoints: 100, ..EngineConfig::default() };
+    let cfg = EngineConfig {
+        max_units_between_checkpoints: 1000,
+        max_ms_between_checkpoints: 100,
+        ..EngineConfig::default()
+    };
     let mut e = Engine::resume(&load(&mut s.io, &s.members), cfg, 0).unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 10), Ok(Step::Copied(0)));
@@ -153,7 +161,11 @@ fn time_trigger_and_host_request() {
 #[test]
 fn pause_stop_and_resume() {
     let mut s = raid1_from_single(12);
-    let cfg = EngineConfig { max_units_between_checkpoints: 1000, max_ms_between_checkpoints: u64::MAX, ..EngineConfig::default() };
+    let cfg = EngineConfig {
+        max_units_between_checkpoints: 1000,
+        max_ms_between_checkpoints: u64::MAX,
+        ..EngineConfig::default()
+    };
     let mut e = Engine::resume(&load(&mut s.io, &s.members), cfg, 0).unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     for u in 0..3 {
@@ -217,7 +229,6 @@ fn buffer_contract() {
     assert!(std::mem::size_of::<raidmig_core::assemble::Assembly>() <= 512);
 }
 
-
 /// A superblock update that fails on one member stays pending: routing does
 /// not rely on it (a unit it puts in staging stays in flight), and the next
 /// step writes the same generation again before going on.
@@ -247,7 +258,10 @@ fn failed_superblock_update_is_retried_at_the_same_generation() {
     // Same generation rewritten, then "staging empty" as the next one.
     assert_eq!(e.generation(), gen0 + 2);
     let sb = load(&mut s.io, &s.members);
-    assert_eq!((sb.generation, sb.migration.unwrap().checkpoint, sb.migration.unwrap().staged), (gen0 + 2, 1, false));
+    assert_eq!(
+        (sb.generation, sb.migration.unwrap().checkpoint, sb.migration.unwrap().staged),
+        (gen0 + 2, 1, false)
+    );
     assert_eq!(e.view().copied, 1);
     // A failing checkpoint: memory keeps the old one, routing stays safe.
     s.io.fail_writes = Some((1, tail, tail + 16));

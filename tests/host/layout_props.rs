@@ -261,7 +261,9 @@ fn every_logical_sector_has_exactly_one_place_per_copy() {
                 for m in 0..n {
                     for s in 0..g.member_sectors() {
                         match g.content(m, s) {
-                            Content::Data { logical, copy } => assert!(seen.insert((logical, copy)), "{g:?} {m} {s}"),
+                            Content::Data { logical, copy } => {
+                                assert!(seen.insert((logical, copy)), "{g:?} {m} {s}")
+                            }
                             Content::Parity { .. } => parity += 1,
                             Content::Unused => {}
                         }

@@ -147,7 +147,9 @@ fn pattern(tag: u64, logical: u64) -> Block {
     }
     b[0..8].copy_from_slice(&tag.to_le_bytes());
     b[8..16].copy_from_slice(&logical.to_le_bytes());
-    let mut x = tag.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ logical.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5DEE_CE66_D1CE_B00C;
+    let mut x = tag.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        ^ logical.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ 0x5DEE_CE66_D1CE_B00C;
     for chunk in b[16..].chunks_mut(8) {
         x ^= x << 13;
         x ^= x >> 7;
@@ -195,7 +197,9 @@ struct HostModel {
 impl HostModel {
     fn new(volume: u64, target: u64) -> HostModel {
         let history = (0..target)
-            .map(|l| vec![Entry { tags: vec![if l < volume { ORIGINAL_TAG } else { ZERO_TAG }], ack: Some(0) }])
+            .map(|l| {
+                vec![Entry { tags: vec![if l < volume { ORIGINAL_TAG } else { ZERO_TAG }], ack: Some(0) }]
+            })
             .collect();
         HostModel {
             history,
@@ -275,7 +279,11 @@ impl SimConfig {
             rows: 12,
             unit_stripes,
             buffer: 0,
-            engine: EngineConfig { max_units_between_checkpoints: 6, max_ms_between_checkpoints: 40, ..EngineConfig::default() },
+            engine: EngineConfig {
+                max_units_between_checkpoints: 6,
+                max_ms_between_checkpoints: 40,
+                ..EngineConfig::default()
+            },
             host_write: 60,
             host_flush: 25,
             host_read: 40,
@@ -480,7 +488,8 @@ impl World {
         // power cut may strike between any two of them.
         if is_target {
             for p in g.pieces(start, sectors) {
-                let mut places: Vec<u64> = (0..g.copies()).map(|c| g.locate_copy(p.logical, c).sector).collect();
+                let mut places: Vec<u64> =
+                    (0..g.copies()).map(|c| g.locate_copy(p.logical, c).sector).collect();
                 places.extend(g.parity_location(p.logical).map(|l| l.sector));
                 for s in places {
                     for row in (s >> shift)..=((s + p.sectors - 1) >> shift) {
@@ -523,7 +532,9 @@ impl World {
             println!("  w#{} m{member} s{sector} n{}", self.writes, buf.len() / SECTOR);
         }
         let only = std::env::var("SIM_AT").ok().and_then(|v| v.parse::<u64>().ok());
-        if (self.explore_every || self.explore_at.contains(&self.writes)) && only.is_none_or(|a| a == self.writes) {
+        if (self.explore_every || self.explore_at.contains(&self.writes))
+            && only.is_none_or(|a| a == self.writes)
+        {
             self.explore();
         }
         Ok(())
@@ -559,7 +570,10 @@ impl World {
 
     fn power_cut(&mut self, outcome: Outcome) {
         if self.trace {
-            println!("  POWER CUT {outcome:?} at write {} dirty {:?} exempt {:?}", self.writes, self.dirty_rows, self.exempt_rows);
+            println!(
+                "  POWER CUT {outcome:?} at write {} dirty {:?} exempt {:?}",
+                self.writes, self.dirty_rows, self.exempt_rows
+            );
         }
         for d in &mut self.disks {
             d.crash(outcome, &mut self.rng);
@@ -664,7 +678,10 @@ impl World {
             self.host.history[l as usize].push(Entry { tags: vec![tag], ack: None });
         }
         if self.trace {
-            println!("  host write tag {tag} [{start}, +{len}) view c{} k{} f{}", view.copied, view.checkpoint, view.in_flight);
+            println!(
+                "  host write tag {tag} [{start}, +{len}) view c{} k{} f{}",
+                view.copied, view.checkpoint, view.in_flight
+            );
         }
         for r in route(&view, start, len, true) {
             let mut buf = vec![0u8; r.sectors as usize * SECTOR];
@@ -719,7 +736,10 @@ impl World {
                 let got = decode_tag(&b, l);
                 let want = self.host.latest(l);
                 if !got.is_some_and(|t| want.contains(&t)) {
-                    return Err(format!("sector {l} ({:?}) holds {got:?}, expected one of {want:?}", r.route));
+                    return Err(format!(
+                        "sector {l} ({:?}) holds {got:?}, expected one of {want:?}",
+                        r.route
+                    ));
                 }
             }
         }
@@ -812,7 +832,11 @@ impl World {
                 Err(e) => return Err(format!("catch-up: {e:?}")),
             }
             if self.trace {
-                println!("  recovered gen {} {:?}", a.newest.generation, a.newest.migration.map(|m| (m.checkpoint, m.staged)));
+                println!(
+                    "  recovered gen {} {:?}",
+                    a.newest.generation,
+                    a.newest.migration.map(|m| (m.checkpoint, m.staged))
+                );
             }
             pinned.iter_mut().for_each(|p| *p = false);
             self.pin_volume(&mut pinned)?;
@@ -843,7 +867,11 @@ impl World {
     }
 
     /// Runs the engine to the end, with host I/O between and during steps.
-    fn run_engine(&mut self, engine: &mut Engine, mut pinned: Option<&mut Vec<bool>>) -> Result<(), RunError> {
+    fn run_engine(
+        &mut self,
+        engine: &mut Engine,
+        mut pinned: Option<&mut Vec<bool>>,
+    ) -> Result<(), RunError> {
         let size = if self.cfg.buffer == 0 {
             (self.target.stripe_chunks() as usize + 1) * self.cfg.chunk as usize * SECTOR
         } else {
@@ -896,7 +924,9 @@ impl World {
                     self.retry_queue().map_err(|_| self.run_failure())?;
                     return Ok(());
                 }
-                Step::Idle => return Err(RunError::Fail(format!("engine idle in state {:?}", engine.state()))),
+                Step::Idle => {
+                    return Err(RunError::Fail(format!("engine idle in state {:?}", engine.state())))
+                }
                 _ => {
                     if self.rng.chance(self.cfg.pause) {
                         self.engine_io = true;
@@ -911,7 +941,8 @@ impl World {
                         self.check_engine_call(r)?;
                         let sbs = self.read_superblocks();
                         let mut found = ArrayMembers::new([0; 16], 0, &[], &[]);
-                        let a = assemble(&sbs, &mut found).map_err(|e| RunError::Fail(format!("reload: {e:?}")))?;
+                        let a = assemble(&sbs, &mut found)
+                            .map_err(|e| RunError::Fail(format!("reload: {e:?}")))?;
                         let mut sb_buf = vec![0u8; SUPERBLOCK_BYTES];
                         let r = catch_up(self, &a, &found, &mut sb_buf);
                         self.check_engine_call(r)?;
@@ -919,7 +950,9 @@ impl World {
                         match recover(&a, self.cfg.engine, self.now) {
                             Ok(Recovered::Migration(e)) => *engine = e,
                             // The stop wrote the pending record of the end.
-                            Ok(Recovered::Settled { state: ArrayState::Clean, .. }) if engine.state() == ArrayState::Clean => {
+                            Ok(Recovered::Settled { state: ArrayState::Clean, .. })
+                                if engine.state() == ArrayState::Clean =>
+                            {
                                 self.shared.absorb(&engine.view());
                                 self.retry_queue().map_err(|_| self.run_failure())?;
                                 return Ok(());
@@ -1011,7 +1044,9 @@ impl World {
                 self.disks[at.member].read(at.sector, &mut b);
                 let got = decode_tag(&b, l);
                 if !got.is_some_and(|t| want.contains(&t)) {
-                    return Err(format!("final: sector {l} copy {c} at {at:?} holds {got:?}, expected {want:?}"));
+                    return Err(format!(
+                        "final: sector {l} copy {c} at {at:?} holds {got:?}, expected {want:?}"
+                    ));
                 }
             }
             if let Some(p) = g.parity_location(l) {
