@@ -569,6 +569,19 @@ impl Engine {
         self.commit(io, members, buf, now_ms, self.state, unit + 1, false)
     }
 
+    /// Whether the source holds logical `[logical, logical + sectors)` at
+    /// `[sector, sector + sectors)` of `member` already: within one source
+    /// chunk, contents are linear, so checking both ends suffices.
+    fn in_place(&self, member: usize, sector: u64, logical: u64, sectors: u64) -> bool {
+        let source = self.plan.source();
+        let last = sector + sectors - 1;
+        let same_chunk = source.level() == super::layout::Level::Single
+            || source.level() == super::layout::Level::Raid1
+            || (sector >> source.chunk_shift()) == (last >> source.chunk_shift());
+        let holds = |s: u64, l: u64| matches!(source.content(member, s), Content::Data { logical, .. } if logical == l);
+        same_chunk && holds(sector, logical) && holds(last, logical + sectors - 1)
+    }
+
     /// Writes unit `unit`'s target rows, built from the source, either in
     /// place or (`to_staging`) into every member's staging area.
     fn copy_rows<I: MemberIo>(
@@ -638,6 +651,16 @@ impl Engine {
                     for r in row..rows_end {
                         let slot = match target.content(member, r << shift) {
                             Content::Unused => continue,
+                            // Already there: the source keeps these very
+                            // logical sectors at this place (the first member
+                            // of single to raid1, say). Host writes to them
+                            // went there too until now.
+                            Content::Data { logical, .. }
+                                if !to_staging
+                                    && self.in_place(member, (r << shift) + off, logical + off, slice) =>
+                            {
+                                continue
+                            }
                             Content::Data { logical, .. } => (logical >> shift) - stripe * stripe_chunks,
                             Content::Parity { .. } => stripe_chunks,
                         };
