@@ -25,7 +25,7 @@ impl ConfigError {
             ConfigError::NoMembers => "no members given (members=/dev/sdX,...)",
             ConfigError::EmptyMemberPath => "empty member path in members=",
             ConfigError::TooManyMembers => "too many members (at most 16)",
-            ConfigError::UnknownLevel => "unknown level (use single, raid0)",
+            ConfigError::UnknownLevel => "unknown level (use single, raid0, raid1, raid5, raid10)",
             ConfigError::BadChunk => "chunk_kb must be a power of two from 4 to 4096",
         }
     }
@@ -116,7 +116,11 @@ mod tests {
     fn levels_parse() {
         assert_eq!(parse_level("raid0"), Ok(Level::Raid0));
         assert_eq!(parse_level("single\n"), Ok(Level::Single));
+        assert_eq!(parse_level(" raid10"), Ok(Level::Raid10));
         assert_eq!(parse_level("raid7"), Err(ConfigError::UnknownLevel));
+        for l in Level::ALL {
+            assert!(ConfigError::UnknownLevel.message().contains(l.name()));
+        }
     }
 
     #[test]

@@ -7,9 +7,24 @@
 //! disks with data offset 0 (`mdadm --build`, or metadata 1.0 whose superblock
 //! also sits at the end).
 //!
-//! md's rules, followed here:
-//! - raid0 (drivers/md/raid0.c) with equal members is a single zone: logical
-//!   chunk `c` lives on member `c % n` at member chunk `c / n`.
+//! md's rules, followed here (drivers/md of Linux 6.12):
+//! - raid0 (raid0.c) with equal members is a single zone: logical chunk `c`
+//!   lives on member `c % n` at member chunk `c / n`.
+//! - raid1 (raid1.c) keeps a full copy on every member at the same sector.
+//! - raid5 (raid5.c, `raid5_compute_sector`, `ALGORITHM_LEFT_SYMMETRIC`, md's
+//!   default): chunk `c` is data index `c % (n-1)` of stripe `s = c / (n-1)`;
+//!   parity sits on member `(n-1) - s % n` and data index `i` on member
+//!   `(parity + 1 + i) % n`, all at member chunk `s`.
+//! - raid10 near-2 (raid10.c, `__raid10_find_phys` with two near copies, md's
+//!   default): copy `k` of chunk `c` is at position `p = 2c + k`, on member
+//!   `p % n` at member chunk `p / n`; with an odd member count the two copies of
+//!   some chunks straddle two rows. The size is `floor(chunks * n / 2)` chunks
+//!   (`raid10_size`), so an odd count with an odd number of rows leaves half a
+//!   row unused at the end.
+//!
+//! A *row* is one chunk on every member at the same member offset; a *stripe*
+//! is the smallest run of rows that holds whole chunks (two rows for raid10 with
+//! an odd member count, one row otherwise).
 
 /// Bytes in a sector, as a shift.
 pub const SECTOR_SHIFT: u32 = 9;
@@ -21,14 +36,18 @@ pub const SECTOR_SHIFT: u32 = 9;
 /// module.
 pub const RESERVED_TAIL_SECTORS: u64 = (16 << 20) >> SECTOR_SHIFT;
 
+/// Largest data area per member, in sectors (128 PiB): bounds every sum and
+/// product of sizes well below overflow, whatever a superblock says.
+pub const MAX_MEMBER_SECTORS: u64 = 1 << 48;
+
 /// Most members an array can have.
 pub const MAX_MEMBERS: usize = 16;
 
 /// Smallest chunk, in sectors (4 KiB, the page size md also requires).
 pub const MIN_CHUNK_SECTORS: u32 = 8;
 
-/// Largest chunk, in sectors (4 MiB): a chunk per member must fit the staging
-/// area of the reserved tail.
+/// Largest chunk, in sectors (4 MiB): a stripe's share of every member must
+/// fit the staging area of the reserved tail.
 pub const MAX_CHUNK_SECTORS: u32 = 8192;
 
 /// The RAID level of a layout.
@@ -38,17 +57,26 @@ pub enum Level {
     Single,
     /// Striping without redundancy.
     Raid0,
+    /// Mirroring: every member holds a full copy.
+    Raid1,
+    /// Striping with one rotating parity chunk per stripe (left-symmetric).
+    Raid5,
+    /// Striping with two near copies of every chunk (md's near-2 layout).
+    Raid10,
 }
 
 impl Level {
     /// Every level, in the order of their on-disk codes.
-    pub const ALL: [Level; 2] = [Level::Single, Level::Raid0];
+    pub const ALL: [Level; 5] = [Level::Single, Level::Raid0, Level::Raid1, Level::Raid5, Level::Raid10];
 
     /// The name used in module parameters and sysfs.
     pub fn name(self) -> &'static str {
         match self {
             Level::Single => "single",
             Level::Raid0 => "raid0",
+            Level::Raid1 => "raid1",
+            Level::Raid5 => "raid5",
+            Level::Raid10 => "raid10",
         }
     }
 
@@ -57,11 +85,28 @@ impl Level {
         Level::ALL.into_iter().find(|l| l.name() == name)
     }
 
-    /// Fewest members the level can be built over.
+    /// The level's code in the on-disk format (its index in [`Level::ALL`]).
+    pub fn code(self) -> u32 {
+        match self {
+            Level::Single => 0,
+            Level::Raid0 => 1,
+            Level::Raid1 => 2,
+            Level::Raid5 => 3,
+            Level::Raid10 => 4,
+        }
+    }
+
+    /// The level of an on-disk code.
+    pub fn from_code(code: u32) -> Option<Level> {
+        Level::ALL.into_iter().find(|l| l.code() == code)
+    }
+
+    /// Fewest members the level can be built over (md's minimums: raid5 and
+    /// raid10 over two members are valid md arrays).
     pub fn min_members(self) -> usize {
         match self {
             Level::Single => 1,
-            Level::Raid0 => 2,
+            Level::Raid0 | Level::Raid1 | Level::Raid5 | Level::Raid10 => 2,
         }
     }
 
@@ -73,12 +118,30 @@ impl Level {
         }
     }
 
-    /// How many members' worth of data areas hold distinct data.
+    /// How many members' worth of data areas hold distinct data. For raid10
+    /// with an odd member count this rounds down: such an array holds half a
+    /// member more (see [`Geometry::capacity`]).
     pub fn data_members(self, members: usize) -> usize {
         match self {
-            Level::Single => 1,
+            Level::Single | Level::Raid1 => 1,
             Level::Raid0 => members,
+            Level::Raid5 => members - 1,
+            Level::Raid10 => members / 2,
         }
+    }
+
+    /// How many copies of every data sector the level keeps.
+    pub fn copies(self, members: usize) -> usize {
+        match self {
+            Level::Single | Level::Raid0 | Level::Raid5 => 1,
+            Level::Raid1 => members,
+            Level::Raid10 => 2,
+        }
+    }
+
+    /// Whether the level keeps parity (a host write must update it).
+    pub fn has_parity(self) -> bool {
+        matches!(self, Level::Raid5)
     }
 }
 
@@ -91,6 +154,8 @@ pub enum GeometryError {
     Chunk,
     /// The smallest member cannot hold one chunk of data besides the reserved tail.
     TooSmall,
+    /// The data area is larger than [`MAX_MEMBER_SECTORS`].
+    TooLarge,
 }
 
 impl GeometryError {
@@ -102,6 +167,7 @@ impl GeometryError {
             GeometryError::TooSmall => {
                 "member too small: it must hold one chunk besides the 16 MiB reserved tail"
             }
+            GeometryError::TooLarge => "member data area larger than 128 PiB",
         }
     }
 }
@@ -134,6 +200,26 @@ pub struct Span {
     pub sectors: u64,
 }
 
+/// What a member sector holds in a layout (the inverse of the mapping).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// Copy `copy` of logical sector `logical`.
+    Data {
+        /// The logical sector.
+        logical: u64,
+        /// Which copy (0 for unmirrored levels).
+        copy: usize,
+    },
+    /// Parity of raid5 stripe `stripe`, at the same offset in its chunks.
+    Parity {
+        /// The stripe (equal to the member chunk number).
+        stripe: u64,
+    },
+    /// Nothing: beyond the data area, past the capacity, or a member the
+    /// layout does not use.
+    Unused,
+}
+
 /// The shape of an array: level, member count, chunk and data area size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
@@ -163,6 +249,9 @@ impl Geometry {
         let member_sectors = member_sectors & !(chunk_sectors as u64 - 1);
         if member_sectors == 0 {
             return Err(GeometryError::TooSmall);
+        }
+        if member_sectors > MAX_MEMBER_SECTORS {
+            return Err(GeometryError::TooLarge);
         }
         Ok(Geometry { level, members, chunk_sectors, member_sectors })
     }
@@ -199,38 +288,151 @@ impl Geometry {
         self.member_sectors
     }
 
+    /// Number of rows (member chunks) in each member's data area.
+    pub fn rows(&self) -> u64 {
+        self.member_sectors >> self.chunk_shift()
+    }
+
     /// Logical size of the volume in sectors.
     pub fn capacity(&self) -> u64 {
-        self.member_sectors * self.level.data_members(self.members) as u64
+        match self.level {
+            Level::Raid10 => (self.rows() * self.members as u64 / 2) << self.chunk_shift(),
+            _ => self.member_sectors * self.level.data_members(self.members) as u64,
+        }
+    }
+
+    /// Rows in one stripe: the smallest run of rows holding whole chunks.
+    pub fn stripe_rows(&self) -> u64 {
+        if self.level == Level::Raid10 && self.members % 2 == 1 {
+            2
+        } else {
+            1
+        }
     }
 
     /// Data sectors in one full stripe (the optimal I/O size).
     pub fn stripe_sectors(&self) -> u64 {
-        self.chunk_sectors as u64 * self.level.data_members(self.members) as u64
+        self.stripe_chunks() << self.chunk_shift()
     }
 
-    fn chunk_shift(&self) -> u32 {
+    /// Data chunks in one stripe.
+    pub fn stripe_chunks(&self) -> u64 {
+        match self.level {
+            Level::Raid10 => self.members as u64 * self.stripe_rows() / 2,
+            _ => self.level.data_members(self.members) as u64,
+        }
+    }
+
+    /// How many copies of each data sector the layout keeps.
+    pub fn copies(&self) -> usize {
+        self.level.copies(self.members)
+    }
+
+    /// log2 of the chunk size in sectors.
+    pub fn chunk_shift(&self) -> u32 {
         self.chunk_sectors.trailing_zeros()
+    }
+
+    fn chunk_mask(&self) -> u64 {
+        self.chunk_sectors as u64 - 1
     }
 
     /// Whether runs must be cut at chunk boundaries.
     fn is_striped(&self) -> bool {
-        !matches!(self.level, Level::Single)
+        !matches!(self.level, Level::Single | Level::Raid1)
     }
 
-    /// Where the (only) data copy of logical sector `logical` lives.
+    /// Where the first data copy of logical sector `logical` lives (the only
+    /// one for single, raid0 and raid5).
     ///
     /// `logical` must be below [`Geometry::capacity`].
     pub fn locate(&self, logical: u64) -> Location {
+        self.locate_copy(logical, 0)
+    }
+
+    /// Where copy `copy` (below [`Geometry::copies`]) of logical sector
+    /// `logical` (below [`Geometry::capacity`]) lives.
+    pub fn locate_copy(&self, logical: u64, copy: usize) -> Location {
         debug_assert!(logical < self.capacity());
+        debug_assert!(copy < self.copies());
+        let shift = self.chunk_shift();
+        let chunk = logical >> shift;
+        let offset = logical & self.chunk_mask();
+        let n = self.members as u64;
         match self.level {
             Level::Single => Location { member: 0, sector: logical },
+            Level::Raid1 => Location { member: copy, sector: logical },
             Level::Raid0 => {
-                let shift = self.chunk_shift();
-                let chunk = logical >> shift;
-                let offset = logical & (self.chunk_sectors as u64 - 1);
-                let n = self.members as u64;
                 Location { member: (chunk % n) as usize, sector: ((chunk / n) << shift) + offset }
+            }
+            Level::Raid5 => {
+                let data = n - 1;
+                let stripe = chunk / data;
+                let index = chunk % data;
+                let parity = data - stripe % n;
+                let member = (parity + 1 + index) % n;
+                Location { member: member as usize, sector: (stripe << shift) + offset }
+            }
+            Level::Raid10 => {
+                let position = chunk * 2 + copy as u64;
+                Location { member: (position % n) as usize, sector: ((position / n) << shift) + offset }
+            }
+        }
+    }
+
+    /// For raid5, the parity member of stripe (member chunk) `stripe`.
+    pub fn parity_member(&self, stripe: u64) -> Option<usize> {
+        match self.level {
+            Level::Raid5 => {
+                let n = self.members as u64;
+                Some((n - 1 - stripe % n) as usize)
+            }
+            _ => None,
+        }
+    }
+
+    /// For raid5, where the parity protecting logical sector `logical` lives
+    /// (same offset in the stripe's parity chunk); `None` for other levels.
+    pub fn parity_location(&self, logical: u64) -> Option<Location> {
+        debug_assert!(logical < self.capacity());
+        let shift = self.chunk_shift();
+        let stripe = (logical >> shift) / self.stripe_chunks();
+        self.parity_member(stripe)
+            .map(|member| Location { member, sector: (stripe << shift) + (logical & self.chunk_mask()) })
+    }
+
+    /// What member sector `sector` of member `member` holds: the inverse of
+    /// [`Geometry::locate_copy`] and [`Geometry::parity_location`]. Total: any
+    /// input gives an answer, out-of-range ones [`Content::Unused`].
+    pub fn content(&self, member: usize, sector: u64) -> Content {
+        if member >= self.members || sector >= self.member_sectors {
+            return Content::Unused;
+        }
+        let shift = self.chunk_shift();
+        let row = sector >> shift;
+        let offset = sector & self.chunk_mask();
+        let n = self.members as u64;
+        let m = member as u64;
+        match self.level {
+            Level::Single => Content::Data { logical: sector, copy: 0 },
+            Level::Raid1 => Content::Data { logical: sector, copy: member },
+            Level::Raid0 => Content::Data { logical: ((row * n + m) << shift) + offset, copy: 0 },
+            Level::Raid5 => {
+                let parity = n - 1 - row % n;
+                if m == parity {
+                    return Content::Parity { stripe: row };
+                }
+                let index = (m + n - parity - 1) % n;
+                let chunk = row * (n - 1) + index;
+                Content::Data { logical: (chunk << shift) + offset, copy: 0 }
+            }
+            Level::Raid10 => {
+                let position = row * n + m;
+                let logical = ((position / 2) << shift) + offset;
+                if logical >= self.capacity() {
+                    return Content::Unused;
+                }
+                Content::Data { logical, copy: (position % 2) as usize }
             }
         }
     }
@@ -245,29 +447,52 @@ impl Geometry {
 
     /// The part of member `member` that holds data of the logical range
     /// `[start, start + sectors)`, for layouts where that part is contiguous
-    /// (single and raid0): the range a discard or write-zeroes of the logical
-    /// range becomes on that member. `None` if the member holds none of it.
+    /// and holds nothing else (single, raid0, raid1, raid10): the range a
+    /// discard or write-zeroes of the logical range becomes on that member.
+    /// `None` if the member holds none of it, and always for raid5, whose
+    /// member ranges interleave parity (a discard must go through the write
+    /// path there).
     pub fn member_span(&self, start: u64, sectors: u64, member: usize) -> Option<Span> {
         if sectors == 0 || member >= self.members {
             return None;
         }
         let end = start + sectors;
+        let shift = self.chunk_shift();
+        let chunk = self.chunk_sectors as u64;
+        let n = self.members as u64;
+        let m = member as u64;
+        let (first, last) = (start >> shift, (end - 1) >> shift);
+        let head = start & (chunk - 1);
+        let tail = ((end - 1) & (chunk - 1)) + 1;
         match self.level {
-            Level::Single => Some(Span { sector: start, sectors }),
+            Level::Single => (member == 0).then_some(Span { sector: start, sectors }),
+            Level::Raid1 => Some(Span { sector: start, sectors }),
+            Level::Raid5 => None,
             Level::Raid0 => {
-                let shift = self.chunk_shift();
-                let chunk = self.chunk_sectors as u64;
-                let n = self.members as u64;
-                let m = member as u64;
-                let (first, last) = (start >> shift, (end - 1) >> shift);
                 // First and last chunks of the range that live on this member.
                 let c1 = first + (m + n - first % n) % n;
                 if c1 > last {
                     return None;
                 }
                 let c2 = last - (last % n + n - m) % n;
-                let lo = ((c1 / n) << shift) + if c1 == first { start & (chunk - 1) } else { 0 };
-                let hi = ((c2 / n) << shift) + if c2 == last { ((end - 1) & (chunk - 1)) + 1 } else { chunk };
+                let lo = ((c1 / n) << shift) + if c1 == first { head } else { 0 };
+                let hi = ((c2 / n) << shift) + if c2 == last { tail } else { chunk };
+                Some(Span { sector: lo, sectors: hi - lo })
+            }
+            Level::Raid10 => {
+                // Row r of member m holds chunk (r*n + m) / 2, which grows with
+                // r: the rows holding chunks first..=last are contiguous.
+                let r1 = (2 * first).saturating_sub(m).div_ceil(n);
+                if 2 * last + 1 < m {
+                    return None;
+                }
+                let r2 = (2 * last + 1 - m) / n;
+                if r1 > r2 {
+                    return None;
+                }
+                let (c1, c2) = ((r1 * n + m) / 2, (r2 * n + m) / 2);
+                let lo = (r1 << shift) + if c1 == first { head } else { 0 };
+                let hi = (r2 << shift) + if c2 == last { tail } else { chunk };
                 Some(Span { sector: lo, sectors: hi - lo })
             }
         }
@@ -340,10 +565,81 @@ mod tests {
         assert_eq!(g.locate(77), Location { member: 0, sector: 77 });
     }
 
+    /// md's left-symmetric table for four members (chunks by row, P parity).
+    #[test]
+    fn raid5_left_symmetric_table() {
+        let g = Geometry::new(Level::Raid5, 4, 8, 8 * 8).unwrap();
+        // Row r, member m -> chunk number, or None for parity.
+        let table: [[Option<u64>; 4]; 4] = [
+            [Some(0), Some(1), Some(2), None],
+            [Some(4), Some(5), None, Some(3)],
+            [Some(8), None, Some(6), Some(7)],
+            [None, Some(9), Some(10), Some(11)],
+        ];
+        for (row, line) in table.iter().enumerate() {
+            for (member, want) in line.iter().enumerate() {
+                let sector = row as u64 * 8 + 3;
+                match want {
+                    Some(chunk) => {
+                        assert_eq!(g.locate(chunk * 8 + 3), Location { member, sector });
+                        assert_eq!(
+                            g.content(member, sector),
+                            Content::Data { logical: chunk * 8 + 3, copy: 0 }
+                        );
+                    }
+                    None => {
+                        assert_eq!(g.parity_member(row as u64), Some(member));
+                        assert_eq!(g.content(member, sector), Content::Parity { stripe: row as u64 });
+                    }
+                }
+            }
+        }
+        assert_eq!(g.capacity(), 3 * 64);
+        assert_eq!(g.parity_location(9 * 8 + 1), Some(Location { member: 0, sector: 3 * 8 + 1 }));
+    }
+
+    /// md's near-2 table for three members (raid10 man page):
+    /// `A1 A1 A2 / A2 A3 A3 / A4 A4 A5 / A5 A6 A6`.
+    #[test]
+    fn raid10_near2_three_members_table() {
+        let g = Geometry::new(Level::Raid10, 3, 8, 8 * 5).unwrap();
+        let table: [[u64; 3]; 4] = [[0, 0, 1], [1, 2, 2], [3, 3, 4], [4, 5, 5]];
+        for (row, line) in table.iter().enumerate() {
+            for (member, chunk) in line.iter().enumerate() {
+                match g.content(member, row as u64 * 8) {
+                    Content::Data { logical, .. } => assert_eq!(logical, chunk * 8),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert_eq!(g.locate_copy(8, 0), Location { member: 2, sector: 0 });
+        assert_eq!(g.locate_copy(8, 1), Location { member: 0, sector: 8 });
+        // Five rows of three members hold 7.5 chunks: md keeps 7.
+        assert_eq!(g.capacity(), 7 * 8);
+        assert_eq!(g.content(2, 4 * 8), Content::Unused);
+        assert_eq!(g.stripe_rows(), 2);
+        assert_eq!(g.stripe_sectors(), 3 * 8);
+    }
+
+    #[test]
+    fn content_inverts_every_copy() {
+        for level in Level::ALL {
+            for n in level.min_members()..=level.max_members().min(5) {
+                let g = Geometry::new(level, n, 8, 8 * 7).unwrap();
+                for logical in 0..g.capacity() {
+                    for copy in 0..g.copies() {
+                        let l = g.locate_copy(logical, copy);
+                        assert_eq!(g.content(l.member, l.sector), Content::Data { logical, copy });
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn member_span_matches_pieces() {
-        for n in 2..=5 {
-            let g = raid0(n);
+        for (level, n) in (2..=5).flat_map(|n| [(Level::Raid0, n), (Level::Raid1, n), (Level::Raid10, n)]) {
+            let g = Geometry::new(level, n, 128, 128 * 10).unwrap();
             for start in (0..g.capacity()).step_by(37) {
                 for len in [1u64, 5, 127, 128, 129, 300, 1000] {
                     if start + len > g.capacity() {
@@ -354,11 +650,13 @@ mod tests {
                         let mut hi = 0;
                         let mut total = 0;
                         for p in g.pieces(start, len) {
-                            let l = g.locate(p.logical);
-                            if l.member == m {
-                                lo = lo.min(l.sector);
-                                hi = hi.max(l.sector + p.sectors);
-                                total += p.sectors;
+                            for copy in 0..g.copies() {
+                                let l = g.locate_copy(p.logical, copy);
+                                if l.member == m {
+                                    lo = lo.min(l.sector);
+                                    hi = hi.max(l.sector + p.sectors);
+                                    total += p.sectors;
+                                }
                             }
                         }
                         let span = g.member_span(start, len, m);
@@ -388,6 +686,11 @@ mod tests {
             Err(GeometryError::TooSmall)
         );
         assert!(Geometry::for_devices(Level::Raid0, 3, 128, RESERVED_TAIL_SECTORS + 128).is_ok());
+        assert_eq!(
+            Geometry::new(Level::Raid0, 3, 128, MAX_MEMBER_SECTORS + 128),
+            Err(GeometryError::TooLarge)
+        );
+        assert!(Geometry::new(Level::Raid0, 3, 128, MAX_MEMBER_SECTORS).is_ok());
     }
 
     #[test]
@@ -396,5 +699,10 @@ mod tests {
             assert_eq!(Level::from_name(l.name()), Some(l));
         }
         assert_eq!(Level::from_name("raid6"), None);
+        for l in Level::ALL {
+            assert_eq!(Level::from_code(l.code()), Some(l));
+            assert_eq!(Level::ALL[l.code() as usize], l);
+        }
+        assert_eq!(Level::from_code(5), None);
     }
 }

@@ -7,6 +7,19 @@
 //! same code. Modules refer to each other through `super::`, which resolves the
 //! same way in both builds.
 //!
+//! Modules, bottom up:
+//! - [`layout`]: levels and geometries, logical sector to member locations
+//!   and back (md-compatible raid0, raid5 left-symmetric, raid10 near-2).
+//! - [`parity`]: XOR helpers and raid5 per-stripe write plans.
+//! - [`config`]: module parameters.
+//! - [`crc32c`], [`format`]: the reserved tail and the superblock, field by
+//!   field.
+//! - [`members`], [`assemble`]: array identity, assembly from superblocks.
+//! - [`plan`]: units and how each must be copied to survive a power cut.
+//! - [`route`]: where host I/O goes while migrating.
+//! - [`engine`]: the migration itself, over the [`engine::MemberIo`] trait.
+//! - [`prepare`], [`recovery`]: starting a migration, resuming one.
+//!
 //! In the kernel build `--cfg MODULE` is set and this file is a module, not a
 //! crate root, so the crate-level attribute below applies to the host only.
 #![cfg_attr(not(MODULE), no_std)]
@@ -15,5 +28,18 @@
 // The kernel module uses only part of the core at a time.
 #![cfg_attr(MODULE, allow(dead_code))]
 
+#[cfg(test)]
+extern crate std;
+
+pub mod assemble;
 pub mod config;
+pub mod crc32c;
+pub mod engine;
+pub mod format;
 pub mod layout;
+pub mod members;
+pub mod parity;
+pub mod plan;
+pub mod prepare;
+pub mod recovery;
+pub mod route;

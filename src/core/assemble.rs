@@ -1,0 +1,230 @@
+//! Assembling an array from the superblocks found on the given devices, in
+//! any order: role order, disagreement and foreign-array detection.
+//!
+//! Each device contributes the newest valid of its two slots
+//! ([`Superblock::newest`]). The newest generation over all devices wins: the
+//! engine writes a generation to every member and flushes before it writes
+//! the next, so after a power cut members differ by at most one generation
+//! and the newest is the one to trust; members one behind are reported as
+//! *lagging* (the next superblock update rewrites them). Anything else that
+//! differs is refused.
+
+use super::format::{FormatError, Superblock};
+use super::layout::MAX_MEMBERS;
+use super::members::ArrayMembers;
+
+/// Why the devices do not make up an array.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssembleErrorKind {
+    /// No device given.
+    NoDevices,
+    /// The device has no raidmig superblock.
+    NoSuperblock,
+    /// The device's superblocks are both invalid.
+    Unreadable(FormatError),
+    /// The device belongs to another raidmig array.
+    Foreign,
+    /// More or fewer devices than the array has members.
+    WrongCount,
+    /// Two devices claim the same role.
+    DuplicateRole,
+    /// Two devices carry the same member UUID.
+    DuplicateMember,
+    /// The device's superblock is more than one generation old.
+    Stale,
+    /// The device's superblock disagrees with the newest on the array's shape
+    /// or, at the same generation, on its state.
+    Disagree,
+}
+
+/// An assembly failure and the index (in the order given) of the device it
+/// concerns; for [`AssembleErrorKind::WrongCount`] and `NoDevices` the
+/// index is the number of devices given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AssembleError {
+    /// What is wrong.
+    pub kind: AssembleErrorKind,
+    /// Which device.
+    pub device: usize,
+}
+
+impl AssembleError {
+    /// A sentence for the kernel log (the shell adds the device path).
+    pub fn message(&self) -> &'static str {
+        match self.kind {
+            AssembleErrorKind::NoDevices => "no members given",
+            AssembleErrorKind::NoSuperblock => "member has no raidmig superblock",
+            AssembleErrorKind::Unreadable(e) => e.message(),
+            AssembleErrorKind::Foreign => "member belongs to another raidmig array",
+            AssembleErrorKind::WrongCount => "number of members given differs from the array's",
+            AssembleErrorKind::DuplicateRole => "two members claim the same role",
+            AssembleErrorKind::DuplicateMember => "the same member is given twice",
+            AssembleErrorKind::Stale => "member's superblock is stale (more than one update behind)",
+            AssembleErrorKind::Disagree => "members' superblocks disagree",
+        }
+    }
+}
+
+/// An assembled array (small enough for a kernel stack; the members'
+/// identities go to a caller-provided [`ArrayMembers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Assembly {
+    /// The newest superblock: the array's state.
+    pub newest: Superblock,
+    /// For each role, the index of the device holding it.
+    pub device_of_role: [u8; MAX_MEMBERS],
+    /// Roles whose superblock is one generation behind (bit per role).
+    pub lagging: u32,
+}
+
+/// Assembles the array from each given device's superblock (`sbs[i]` for
+/// device `i`, in any order), filling `members` with the identities of the
+/// members by role.
+pub fn assemble(
+    sbs: &[Result<Superblock, FormatError>],
+    members: &mut ArrayMembers,
+) -> Result<Assembly, AssembleError> {
+    let err = |kind, device| Err(AssembleError { kind, device });
+    if sbs.is_empty() {
+        return err(AssembleErrorKind::NoDevices, 0);
+    }
+    let mut newest: Option<Superblock> = None;
+    for (i, r) in sbs.iter().enumerate() {
+        match r {
+            Err(FormatError::Blank) => return err(AssembleErrorKind::NoSuperblock, i),
+            Err(e) => return err(AssembleErrorKind::Unreadable(*e), i),
+            Ok(sb) => {
+                if newest.is_none_or(|n| sb.generation > n.generation) {
+                    newest = Some(*sb);
+                }
+            }
+        }
+    }
+    let Some(newest) = newest else { return err(AssembleErrorKind::NoDevices, 0) };
+    *members = ArrayMembers::new(newest.array_uuid, newest.created_ms, &[], &[]);
+    members.count = newest.layout.members();
+    let mut device_of_role = [u8::MAX; MAX_MEMBERS];
+    let mut lagging = 0u32;
+    for (i, sb) in sbs.iter().enumerate().filter_map(|(i, r)| r.as_ref().ok().map(|sb| (i, sb))) {
+        if sb.array_uuid != newest.array_uuid {
+            return err(AssembleErrorKind::Foreign, i);
+        }
+        let shape_agrees = sb.layout == newest.layout
+            && sb.created_ms == newest.created_ms
+            && match (&sb.migration, &newest.migration) {
+                (Some(a), Some(b)) => a.plan == b.plan,
+                _ => true,
+            };
+        if !shape_agrees {
+            return err(AssembleErrorKind::Disagree, i);
+        }
+        if sb.generation + 1 < newest.generation {
+            return err(AssembleErrorKind::Stale, i);
+        }
+        if sb.generation == newest.generation {
+            if sb.state != newest.state || sb.migration != newest.migration {
+                return err(AssembleErrorKind::Disagree, i);
+            }
+        } else {
+            lagging |= 1 << sb.role;
+        }
+        if device_of_role[sb.role] != u8::MAX {
+            return err(AssembleErrorKind::DuplicateRole, i);
+        }
+        if (0..i).any(|j| matches!(&sbs[j], Ok(o) if o.member_uuid == sb.member_uuid)) {
+            return err(AssembleErrorKind::DuplicateMember, i);
+        }
+        // At most MAX_MEMBERS devices get here (roles are distinct).
+        device_of_role[sb.role] = i as u8;
+        members.set_from(sb);
+    }
+    if sbs.len() != newest.layout.members() {
+        return err(AssembleErrorKind::WrongCount, sbs.len());
+    }
+    Ok(Assembly { newest, device_of_role, lagging })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::format::{ArrayState, MigrationRecord};
+    use super::super::layout::{Geometry, Level, RESERVED_TAIL_SECTORS};
+    use super::super::plan::Migration;
+    use super::*;
+
+    fn sb(role: usize, generation: u64) -> Superblock {
+        let source = Geometry::new(Level::Single, 1, 8, 800).unwrap();
+        let target = Geometry::new(Level::Raid5, 3, 8, 800).unwrap();
+        Superblock {
+            generation,
+            array_uuid: [9; 16],
+            member_uuid: [role as u8 + 1; 16],
+            role,
+            state: ArrayState::Migrating,
+            device_sectors: 800 + RESERVED_TAIL_SECTORS + role as u64,
+            created_ms: 5,
+            updated_ms: 6,
+            layout: target,
+            migration: Some(MigrationRecord {
+                plan: Migration::new(source, target, 1).unwrap(),
+                checkpoint: generation,
+                staged: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn any_order_and_lagging() {
+        let mut members = ArrayMembers::new([0; 16], 0, &[], &[]);
+        let a = assemble(&[Ok(sb(2, 10)), Ok(sb(0, 9)), Ok(sb(1, 10))], &mut members).unwrap();
+        assert_eq!(a.device_of_role[..3], [1, 2, 0]);
+        assert_eq!(a.newest.generation, 10);
+        assert_eq!(a.lagging, 1);
+        assert_eq!(members.device_sectors[2], 800 + RESERVED_TAIL_SECTORS + 2);
+        assert_eq!(members.uuids[1], [2; 16]);
+        assert_eq!(members.count, 3);
+    }
+
+    #[test]
+    fn refusals() {
+        let kind = |sbs: &[Result<Superblock, FormatError>]| {
+            let mut members = ArrayMembers::new([0; 16], 0, &[], &[]);
+            assemble(sbs, &mut members).map(|_| ()).unwrap_err()
+        };
+        let mut foreign = sb(1, 10);
+        foreign.array_uuid = [7; 16];
+        assert_eq!(
+            kind(&[Ok(sb(0, 10)), Ok(foreign), Ok(sb(2, 10))]),
+            AssembleError { kind: AssembleErrorKind::Foreign, device: 1 }
+        );
+        assert_eq!(kind(&[Ok(sb(0, 10)), Ok(sb(1, 10))]).kind, AssembleErrorKind::WrongCount);
+        assert_eq!(
+            kind(&[Ok(sb(0, 10)), Ok(sb(1, 10)), Ok(sb(1, 10))]).kind,
+            AssembleErrorKind::DuplicateRole
+        );
+        let mut twin = sb(2, 10);
+        twin.member_uuid = [1; 16];
+        assert_eq!(kind(&[Ok(sb(0, 10)), Ok(sb(1, 10)), Ok(twin)]).kind, AssembleErrorKind::DuplicateMember);
+        assert_eq!(
+            kind(&[Ok(sb(0, 10)), Ok(sb(1, 8)), Ok(sb(2, 10))]),
+            AssembleError { kind: AssembleErrorKind::Stale, device: 1 }
+        );
+        let mut other = sb(2, 10);
+        other.state = ArrayState::Paused;
+        assert_eq!(kind(&[Ok(sb(0, 10)), Ok(sb(1, 10)), Ok(other)]).kind, AssembleErrorKind::Disagree);
+        let mut shape = sb(2, 9);
+        shape.layout = Geometry::new(Level::Raid5, 3, 16, 800).unwrap();
+        assert_eq!(kind(&[Ok(sb(0, 10)), Ok(sb(1, 10)), Ok(shape)]).kind, AssembleErrorKind::Disagree);
+        assert_eq!(
+            kind(&[Ok(sb(0, 10)), Err(FormatError::Blank), Ok(sb(2, 10))]).kind,
+            AssembleErrorKind::NoSuperblock
+        );
+        assert_eq!(
+            kind(&[Ok(sb(0, 10)), Err(FormatError::BadChecksum)]).kind,
+            AssembleErrorKind::Unreadable(FormatError::BadChecksum)
+        );
+        assert_eq!(kind(&[]).kind, AssembleErrorKind::NoDevices);
+        for k in [AssembleErrorKind::Foreign, AssembleErrorKind::Stale, AssembleErrorKind::Disagree] {
+            assert!(!AssembleError { kind: k, device: 0 }.message().is_empty());
+        }
+    }
+}

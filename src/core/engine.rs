@@ -1,0 +1,682 @@
+//! The migration engine: copies units from the source layout to the target
+//! layout in the order of writes, flushes and superblock updates that makes a
+//! power cut harmless at any moment.
+//!
+//! It is synchronous and generic over [`MemberIo`], so the kernel thread runs
+//! it with blocking bio I/O and the host simulator runs the very same code over
+//! in-memory members with a volatile cache. Unit data moves through one
+//! caller-provided buffer; a unit is processed a stripe at a time, and a stripe
+//! in slices of its chunks when the buffer is smaller than a stripe (raid5
+//! parity is computed per slice).
+//!
+//! Per unit (see [`super::plan`] for the classification):
+//!
+//! - direct copy: read the unit's logical data from the source, write its
+//!   rows in the target layout. The checkpoint is deferred.
+//! - indirect copy (the unit overwrites its own source): write the target
+//!   rows to the staging areas, flush, record "unit N in staging" (with the
+//!   checkpoint at N), flush, copy staging to the unit's rows, flush, record
+//!   "staging empty" with the checkpoint at N+1, flush.
+//!
+//! A checkpoint is a flush, a superblock update on every member, a flush. It
+//! is written before a unit whose rows overwrite source data of a copied but
+//! not checkpointed unit, when the host asks for one (a write into copied but
+//! not checkpointed data), after a configured number of units or milliseconds,
+//! on pause and stop, and at the end (which records the array clean).
+//!
+//! On an I/O error a step returns it and can simply be called again: memory
+//! only ever holds what is durable. A superblock update that failed on some
+//! member stays pending and is written again, same generation and contents,
+//! before anything else (so members never drift more than one generation
+//! apart); until then routing keeps the older checkpoint, and a unit being
+//! recorded in staging stays in flight, since recovery may finish it from
+//! there.
+
+use super::format::{
+    slot_of, staging_sector, superblock_sector, ArrayState, FormatError, MigrationRecord, Superblock,
+    SUPERBLOCK_BYTES,
+};
+use super::layout::{Content, SECTOR_SHIFT};
+use super::members::ArrayMembers;
+use super::plan::{Migration, PlanError};
+use super::route::View;
+
+/// A failed member I/O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoError {
+    /// The member (role) it failed on.
+    pub member: usize,
+    /// A negative errno, as the kernel reports it.
+    pub errno: i32,
+}
+
+/// Block I/O on the members, by role, and the link to host I/O.
+///
+/// Reads and writes are synchronous and may sit in a volatile cache until
+/// [`MemberIo::flush`], which must make every completed write of every member
+/// durable before it returns.
+pub trait MemberIo {
+    /// Reads `buf.len()` bytes (a multiple of 512) from `sector` of `member`.
+    fn read(&mut self, member: usize, sector: u64, buf: &mut [u8]) -> Result<(), IoError>;
+    /// Writes `buf` at `sector` of `member`.
+    fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError>;
+    /// Flushes the volatile caches of all members.
+    fn flush(&mut self) -> Result<(), IoError>;
+    /// Publishes the engine's view to host I/O (see [`View::absorb`]). When
+    /// the view marks a unit in flight, this must return only once no host
+    /// I/O routed by an earlier view into that unit is still running.
+    fn publish(&mut self, view: &View);
+    /// Whether host I/O asked for a checkpoint since the last publish.
+    fn checkpoint_requested(&mut self) -> bool;
+}
+
+/// Deliberate flaws, for proving that the crash simulator catches them.
+/// Only compiled with the `fault-injection` feature, which the kernel build
+/// never sets.
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Ignore the overlap trigger: overwrite source data of copied but not
+    /// checkpointed units without checkpointing first.
+    SkipOverlapCheckpoint,
+    /// Copy self-overlapping units directly instead of through staging.
+    SkipStaging,
+}
+
+/// Tuning of the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Checkpoint at the latest after this many units (at least 1).
+    pub max_units_between_checkpoints: u64,
+    /// Checkpoint at the latest after this many milliseconds of copying.
+    pub max_ms_between_checkpoints: u64,
+    /// A deliberate flaw (test builds only).
+    #[cfg(feature = "fault-injection")]
+    pub fault: Option<Fault>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            max_units_between_checkpoints: 1024,
+            max_ms_between_checkpoints: 5000,
+            #[cfg(feature = "fault-injection")]
+            fault: None,
+        }
+    }
+}
+
+/// Counters shown in sysfs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Units copied (this run).
+    pub units_done: u64,
+    /// Of which through the staging area.
+    pub units_staged: u64,
+    /// Superblock updates (every one records the checkpoint).
+    pub checkpoint_writes: u64,
+    /// Of which recorded a unit entering staging.
+    pub staging_records: u64,
+    /// Member flushes issued.
+    pub flushes: u64,
+}
+
+/// Why the engine stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineError {
+    /// A member I/O failed; the engine can be resumed from the superblocks.
+    Io(IoError),
+    /// The unit cannot be copied safely; the array was marked failed.
+    Plan(PlanError),
+    /// The buffer is too small (see [`Engine::min_buffer_bytes`]).
+    BufferTooSmall,
+    /// The superblock has no migration to run.
+    NoMigration,
+    /// A superblock could not be encoded.
+    Format(FormatError),
+}
+
+impl EngineError {
+    /// A sentence for the kernel log.
+    pub fn message(self) -> &'static str {
+        match self {
+            EngineError::Io(_) => "member I/O error during migration",
+            EngineError::Plan(e) => e.message(),
+            EngineError::BufferTooSmall => "migration buffer too small",
+            EngineError::NoMigration => "no migration recorded",
+            EngineError::Format(e) => e.message(),
+        }
+    }
+}
+
+impl From<IoError> for EngineError {
+    fn from(e: IoError) -> EngineError {
+        EngineError::Io(e)
+    }
+}
+
+/// What a step did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Finished a unit left in staging by an interrupted run.
+    Replayed(u64),
+    /// Wrote a checkpoint.
+    Checkpointed,
+    /// Copied a unit.
+    Copied(u64),
+    /// Finished the migration: the array is clean in the target layout.
+    Finished,
+    /// Nothing to do: paused, clean or failed.
+    Idle,
+}
+
+/// What one superblock update records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Record {
+    state: ArrayState,
+    checkpoint: u64,
+    staged: bool,
+    now_ms: u64,
+}
+
+/// The migration engine; see the module documentation.
+#[derive(Clone, Copy, Debug)]
+pub struct Engine {
+    plan: Migration,
+    config: EngineConfig,
+    state: ArrayState,
+    generation: u64,
+    copied: u64,
+    checkpoint: u64,
+    /// The checkpoint unit sits in staging and must be finished first.
+    staged: bool,
+    /// A superblock update that failed on some member: it is written again,
+    /// same generation and contents, before anything else, and memory takes
+    /// it only then (until then memory keeps what is surely durable, and a
+    /// unit it puts in staging stays in flight).
+    pending: Option<Record>,
+    in_flight: bool,
+    units_since_checkpoint: u64,
+    last_checkpoint_ms: u64,
+    stats: Stats,
+}
+
+impl Engine {
+    /// An engine resuming the migration recorded in `sb` (the newest
+    /// superblock of the assembled array). Nothing is written until the
+    /// first [`Engine::step`], which finishes a staged unit if there is one.
+    pub fn resume(sb: &Superblock, config: EngineConfig, now_ms: u64) -> Result<Engine, EngineError> {
+        let record = sb.migration.ok_or(EngineError::NoMigration)?;
+        let state = sb.state;
+        Ok(Engine {
+            plan: record.plan,
+            config,
+            state,
+            generation: sb.generation,
+            copied: record.checkpoint,
+            checkpoint: record.checkpoint,
+            staged: record.staged,
+            pending: None,
+            in_flight: false,
+            units_since_checkpoint: 0,
+            last_checkpoint_ms: now_ms,
+            stats: Stats::default(),
+        })
+    }
+
+    /// The smallest buffer [`Engine::step`] accepts for this migration: one
+    /// 4 KiB slice of every chunk of a target stripe plus one for parity.
+    pub fn min_buffer_bytes(&self) -> usize {
+        ((self.plan.target().stripe_chunks() as usize + 1) * 8) << SECTOR_SHIFT
+    }
+
+    /// The migration.
+    pub fn plan(&self) -> &Migration {
+        &self.plan
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The array state.
+    pub fn state(&self) -> ArrayState {
+        self.state
+    }
+
+    /// The last superblock generation written or loaded.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// What host I/O routing needs now.
+    pub fn view(&self) -> View {
+        if self.state == ArrayState::Clean {
+            let mut v = View::clean(ArrayState::Clean, self.plan.target().capacity());
+            v.unit_sectors = self.plan.unit_sectors();
+            v.units = self.plan.units();
+            v.copied = self.plan.units();
+            v.checkpoint = self.plan.units();
+            return v;
+        }
+        View {
+            state: self.state,
+            volume_sectors: self.plan.volume_sectors(),
+            target_sectors: self.plan.target().capacity(),
+            unit_sectors: self.plan.unit_sectors(),
+            units: self.plan.units(),
+            copied: self.copied,
+            checkpoint: self.checkpoint,
+            // A staged unit is in flight until finished: its source may be
+            // half overwritten.
+            in_flight: self.in_flight || self.staged || self.pending.is_some_and(|r| r.staged),
+            checkpoint_requested: false,
+        }
+    }
+
+    /// The superblock of member `role` for the current state (the one last
+    /// recorded, or being recorded).
+    pub fn superblock(&self, members: &ArrayMembers, role: usize, now_ms: u64) -> Superblock {
+        let record = self.pending.unwrap_or(Record {
+            state: self.state,
+            checkpoint: self.checkpoint,
+            staged: self.staged,
+            now_ms,
+        });
+        self.superblock_of(members, role, &record)
+    }
+
+    fn superblock_of(&self, members: &ArrayMembers, role: usize, record: &Record) -> Superblock {
+        let migration = (record.state != ArrayState::Clean).then_some(MigrationRecord {
+            plan: self.plan,
+            checkpoint: record.checkpoint,
+            staged: record.staged,
+        });
+        Superblock {
+            generation: self.generation,
+            array_uuid: members.array_uuid,
+            member_uuid: members.uuids[role],
+            role,
+            state: record.state,
+            device_sectors: members.device_sectors[role],
+            created_ms: members.created_ms,
+            updated_ms: record.now_ms,
+            layout: self.plan.target(),
+            migration,
+        }
+    }
+
+    /// Does the next piece of work: finish a staged unit, write a due
+    /// checkpoint, copy one unit, or finish the migration.
+    ///
+    /// On an error nothing recorded is lost: memory keeps only what is
+    /// durable, the unit in flight is released (host I/O routes around it as
+    /// before) and a later step, or recovery, starts the unit again.
+    pub fn step<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        now_ms: u64,
+    ) -> Result<Step, EngineError> {
+        let r = self.step_inner(io, members, buf, now_ms);
+        if r.is_err() && self.in_flight {
+            self.in_flight = false;
+            io.publish(&self.view());
+        }
+        r
+    }
+
+    fn step_inner<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        now_ms: u64,
+    ) -> Result<Step, EngineError> {
+        if self.pending.is_some() {
+            self.write_pending(io, members, buf)?;
+            if self.state == ArrayState::Clean {
+                return Ok(Step::Finished);
+            }
+        }
+        match self.state {
+            ArrayState::Migrating => {}
+            // The first step starts the migration (recorded at the first
+            // superblock update).
+            ArrayState::Prepared => self.state = ArrayState::Migrating,
+            _ => return Ok(Step::Idle),
+        }
+        if buf.len() < self.min_buffer_bytes().max(SUPERBLOCK_BYTES) {
+            return Err(EngineError::BufferTooSmall);
+        }
+        if self.staged {
+            let unit = self.checkpoint;
+            self.in_flight = true;
+            io.publish(&self.view());
+            self.finish_staged(io, members, buf, unit, now_ms)?;
+            self.copied = unit + 1;
+            self.in_flight = false;
+            self.stats.units_done += 1;
+            self.stats.units_staged += 1;
+            io.publish(&self.view());
+            return Ok(Step::Replayed(unit));
+        }
+        if self.copied == self.plan.units() {
+            self.flush(io)?;
+            self.commit(io, members, buf, now_ms, ArrayState::Clean, self.copied, false)?;
+            return Ok(Step::Finished);
+        }
+        if self.copied > self.checkpoint {
+            let due = io.checkpoint_requested()
+                || self.units_since_checkpoint >= self.config.max_units_between_checkpoints.max(1)
+                || now_ms.saturating_sub(self.last_checkpoint_ms) >= self.config.max_ms_between_checkpoints;
+            if due {
+                self.write_checkpoint(io, members, buf, now_ms, self.state)?;
+                return Ok(Step::Checkpointed);
+            }
+        }
+        let unit = self.copied;
+        let plan = match self.plan.classify(unit) {
+            Ok(p) => p,
+            Err(e) => {
+                // Nothing of this unit was written: record where things stand.
+                self.write_checkpoint(io, members, buf, now_ms, ArrayState::Failed)?;
+                return Err(EngineError::Plan(e));
+            }
+        };
+        #[cfg(feature = "fault-injection")]
+        let plan = match self.config.fault {
+            Some(Fault::SkipOverlapCheckpoint) => super::plan::UnitPlan { overwrites_unit: None, ..plan },
+            Some(Fault::SkipStaging) => super::plan::UnitPlan { indirect: false, ..plan },
+            None => plan,
+        };
+        if !plan.indirect && plan.overwrites_unit.is_some_and(|u| u >= self.checkpoint) {
+            self.write_checkpoint(io, members, buf, now_ms, self.state)?;
+        }
+        self.in_flight = true;
+        io.publish(&self.view());
+        if plan.indirect {
+            self.copy_rows(io, members, buf, unit, true)?;
+            self.flush(io)?;
+            // The unit's own source may be overwritten only once this record
+            // is durable: until then recovery copies it again from the source.
+            self.commit(io, members, buf, now_ms, self.state, unit, true)?;
+            self.stats.staging_records += 1;
+            self.finish_staged(io, members, buf, unit, now_ms)?;
+            self.stats.units_staged += 1;
+        } else {
+            self.copy_rows(io, members, buf, unit, false)?;
+            self.units_since_checkpoint += 1;
+        }
+        self.copied = unit + 1;
+        self.in_flight = false;
+        self.stats.units_done += 1;
+        io.publish(&self.view());
+        Ok(Step::Copied(unit))
+    }
+
+    /// Pauses: checkpoints and records the array paused; steps then idle.
+    /// A superblock update left pending by an error is written first (it may
+    /// be the one recording the end: check [`Engine::state`]). While a unit
+    /// sits in staging (a step failed while finishing it) this does not
+    /// pause: the next step finishes the unit first.
+    pub fn pause<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        now_ms: u64,
+    ) -> Result<(), EngineError> {
+        self.write_pending(io, members, buf)?;
+        if !matches!(self.state, ArrayState::Migrating | ArrayState::Prepared) || self.staged {
+            return Ok(());
+        }
+        self.write_checkpoint(io, members, buf, now_ms, ArrayState::Paused)
+    }
+
+    /// Resumes a paused migration (the next step records it migrating again
+    /// at its next checkpoint).
+    pub fn unpause(&mut self) {
+        if self.state == ArrayState::Paused {
+            self.state = ArrayState::Migrating;
+        }
+    }
+
+    /// Checkpoints before the engine is dropped (module unload), after any
+    /// superblock update left pending by an error; the migration resumes
+    /// when the array is assembled again.
+    pub fn stop<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        now_ms: u64,
+    ) -> Result<(), EngineError> {
+        self.write_pending(io, members, buf)?;
+        if self.state == ArrayState::Migrating && self.copied > self.checkpoint {
+            self.write_checkpoint(io, members, buf, now_ms, self.state)?;
+        }
+        Ok(())
+    }
+
+    fn flush<I: MemberIo>(&mut self, io: &mut I) -> Result<(), IoError> {
+        self.stats.flushes += 1;
+        io.flush()
+    }
+
+    /// Makes every copied unit durable and records it, with `state`.
+    fn write_checkpoint<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        now_ms: u64,
+        state: ArrayState,
+    ) -> Result<(), EngineError> {
+        self.flush(io)?;
+        self.commit(io, members, buf, now_ms, state, self.copied, false)
+    }
+
+    /// Records `state`, `checkpoint` and `staged` in a new superblock
+    /// generation; memory takes them only once that is durable, so routing
+    /// never relies on a record that a failed write did not make.
+    #[allow(clippy::too_many_arguments)]
+    fn commit<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        now_ms: u64,
+        state: ArrayState,
+        checkpoint: u64,
+        staged: bool,
+    ) -> Result<(), EngineError> {
+        if self.pending.is_some() {
+            self.write_pending(io, members, buf)?;
+        }
+        self.generation += 1;
+        self.pending = Some(Record { state, checkpoint, staged, now_ms });
+        self.write_pending(io, members, buf)
+    }
+
+    /// Writes the pending record as the current generation to every member,
+    /// then flushes so that nothing after it can land first, and applies it.
+    /// On failure it stays pending: retried with the same generation and
+    /// contents, members never drift more than one generation apart.
+    fn write_pending<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+    ) -> Result<(), EngineError> {
+        let Some(record) = self.pending else { return Ok(()) };
+        let slot = slot_of(self.generation);
+        let sb_buf = buf.get_mut(..SUPERBLOCK_BYTES).ok_or(EngineError::BufferTooSmall)?;
+        for role in 0..self.plan.target().members() {
+            self.superblock_of(members, role, &record).encode(sb_buf).map_err(EngineError::Format)?;
+            io.write(role, superblock_sector(members.device_sectors[role], slot), sb_buf)?;
+        }
+        self.flush(io)?;
+        self.pending = None;
+        self.state = record.state;
+        self.checkpoint = record.checkpoint;
+        self.staged = record.staged;
+        self.copied = self.copied.max(record.checkpoint);
+        self.stats.checkpoint_writes += 1;
+        self.units_since_checkpoint = 0;
+        self.last_checkpoint_ms = record.now_ms;
+        io.publish(&self.view());
+        Ok(())
+    }
+
+    /// Copies the staged unit's rows from every member's staging area to
+    /// their place, flushes and records staging empty. Repeatable: staging
+    /// is not written again before that record is durable.
+    fn finish_staged<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        unit: u64,
+        now_ms: u64,
+    ) -> Result<(), EngineError> {
+        let target = self.plan.target();
+        let chunk = target.chunk_sectors() as u64;
+        let (first, count) = self.plan.unit_rows_range(unit);
+        let step = ((buf.len() >> SECTOR_SHIFT) as u64).min(chunk) & !7;
+        if step == 0 {
+            return Err(EngineError::BufferTooSmall);
+        }
+        for member in 0..target.members() {
+            let staging = staging_sector(members.device_sectors[member]);
+            for row in first..first + count {
+                if target.content(member, row * chunk) == Content::Unused {
+                    continue;
+                }
+                let mut off = 0;
+                while off < chunk {
+                    let len = step.min(chunk - off);
+                    let bytes = &mut buf[..(len << SECTOR_SHIFT) as usize];
+                    io.read(member, staging + (row - first) * chunk + off, bytes)?;
+                    io.write(member, row * chunk + off, bytes)?;
+                    off += len;
+                }
+            }
+        }
+        self.flush(io)?;
+        self.commit(io, members, buf, now_ms, self.state, unit + 1, false)
+    }
+
+    /// Whether the source holds logical `[logical, logical + sectors)` at
+    /// `[sector, sector + sectors)` of `member` already: within one source
+    /// chunk, contents are linear, so checking both ends suffices.
+    fn in_place(&self, member: usize, sector: u64, logical: u64, sectors: u64) -> bool {
+        let source = self.plan.source();
+        let last = sector + sectors - 1;
+        let same_chunk = source.level() == super::layout::Level::Single
+            || source.level() == super::layout::Level::Raid1
+            || (sector >> source.chunk_shift()) == (last >> source.chunk_shift());
+        let holds = |s: u64, l: u64| matches!(source.content(member, s), Content::Data { logical, .. } if logical == l);
+        same_chunk && holds(sector, logical) && holds(last, logical + sectors - 1)
+    }
+
+    /// Writes unit `unit`'s target rows, built from the source, either in
+    /// place or (`to_staging`) into every member's staging area.
+    fn copy_rows<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        unit: u64,
+        to_staging: bool,
+    ) -> Result<(), EngineError> {
+        let target = self.plan.target();
+        let source = self.plan.source();
+        let shift = target.chunk_shift();
+        let chunk = target.chunk_sectors() as u64;
+        let stripe_rows = target.stripe_rows();
+        let stripe_chunks = target.stripe_chunks();
+        let parity = target.level().has_parity();
+        let slots = stripe_chunks + parity as u64;
+        // Slice: the largest power of two of sectors, at most a chunk, such
+        // that one slice of every slot fits the buffer.
+        let fit = (buf.len() as u64 >> SECTOR_SHIFT) / slots;
+        let mut slice = chunk;
+        while slice > fit {
+            slice >>= 1;
+        }
+        if slice < 8 {
+            return Err(EngineError::BufferTooSmall);
+        }
+        let slice_bytes = (slice << SECTOR_SHIFT) as usize;
+        let capacity_chunks = target.capacity() >> shift;
+        let (first, count) = self.plan.unit_rows_range(unit);
+        let mut row = first;
+        while row < first + count {
+            let stripe = row / stripe_rows;
+            let rows_end = ((stripe + 1) * stripe_rows).min(first + count);
+            let mut off = 0;
+            while off < chunk {
+                // Gather this slice of every data chunk of the stripe.
+                for k in 0..stripe_chunks {
+                    let c = stripe * stripe_chunks + k;
+                    let dst = &mut buf[k as usize * slice_bytes..(k as usize + 1) * slice_bytes];
+                    if c >= capacity_chunks {
+                        continue;
+                    }
+                    let logical = (c << shift) + off;
+                    let have = source.capacity().saturating_sub(logical).min(slice);
+                    dst[(have << SECTOR_SHIFT) as usize..].fill(0);
+                    if have > 0 {
+                        for piece in source.pieces(logical, have) {
+                            let at = source.locate(piece.logical);
+                            let from = ((piece.logical - logical) << SECTOR_SHIFT) as usize;
+                            let to = from + (piece.sectors << SECTOR_SHIFT) as usize;
+                            io.read(at.member, at.sector, &mut dst[from..to])?;
+                        }
+                    }
+                }
+                if parity {
+                    let (data, rest) = buf.split_at_mut(stripe_chunks as usize * slice_bytes);
+                    let p = &mut rest[..slice_bytes];
+                    p.fill(0);
+                    for k in 0..stripe_chunks as usize {
+                        super::parity::xor_into(p, &data[k * slice_bytes..(k + 1) * slice_bytes]);
+                    }
+                }
+                // Write every member's share of these rows.
+                for member in 0..target.members() {
+                    for r in row..rows_end {
+                        let slot = match target.content(member, r << shift) {
+                            Content::Unused => continue,
+                            // Already there: the source keeps these very
+                            // logical sectors at this place (the first member
+                            // of single to raid1, say). Host writes to them
+                            // went there too until now.
+                            Content::Data { logical, .. }
+                                if !to_staging
+                                    && self.in_place(member, (r << shift) + off, logical + off, slice) =>
+                            {
+                                continue
+                            }
+                            Content::Data { logical, .. } => (logical >> shift) - stripe * stripe_chunks,
+                            Content::Parity { .. } => stripe_chunks,
+                        };
+                        let sector = if to_staging {
+                            staging_sector(members.device_sectors[member]) + (r - first) * chunk + off
+                        } else {
+                            (r << shift) + off
+                        };
+                        let from = slot as usize * slice_bytes;
+                        io.write(member, sector, &buf[from..from + slice_bytes])?;
+                    }
+                }
+                off += slice;
+            }
+            row = rows_end;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,198 @@
+//! What a host write needs on the redundant layouts: XOR helpers and, for
+//! raid5, the per-stripe plan (read-modify-write or reconstruct-write) that
+//! says which member ranges to read before data and parity are written.
+//!
+//! raid1 and raid10 need no plan: a write goes to every copy
+//! ([`Geometry::locate_copy`] for `0..copies()`), a read to any one.
+
+use super::layout::{Geometry, Level, Span, MAX_MEMBERS};
+
+/// `dst ^= src`, byte by byte over the shorter of the two.
+pub fn xor_into(dst: &mut [u8], src: &[u8]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d ^= *s;
+    }
+}
+
+/// New parity for a read-modify-write: `parity ^= old ^ new`.
+pub fn rmw_parity(parity: &mut [u8], old: &[u8], new: &[u8]) {
+    for ((p, o), n) in parity.iter_mut().zip(old).zip(new) {
+        *p ^= *o ^ *n;
+    }
+}
+
+/// How a raid5 stripe write computes its parity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Read old data of the written ranges and old parity; parity ^= old ^ new.
+    ReadModifyWrite,
+    /// Read what the write does not cover; parity = XOR of all data.
+    ReconstructWrite,
+}
+
+/// A raid5 write within one stripe. Offsets are within the stripe's chunks
+/// (member sector = `stripe * chunk + offset`); the *window* is the union of
+/// the offsets written on any member, over which parity changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StripeWrite {
+    /// The stripe (member chunk row).
+    pub stripe: u64,
+    /// Member holding the stripe's parity.
+    pub parity_member: usize,
+    /// Window start offset in the chunk, in sectors.
+    pub window_start: u64,
+    /// Window length in sectors.
+    pub window_sectors: u64,
+    /// Per member, the offsets `[start, end)` the write covers (empty when
+    /// `start == end`, always for the parity member).
+    cover: [(u32, u32); MAX_MEMBERS],
+    members: usize,
+    chunk: u64,
+    /// The cheaper way to compute parity (fewer sectors read; ties go to
+    /// reconstruct-write, as in md).
+    pub mode: WriteMode,
+}
+
+impl StripeWrite {
+    /// Plans the write of logical `[start, start + sectors)`, which must lie
+    /// within one stripe of raid5 geometry `g`. `None` for other levels.
+    pub fn plan(g: &Geometry, start: u64, sectors: u64) -> Option<StripeWrite> {
+        if g.level() != Level::Raid5 || sectors == 0 {
+            return None;
+        }
+        let shift = g.chunk_shift();
+        let chunk = g.chunk_sectors() as u64;
+        let stripe = (start >> shift) / g.stripe_chunks();
+        debug_assert_eq!(((start + sectors - 1) >> shift) / g.stripe_chunks(), stripe);
+        let mut w = StripeWrite {
+            stripe,
+            parity_member: g.parity_member(stripe)?,
+            window_start: chunk,
+            window_sectors: 0,
+            cover: [(0, 0); MAX_MEMBERS],
+            members: g.members(),
+            chunk,
+            mode: WriteMode::ReconstructWrite,
+        };
+        let mut window_end = 0;
+        for piece in g.pieces(start, sectors) {
+            let at = g.locate(piece.logical);
+            let lo = at.sector - (stripe << shift);
+            let hi = lo + piece.sectors;
+            w.cover[at.member] = (lo as u32, hi as u32);
+            w.window_start = w.window_start.min(lo);
+            window_end = window_end.max(hi);
+        }
+        w.window_sectors = window_end - w.window_start;
+        let covered: u64 = w.cover[..w.members].iter().map(|&(a, b)| (b - a) as u64).sum();
+        let data_members = w.members as u64 - 1;
+        let rmw = covered + w.window_sectors;
+        let rcw = data_members * w.window_sectors - covered;
+        w.mode = if rmw < rcw { WriteMode::ReadModifyWrite } else { WriteMode::ReconstructWrite };
+        Some(w)
+    }
+
+    /// The offsets `(start, sectors)` of member `member` the write covers.
+    pub fn covered(&self, member: usize) -> Option<Span> {
+        let (a, b) = *self.cover.get(member)?;
+        (b > a).then_some(Span { sector: (self.stripe * self.chunk) + a as u64, sectors: (b - a) as u64 })
+    }
+
+    /// Where parity is written: the window on the parity member.
+    pub fn parity_span(&self) -> Span {
+        Span { sector: self.stripe * self.chunk + self.window_start, sectors: self.window_sectors }
+    }
+
+    /// The member ranges to read before writing, for the chosen mode.
+    pub fn reads(&self) -> Reads<'_> {
+        Reads { plan: self, member: 0, part: 0 }
+    }
+}
+
+/// Iterator over `(member, member range)` reads of a [`StripeWrite`].
+#[derive(Clone, Debug)]
+pub struct Reads<'a> {
+    plan: &'a StripeWrite,
+    member: usize,
+    part: u8,
+}
+
+impl Iterator for Reads<'_> {
+    type Item = (usize, Span);
+
+    fn next(&mut self) -> Option<(usize, Span)> {
+        let p = self.plan;
+        let base = p.stripe * p.chunk;
+        let (ws, we) = (p.window_start, p.window_start + p.window_sectors);
+        while self.member < p.members {
+            let m = self.member;
+            let part = self.part;
+            self.part += 1;
+            if self.part == 2 {
+                self.part = 0;
+                self.member += 1;
+            }
+            let (a, b) = (p.cover[m].0 as u64, p.cover[m].1 as u64);
+            let range = match (p.mode, m == p.parity_member, part) {
+                (WriteMode::ReadModifyWrite, true, 0) => (ws, we),
+                (WriteMode::ReadModifyWrite, false, 0) => (a, b),
+                (WriteMode::ReconstructWrite, false, 0) if a == b => (ws, we),
+                (WriteMode::ReconstructWrite, false, 0) => (ws, a),
+                (WriteMode::ReconstructWrite, false, 1) if a != b => (b, we),
+                _ => continue,
+            };
+            if range.1 > range.0 {
+                return Some((m, Span { sector: base + range.0, sectors: range.1 - range.0 }));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    fn g() -> Geometry {
+        Geometry::new(Level::Raid5, 4, 8, 8 * 4).unwrap()
+    }
+
+    #[test]
+    fn small_write_is_read_modify_write() {
+        // Over four members one sector costs two reads either way: md's tie
+        // goes to reconstruct-write.
+        assert_eq!(StripeWrite::plan(&g(), 2, 1).unwrap().mode, WriteMode::ReconstructWrite);
+        // Over five, read the old sector and the parity.
+        let five = Geometry::new(Level::Raid5, 5, 8, 8 * 4).unwrap();
+        let w = StripeWrite::plan(&five, 2, 1).unwrap();
+        assert_eq!(w.mode, WriteMode::ReadModifyWrite);
+        assert_eq!(w.parity_member, 4);
+        let reads: Vec<_> = w.reads().collect();
+        assert_eq!(reads, [(0, Span { sector: 2, sectors: 1 }), (4, Span { sector: 2, sectors: 1 })]);
+        assert_eq!(w.parity_span(), Span { sector: 2, sectors: 1 });
+    }
+
+    #[test]
+    fn wide_write_is_reconstruct_write() {
+        // Stripe 1 (parity on member 2): chunks 3, 4, 5 on members 3, 0, 1.
+        // Write chunk 3 fully and chunk 4 from offset 0 to 4.
+        let w = StripeWrite::plan(&g(), 24, 12).unwrap();
+        assert_eq!(w.parity_member, 2);
+        assert_eq!(w.mode, WriteMode::ReconstructWrite);
+        assert_eq!(w.covered(3), Some(Span { sector: 8, sectors: 8 }));
+        assert_eq!(w.covered(0), Some(Span { sector: 8, sectors: 4 }));
+        let reads: Vec<_> = w.reads().collect();
+        assert_eq!(reads, [(0, Span { sector: 12, sectors: 4 }), (1, Span { sector: 8, sectors: 8 })]);
+        assert!(StripeWrite::plan(&Geometry::new(Level::Raid0, 2, 8, 64).unwrap(), 0, 1).is_none());
+    }
+
+    #[test]
+    fn xor_helpers() {
+        let mut p = [0b1010u8, 0xff];
+        xor_into(&mut p, &[0b0110, 0x0f]);
+        assert_eq!(p, [0b1100, 0xf0]);
+        rmw_parity(&mut p, &[0b1100, 0x00], &[0b0001, 0x01]);
+        assert_eq!(p, [0b0001, 0xf1]);
+    }
+}

@@ -1,0 +1,315 @@
+//! The migration planner: which units a migration has, and how each one must
+//! be copied so that a power cut at any moment loses nothing.
+//!
+//! A migration rewrites the volume from a *source* layout into a *target*
+//! layout over the same members (member `i` of the source is member `i` of the
+//! target), front to back, one *unit* at a time. A unit is a whole number of
+//! target stripes: `unit_rows` rows of every target member, and the logical
+//! sectors those rows hold. The engine copies units in order; the *checkpoint*
+//! recorded in the superblocks is the first unit not yet durable in the target
+//! layout. Recovery re-copies from the checkpoint on, reading the source, so
+//! the source data of every unit at or after the durable checkpoint must stay
+//! intact. Writing a unit's rows can break that in two ways, found here by
+//! comparing, for every member sector the unit writes, what the target puts
+//! there with what the source keeps there:
+//!
+//! - it overwrites source data of an *earlier* unit that is copied but not yet
+//!   checkpointed: a checkpoint (after a flush) must be written first;
+//! - it overwrites source data of the unit itself: the unit goes through the
+//!   staging area of the reserved tail (indirect copy), whose record in the
+//!   superblock lets recovery finish the unit without its source.
+//!
+//! A sector where the target puts the very logical sector the source holds
+//! there (the first chunk of single to raid0, every sector of single to raid1
+//! on the first member) is rewritten with the data it already holds and is no
+//! hazard. A unit overwriting source data of a *later* unit, or source parity
+//! still protecting later units, cannot be made safe by this front-to-back
+//! engine; such a unit is refused ([`PlanError::ForwardOverlap`]). That never
+//! happens when the source is `single`, nor for any layout gaining members or
+//! keeping its shape: the target puts later logical sectors at each member
+//! sector than the source. A target bigger than the source is filled with
+//! zeros past the source's size, so that parity and copies are consistent
+//! everywhere and old contents of new members never leak into the volume.
+
+use super::format::STAGING_SECTORS;
+use super::layout::{Content, Geometry};
+
+/// Why a migration cannot be planned or a unit cannot be copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanError {
+    /// The target layout is smaller than the source.
+    TargetTooSmall,
+    /// The source uses members the target does not have, or their chunk rows
+    /// differ in data area (the target must cover the source's members).
+    MemberMismatch,
+    /// The unit is not a whole number of target stripes, or one unit's rows
+    /// of one member do not fit the staging area.
+    UnitSize,
+    /// Unit `unit` would overwrite source data of a later unit.
+    ForwardOverlap {
+        /// The unit refused.
+        unit: u64,
+    },
+}
+
+impl PlanError {
+    /// A sentence for the kernel log.
+    pub fn message(self) -> &'static str {
+        match self {
+            PlanError::TargetTooSmall => "the new layout would be smaller than the volume",
+            PlanError::MemberMismatch => "the new layout must keep every member of the old one",
+            PlanError::UnitSize => "the migration unit must be whole stripes fitting the 8 MiB staging area",
+            PlanError::ForwardOverlap { .. } => {
+                "this change of layout would overwrite data not yet moved; it is not supported"
+            }
+        }
+    }
+}
+
+/// How one unit is to be copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnitPlan {
+    /// The unit overwrites its own source data: copy it through staging.
+    pub indirect: bool,
+    /// The latest earlier unit whose source data the unit overwrites: the
+    /// durable checkpoint must be past it before the unit is written.
+    pub overwrites_unit: Option<u64>,
+}
+
+/// A planned migration: source and target layouts and the unit size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Migration {
+    source: Geometry,
+    target: Geometry,
+    unit_rows: u32,
+}
+
+impl Migration {
+    /// Plans a migration from `source` to `target` in units of `unit_rows`
+    /// target rows.
+    pub fn new(source: Geometry, target: Geometry, unit_rows: u32) -> Result<Migration, PlanError> {
+        if target.capacity() < source.capacity() {
+            return Err(PlanError::TargetTooSmall);
+        }
+        if source.members() > target.members() {
+            return Err(PlanError::MemberMismatch);
+        }
+        let rows = unit_rows as u64;
+        // `%` rather than `is_multiple_of`, for older kernel toolchains.
+        #[allow(clippy::manual_is_multiple_of)]
+        let partial_stripe = rows % target.stripe_rows() != 0;
+        if rows == 0 || partial_stripe || rows * target.chunk_sectors() as u64 > STAGING_SECTORS {
+            return Err(PlanError::UnitSize);
+        }
+        Ok(Migration { source, target, unit_rows })
+    }
+
+    /// The largest unit of `stripes` target stripes or less that fits the
+    /// staging area, in rows (at least one stripe, which always fits).
+    pub fn unit_rows_for(target: &Geometry, stripes: u32) -> u32 {
+        let per_stripe = target.stripe_rows() * target.chunk_sectors() as u64;
+        let fit = (STAGING_SECTORS / per_stripe).max(1);
+        (stripes.max(1) as u64).min(fit) as u32 * target.stripe_rows() as u32
+    }
+
+    /// The layout migrated from.
+    pub fn source(&self) -> Geometry {
+        self.source
+    }
+
+    /// The layout migrated to.
+    pub fn target(&self) -> Geometry {
+        self.target
+    }
+
+    /// Target rows per unit.
+    pub fn unit_rows(&self) -> u32 {
+        self.unit_rows
+    }
+
+    /// Logical sectors per (whole) unit.
+    pub fn unit_sectors(&self) -> u64 {
+        self.unit_rows as u64 / self.target.stripe_rows() * self.target.stripe_sectors()
+    }
+
+    /// Number of units: the whole target, the last one possibly short.
+    pub fn units(&self) -> u64 {
+        self.target.rows().div_ceil(self.unit_rows as u64)
+    }
+
+    /// Size of the volume while migrating: the source's.
+    pub fn volume_sectors(&self) -> u64 {
+        self.source.capacity()
+    }
+
+    /// The unit holding logical sector `logical`.
+    pub fn unit_of(&self, logical: u64) -> u64 {
+        logical / self.unit_sectors()
+    }
+
+    /// The logical range `(start, sectors)` of unit `unit`.
+    pub fn unit_range(&self, unit: u64) -> (u64, u64) {
+        let start = (unit * self.unit_sectors()).min(self.target.capacity());
+        let end = ((unit + 1) * self.unit_sectors()).min(self.target.capacity());
+        (start, end - start)
+    }
+
+    /// The target rows `(first, count)` of unit `unit`.
+    pub fn unit_rows_range(&self, unit: u64) -> (u64, u64) {
+        let first = (unit * self.unit_rows as u64).min(self.target.rows());
+        let end = ((unit + 1) * self.unit_rows as u64).min(self.target.rows());
+        (first, end - first)
+    }
+
+    /// Decides how unit `unit` must be copied, by comparing what the target
+    /// writes with what the source holds on every member sector of the unit.
+    pub fn classify(&self, unit: u64) -> Result<UnitPlan, PlanError> {
+        let mut plan = UnitPlan { indirect: false, overwrites_unit: None };
+        let (first, count) = self.unit_rows_range(unit);
+        let tshift = self.target.chunk_shift();
+        let tchunk = self.target.chunk_sectors() as u64;
+        let schunk = self.source.chunk_sectors() as u64;
+        for member in 0..self.source.members() {
+            for row in first..first + count {
+                let base = row << tshift;
+                let tlogical = match self.target.content(member, base) {
+                    Content::Unused => continue,
+                    Content::Data { logical, .. } => Some(logical),
+                    Content::Parity { .. } => None,
+                };
+                self.check_pieces(unit, member, base, tchunk, schunk, tlogical, &mut plan)?;
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Checks the target chunk at `base` on `member` (holding logical
+    /// `tlogical..` or parity when `None`) against the source, piece by
+    /// source chunk.
+    #[allow(clippy::too_many_arguments)]
+    fn check_pieces(
+        &self,
+        unit: u64,
+        member: usize,
+        base: u64,
+        tchunk: u64,
+        schunk: u64,
+        tlogical: Option<u64>,
+        plan: &mut UnitPlan,
+    ) -> Result<(), PlanError> {
+        let mut sector = base;
+        let end = base + tchunk;
+        while sector < end {
+            let next = ((sector | (schunk - 1)) + 1).min(end);
+            let len = next - sector;
+            match self.source.content(member, sector) {
+                Content::Unused => {}
+                Content::Data { logical, .. } => {
+                    let same = tlogical.map(|t| t + (sector - base)) == Some(logical);
+                    if !same {
+                        let last = self.unit_of(logical + len - 1);
+                        let first = self.unit_of(logical);
+                        if last > unit {
+                            return Err(PlanError::ForwardOverlap { unit });
+                        }
+                        if last == unit {
+                            plan.indirect = true;
+                        }
+                        if first < unit {
+                            let earlier = last.min(unit - 1);
+                            plan.overwrites_unit =
+                                Some(plan.overwrites_unit.map_or(earlier, |e| e.max(earlier)));
+                        }
+                    }
+                }
+                Content::Parity { stripe } => {
+                    // Parity protects the source stripe's data for host writes
+                    // to units not yet copied; recovery never reads it.
+                    let stripe_sectors = self.source.stripe_sectors();
+                    let last_logical = ((stripe + 1) * stripe_sectors).min(self.source.capacity()) - 1;
+                    if self.unit_of(last_logical) > unit {
+                        return Err(PlanError::ForwardOverlap { unit });
+                    }
+                }
+            }
+            sector = next;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::layout::Level;
+    use super::*;
+
+    fn single(rows: u64) -> Geometry {
+        Geometry::new(Level::Single, 1, 8, rows * 8).unwrap()
+    }
+
+    #[test]
+    fn single_to_raid0_two_overwrites_half_way_back() {
+        let m = Migration::new(single(16), Geometry::new(Level::Raid0, 2, 8, 16 * 8).unwrap(), 1).unwrap();
+        assert_eq!(m.units(), 16);
+        assert_eq!(m.unit_sectors(), 16);
+        // Unit 0 rewrites chunk 0 in place: no hazard.
+        assert_eq!(m.classify(0), Ok(UnitPlan { indirect: false, overwrites_unit: None }));
+        // Unit u writes member 0 row u, which holds source chunk u, i.e. unit u / 2.
+        for u in 1..16 {
+            assert_eq!(m.classify(u), Ok(UnitPlan { indirect: false, overwrites_unit: Some(u / 2) }), "{u}");
+        }
+    }
+
+    #[test]
+    fn self_overlap_needs_staging() {
+        // Two rows per unit: row 1 of member 0 holds source chunk 1, same unit.
+        let m = Migration::new(single(16), Geometry::new(Level::Raid0, 2, 8, 16 * 8).unwrap(), 2).unwrap();
+        assert_eq!(m.classify(0), Ok(UnitPlan { indirect: true, overwrites_unit: None }));
+        // raid5 over two members puts parity on member 0 at odd rows.
+        let m = Migration::new(single(16), Geometry::new(Level::Raid5, 2, 8, 16 * 8).unwrap(), 1).unwrap();
+        assert_eq!(m.classify(0), Ok(UnitPlan { indirect: false, overwrites_unit: None }));
+        assert_eq!(m.classify(1), Ok(UnitPlan { indirect: true, overwrites_unit: None }));
+        assert_eq!(m.classify(2), Ok(UnitPlan { indirect: false, overwrites_unit: None }));
+    }
+
+    #[test]
+    fn single_to_raid1_never_overlaps() {
+        let m = Migration::new(single(16), Geometry::new(Level::Raid1, 3, 8, 16 * 8).unwrap(), 1).unwrap();
+        for u in 0..m.units() {
+            assert_eq!(m.classify(u), Ok(UnitPlan { indirect: false, overwrites_unit: None }));
+        }
+    }
+
+    #[test]
+    fn shrinking_width_is_refused() {
+        // raid0 over three members to raid5 over the same three, using more of
+        // each member: raid5 holds less per row, so row r of the target lands
+        // on source rows holding later chunks.
+        let s = Geometry::new(Level::Raid0, 3, 8, 16 * 8).unwrap();
+        let t = Geometry::new(Level::Raid5, 3, 8, 24 * 8).unwrap();
+        let m = Migration::new(s, t, 1).unwrap();
+        // Row 0's parity lands on member 2's source chunk 2, which is unit 1's.
+        assert_eq!(m.classify(0), Err(PlanError::ForwardOverlap { unit: 0 }));
+        // Growing raid0 from two to three members is forward-safe throughout.
+        let s = Geometry::new(Level::Raid0, 2, 8, 16 * 8).unwrap();
+        let t = Geometry::new(Level::Raid0, 3, 8, 16 * 8).unwrap();
+        let m = Migration::new(s, t, 1).unwrap();
+        assert!((0..m.units()).all(|u| m.classify(u).is_ok()));
+    }
+
+    #[test]
+    fn bad_plans_refused() {
+        let t = Geometry::new(Level::Raid0, 2, 8, 8 * 8).unwrap();
+        assert_eq!(Migration::new(single(17), t, 1), Err(PlanError::TargetTooSmall));
+        let r10 = Geometry::new(Level::Raid10, 3, 8, 16 * 8).unwrap();
+        assert_eq!(Migration::new(single(16), r10, 1), Err(PlanError::UnitSize));
+        assert!(Migration::new(single(16), r10, 2).is_ok());
+        let big = Geometry::new(Level::Raid0, 2, 8192, 8192 * 4).unwrap();
+        assert_eq!(
+            Migration::new(Geometry::new(Level::Single, 1, 8192, 8192 * 4).unwrap(), big, 3),
+            Err(PlanError::UnitSize)
+        );
+        assert_eq!(Migration::unit_rows_for(&big, 8), 2);
+        assert_eq!(Migration::unit_rows_for(&r10, 3), 6);
+    }
+}

@@ -1,0 +1,182 @@
+//! Preparing a new migration from a plain disk: the checks to make before
+//! anything is written, and the first superblocks.
+//!
+//! The first member holds the user's data (a plain disk, the `single`
+//! source); the others join. The volume keeps the source's size, the first
+//! member's data area rounded down to the chunk, until the migration ends;
+//! everything after it on the first member (the rounding slack and the
+//! reserved tail) must be zero, which [`must_be_zero`] gives to the shell.
+
+use super::format::{ArrayState, FormatError, MigrationRecord, Superblock};
+use super::layout::{Geometry, GeometryError, Level, MAX_MEMBERS};
+use super::members::ArrayMembers;
+use super::plan::{Migration, PlanError};
+
+/// Why a new migration is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrepareError {
+    /// Fewer members than the level needs.
+    TooFewMembers,
+    /// More members than the level or raidmig allows.
+    TooManyMembers,
+    /// Device `device` is smaller than the first member.
+    MemberSmaller {
+        /// Index of the device in `members=`.
+        device: usize,
+    },
+    /// The layout cannot be built (chunk, sizes).
+    Geometry(GeometryError),
+    /// The migration cannot be planned.
+    Plan(PlanError),
+    /// Device `device` carries a valid raidmig superblock.
+    AlreadyMember {
+        /// Index of the device in `members=`.
+        device: usize,
+    },
+    /// Device `device` carries a damaged raidmig superblock.
+    DamagedSuperblock {
+        /// Index of the device in `members=`.
+        device: usize,
+    },
+}
+
+impl PrepareError {
+    /// A sentence for the kernel log (the shell adds the device path).
+    pub fn message(self) -> &'static str {
+        match self {
+            PrepareError::TooFewMembers => "too few members for the level",
+            PrepareError::TooManyMembers => "too many members for the level",
+            PrepareError::MemberSmaller { .. } => "member is smaller than the first member",
+            PrepareError::Geometry(e) => e.message(),
+            PrepareError::Plan(e) => e.message(),
+            PrepareError::AlreadyMember { .. } => "member belongs to a raidmig array already",
+            PrepareError::DamagedSuperblock { .. } => {
+                "member carries a damaged raidmig superblock; wipe its last 16 MiB first"
+            }
+        }
+    }
+}
+
+/// Plans the migration of the first device's data to `level` over all
+/// devices (sizes in sectors, in the order given), in units of up to
+/// `unit_stripes` target stripes.
+pub fn plan_new(
+    level: Level,
+    chunk_sectors: u32,
+    device_sectors: &[u64],
+    unit_stripes: u32,
+) -> Result<Migration, PrepareError> {
+    let n = device_sectors.len();
+    if n < level.min_members() {
+        return Err(PrepareError::TooFewMembers);
+    }
+    if n > level.max_members() || n > MAX_MEMBERS {
+        return Err(PrepareError::TooManyMembers);
+    }
+    let first = device_sectors[0];
+    if let Some(device) = device_sectors.iter().position(|&d| d < first) {
+        return Err(PrepareError::MemberSmaller { device });
+    }
+    let source =
+        Geometry::for_devices(Level::Single, 1, chunk_sectors, first).map_err(PrepareError::Geometry)?;
+    let target = Geometry::for_devices(level, n, chunk_sectors, first).map_err(PrepareError::Geometry)?;
+    let rows = Migration::unit_rows_for(&target, unit_stripes);
+    Migration::new(source, target, rows).map_err(PrepareError::Plan)
+}
+
+/// The range `(start, sectors)` of the first member that must read as zeros
+/// before anything is written: from the end of the volume (the source's size)
+/// to the end of the device, which includes the reserved tail.
+pub fn must_be_zero(first_device_sectors: u64, plan: &Migration) -> (u64, u64) {
+    let start = plan.volume_sectors().min(first_device_sectors);
+    (start, first_device_sectors - start)
+}
+
+/// Whether a block read from the range of [`must_be_zero`] is all zeros.
+pub fn all_zero(buf: &[u8]) -> bool {
+    buf.iter().all(|&b| b == 0)
+}
+
+/// Checks that device `device` belongs to no raidmig array, from what its
+/// two superblock slots decode to. Blank slots or foreign contents (no
+/// raidmig magic) are fine: joining members are overwritten.
+pub fn check_unclaimed(
+    device: usize,
+    slot0: &Result<Superblock, FormatError>,
+    slot1: &Result<Superblock, FormatError>,
+) -> Result<(), PrepareError> {
+    for slot in [slot0, slot1] {
+        match slot {
+            Ok(_) => return Err(PrepareError::AlreadyMember { device }),
+            Err(FormatError::Blank | FormatError::BadMagic) => {}
+            Err(_) => return Err(PrepareError::DamagedSuperblock { device }),
+        }
+    }
+    Ok(())
+}
+
+/// The first superblock (generation 1, written to slot 1) of member `role`
+/// of a prepared migration.
+pub fn prepared_superblock(plan: &Migration, members: &ArrayMembers, role: usize, now_ms: u64) -> Superblock {
+    Superblock {
+        generation: 1,
+        array_uuid: members.array_uuid,
+        member_uuid: members.uuids[role],
+        role,
+        state: ArrayState::Prepared,
+        device_sectors: members.device_sectors[role],
+        created_ms: members.created_ms,
+        updated_ms: now_ms,
+        layout: plan.target(),
+        migration: Some(MigrationRecord { plan: *plan, checkpoint: 0, staged: false }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::layout::RESERVED_TAIL_SECTORS;
+    use super::*;
+
+    const T: u64 = RESERVED_TAIL_SECTORS;
+
+    #[test]
+    fn plans_and_refusals() {
+        let d = T + 1000;
+        let m = plan_new(Level::Raid5, 128, &[d, d + 5, d], 4).unwrap();
+        assert_eq!(m.source().capacity(), 896);
+        assert_eq!(m.target().capacity(), 2 * 896);
+        assert_eq!(m.unit_rows(), 4);
+        assert_eq!(must_be_zero(d, &m), (896, T + 104));
+        assert!(all_zero(&[0; 512]) && !all_zero(&[0, 0, 1]));
+        assert_eq!(plan_new(Level::Raid5, 128, &[d], 1), Err(PrepareError::TooFewMembers));
+        assert_eq!(
+            plan_new(Level::Raid0, 128, &[d, d - 1, d], 1),
+            Err(PrepareError::MemberSmaller { device: 1 })
+        );
+        assert_eq!(
+            plan_new(Level::Raid0, 128, &[T + 100, T + 100], 1),
+            Err(PrepareError::Geometry(GeometryError::TooSmall))
+        );
+        assert_eq!(plan_new(Level::Raid0, 128, &[d; 17], 1), Err(PrepareError::TooManyMembers));
+        assert_eq!(plan_new(Level::Raid1, 128, &[d, d], 1).unwrap().target().capacity(), 896);
+    }
+
+    #[test]
+    fn unclaimed_devices() {
+        let blank = Err(FormatError::Blank);
+        let junk = Err(FormatError::BadMagic);
+        assert_eq!(check_unclaimed(1, &blank, &junk), Ok(()));
+        assert_eq!(
+            check_unclaimed(2, &blank, &Err(FormatError::BadChecksum)),
+            Err(PrepareError::DamagedSuperblock { device: 2 })
+        );
+        let d = T + 1000;
+        let plan = plan_new(Level::Raid1, 128, &[d, d], 1).unwrap();
+        let members = ArrayMembers::new([1; 16], 0, &[[2; 16], [3; 16]], &[d, d]);
+        let sb = prepared_superblock(&plan, &members, 1, 42);
+        assert_eq!(check_unclaimed(3, &Ok(sb), &blank), Err(PrepareError::AlreadyMember { device: 3 }));
+        let mut buf = [0u8; 4096];
+        sb.encode(&mut buf).unwrap();
+        assert_eq!(Superblock::decode_slot(&buf, 1), Ok(sb));
+    }
+}

@@ -1,0 +1,278 @@
+//! The engine's control flow over simple in-memory members: checkpoint
+//! triggers (count, time, host request), pause and stop, refusal of an unsafe
+//! layout change, and the buffer contract.
+
+use std::collections::HashMap;
+
+use raidmig_core::assemble::assemble;
+use raidmig_core::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Step};
+use raidmig_core::format::{superblock_sector, ArrayState, Superblock, SUPERBLOCK_BYTES};
+use raidmig_core::layout::{Geometry, Level, RESERVED_TAIL_SECTORS};
+use raidmig_core::members::ArrayMembers;
+use raidmig_core::plan::{Migration, PlanError};
+use raidmig_core::prepare::prepared_superblock;
+use raidmig_core::recovery::{recover, Recovered};
+use raidmig_core::route::View;
+
+/// Members as sparse maps of 512-byte sectors; writes are durable at once.
+#[derive(Default)]
+struct Mem {
+    sectors: Vec<HashMap<u64, [u8; 512]>>,
+    shared: Option<View>,
+    flushes: u64,
+    request: bool,
+    /// Fail writes to this member within these sectors.
+    fail_writes: Option<(usize, u64, u64)>,
+}
+
+impl MemberIo for Mem {
+    fn read(&mut self, member: usize, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        for (i, c) in buf.chunks_mut(512).enumerate() {
+            c.copy_from_slice(self.sectors[member].get(&(sector + i as u64)).unwrap_or(&[0; 512]));
+        }
+        Ok(())
+    }
+    fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError> {
+        if self.fail_writes.is_some_and(|(m, lo, hi)| m == member && (lo..hi).contains(&sector)) {
+            return Err(IoError { member, errno: -5 });
+        }
+        for (i, c) in buf.chunks(512).enumerate() {
+            self.sectors[member].insert(sector + i as u64, c.try_into().unwrap());
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), IoError> {
+        self.flushes += 1;
+        Ok(())
+    }
+    fn publish(&mut self, view: &View) {
+        match &mut self.shared {
+            Some(s) => s.absorb(view),
+            None => self.shared = Some(*view),
+        }
+    }
+    fn checkpoint_requested(&mut self) -> bool {
+        std::mem::take(&mut self.request)
+    }
+}
+
+struct Setup {
+    io: Mem,
+    members: ArrayMembers,
+    plan: Migration,
+}
+
+fn setup(source: Geometry, target: Geometry, unit_rows: u32) -> Setup {
+    let plan = Migration::new(source, target, unit_rows).unwrap();
+    let n = target.members();
+    let sizes: Vec<u64> = (0..n).map(|_| target.member_sectors() + RESERVED_TAIL_SECTORS).collect();
+    let uuids: Vec<[u8; 16]> = (0..n).map(|m| [m as u8 + 1; 16]).collect();
+    let members = ArrayMembers::new([7; 16], 1, &uuids, &sizes);
+    let mut io = Mem { sectors: vec![HashMap::new(); n], ..Mem::default() };
+    let mut buf = vec![0u8; SUPERBLOCK_BYTES];
+    for (role, &size) in sizes.iter().enumerate() {
+        prepared_superblock(&plan, &members, role, 0).encode(&mut buf).unwrap();
+        io.write(role, superblock_sector(size, 1), &buf).unwrap();
+    }
+    Setup { io, members, plan }
+}
+
+fn load(io: &mut Mem, members: &ArrayMembers) -> Superblock {
+    let sbs: Vec<_> = (0..members.count)
+        .map(|role| {
+            let mut slots = Vec::new();
+            for slot in 0..2 {
+                let mut buf = vec![0u8; SUPERBLOCK_BYTES];
+                io.read(role, superblock_sector(members.device_sectors[role], slot), &mut buf).unwrap();
+                slots.push(Superblock::decode_slot(&buf, slot));
+            }
+            Superblock::newest(slots[0], slots[1])
+        })
+        .collect();
+    let mut found = ArrayMembers::new([0; 16], 0, &[], &[]);
+    let newest = assemble(&sbs, &mut found).unwrap().newest;
+    assert_eq!(&found, members);
+    newest
+}
+
+fn raid1_from_single(rows: u64) -> Setup {
+    setup(
+        Geometry::new(Level::Single, 1, 8, rows * 8).unwrap(),
+        Geometry::new(Level::Raid1, 2, 8, rows * 8).unwrap(),
+        1,
+    )
+}
+
+#[test]
+fn count_trigger_and_end() {
+    let mut s = raid1_from_single(20);
+    let cfg = EngineConfig {
+        max_units_between_checkpoints: 4,
+        max_ms_between_checkpoints: u64::MAX,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::resume(&load(&mut s.io, &s.members), cfg, 0).unwrap();
+    assert_eq!(e.view().state, ArrayState::Prepared);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut steps = Vec::new();
+    loop {
+        let st = e.step(&mut s.io, &s.members, &mut buf, 0).unwrap();
+        steps.push(st);
+        if st == Step::Finished {
+            break;
+        }
+    }
+    // raid1 never overlaps its source: only the count trigger checkpoints,
+    // every 4 units, then the end.
+    let checkpoints = steps.iter().filter(|s| **s == Step::Checkpointed).count();
+    assert_eq!(steps[0], Step::Copied(0));
+    assert_eq!(checkpoints, 4);
+    assert_eq!(e.stats().units_done, 20);
+    assert_eq!(e.stats().checkpoint_writes, 5);
+    let sb = load(&mut s.io, &s.members);
+    assert_eq!(sb.state, ArrayState::Clean);
+    assert_eq!(sb.migration, None);
+    assert_eq!(e.view().volume_sectors, s.plan.target().capacity());
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Idle));
+}
+
+#[test]
+fn time_trigger_and_host_request() {
+    let mut s = raid1_from_single(20);
+    let cfg = EngineConfig {
+        max_units_between_checkpoints: 1000,
+        max_ms_between_checkpoints: 100,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::resume(&load(&mut s.io, &s.members), cfg, 0).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 10), Ok(Step::Copied(0)));
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 50), Ok(Step::Copied(1)));
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 100), Ok(Step::Checkpointed));
+    assert_eq!(e.view().checkpoint, 2);
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 110), Ok(Step::Copied(2)));
+    s.io.request = true;
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 120), Ok(Step::Checkpointed));
+    assert_eq!(load(&mut s.io, &s.members).migration.unwrap().checkpoint, 3);
+    // No request and nothing due: copy on.
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 130), Ok(Step::Copied(3)));
+}
+
+#[test]
+fn pause_stop_and_resume() {
+    let mut s = raid1_from_single(12);
+    let cfg = EngineConfig {
+        max_units_between_checkpoints: 1000,
+        max_ms_between_checkpoints: u64::MAX,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::resume(&load(&mut s.io, &s.members), cfg, 0).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    for u in 0..3 {
+        assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Copied(u)));
+    }
+    e.pause(&mut s.io, &s.members, &mut buf, 5).unwrap();
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Idle));
+    let sb = load(&mut s.io, &s.members);
+    assert_eq!((sb.state, sb.migration.unwrap().checkpoint), (ArrayState::Paused, 3));
+    assert_eq!(sb.updated_ms, 5);
+    e.unpause();
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Copied(3)));
+    e.stop(&mut s.io, &s.members, &mut buf, 0).unwrap();
+    // Assemble again, as after an unload: the migration resumes at unit 4.
+    let sb = load(&mut s.io, &s.members);
+    assert_eq!((sb.state, sb.migration.unwrap().checkpoint), (ArrayState::Migrating, 4));
+    let mut found = ArrayMembers::new([0; 16], 0, &[], &[]);
+    let a = assemble(&[Ok(sb), Ok(Superblock { role: 1, member_uuid: [2; 16], ..sb })], &mut found).unwrap();
+    let Recovered::Migration(mut e2) = recover(&a, cfg, 0).unwrap() else { panic!("no migration") };
+    assert_eq!(e2.view().copied, 4);
+    assert_eq!(e2.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Copied(4)));
+}
+
+#[test]
+fn unsafe_change_is_refused_and_recorded() {
+    // raid0 over three members to raid5 over the same three: row 0's parity
+    // would overwrite a chunk of a later unit.
+    let mut s = setup(
+        Geometry::new(Level::Raid0, 3, 8, 16 * 8).unwrap(),
+        Geometry::new(Level::Raid5, 3, 8, 24 * 8).unwrap(),
+        1,
+    );
+    let mut e = Engine::resume(&load(&mut s.io, &s.members), EngineConfig::default(), 0).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    assert_eq!(
+        e.step(&mut s.io, &s.members, &mut buf, 0),
+        Err(EngineError::Plan(PlanError::ForwardOverlap { unit: 0 }))
+    );
+    let sb = load(&mut s.io, &s.members);
+    assert_eq!((sb.state, sb.migration.unwrap().checkpoint), (ArrayState::Failed, 0));
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Idle));
+}
+
+#[test]
+fn buffer_contract() {
+    let mut s = setup(
+        Geometry::new(Level::Single, 1, 16, 16 * 8).unwrap(),
+        Geometry::new(Level::Raid5, 5, 16, 16 * 8).unwrap(),
+        1,
+    );
+    let mut e = Engine::resume(&load(&mut s.io, &s.members), EngineConfig::default(), 0).unwrap();
+    // Four data chunks and parity, 4 KiB each.
+    assert_eq!(e.min_buffer_bytes(), 5 * 4096);
+    let mut small = vec![0u8; 5 * 4096 - 512];
+    assert_eq!(e.step(&mut s.io, &s.members, &mut small, 0), Err(EngineError::BufferTooSmall));
+    let mut ok = vec![0u8; 5 * 4096];
+    assert_eq!(e.step(&mut s.io, &s.members, &mut ok, 0), Ok(Step::Copied(0)));
+    assert!(std::mem::size_of::<Engine>() <= 512, "{}", std::mem::size_of::<Engine>());
+    assert!(std::mem::size_of::<ArrayMembers>() <= 512);
+    assert!(std::mem::size_of::<Superblock>() <= 512);
+    assert!(std::mem::size_of::<raidmig_core::assemble::Assembly>() <= 512);
+}
+
+/// A superblock update that fails on one member stays pending: routing does
+/// not rely on it (a unit it puts in staging stays in flight), and the next
+/// step writes the same generation again before going on.
+#[test]
+fn failed_superblock_update_is_retried_at_the_same_generation() {
+    // single to raid0 over two members, two-row units: unit 0 goes through
+    // staging.
+    let mut s = setup(
+        Geometry::new(Level::Single, 1, 8, 8 * 8).unwrap(),
+        Geometry::new(Level::Raid0, 2, 8, 8 * 8).unwrap(),
+        2,
+    );
+    let tail = s.members.device_sectors[1] - RESERVED_TAIL_SECTORS;
+    let mut e = Engine::resume(&load(&mut s.io, &s.members), EngineConfig::default(), 0).unwrap();
+    let gen0 = e.generation();
+    let mut buf = vec![0u8; 64 * 1024];
+    // Member 1's two superblock slots refuse writes; its staging area works.
+    s.io.fail_writes = Some((1, tail, tail + 16));
+    let r = e.step(&mut s.io, &s.members, &mut buf, 0);
+    assert!(matches!(r, Err(EngineError::Io(IoError { member: 1, .. }))), "{r:?}");
+    let v = e.view();
+    assert_eq!((v.copied, v.checkpoint, v.in_flight), (0, 0, true));
+    // Member 0 got the record "unit 0 in staging"; member 1 did not.
+    assert_eq!(e.generation(), gen0 + 1);
+    s.io.fail_writes = None;
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Replayed(0)));
+    // Same generation rewritten, then "staging empty" as the next one.
+    assert_eq!(e.generation(), gen0 + 2);
+    let sb = load(&mut s.io, &s.members);
+    assert_eq!(
+        (sb.generation, sb.migration.unwrap().checkpoint, sb.migration.unwrap().staged),
+        (gen0 + 2, 1, false)
+    );
+    assert_eq!(e.view().copied, 1);
+    // A failing checkpoint: memory keeps the old one, routing stays safe.
+    s.io.fail_writes = Some((1, tail, tail + 16));
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Copied(1)));
+    s.io.request = true;
+    assert!(e.step(&mut s.io, &s.members, &mut buf, 0).is_err());
+    assert_eq!((e.view().checkpoint, e.view().copied), (1, 2));
+    s.io.fail_writes = None;
+    assert!(e.step(&mut s.io, &s.members, &mut buf, 0).is_ok());
+    assert_eq!(e.view().checkpoint, 2);
+    while e.step(&mut s.io, &s.members, &mut buf, 0).unwrap() != Step::Finished {}
+    assert_eq!(load(&mut s.io, &s.members).state, ArrayState::Clean);
+    assert_eq!(e.stats().units_staged, 1);
+}
