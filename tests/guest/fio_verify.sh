@@ -16,7 +16,7 @@ run_jobs() {   # run_jobs MODE (write or verify)
   # 96 KiB blocks (in random order, each at a multiple of 96 KiB past a
   # point 32 KiB into a chunk) always cross a 64 KiB chunk boundary;
   # 1 MiB blocks starting 4 KiB into a chunk cut partial chunks at both ends.
-  fio_verify straddle96k /dev/raidmig0 --rw=randwrite --bs=96k --offset=$((128 * 1024 + 32))k --size=36M --iodepth=16 "${extra[@]}"
+  fio_verify straddle96k /dev/raidmig0 --rw=randwrite --bs=96k --offset=$((128 * 1024 + 32))k --size=$((383 * 96))k --iodepth=16 "${extra[@]}"
   fio_verify straddle1m /dev/raidmig0 --rw=write --bs=1M --offset=$((164 * 1024 + 4))k --size=40M --iodepth=4 "${extra[@]}"
   fio_verify mixed /dev/raidmig0 --rw=randwrite --bsrange=4k-1m --blockalign=4k --offset=208M --size=32M --iodepth=8 "${extra[@]}"
 }
