@@ -596,10 +596,10 @@ impl Engine {
         let source = self.plan.source();
         let shift = target.chunk_shift();
         let chunk = target.chunk_sectors() as u64;
-        let stripe_rows = target.stripe_rows();
+        let stripe_rows = target.stripe_rows_nonzero();
         let stripe_chunks = target.stripe_chunks();
         let parity = target.level().has_parity();
-        let slots = stripe_chunks + parity as u64;
+        let slots = target.stripe_chunks_nonzero().saturating_add(parity as u64);
         // Slice: the largest power of two of sectors, at most a chunk, such
         // that one slice of every slot fits the buffer.
         let fit = (buf.len() as u64 >> SECTOR_SHIFT) / slots;
@@ -616,7 +616,7 @@ impl Engine {
         let mut row = first;
         while row < first + count {
             let stripe = row / stripe_rows;
-            let rows_end = ((stripe + 1) * stripe_rows).min(first + count);
+            let rows_end = ((stripe + 1) * stripe_rows.get()).min(first + count);
             let mut off = 0;
             while off < chunk {
                 // Gather this slice of every data chunk of the stripe.

@@ -26,6 +26,8 @@
 //! is the smallest run of rows that holds whole chunks (two rows for raid10 with
 //! an odd member count, one row otherwise).
 
+use core::num::NonZeroU64;
+
 /// Bytes in a sector, as a shift.
 pub const SECTOR_SHIFT: u32 = 9;
 
@@ -220,13 +222,24 @@ pub enum Content {
     Unused,
 }
 
+/// `a / d` rounded up; `d` cannot be zero, so there is no panic path.
+pub(crate) fn div_ceil(a: u64, d: NonZeroU64) -> u64 {
+    a / d + (a % d != 0) as u64
+}
+
 /// The shape of an array: level, member count, chunk and data area size.
+///
+/// The member count and the data chunks per stripe, the divisors of the
+/// mappings, are kept as [`NonZeroU64`]: checked once here, so that dividing
+/// by them has no panic path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
     level: Level,
-    members: usize,
+    members: NonZeroU64,
     chunk_sectors: u32,
     member_sectors: u64,
+    /// Data chunks in one stripe (derived from level and members).
+    stripe_chunks: NonZeroU64,
 }
 
 impl Geometry {
@@ -241,6 +254,19 @@ impl Geometry {
         if members < level.min_members() || members > level.max_members() {
             return Err(GeometryError::MemberCount);
         }
+        // Every level's minimum member count gives at least one member and
+        // one data chunk per stripe: these checks never fail after the one
+        // above, they only give the divisors their non-zero type.
+        let Some(count) = NonZeroU64::new(members as u64) else {
+            return Err(GeometryError::MemberCount);
+        };
+        let stripe_chunks = match level {
+            Level::Raid10 => members as u64 * Geometry::stripe_rows_of(level, members).get() / 2,
+            _ => level.data_members(members) as u64,
+        };
+        let Some(stripe_chunks) = NonZeroU64::new(stripe_chunks) else {
+            return Err(GeometryError::MemberCount);
+        };
         if !chunk_sectors.is_power_of_two()
             || !(MIN_CHUNK_SECTORS..=MAX_CHUNK_SECTORS).contains(&chunk_sectors)
         {
@@ -253,7 +279,7 @@ impl Geometry {
         if member_sectors > MAX_MEMBER_SECTORS {
             return Err(GeometryError::TooLarge);
         }
-        Ok(Geometry { level, members, chunk_sectors, member_sectors })
+        Ok(Geometry { level, members: count, chunk_sectors, member_sectors, stripe_chunks })
     }
 
     /// Builds the geometry for members whose smallest has `device_sectors`
@@ -275,7 +301,7 @@ impl Geometry {
 
     /// Number of members.
     pub fn members(&self) -> usize {
-        self.members
+        self.members.get() as usize
     }
 
     /// Chunk size in sectors.
@@ -296,17 +322,27 @@ impl Geometry {
     /// Logical size of the volume in sectors.
     pub fn capacity(&self) -> u64 {
         match self.level {
-            Level::Raid10 => (self.rows() * self.members as u64 / 2) << self.chunk_shift(),
-            _ => self.member_sectors * self.level.data_members(self.members) as u64,
+            Level::Raid10 => (self.rows() * self.members.get() / 2) << self.chunk_shift(),
+            _ => self.member_sectors * self.level.data_members(self.members()) as u64,
         }
     }
 
     /// Rows in one stripe: the smallest run of rows holding whole chunks.
     pub fn stripe_rows(&self) -> u64 {
-        if self.level == Level::Raid10 && self.members % 2 == 1 {
-            2
+        self.stripe_rows_nonzero().get()
+    }
+
+    /// [`Geometry::stripe_rows`], as a divisor.
+    pub fn stripe_rows_nonzero(&self) -> NonZeroU64 {
+        Geometry::stripe_rows_of(self.level, self.members())
+    }
+
+    fn stripe_rows_of(level: Level, members: usize) -> NonZeroU64 {
+        const TWO: NonZeroU64 = NonZeroU64::MIN.saturating_add(1);
+        if level == Level::Raid10 && members % 2 == 1 {
+            TWO
         } else {
-            1
+            NonZeroU64::MIN
         }
     }
 
@@ -317,15 +353,17 @@ impl Geometry {
 
     /// Data chunks in one stripe.
     pub fn stripe_chunks(&self) -> u64 {
-        match self.level {
-            Level::Raid10 => self.members as u64 * self.stripe_rows() / 2,
-            _ => self.level.data_members(self.members) as u64,
-        }
+        self.stripe_chunks.get()
+    }
+
+    /// [`Geometry::stripe_chunks`], as a divisor.
+    pub fn stripe_chunks_nonzero(&self) -> NonZeroU64 {
+        self.stripe_chunks
     }
 
     /// How many copies of each data sector the layout keeps.
     pub fn copies(&self) -> usize {
-        self.level.copies(self.members)
+        self.level.copies(self.members())
     }
 
     /// log2 of the chunk size in sectors.
@@ -358,7 +396,7 @@ impl Geometry {
         let shift = self.chunk_shift();
         let chunk = logical >> shift;
         let offset = logical & self.chunk_mask();
-        let n = self.members as u64;
+        let n = self.members;
         match self.level {
             Level::Single => Location { member: 0, sector: logical },
             Level::Raid1 => Location { member: copy, sector: logical },
@@ -366,10 +404,11 @@ impl Geometry {
                 Location { member: (chunk % n) as usize, sector: ((chunk / n) << shift) + offset }
             }
             Level::Raid5 => {
-                let data = n - 1;
+                // n - 1 data chunks per stripe.
+                let data = self.stripe_chunks;
                 let stripe = chunk / data;
                 let index = chunk % data;
-                let parity = data - stripe % n;
+                let parity = data.get() - stripe % n;
                 let member = (parity + 1 + index) % n;
                 Location { member: member as usize, sector: (stripe << shift) + offset }
             }
@@ -384,8 +423,8 @@ impl Geometry {
     pub fn parity_member(&self, stripe: u64) -> Option<usize> {
         match self.level {
             Level::Raid5 => {
-                let n = self.members as u64;
-                Some((n - 1 - stripe % n) as usize)
+                let n = self.members;
+                Some((n.get() - 1 - stripe % n) as usize)
             }
             _ => None,
         }
@@ -396,7 +435,7 @@ impl Geometry {
     pub fn parity_location(&self, logical: u64) -> Option<Location> {
         debug_assert!(logical < self.capacity());
         let shift = self.chunk_shift();
-        let stripe = (logical >> shift) / self.stripe_chunks();
+        let stripe = (logical >> shift) / self.stripe_chunks;
         self.parity_member(stripe)
             .map(|member| Location { member, sector: (stripe << shift) + (logical & self.chunk_mask()) })
     }
@@ -405,24 +444,25 @@ impl Geometry {
     /// [`Geometry::locate_copy`] and [`Geometry::parity_location`]. Total: any
     /// input gives an answer, out-of-range ones [`Content::Unused`].
     pub fn content(&self, member: usize, sector: u64) -> Content {
-        if member >= self.members || sector >= self.member_sectors {
+        if member >= self.members() || sector >= self.member_sectors {
             return Content::Unused;
         }
         let shift = self.chunk_shift();
         let row = sector >> shift;
         let offset = sector & self.chunk_mask();
-        let n = self.members as u64;
+        let d = self.members;
+        let n = d.get();
         let m = member as u64;
         match self.level {
             Level::Single => Content::Data { logical: sector, copy: 0 },
             Level::Raid1 => Content::Data { logical: sector, copy: member },
             Level::Raid0 => Content::Data { logical: ((row * n + m) << shift) + offset, copy: 0 },
             Level::Raid5 => {
-                let parity = n - 1 - row % n;
+                let parity = n - 1 - row % d;
                 if m == parity {
                     return Content::Parity { stripe: row };
                 }
-                let index = (m + n - parity - 1) % n;
+                let index = (m + n - parity - 1) % d;
                 let chunk = row * (n - 1) + index;
                 Content::Data { logical: (chunk << shift) + offset, copy: 0 }
             }
@@ -453,13 +493,14 @@ impl Geometry {
     /// member ranges interleave parity (a discard must go through the write
     /// path there).
     pub fn member_span(&self, start: u64, sectors: u64, member: usize) -> Option<Span> {
-        if sectors == 0 || member >= self.members {
+        if sectors == 0 || member >= self.members() {
             return None;
         }
         let end = start + sectors;
         let shift = self.chunk_shift();
         let chunk = self.chunk_sectors as u64;
-        let n = self.members as u64;
+        let d = self.members;
+        let n = d.get();
         let m = member as u64;
         let (first, last) = (start >> shift, (end - 1) >> shift);
         let head = start & (chunk - 1);
@@ -470,23 +511,23 @@ impl Geometry {
             Level::Raid5 => None,
             Level::Raid0 => {
                 // First and last chunks of the range that live on this member.
-                let c1 = first + (m + n - first % n) % n;
+                let c1 = first + (m + n - first % d) % d;
                 if c1 > last {
                     return None;
                 }
-                let c2 = last - (last % n + n - m) % n;
-                let lo = ((c1 / n) << shift) + if c1 == first { head } else { 0 };
-                let hi = ((c2 / n) << shift) + if c2 == last { tail } else { chunk };
+                let c2 = last - (last % d + n - m) % d;
+                let lo = ((c1 / d) << shift) + if c1 == first { head } else { 0 };
+                let hi = ((c2 / d) << shift) + if c2 == last { tail } else { chunk };
                 Some(Span { sector: lo, sectors: hi - lo })
             }
             Level::Raid10 => {
                 // Row r of member m holds chunk (r*n + m) / 2, which grows with
                 // r: the rows holding chunks first..=last are contiguous.
-                let r1 = (2 * first).saturating_sub(m).div_ceil(n);
+                let r1 = div_ceil((2 * first).saturating_sub(m), d);
                 if 2 * last + 1 < m {
                     return None;
                 }
-                let r2 = (2 * last + 1 - m) / n;
+                let r2 = (2 * last + 1 - m) / d;
                 if r1 > r2 {
                     return None;
                 }

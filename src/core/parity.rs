@@ -62,8 +62,8 @@ impl StripeWrite {
         }
         let shift = g.chunk_shift();
         let chunk = g.chunk_sectors() as u64;
-        let stripe = (start >> shift) / g.stripe_chunks();
-        debug_assert_eq!(((start + sectors - 1) >> shift) / g.stripe_chunks(), stripe);
+        let stripe = (start >> shift) / g.stripe_chunks_nonzero();
+        debug_assert_eq!(((start + sectors - 1) >> shift) / g.stripe_chunks_nonzero(), stripe);
         let mut w = StripeWrite {
             stripe,
             parity_member: g.parity_member(stripe)?,

@@ -31,8 +31,10 @@
 //! zeros past the source's size, so that parity and copies are consistent
 //! everywhere and old contents of new members never leak into the volume.
 
+use core::num::{NonZeroU32, NonZeroU64};
+
 use super::format::STAGING_SECTORS;
-use super::layout::{Content, Geometry};
+use super::layout::{div_ceil, Content, Geometry};
 
 /// Why a migration cannot be planned or a unit cannot be copied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +83,9 @@ pub struct UnitPlan {
 pub struct Migration {
     source: Geometry,
     target: Geometry,
-    unit_rows: u32,
+    unit_rows: NonZeroU32,
+    /// Logical sectors per whole unit (derived from `target` and `unit_rows`).
+    unit_sectors: NonZeroU64,
 }
 
 impl Migration {
@@ -97,18 +101,27 @@ impl Migration {
         let rows = unit_rows as u64;
         // `%` rather than `is_multiple_of`, for older kernel toolchains.
         #[allow(clippy::manual_is_multiple_of)]
-        let partial_stripe = rows % target.stripe_rows() != 0;
-        if rows == 0 || partial_stripe || rows * target.chunk_sectors() as u64 > STAGING_SECTORS {
+        let partial_stripe = rows % target.stripe_rows_nonzero() != 0;
+        if partial_stripe || rows * target.chunk_sectors() as u64 > STAGING_SECTORS {
             return Err(PlanError::UnitSize);
         }
-        Ok(Migration { source, target, unit_rows })
+        let Some(unit_rows) = NonZeroU32::new(unit_rows) else {
+            return Err(PlanError::UnitSize);
+        };
+        // Non-zero: a unit is at least one whole stripe, of at least one chunk.
+        let unit_sectors = rows / target.stripe_rows_nonzero() * target.stripe_sectors();
+        let Some(unit_sectors) = NonZeroU64::new(unit_sectors) else {
+            return Err(PlanError::UnitSize);
+        };
+        Ok(Migration { source, target, unit_rows, unit_sectors })
     }
 
     /// The largest unit of `stripes` target stripes or less that fits the
     /// staging area, in rows (at least one stripe, which always fits).
     pub fn unit_rows_for(target: &Geometry, stripes: u32) -> u32 {
-        let per_stripe = target.stripe_rows() * target.chunk_sectors() as u64;
-        let fit = (STAGING_SECTORS / per_stripe).max(1);
+        // Stripes of `stripe_rows` chunks fitting the staging area (the
+        // chunk is a power of two).
+        let fit = ((STAGING_SECTORS >> target.chunk_shift()) / target.stripe_rows_nonzero()).max(1);
         (stripes.max(1) as u64).min(fit) as u32 * target.stripe_rows() as u32
     }
 
@@ -124,17 +137,17 @@ impl Migration {
 
     /// Target rows per unit.
     pub fn unit_rows(&self) -> u32 {
-        self.unit_rows
+        self.unit_rows.get()
     }
 
     /// Logical sectors per (whole) unit.
     pub fn unit_sectors(&self) -> u64 {
-        self.unit_rows as u64 / self.target.stripe_rows() * self.target.stripe_sectors()
+        self.unit_sectors.get()
     }
 
     /// Number of units: the whole target, the last one possibly short.
     pub fn units(&self) -> u64 {
-        self.target.rows().div_ceil(self.unit_rows as u64)
+        div_ceil(self.target.rows(), self.unit_rows.into())
     }
 
     /// Size of the volume while migrating: the source's.
@@ -144,7 +157,7 @@ impl Migration {
 
     /// The unit holding logical sector `logical`.
     pub fn unit_of(&self, logical: u64) -> u64 {
-        logical / self.unit_sectors()
+        logical / self.unit_sectors
     }
 
     /// The logical range `(start, sectors)` of unit `unit`.
@@ -156,8 +169,9 @@ impl Migration {
 
     /// The target rows `(first, count)` of unit `unit`.
     pub fn unit_rows_range(&self, unit: u64) -> (u64, u64) {
-        let first = (unit * self.unit_rows as u64).min(self.target.rows());
-        let end = ((unit + 1) * self.unit_rows as u64).min(self.target.rows());
+        let rows = self.unit_rows() as u64;
+        let first = (unit * rows).min(self.target.rows());
+        let end = ((unit + 1) * rows).min(self.target.rows());
         (first, end - first)
     }
 
