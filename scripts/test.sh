@@ -14,10 +14,11 @@ export PATH=$HOME/.cargo/bin:$PATH
 
 bash scripts/install-deps.sh || exit 1
 bash scripts/kernel.sh > /dev/null || { echo "kernel build failed" >&2; exit 1; }
-make -s || { echo "module build failed" >&2; exit 1; }
-
 out=/var/tmp/raidmig-test-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
+# The module build must be warning-free (compiler and objtool).
+make clean > /dev/null 2>&1
+make -s > "$out/build.log" 2>&1 || { cat "$out/build.log"; echo "module build failed" >&2; exit 1; }
 passed=0 failed=0 failures=()
 record() {   # record NAME RC SECONDS
   if [ "$2" = 0 ]; then passed=$((passed + 1)); echo "PASS  $1 (${3}s)"
@@ -31,6 +32,7 @@ run() {      # run NAME CMD...: runs one test, its output in $out/NAME.log
   record "$name" $rc $((SECONDS - t0))
 }
 
+run module-build-warnings bash -c "! grep -i -e warning -e error '$out/build.log'"
 if [ $# -eq 0 ]; then
   run host-core cargo test --release -j1
   run host-splat-scanner bash tests/host/splat_scanner.sh

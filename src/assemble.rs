@@ -74,7 +74,8 @@ pub(crate) fn from_params() -> Result<Running> {
     for m in members.iter() {
         limits.stack_member(m);
     }
-    if (geometry.chunk_sectors() << SECTOR_SHIFT) % limits.logical_block_size() != 0 {
+    let block = core::num::NonZeroU32::new(limits.logical_block_size()).ok_or(EINVAL)?;
+    if (geometry.chunk_sectors() << SECTOR_SHIFT) % block != 0 {
         pr_err!("chunk is smaller than the members' logical block size\n");
         return Err(EINVAL);
     }
