@@ -30,10 +30,10 @@ unsafe impl Send for BioSet {}
 unsafe impl Sync for BioSet {}
 
 impl BioSet {
-    /// Initialises a bio set. Its bios have no inline vectors: clones share
-    /// the host's, and the others carry no data. A rescuer is needed because
-    /// member bios may be allocated while the submitting task still holds
-    /// earlier ones on its `bio_list`.
+    /// Initialises a bio set. Clones share the host bio's vectors; the
+    /// migration's synchronous bios need vectors of their own. A rescuer lets
+    /// allocations make progress while the allocating task holds earlier bios
+    /// on its `bio_list`.
     pub(crate) fn new() -> impl PinInit<Self, Error> {
         let init = |slot: *mut Self| {
             // SAFETY: `slot` is valid for writes.
@@ -44,7 +44,12 @@ impl BioSet {
             // after itself on failure.
             to_result(unsafe {
                 raw.write(core::mem::zeroed());
-                bindings::bioset_init(raw, POOL_BIOS, 0, bindings::BIOSET_NEED_RESCUER as i32)
+                bindings::bioset_init(
+                    raw,
+                    POOL_BIOS,
+                    0,
+                    (bindings::BIOSET_NEED_RESCUER | bindings::BIOSET_NEED_BVECS) as i32,
+                )
             })
         };
         // SAFETY: the closure fully initialises `*slot` when it returns Ok and
@@ -108,6 +113,97 @@ impl BioSet {
         submit(bio, io);
     }
 }
+
+impl BioSet {
+    /// Reads (`write` false) or writes `[start, start + len)` of a buffer at
+    /// `sector` of `member`, waiting for completion; `opf_flags` are added to
+    /// the operation (e.g. FUA). Returns the negative errno of a failure.
+    ///
+    /// The buffer is given by address because it is the caller's vmalloc
+    /// memory (see `IoBuf`), whose pages are found with `vmalloc_to_page`.
+    ///
+    /// # Safety
+    ///
+    /// `[start, start + len)` must lie in vmalloc memory that stays valid and
+    /// is not otherwise accessed until this returns; `len` a multiple of 512.
+    pub(crate) unsafe fn sync_io(
+        &self,
+        member: &Member,
+        write: bool,
+        opf_flags: bindings::blk_opf_t,
+        mut sector: u64,
+        mut start: *mut u8,
+        mut len: usize,
+    ) -> Result<(), i32> {
+        let op = if write { bindings::req_op_REQ_OP_WRITE } else { bindings::req_op_REQ_OP_READ };
+        while len > 0 {
+            // SAFETY: the bio set is initialised and has vectors; a sleeping
+            // mempool allocation cannot fail.
+            let bio = unsafe {
+                bindings::bio_alloc_bioset(
+                    member.raw_bdev(),
+                    bindings::BIO_MAX_VECS as u16,
+                    op | opf_flags,
+                    shim::gfp_noio(),
+                    self.raw(),
+                )
+            };
+            // SAFETY: `bio` is fresh and ours.
+            unsafe { (*bio).bi_iter.bi_sector = sector };
+            let mut added = 0usize;
+            while added < len {
+                let addr = start.wrapping_add(added);
+                let offset = addr as usize & (PAGE_SIZE - 1);
+                let piece = (PAGE_SIZE - offset).min(len - added);
+                // SAFETY: `addr` lies in the caller's vmalloc memory.
+                let page = unsafe { bindings::vmalloc_to_page(addr.cast()) };
+                // SAFETY: `page` holds `[offset, offset + piece)` of the buffer.
+                if unsafe { bindings::bio_add_page(bio, page, piece as u32, offset as u32) } != piece as i32 {
+                    break;
+                }
+                added += piece;
+            }
+            // SAFETY: `bio` is complete; `submit_bio_wait` returns once it
+            // has ended, after which it is ours to put.
+            let ret = unsafe {
+                let ret = bindings::submit_bio_wait(bio);
+                bindings::bio_put(bio);
+                ret
+            };
+            if ret != 0 {
+                return Err(ret);
+            }
+            sector += (added >> 9) as u64;
+            start = start.wrapping_add(added);
+            len -= added;
+        }
+        Ok(())
+    }
+
+    /// Flushes `member`'s volatile cache, waiting for completion.
+    pub(crate) fn sync_flush(&self, member: &Member) -> Result<(), i32> {
+        // SAFETY: the bio set is initialised; a sleeping mempool allocation
+        // cannot fail; the bio is ours again after `submit_bio_wait`.
+        let ret = unsafe {
+            let bio = bindings::bio_alloc_bioset(
+                member.raw_bdev(),
+                0,
+                bindings::req_op_REQ_OP_WRITE | request::REQ_PREFLUSH,
+                shim::gfp_noio(),
+                self.raw(),
+            );
+            let ret = bindings::submit_bio_wait(bio);
+            bindings::bio_put(bio);
+            ret
+        };
+        if ret != 0 {
+            return Err(ret);
+        }
+        Ok(())
+    }
+}
+
+const PAGE_SIZE: usize = bindings::PAGE_SIZE;
 
 #[pinned_drop]
 impl PinnedDrop for BioSet {

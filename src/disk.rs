@@ -76,10 +76,12 @@ impl Limits {
         self.raw.features |= shim::feat_write_cache_fua();
     }
 
-    /// Turns discard off (not every member supports it).
+    /// Turns discard and write-zeroes off (not every member supports them,
+    /// or the layout cannot map them to member ranges).
     pub(crate) fn disable_discard(&mut self) {
         self.raw.max_hw_discard_sectors = 0;
         self.raw.max_user_discard_sectors = 0;
+        self.raw.max_write_zeroes_sectors = 0;
     }
 
     /// The logical block size, once stacked.
@@ -300,7 +302,15 @@ unsafe impl<H: RequestHandler> Sync for Disk<H> {}
 impl<H: RequestHandler> Disk<H> {
     /// Creates `name` (at most 31 bytes) with `capacity` sectors and the given
     /// limits, and makes it visible. Requests start arriving at once.
-    pub(crate) fn add(name: &CStr, capacity: u64, mut limits: Limits, handler: Arc<H>) -> Result<Self> {
+    /// `groups` is a NULL-terminated list of sysfs attribute groups for the
+    /// disk's device (static, or living as long as the disk).
+    pub(crate) fn add(
+        name: &CStr,
+        capacity: u64,
+        mut limits: Limits,
+        handler: Arc<H>,
+        groups: *mut *const bindings::attribute_group,
+    ) -> Result<Self> {
         let workqueue = Workqueue::new(name)?;
         let tagset = KBox::try_pin_init(TagSet::new::<H>(128, workqueue.0), GFP_KERNEL)?;
         // SAFETY: the tag set is initialised; `limits.raw` is valid and only
@@ -332,7 +342,7 @@ impl<H: RequestHandler> Disk<H> {
         }
         // SAFETY: `gendisk` is fully set up.
         if let Err(e) = to_result(unsafe {
-            bindings::device_add_disk(core::ptr::null_mut(), gendisk, core::ptr::null_mut())
+            bindings::device_add_disk(core::ptr::null_mut(), gendisk, groups)
         }) {
             // SAFETY: allocated above and not added.
             unsafe { bindings::put_disk(gendisk) };
@@ -340,6 +350,13 @@ impl<H: RequestHandler> Disk<H> {
         }
         // INVARIANT: allocated over `tagset` with `handler` as queue data, added.
         Ok(Disk { gendisk, _tagset: tagset, _workqueue: workqueue, _handler: handler })
+    }
+}
+
+impl<H: RequestHandler> Disk<H> {
+    /// The `gendisk`, valid while `self` is.
+    pub(crate) fn raw(&self) -> *mut bindings::gendisk {
+        self.gendisk
     }
 }
 

@@ -13,14 +13,20 @@
 use kernel::prelude::*;
 
 mod array;
-mod assemble;
 mod bio;
+mod coordination;
 mod disk;
+mod iobuf;
+mod kthread;
+mod load;
 mod member;
+mod migrator;
+mod raid5_write;
 #[path = "core/lib.rs"]
 mod raidmig_core;
 mod request;
 mod shim;
+mod sysfs;
 
 module! {
     type: RaidMig,
@@ -31,11 +37,11 @@ module! {
 }
 
 struct RaidMig {
-    _array: assemble::Running,
+    _array: load::Running,
 }
 
 impl kernel::Module for RaidMig {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        Ok(RaidMig { _array: assemble::from_params()? })
+        Ok(RaidMig { _array: load::from_params()? })
     }
 }

@@ -13,6 +13,7 @@ use core::{
     mem::size_of,
     sync::atomic::{AtomicU32, AtomicU8, Ordering},
 };
+use crate::coordination::Drain;
 use kernel::{bindings, types::Opaque};
 
 /// What a request asks for.
@@ -57,6 +58,10 @@ struct Pdu {
     work: bindings::work_struct,
     pending: AtomicU32,
     status: AtomicU8,
+    /// The epoch the request is counted in while it runs against the
+    /// source layout of a migration, and the counter to release at its end.
+    epoch: u8,
+    drain: *const Drain,
 }
 
 /// Bytes of driver data each request carries (`tag_set.cmd_size`).
@@ -145,6 +150,7 @@ impl Request {
         unsafe {
             addr_of_mut!((*pdu).pending).write(AtomicU32::new(1));
             addr_of_mut!((*pdu).status).write(AtomicU8::new(0));
+            addr_of_mut!((*pdu).drain).write(core::ptr::null());
         }
         // INVARIANT: the pdu is initialised with the caller's reference.
         InFlight { rq: self, pdu }
@@ -259,6 +265,18 @@ impl InFlight {
         self.pdu.cast()
     }
 
+    /// Has `drain` released for `epoch` when the request ends. Called at most
+    /// once, by the submitting path, before any member bio is issued.
+    pub(crate) fn release_on_end(&self, drain: &Drain, epoch: u8) {
+        // SAFETY: `pdu` is valid by the type invariant, and only the
+        // submitting path (this one) writes these fields before member bios
+        // exist. The drain belongs to the array, which outlives its requests.
+        unsafe {
+            (*self.pdu).epoch = epoch;
+            (*self.pdu).drain = drain;
+        }
+    }
+
     /// Records a failure that happened before a member bio was issued.
     pub(crate) fn fail(&self, status: bindings::blk_status_t) {
         // SAFETY: `pdu` is valid by the type invariant.
@@ -319,6 +337,11 @@ unsafe fn put(pdu: *mut Pdu) {
     let p = unsafe { &*pdu };
     if p.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
         let status = p.status.load(Ordering::Acquire);
+        if !p.drain.is_null() {
+            // SAFETY: set by `release_on_end` to the array's drain, which
+            // outlives the request.
+            unsafe { (*p.drain).release(p.epoch) };
+        }
         // SAFETY: this was the last reference: nobody else uses the pdu or
         // the request any more, and it is ended exactly once, here.
         unsafe { bindings::blk_mq_end_request(bindings::blk_mq_rq_from_pdu(pdu.cast()), status) };

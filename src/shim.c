@@ -4,8 +4,11 @@
  * (the Rust `module!` macro of 6.12 has no `params:`) and a few constants
  * that are macros with casts, which bindgen does not translate.
  */
+#include <linux/bio.h>
 #include <linux/blkdev.h>
+#include <linux/highmem.h>
 #include <linux/module.h>
+#include <linux/sched/mm.h>
 
 #include "shim.h"
 
@@ -15,15 +18,65 @@ MODULE_PARM_DESC(members, "Comma-separated member block devices, e.g. /dev/sda,/
 
 static char *level;
 module_param(level, charp, 0444);
-MODULE_PARM_DESC(level, "Layout: single or raid0");
+MODULE_PARM_DESC(level, "Target layout: single, raid0, raid1, raid5 or raid10; unset to assemble from superblocks");
 
 static unsigned int chunk_kb = 64;
 module_param(chunk_kb, uint, 0444);
 MODULE_PARM_DESC(chunk_kb, "Chunk size in KiB: a power of two from 4 to 4096 (default 64)");
 
+static bool start;
+module_param(start, bool, 0444);
+MODULE_PARM_DESC(start, "Start the migration at once (default: wait for 'start' in sysfs)");
+
+static bool force;
+module_param(force, bool, 0444);
+MODULE_PARM_DESC(force, "Take the first member's reserved tail even if it holds data");
+
+static bool assume_clean;
+module_param(assume_clean, bool, 0444);
+MODULE_PARM_DESC(assume_clean, "With level=: make the array directly in its layout, without migrating the first member's data (for new, empty disks)");
+
+static unsigned int checkpoint_units = 1024;
+module_param(checkpoint_units, uint, 0444);
+MODULE_PARM_DESC(checkpoint_units, "Checkpoint at the latest after this many units (default 1024)");
+
+static unsigned int checkpoint_ms = 5000;
+module_param(checkpoint_ms, uint, 0444);
+MODULE_PARM_DESC(checkpoint_ms, "Checkpoint at the latest after this many milliseconds (default 5000)");
+
 const char *raidmig_param_members(void) { return members; }
 const char *raidmig_param_level(void) { return level; }
 unsigned int raidmig_param_chunk_kb(void) { return chunk_kb; }
+bool raidmig_param_start(void) { return start; }
+bool raidmig_param_force(void) { return force; }
+bool raidmig_param_assume_clean(void) { return assume_clean; }
+unsigned int raidmig_param_checkpoint_units(void) { return checkpoint_units; }
+unsigned int raidmig_param_checkpoint_ms(void) { return checkpoint_ms; }
+
+/*
+ * Copies between a kernel buffer and the data of a bio, starting @skip bytes
+ * into the bio, @len bytes (bio_for_each_segment and the bvec copy helpers
+ * are static inline). @to_bio picks the direction.
+ */
+void raidmig_bio_copy(struct bio *bio, unsigned int skip, void *buf, unsigned int len, bool to_bio)
+{
+	struct bvec_iter iter = bio->bi_iter;
+	struct bio_vec bv;
+
+	bio_advance_iter(bio, &iter, skip);
+	iter.bi_size = len;
+	__bio_for_each_segment(bv, bio, iter, iter) {
+		if (to_bio)
+			memcpy_to_bvec(&bv, buf);
+		else
+			memcpy_from_bvec(buf, &bv);
+		buf += bv.bv_len;
+	}
+}
+
+/* The memalloc_noio scope (static inline): allocations in it do no I/O. */
+unsigned int raidmig_noio_save(void) { return memalloc_noio_save(); }
+void raidmig_noio_restore(unsigned int flags) { memalloc_noio_restore(flags); }
 
 const blk_features_t raidmig_feat_write_cache = BLK_FEAT_WRITE_CACHE;
 const blk_features_t raidmig_feat_fua = BLK_FEAT_FUA;

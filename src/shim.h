@@ -8,6 +8,14 @@
 const char *raidmig_param_members(void);
 const char *raidmig_param_level(void);
 unsigned int raidmig_param_chunk_kb(void);
+bool raidmig_param_start(void);
+bool raidmig_param_force(void);
+bool raidmig_param_assume_clean(void);
+unsigned int raidmig_param_checkpoint_units(void);
+unsigned int raidmig_param_checkpoint_ms(void);
+void raidmig_bio_copy(struct bio *bio, unsigned int skip, void *buf, unsigned int len, bool to_bio);
+unsigned int raidmig_noio_save(void);
+void raidmig_noio_restore(unsigned int flags);
 
 extern const blk_features_t raidmig_feat_write_cache;
 extern const blk_features_t raidmig_feat_fua;

@@ -7,6 +7,14 @@ extern "C" {
     fn raidmig_param_members() -> *const c_char;
     fn raidmig_param_level() -> *const c_char;
     fn raidmig_param_chunk_kb() -> u32;
+    fn raidmig_param_start() -> bool;
+    fn raidmig_param_force() -> bool;
+    fn raidmig_param_assume_clean() -> bool;
+    fn raidmig_param_checkpoint_units() -> u32;
+    fn raidmig_param_checkpoint_ms() -> u32;
+    fn raidmig_bio_copy(bio: *mut core::ffi::c_void, skip: u32, buf: *mut u8, len: u32, to_bio: bool);
+    fn raidmig_noio_save() -> u32;
+    fn raidmig_noio_restore(flags: u32);
     static raidmig_feat_write_cache: bindings::blk_features_t;
     static raidmig_feat_fua: bindings::blk_features_t;
     static raidmig_open_rw_excl: bindings::blk_mode_t;
@@ -42,6 +50,59 @@ pub(crate) fn level() -> Option<&'static str> {
 pub(crate) fn chunk_kb() -> u32 {
     // SAFETY: a plain getter without preconditions.
     unsafe { raidmig_param_chunk_kb() }
+}
+
+/// `start=`: start the migration at once.
+pub(crate) fn start() -> bool {
+    // SAFETY: a plain getter without preconditions.
+    unsafe { raidmig_param_start() }
+}
+
+/// `force=`: take a first member whose reserved tail is not free.
+pub(crate) fn force() -> bool {
+    // SAFETY: a plain getter without preconditions.
+    unsafe { raidmig_param_force() }
+}
+
+/// `assume_clean=`: make a new array directly in its layout.
+pub(crate) fn assume_clean() -> bool {
+    // SAFETY: a plain getter without preconditions.
+    unsafe { raidmig_param_assume_clean() }
+}
+
+/// `checkpoint_units=`.
+pub(crate) fn checkpoint_units() -> u32 {
+    // SAFETY: a plain getter without preconditions.
+    unsafe { raidmig_param_checkpoint_units() }
+}
+
+/// `checkpoint_ms=`.
+pub(crate) fn checkpoint_ms() -> u32 {
+    // SAFETY: a plain getter without preconditions.
+    unsafe { raidmig_param_checkpoint_ms() }
+}
+
+/// Copies `buf.len()` bytes of `bio`'s data, from `skip` bytes into it,
+/// into `buf`.
+///
+/// # Safety
+///
+/// `bio` must be a live bio whose data holds `skip + buf.len()` bytes and is
+/// not written concurrently.
+pub(crate) unsafe fn copy_from_bio(bio: *mut bindings::bio, skip: u32, buf: &mut [u8]) {
+    // SAFETY: guaranteed by the caller; `buf` is valid for its length.
+    unsafe { raidmig_bio_copy(bio.cast(), skip, buf.as_mut_ptr(), buf.len() as u32, false) }
+}
+
+/// Runs `f` in a memalloc_noio scope: memory allocations in it never wait
+/// for I/O, which could be I/O to this very array.
+pub(crate) fn noio<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: save and restore pair up on the current task.
+    let flags = unsafe { raidmig_noio_save() };
+    let r = f();
+    // SAFETY: as above.
+    unsafe { raidmig_noio_restore(flags) };
+    r
 }
 
 // SAFETY (for all the getters below): the statics are `const` in C,

@@ -37,8 +37,14 @@ impl ArrayMembers {
             uuids: [[0; 16]; MAX_MEMBERS],
             device_sectors: [0; MAX_MEMBERS],
         };
-        m.uuids[..count].copy_from_slice(&member_uuids[..count]);
-        m.device_sectors[..count].copy_from_slice(&device_sectors[..count]);
+        // Element by element: `copy_from_slice` panics on a length mismatch
+        // through a function the kernel's objtool does not know as noreturn.
+        for (d, s) in m.uuids.iter_mut().zip(member_uuids).take(count) {
+            *d = *s;
+        }
+        for (d, s) in m.device_sectors.iter_mut().zip(device_sectors).take(count) {
+            *d = *s;
+        }
         m
     }
 

@@ -1,0 +1,68 @@
+//! Buffers for the synchronous member I/O of the migration and of raid5
+//! writes: vmalloc memory, so that a buffer of any size is one allocation and
+//! its pages can be handed to bios.
+
+use crate::{bio::BioSet, member::Member};
+use kernel::{bindings, prelude::*};
+
+/// A zeroed vmalloc buffer.
+pub(crate) struct IoBuf {
+    mem: VVec<u8>,
+}
+
+impl IoBuf {
+    /// Allocates `bytes` (rounded up to whole sectors).
+    pub(crate) fn new(bytes: usize) -> Result<IoBuf> {
+        let bytes = (bytes + 511) & !511;
+        Ok(IoBuf { mem: VVec::from_elem(0u8, bytes, GFP_KERNEL)? })
+    }
+
+    /// The memory, and a token that lets member I/O check that slices of it
+    /// are vmalloc memory.
+    pub(crate) fn split(&mut self) -> (&mut [u8], Region) {
+        let region = Region { base: self.mem.as_ptr() as usize, len: self.mem.len() };
+        (self.mem.as_mut_slice(), region)
+    }
+}
+
+/// The address range of an [`IoBuf`].
+#[derive(Clone, Copy)]
+pub(crate) struct Region {
+    base: usize,
+    len: usize,
+}
+
+impl Region {
+    fn holds(&self, buf: &[u8]) -> bool {
+        let start = buf.as_ptr() as usize;
+        start >= self.base && start + buf.len() <= self.base + self.len && buf.len() % 512 == 0
+    }
+
+    /// Reads `buf.len()` bytes at `sector` of `member` into `buf`, a slice of
+    /// this region's buffer. Returns a negative errno on failure.
+    pub(crate) fn read(&self, bs: &BioSet, member: &Member, sector: u64, buf: &mut [u8]) -> Result<(), i32> {
+        if !self.holds(buf) {
+            return Err(-(bindings::EINVAL as i32));
+        }
+        // SAFETY: `buf` is vmalloc memory of this region (checked), borrowed
+        // exclusively for the duration of the call.
+        unsafe { bs.sync_io(member, false, 0, sector, buf.as_mut_ptr(), buf.len()) }
+    }
+
+    /// Writes `buf`, a slice of this region's buffer, at `sector` of
+    /// `member`, with extra request flags `opf_flags` (such as FUA).
+    pub(crate) fn write(
+        &self,
+        bs: &BioSet,
+        member: &Member,
+        opf_flags: bindings::blk_opf_t,
+        sector: u64,
+        buf: &[u8],
+    ) -> Result<(), i32> {
+        if !self.holds(buf) {
+            return Err(-(bindings::EINVAL as i32));
+        }
+        // SAFETY: as in `read`; a write only reads the memory.
+        unsafe { bs.sync_io(member, true, opf_flags, sector, buf.as_ptr().cast_mut(), buf.len()) }
+    }
+}

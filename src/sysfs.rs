@@ -1,0 +1,232 @@
+//! /sys/block/raidmigN/raidmig/: the migration's knobs and gauges.
+//!
+//! | file | access | content |
+//! |------|--------|---------|
+//! | action | rw | write `start`, `pause`, `resume`; reads `migrate`, `pause` or `idle` |
+//! | state | r | `prepared`, `migrating`, `paused`, `clean` or `failed` |
+//! | level, source_level | r | layout migrated to, and from |
+//! | chunk_kb | r | chunk size of the target layout |
+//! | members | r | member devices, in role order |
+//! | progress | r | `DONE/TOTAL`, target sectors |
+//! | checkpoint | r | logical sector up to which the target layout is durable |
+//! | units_done, units_staged, checkpoint_writes | r | engine counters (this load) |
+//! | speed_kbps | r | copy speed |
+//! | speed_limit_max_kbps | rw | throttle, 0 for none |
+//!
+//! The attribute group is handed to `device_add_disk`, so the files exist
+//! exactly as long as the disk does.
+
+use crate::{
+    array::Array,
+    migrator::Command,
+    raidmig_core::format::ArrayState,
+};
+use core::{cell::UnsafeCell, fmt::Write, mem::MaybeUninit, ptr::addr_of};
+use kernel::{bindings, prelude::*};
+
+type ShowFn = unsafe extern "C" fn(*mut bindings::device, *mut bindings::device_attribute, *mut u8) -> isize;
+type StoreFn =
+    unsafe extern "C" fn(*mut bindings::device, *mut bindings::device_attribute, *const u8, usize) -> isize;
+
+/// The array behind a disk's device.
+///
+/// # Safety
+///
+/// `dev` must be the device of a live raidmig disk (true in its sysfs
+/// callbacks: the files go before the disk).
+unsafe fn array_of<'a>(dev: *mut bindings::device) -> &'a Array {
+    let offset = core::mem::offset_of!(bindings::block_device, bd_device);
+    // SAFETY: a disk's device is the `bd_device` of its whole-disk block
+    // device (`dev_to_bdev`), whose disk's queue data is the array.
+    unsafe {
+        let bdev = dev.cast::<u8>().sub(offset).cast::<bindings::block_device>();
+        &*(*(*(*bdev).bd_disk).queue).queuedata.cast::<Array>()
+    }
+}
+
+/// Formats into a sysfs page.
+struct Page {
+    buf: *mut u8,
+    len: usize,
+}
+
+impl Write for Page {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = (bindings::PAGE_SIZE - 1).saturating_sub(self.len);
+        let n = s.len().min(room);
+        // SAFETY: sysfs pages are PAGE_SIZE bytes; `len + n` stays below.
+        unsafe { core::ptr::copy_nonoverlapping(s.as_ptr(), self.buf.add(self.len), n) };
+        self.len += n;
+        if n < s.len() {
+            return Err(core::fmt::Error);
+        }
+        Ok(())
+    }
+}
+
+fn state_name(s: ArrayState, failed: bool) -> &'static str {
+    if failed {
+        "failed"
+    } else {
+        s.name()
+    }
+}
+
+/// Writes attribute `K` of `a` to `out`.
+fn show_attr<const K: usize>(a: &Array, out: &mut Page) -> core::fmt::Result {
+    let s = a.migrator().status();
+    match K {
+        ACTION => {
+            let action = if s.running {
+                "migrate"
+            } else if s.state == ArrayState::Paused && !s.failed {
+                "pause"
+            } else {
+                "idle"
+            };
+            writeln!(out, "{action}")
+        }
+        STATE => writeln!(out, "{}", state_name(s.state, s.failed)),
+        LEVEL => writeln!(out, "{}", a.target().level().name()),
+        SOURCE_LEVEL => writeln!(out, "{}", a.source().level().name()),
+        CHUNK_KB => writeln!(out, "{}", a.target().chunk_sectors() / 2),
+        MEMBERS => {
+            for role in 0..a.member_count() {
+                let sep = if role == 0 { "" } else { "," };
+                write!(out, "{sep}{}", a.path(role))?;
+            }
+            writeln!(out)
+        }
+        PROGRESS => {
+            let (done, total) = s.view.progress();
+            writeln!(out, "{done}/{total}")
+        }
+        CHECKPOINT => writeln!(out, "{}", s.view.checkpoint_sector()),
+        UNITS_DONE => writeln!(out, "{}", s.stats.units_done),
+        UNITS_STAGED => writeln!(out, "{}", s.stats.units_staged),
+        CHECKPOINT_WRITES => writeln!(out, "{}", s.stats.checkpoint_writes),
+        SPEED => writeln!(out, "{}", s.speed_kbps),
+        SPEED_LIMIT => writeln!(out, "{}", a.migrator().speed_limit_kbps()),
+        _ => Ok(()),
+    }
+}
+
+unsafe extern "C" fn show<const K: usize>(
+    dev: *mut bindings::device,
+    _attr: *mut bindings::device_attribute,
+    buf: *mut u8,
+) -> isize {
+    // SAFETY: called by sysfs for our disk's device.
+    let a = unsafe { array_of(dev) };
+    let mut page = Page { buf, len: 0 };
+    let _ = show_attr::<K>(a, &mut page);
+    page.len as isize
+}
+
+unsafe extern "C" fn store<const K: usize>(
+    dev: *mut bindings::device,
+    _attr: *mut bindings::device_attribute,
+    buf: *const u8,
+    count: usize,
+) -> isize {
+    // SAFETY: called by sysfs for our disk's device; `buf` holds `count`
+    // bytes.
+    let (a, input) = unsafe { (array_of(dev), core::slice::from_raw_parts(buf, count)) };
+    let input = core::str::from_utf8(input).unwrap_or("").trim();
+    let ok = match K {
+        ACTION => Command::parse(input).map(|c| a.migrator().command(c)).is_some(),
+        SPEED_LIMIT => input.parse::<u64>().map(|v| a.migrator().set_speed_limit_kbps(v)).is_ok(),
+        _ => false,
+    };
+    if ok {
+        count as isize
+    } else {
+        -(bindings::EINVAL as isize)
+    }
+}
+
+const ACTION: usize = 0;
+const STATE: usize = 1;
+const LEVEL: usize = 2;
+const SOURCE_LEVEL: usize = 3;
+const CHUNK_KB: usize = 4;
+const MEMBERS: usize = 5;
+const PROGRESS: usize = 6;
+const CHECKPOINT: usize = 7;
+const UNITS_DONE: usize = 8;
+const UNITS_STAGED: usize = 9;
+const CHECKPOINT_WRITES: usize = 10;
+const SPEED: usize = 11;
+const SPEED_LIMIT: usize = 12;
+const N: usize = 13;
+
+const fn attr(name: &'static CStr, show: ShowFn, store: Option<StoreFn>) -> bindings::device_attribute {
+    // SAFETY: an attribute is valid zeroed (no lockdep key: a static one).
+    let mut a: bindings::device_attribute = unsafe { MaybeUninit::zeroed().assume_init() };
+    a.attr.name = name.as_char_ptr();
+    a.attr.mode = if store.is_some() { 0o644 } else { 0o444 };
+    a.show = Some(show);
+    a.store = store;
+    a
+}
+
+/// Statics that the kernel reads through raw pointers (and lockdep may
+/// annotate): kept writable and shared.
+#[repr(transparent)]
+struct Shared<T>(UnsafeCell<T>);
+// SAFETY: written only by the kernel's sysfs/lockdep code, which serialises.
+unsafe impl<T> Sync for Shared<T> {}
+
+static ATTRS: Shared<[bindings::device_attribute; N]> = Shared(UnsafeCell::new([
+    attr(kernel::c_str!("action"), show::<ACTION>, Some(store::<ACTION>)),
+    attr(kernel::c_str!("state"), show::<STATE>, None),
+    attr(kernel::c_str!("level"), show::<LEVEL>, None),
+    attr(kernel::c_str!("source_level"), show::<SOURCE_LEVEL>, None),
+    attr(kernel::c_str!("chunk_kb"), show::<CHUNK_KB>, None),
+    attr(kernel::c_str!("members"), show::<MEMBERS>, None),
+    attr(kernel::c_str!("progress"), show::<PROGRESS>, None),
+    attr(kernel::c_str!("checkpoint"), show::<CHECKPOINT>, None),
+    attr(kernel::c_str!("units_done"), show::<UNITS_DONE>, None),
+    attr(kernel::c_str!("units_staged"), show::<UNITS_STAGED>, None),
+    attr(kernel::c_str!("checkpoint_writes"), show::<CHECKPOINT_WRITES>, None),
+    attr(kernel::c_str!("speed_kbps"), show::<SPEED>, None),
+    attr(kernel::c_str!("speed_limit_max_kbps"), show::<SPEED_LIMIT>, Some(store::<SPEED_LIMIT>)),
+]));
+
+const fn attr_ptr(i: usize) -> *mut bindings::attribute {
+    // `attr` is the first field of a `device_attribute`.
+    addr_of!(ATTRS).cast::<bindings::device_attribute>().cast_mut().wrapping_add(i).cast()
+}
+
+static ATTR_PTRS: Shared<[*mut bindings::attribute; N + 1]> = Shared(UnsafeCell::new([
+    attr_ptr(0),
+    attr_ptr(1),
+    attr_ptr(2),
+    attr_ptr(3),
+    attr_ptr(4),
+    attr_ptr(5),
+    attr_ptr(6),
+    attr_ptr(7),
+    attr_ptr(8),
+    attr_ptr(9),
+    attr_ptr(10),
+    attr_ptr(11),
+    attr_ptr(12),
+    core::ptr::null_mut(),
+]));
+
+static GROUP: Shared<bindings::attribute_group> = Shared(UnsafeCell::new({
+    // SAFETY: a group is valid zeroed (no callbacks, no binary attributes).
+    let mut g: bindings::attribute_group = unsafe { MaybeUninit::zeroed().assume_init() };
+    g.name = kernel::c_str!("raidmig").as_char_ptr();
+    g.attrs = addr_of!(ATTR_PTRS).cast::<*mut bindings::attribute>().cast_mut();
+    g
+}));
+
+static GROUPS: Shared<[*const bindings::attribute_group; 2]> =
+    Shared(UnsafeCell::new([addr_of!(GROUP).cast::<bindings::attribute_group>(), core::ptr::null()]));
+
+/// The NULL-terminated list of attribute groups for `device_add_disk`.
+pub(crate) fn groups() -> *mut *const bindings::attribute_group {
+    GROUPS.0.get().cast()
+}
