@@ -41,7 +41,7 @@ refused "Device or resource busy" "cannot open member /dev/sdd" \
 refused "No space left on device" "member too small" \
   members=/dev/sda,"$small" level=raid0
 refused "Invalid parameters" "unknown level" members=/dev/sda,/dev/sdb level=raid7
-refused "Invalid parameters" "unknown level" members=/dev/sda,/dev/sdb
+refused "Invalid parameters" "/dev/sda: member has no raidmig superblock" members=/dev/sda,/dev/sdb
 refused "Invalid parameters" "chunk_kb must be a power of two" members=/dev/sda,/dev/sdb level=raid0 chunk_kb=48
 refused "Invalid parameters" "chunk_kb must be a power of two" members=/dev/sda,/dev/sdb level=raid0 chunk_kb=2
 refused "Invalid parameters" "chunk_kb must be a power of two" members=/dev/sda,/dev/sdb level=raid0 chunk_kb=8192

@@ -8,7 +8,7 @@
 if [ "$(cat /sys/block/sda/queue/discard_max_bytes)" = 0 ]; then
   fail "members do not support discard in this guest"; finish
 fi
-must load members=/dev/sda,/dev/sdb,/dev/sdc level=raid0 chunk_kb=64
+must load members=/dev/sda,/dev/sdb,/dev/sdc level=raid0 chunk_kb=64 assume_clean=1
 must wait_dev
 check "discard advertised" test "$(cat /sys/block/raidmig0/queue/discard_max_bytes)" -gt 0
 fio_verify before /dev/raidmig0 --rw=write --bs=64k --size=8M --iodepth=8

@@ -8,8 +8,10 @@
 
 sz=$(blockdev --getsz /dev/sdb)
 must dmsetup create rmlog --table "0 $sz log-writes /dev/sdb /dev/sdd"
-must load members=/dev/sda,/dev/mapper/rmlog,/dev/sdc level=raid0 chunk_kb=64
+must load members=/dev/sda,/dev/mapper/rmlog,/dev/sdc level=raid0 chunk_kb=64 assume_clean=1
 must wait_dev
+# Only what follows this mark counts (making the array wrote superblocks).
+must dmsetup message rmlog 0 mark test-start
 check "queue advertises FUA" test "$(cat /sys/block/raidmig0/queue/fua)" = 1
 
 a0=$(member_flushes /dev/sda); c0=$(member_flushes /dev/sdc)
@@ -26,7 +28,7 @@ check "flush reached sdc ($c0 -> $c1)" test "$c1" -gt "$c0"
 
 must unload
 must dmsetup remove rmlog
-python3 tests/guest/logwrites.py /dev/sdd > "$OUT/flush_fua.log"
+python3 tests/guest/logwrites.py /dev/sdd test-start > "$OUT/flush_fua.log"
 cat "$OUT/flush_fua.log"
 check "plain write logged without FUA" grep -qx "8 8 -" "$OUT/flush_fua.log"
 check "FUA write logged with FUA" grep -qx "128 8 FUA" "$OUT/flush_fua.log"

@@ -1,0 +1,104 @@
+# On-line migration test, sourced by migrate_LEVEL.sh: ext4 with files on the
+# first disk; load with level=; the files readable before the migration;
+# migration started with fio (crc32c verification) and file writes running on
+# the mounted volume the whole time; at the end the array is clean, resize2fs
+# grows ext4, e2fsck -fn is clean, and every file and fio pass checks out,
+# also after the array is assembled again from its superblocks.
+. tests/guest/lib.sh
+
+SYS=/sys/block/raidmig0/raidmig
+MNT=/tmp/m
+
+attr() { cat "$SYS/$1"; }
+
+# wait_state STATE SECONDS
+wait_state() {
+  local i
+  for i in $(seq 1 "$2"); do
+    [ "$(attr state)" = "$1" ] && return 0
+    [ "$(attr state)" = failed ] && return 1
+    sleep 1
+  done
+  return 1
+}
+
+# fio_pass K: one write+verify pass over a file on the volume, seed K.
+fio_pass() {
+  fio --name=pass$1 --filename=$MNT/fio.dat --size=32M --rw=randwrite --bs=4k \
+      --direct=1 --ioengine=libaio --iodepth=8 --verify=crc32c --do_verify=1 \
+      --verify_fatal=1 --randseed=$1 --end_fsync=1 --verify_state_save=0 \
+      --aux-path=/tmp --output=/tmp/fio.pass$1 "${@:2}" > /dev/null 2>&1
+}
+
+migrate_test() {   # migrate_test LEVEL MEMBERS
+  local level=$1 members=$2
+  local n; n=$(echo "$members" | tr ',' '\n' | wc -l)
+  local first=${members%%,*}
+  local data=$(( ($(blockdev --getsz "$first") - 32768) / 128 * 128 ))   # data area, sectors
+
+  # The user's disk: ext4 over the data area, with files.
+  must mkfs.ext4 -q -F -E nodiscard -b 4096 "$first" $((data / 8))
+  mkdir -p $MNT && must mount "$first" $MNT
+  mkdir -p $MNT/old
+  for i in $(seq 1 12); do head -c $(( (i * 300007) % 3000000 + 1 )) /dev/urandom > $MNT/old/f$i; done
+  cp -r /usr/share/doc/fio $MNT/old/doc 2>/dev/null
+  (cd $MNT && find old -type f -print0 | sort -z | xargs -0 sha256sum) > /tmp/old.sums
+  must umount $MNT
+
+  must load members="$members" level="$level"
+  must wait_dev
+  check "prepared" test "$(attr state)" = prepared
+  check "volume has the source's size" test "$(blockdev --getsz /dev/raidmig0)" = $data
+  check "level $level from single" test "$(attr level)/$(attr source_level)" = "$level/single"
+  must mount /dev/raidmig0 $MNT
+  check "files readable before the migration" bash -c "cd $MNT && sha256sum --quiet -c /tmp/old.sums"
+
+  # Load on the volume during the whole migration.
+  rm -f /tmp/stop /tmp/fio.failed /tmp/new.sums
+  mkdir -p $MNT/new
+  ( k=1; while [ ! -e /tmp/stop ]; do fio_pass $k || echo $k >> /tmp/fio.failed; echo $k > /tmp/fio.last; k=$((k + 1)); done ) &
+  local fio_loop=$!
+  ( i=0; while [ ! -e /tmp/stop ]; do
+      head -c 300000 /dev/urandom > $MNT/new/w$i && (cd $MNT && sha256sum new/w$i) >> /tmp/new.sums
+      i=$((i + 1)); done ) &
+  local file_loop=$!
+  sleep 3
+  echo start > $SYS/action
+  check "migration running" bash -c "sleep 2; [ \"\$(cat $SYS/state)\" = migrating ] || [ \"\$(cat $SYS/state)\" = clean ]"
+  local t0=$SECONDS
+  check "migration reached clean" wait_state clean 1800
+  say "migration took $((SECONDS - t0)) s: $(attr units_done) units, $(attr units_staged) staged, $(attr checkpoint_writes) checkpoint writes"
+  sleep 3
+  touch /tmp/stop
+  wait $fio_loop $file_loop
+  check "fio passes verified during the migration ($(cat /tmp/fio.last))" test ! -e /tmp/fio.failed
+  check "files written during the migration ($(wc -l < /tmp/new.sums))" test "$(wc -l < /tmp/new.sums)" -ge 5
+
+  local p; p=$(attr progress)
+  check "progress complete ($p)" test "${p%/*}" = "${p#*/}"
+  check "capacity is the new layout's" test "$(blockdev --getsz /dev/raidmig0)" = "${p#*/}"
+  check "checkpoints deferred ($(attr checkpoint_writes) for $(attr units_done) units)" \
+    test "$(attr checkpoint_writes)" -lt "$(attr units_done)"
+  check "staging used for overlapping units" test "$(attr units_staged)" -ge 1
+  local before; before=$(df -k --output=size $MNT | tail -1)
+  check "resize2fs" resize2fs /dev/raidmig0
+  check "ext4 grew" test "$(df -k --output=size $MNT | tail -1)" -gt "$before"
+  check "files intact" bash -c "cd $MNT && sha256sum --quiet -c /tmp/old.sums && sha256sum --quiet -c /tmp/new.sums"
+  must umount $MNT
+  check "e2fsck -fn clean" e2fsck -fn /dev/raidmig0
+  must unload
+
+  # Once more, assembled from the superblocks (members in another order).
+  local reversed; reversed=$(echo "$members" | tr ',' '\n' | tac | paste -sd,)
+  must load members="$reversed"
+  must wait_dev
+  check "assembled clean" test "$(attr state)" = clean
+  must mount /dev/raidmig0 $MNT
+  check "files intact after assembly" bash -c "cd $MNT && sha256sum --quiet -c /tmp/old.sums && sha256sum --quiet -c /tmp/new.sums"
+  local last; last=$(cat /tmp/fio.last)
+  if [ -e /tmp/fio.failed ] && grep -qx "$last" /tmp/fio.failed; then last=$((last - 1)); fi
+  check "last complete fio pass ($last) verifies" fio_pass "$last" --verify_only
+  must umount $MNT
+  must unload
+  finish
+}

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# disks: 3 256M
+# On-line migration of a plain disk in use to raid5 over 3 SATA disks (see
+# migrate_lib.sh).
+. tests/guest/migrate_lib.sh
+migrate_test raid5 /dev/sda,/dev/sdb,/dev/sdc
