@@ -22,7 +22,7 @@ suite raw /dev/sda
 mdadm --build /dev/md0 --level=0 --chunk=64 --raid-devices=3 /dev/sda /dev/sdb /dev/sdc > /dev/null 2>&1
 suite md /dev/md0
 mdadm --stop /dev/md0 > /dev/null 2>&1
-insmod ./raidmig.ko members=/dev/sda,/dev/sdb,/dev/sdc level=raid0 chunk_kb=64
+insmod ./raidmig.ko members=/dev/sda,/dev/sdb,/dev/sdc level=raid0 chunk_kb=64 assume_clean=1
 for i in $(seq 50); do [ -b /dev/raidmig0 ] && break; sleep 0.1; done
 suite raidmig /dev/raidmig0
 rmmod raidmig

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job, as root on a Debian 12 machine: installs what is missing,
 # builds (or reuses) the test kernel and the module, then boots a guest with
-# three SATA disks in which /dev/raidmig0 is created over them, gets ext4,
-# and files are written and read back.
+# three SATA disks in which a plain disk holding ext4 and files becomes, while
+# mounted and written to, a raid5 volume over itself and the two other disks.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."

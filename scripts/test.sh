@@ -2,10 +2,12 @@
 # Runs all of raidmig's tests, as root, on a Debian 12 machine: installs what
 # is missing, builds (or reuses) the test kernel, builds the module, runs the
 # host-side tests of the pure core, then every guest test in its own QEMU
-# guest with fresh SATA disks. Ends with "N passed, N failed".
+# guest with fresh SATA disks, then the host-driven VM tests (which kill and
+# reboot guests). Ends with "N passed, N failed".
 #
 #   scripts/test.sh               everything
 #   scripts/test.sh NAME...       only these guest tests (tests/guest/NAME.sh)
+#                                 or host-driven VM tests (tests/vm/NAME.sh)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -36,16 +38,24 @@ run module-build-warnings bash -c "! grep -i -e warning -e error '$out/build.log
 if [ $# -eq 0 ]; then
   run host-core cargo test --release -j1
   run host-splat-scanner bash tests/host/splat_scanner.sh
-  set -- $(cd tests/guest && ls *.sh | grep -vx -e lib.sh -e splat.sh -e migrate_lib.sh | sed 's/\.sh$//')
+  set -- $(cd tests/guest && ls *.sh | grep -vx -e lib.sh -e splat.sh -e migrate_lib.sh | sed 's/\.sh$//') \
+         $(cd tests/vm && ls *.sh | sed 's/\.sh$//')
 fi
 
 for name in "$@"; do
-  script=tests/guest/$name.sh
-  [ -f "$script" ] || { record "$name" 1 0; echo "no such test: $script" > "$out/$name.log"; continue; }
-  read -r _ _ disks size < <(grep -m1 '^# disks:' "$script")
   mkdir -p "$out/$name"
-  RAIDMIG_OUT=$out/$name run "guest-$name" timeout 3600 \
-    bash scripts/guest.sh --disks "${disks:-3}" --size "${size:-256M}" -- bash "$script"
+  if [ -f "tests/guest/$name.sh" ]; then
+    # A guest test: one guest with fresh disks runs the whole script.
+    script=tests/guest/$name.sh
+    read -r _ _ disks size < <(grep -m1 '^# disks:' "$script")
+    RAIDMIG_OUT=$out/$name run "guest-$name" timeout 3600 \
+      bash scripts/guest.sh --disks "${disks:-3}" --size "${size:-256M}" -- bash "$script"
+  elif [ -f "tests/vm/$name.sh" ]; then
+    # A host-driven test: the script boots (and kills) guests itself.
+    RAIDMIG_OUT=$out/$name run "vm-$name" timeout 3600 bash "tests/vm/$name.sh"
+  else
+    record "$name" 1 0; echo "no such test: $name" > "$out/$name.log"
+  fi
 done
 
 echo "logs: $out"

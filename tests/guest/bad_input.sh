@@ -38,7 +38,9 @@ refused "Invalid parameters" "members /dev/sdb and /tmp/sdb-alias are the same d
   members=/dev/sda,/dev/sdb,/tmp/sdb-alias level=raid0
 refused "Device or resource busy" "cannot open member /dev/sdd" \
   members=/dev/sda,/dev/sdd level=raid0
-refused "No space left on device" "member too small" \
+refused "No space left on device" "member too small: it must hold one chunk" \
+  members="$small",/dev/sda level=raid0
+refused "No space left on device" "member $small: member is smaller than the first member" \
   members=/dev/sda,"$small" level=raid0
 refused "Invalid parameters" "unknown level" members=/dev/sda,/dev/sdb level=raid7
 refused "Invalid parameters" "/dev/sda: member has no raidmig superblock" members=/dev/sda,/dev/sdb

@@ -32,5 +32,7 @@ for layout in "single /dev/sda" "raid0 /dev/sdb,/dev/sdc,/dev/sda"; do
   must umount "$mnt"
   check "e2fsck -fn clean" e2fsck -fn /dev/raidmig0
   must unload
+  # The next layout reuses these disks: erase this array's superblocks.
+  for d in ${members//,/ }; do must zero_tail "$d"; done
 done
 finish

@@ -41,5 +41,6 @@ for layout in "single /dev/sda" "raid0 /dev/sda,/dev/sdb,/dev/sdc"; do
   must wait_dev
   run_jobs verify
   must unload
+  for d in ${members//,/ }; do must zero_tail "$d"; done
 done
 finish

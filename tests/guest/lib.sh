@@ -73,3 +73,10 @@ fio_verify() {
 member_flushes() { awk -v d="$(basename "$1")" '$3 == d {print $19}' /proc/diskstats; }
 
 require_debug_kernel
+
+# zero_tail DEV: erases raidmig's reserved tail (the last 16 MiB) of DEV, as
+# an administrator would before reusing a former member.
+zero_tail() {
+  dd if=/dev/zero of="$1" bs=512 seek=$(( $(blockdev --getsz "$1") - 32768 )) count=32768 \
+    oflag=direct conv=notrunc status=none
+}

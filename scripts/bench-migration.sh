@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Benchmark (not a test) of the migration, from one guest run: migration
+# throughput (single -> raid0, raid5, raid10) against a raw sequential copy
+# between two members, and host 4k random read IOPS during a migration
+# against the same load on the idle volume. Guests run under software
+# emulation: compare the ratios, not the absolute figures.
+#
+#   scripts/bench-migration.sh [--size MEMBER_SIZE] [--runtime SECONDS]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here/.."
+export PATH=$HOME/.cargo/bin:$PATH
+size_mb=1024 runtime=20
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --size) size_mb=${2%M}; shift 2 ;;
+    --runtime) runtime=$2; shift 2 ;;
+    *) echo "bench-migration.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+bash scripts/install-deps.sh > /dev/null
+bash scripts/kernel.sh > /dev/null
+make -s
+disks=$(mktemp -d /var/tmp/raidmig-bench.XXXXXX)
+trap 'rm -rf "$disks"' EXIT
+# Allocated (not sparse) images, so reads cost what reads of data cost.
+for i in 0 1 2 3; do dd if=/dev/zero of="$disks/m$i.img" bs=1M count="$size_mb" status=none; done
+bash scripts/guest.sh --disks 4 --disk-dir "$disks" -- bash scripts/bench-migration-guest.sh "$runtime"

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# disks: 4 128M
+# md as an outside oracle for migrated arrays: a plain disk of random data is
+# migrated to raid5 (3 members) and to raid10 (4 members) while writes go on;
+# then md is created over copies of the members with the same geometry
+# (metadata 1.0 at the end, data at offset 0, --size = raidmig's data area per
+# member, --assume-clean) and must show the same bytes as /dev/raidmig0 did,
+# and md's own consistency check must find no mismatch.
+. tests/guest/lib.sh
+
+SYS=/sys/block/raidmig0/raidmig
+TAIL=32768
+
+wait_clean() {
+  local i
+  for i in $(seq 1 900); do
+    case "$(cat $SYS/state)" in clean) return 0 ;; failed) return 1 ;; esac
+    sleep 1
+  done
+  return 1
+}
+
+# oracle LEVEL MD_LEVEL_ARGS... -- DEVICES...
+oracle() {
+  local level=$1; shift
+  local mdargs=() devs=()
+  while [ "$1" != -- ]; do mdargs+=("$1"); shift; done; shift
+  devs=("$@")
+  local n=${#devs[@]} first=${devs[0]}
+  local data=$(( ($(blockdev --getsz "$first") - TAIL) / 128 * 128 ))
+
+  local d; for d in "${devs[@]}"; do must blkdiscard -f "$d"; done
+  must dd if=/dev/urandom of="$first" bs=512 count=$data oflag=direct status=none
+  must load members="$(IFS=,; echo "${devs[*]}")" level=$level chunk_kb=64
+  must wait_dev
+  # Writes through the volume while the migration runs, on both sides of
+  # the watermark.
+  fio --name=w --filename=/dev/raidmig0 --direct=1 --ioengine=libaio --rw=randwrite \
+      --bs=4k --iodepth=4 --size=$((data * 512)) --time_based --runtime=600 --randseed=7 \
+      --output=/tmp/fio.w > /dev/null 2>&1 &
+  local w=$!
+  sleep 1
+  echo start > $SYS/action
+  check "$level: migration reached clean" wait_clean
+  kill $w; wait $w 2>/dev/null
+  must sync
+  local cap; cap=$(blockdev --getsz /dev/raidmig0)
+  local per
+  case $level in
+    raid5) per=$(( cap / (n - 1) )) ;;
+    raid10) per=$(( cap * 2 / n )) ;;
+  esac
+  check "$level: data area per member is the source's ($per = $data sectors)" test "$per" = "$data"
+  local want; want=$(md5sum < /dev/raidmig0)
+  say "$level: $cap sectors, $(cat $SYS/units_done) units, $(cat $SYS/units_staged) staged, $(cat $SYS/checkpoint_writes) checkpoint writes"
+  must unload
+
+  # md over copies of the members (the originals keep raidmig's superblocks).
+  local loops=() i
+  for i in "${!devs[@]}"; do
+    must dd if="${devs[$i]}" of=/tmp/copy$i.img bs=1M status=none
+    loops+=("$(losetup -f --show /tmp/copy$i.img)")
+  done
+  must mdadm --create /dev/md0 --run --quiet --assume-clean --metadata=1.0 --bitmap=none \
+    --chunk=64 --size=$((per / 2)) --raid-devices=$n "${mdargs[@]}" "${loops[@]}"
+  check "$level: md's size is raidmig's ($(blockdev --getsz /dev/md0))" test "$(blockdev --getsz /dev/md0)" = "$cap"
+  check "$level: md shows the bytes raidmig showed" test "$(md5sum < /dev/md0)" = "$want"
+  echo check > /sys/block/md0/md/sync_action
+  sleep 1
+  for i in $(seq 1 600); do [ "$(cat /sys/block/md0/md/sync_action)" = idle ] && break; sleep 1; done
+  check "$level: md check finished" test "$(cat /sys/block/md0/md/sync_action)" = idle
+  check "$level: md check mismatch_cnt $(cat /sys/block/md0/md/mismatch_cnt)" test "$(cat /sys/block/md0/md/mismatch_cnt)" = 0
+  must mdadm --stop /dev/md0
+  for d in "${loops[@]}"; do losetup -d "$d"; done
+  rm -f /tmp/copy*.img
+}
+
+oracle raid5 --level=5 --layout=left-symmetric -- /dev/sda /dev/sdb /dev/sdc
+oracle raid10 --level=10 --layout=n2 -- /dev/sda /dev/sdb /dev/sdc /dev/sdd
+finish

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# disks: 6 256M
+# Bad requests to start or assemble a migration are refused with a clear
+# dmesg line and a fitting errno, and write nothing: too few members for the
+# level, a member smaller than the first, a first member whose reserved tail
+# holds data, a member of another raidmig array, members of two arrays,
+# a stale superblock, superblocks that disagree, a member missing. force=1
+# then overrides the non-zero tail.
+. tests/guest/lib.sh
+
+SYS=/sys/block/raidmig0/raidmig
+TAIL=32768          # reserved tail, sectors (README)
+
+# slots DEV: the 8 KiB of DEV's two superblock slots, hex.
+slots() { dd if="$1" bs=512 skip=$(( $(blockdev --getsz "$1") - TAIL )) count=16 iflag=direct 2>/dev/null | md5sum; }
+
+# Array A: raid1 over sdc, sdd, made clean.
+must load members=/dev/sdc,/dev/sdd level=raid1 assume_clean=1
+must unload
+# Array B: a migration over sde, sdf; sdf's slots saved, then the migration
+# runs a while so that B's superblocks move two generations on.
+must load members=/dev/sde,/dev/sdf level=raid1
+must wait_dev
+dd if=/dev/sdf of=/tmp/sdf.slots bs=512 skip=$(( $(blockdev --getsz /dev/sdf) - TAIL )) count=16 iflag=direct 2>/dev/null
+echo 4096 > $SYS/speed_limit_max_kbps
+echo start > $SYS/action
+sleep 2
+echo pause > $SYS/action
+sleep 1
+say "array B: state $(cat $SYS/state), $(cat $SYS/checkpoint_writes) checkpoint writes"
+must unload
+# Put sdf back two or more generations: a stale member.
+must dd if=/tmp/sdf.slots of=/dev/sdf bs=512 seek=$(( $(blockdev --getsz /dev/sdf) - TAIL )) oflag=direct conv=notrunc status=none
+# sdd: its newest slot says "paused" at the same generation as sdc's "clean".
+gen() {   # gen DEV SLOT: the generation in DEV's slot SLOT
+  dd if="$1" bs=512 skip=$(( $(blockdev --getsz "$1") - TAIL + 8 * $2 )) count=1 iflag=direct 2>/dev/null |
+    od -An -tu8 -j16 -N8 | tr -d ' '
+}
+g0=$(gen /dev/sdd 0) g1=$(gen /dev/sdd 1)
+newest=0; [ "${g1:-0}" -gt "${g0:-0}" ] && newest=1
+must python3 tests/guest/sbedit.py /dev/sdd $newest 0x3C 4 3
+
+# The user's disk: data in the last MiB of its reserved tail.
+printf 'user data' | dd of=/dev/sda bs=512 seek=$(( $(blockdev --getsz /dev/sda) - 2048 )) oflag=direct conv=notrunc status=none
+# A member of 128 MiB, smaller than the first.
+truncate -s 128M /tmp/small.img
+small=$(losetup -f --show /tmp/small.img) || { fail "losetup"; finish; }
+
+disks="/dev/sda /dev/sdb /dev/sdc /dev/sdd /dev/sde /dev/sdf $small"
+before=$(sums $disks)
+
+refused() {   # refused ERRNO_TEXT DMESG_TEXT PARAMS...
+  local errtext=$1 msg=$2; shift 2
+  local mark out new
+  mark=$(dmesg | wc -l)
+  if out=$(insmod "$KO" "$@" 2>&1); then fail "accepted: $*"; unload; return; fi
+  new=$(dmesg | tail -n +$((mark + 1)))
+  if ! grep -q "$errtext" <<<"$out"; then fail "$* -> '$out', wanted '$errtext'"; return; fi
+  if ! grep -q "raidmig: .*$msg" <<<"$new"; then fail "$*: no dmesg line '$msg' in: $new"; return; fi
+  if [ -e /sys/block/raidmig0 ] || grep -qw raidmig /proc/modules; then fail "$*: left a device or module"; return; fi
+  ok "refused ($errtext): $* -- $(grep -m1 "raidmig: .*$msg" <<<"$new" | sed 's/^\[[^]]*\] //')"
+}
+
+refused "Invalid parameters" "raid5 takes 2 to 16 members, 1 given" members=/dev/sda level=raid5
+refused "Invalid parameters" "raid1 takes 2 to 16 members, 1 given" members=/dev/sda level=raid1
+refused "No space left on device" "member $small: member is smaller than the first member" \
+  members=/dev/sda,/dev/sdb,$small level=raid5
+refused "No space left on device" "/dev/sda: the last [0-9]* sectors .* must be free for raidmig's metadata" \
+  members=/dev/sda,/dev/sdb level=raid1
+refused "File exists" "member /dev/sdc: member belongs to a raidmig array already" \
+  members=/dev/sda,/dev/sdb,/dev/sdc level=raid5
+refused "File exists" "member belongs to a raidmig array already" \
+  members=/dev/sdc,/dev/sdb level=raid0 force=1
+refused "File exists" "member belongs to another raidmig array" members=/dev/sdc,/dev/sde
+refused "Stale file handle" "cannot assemble: /dev/sdf: member's superblock is stale" members=/dev/sde,/dev/sdf
+refused "Structure needs cleaning" "members' superblocks disagree" members=/dev/sdc,/dev/sdd
+refused "Invalid parameters" "number of members given differs from the array's" members=/dev/sdc
+
+after=$(sums $disks)
+check "refused loads wrote nothing" test "$before" = "$after"
+
+# force=1: the tail is taken over, with a warning.
+mark=$(dmesg | wc -l)
+if load members=/dev/sda,/dev/sdb level=raid1 force=1; then
+  ok "force=1 accepted"
+  check "force=1 warns about the overwritten data" bash -c "dmesg | tail -n +$((mark + 1)) | grep -q 'raidmig: /dev/sda: data at sector .* is overwritten (force=1)'"
+  check "force=1 array prepared" test "$(cat $SYS/state)" = prepared
+  must unload
+else
+  fail "force=1 refused"
+fi
+losetup -d "$small"
+finish

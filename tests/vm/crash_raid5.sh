@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# disks: 3 256M
+# Power cuts during a migration to raid5, driven from the host: the guest
+# (tests/vm/guest/crash_raid5.sh) makes ext4 with files on the first disk,
+# loads raidmig with level=raid5 and starts the migration under a speed limit
+# with fio passes (crc32c verification, fsync at the end) and fsynced file
+# writes running; the host then kills QEMU with SIGKILL at a random moment,
+# KILLS times in a row on the same disk images. Every later boot loads the
+# module with members= only (in another order each time): the migration must
+# resume by itself from a checkpoint after the previous boot's, and every file
+# and every completed fio pass must read back. A last boot lets the migration
+# finish, grows ext4 and checks everything once more.
+#
+#   tests/vm/crash_raid5.sh          (RAIDMIG_OUT: log directory; CRASH_SEED,
+#                                     KILLS: to repeat or lengthen a run)
+set -uo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$top"
+. tests/guest/splat.sh
+
+out=${RAIDMIG_OUT:-$(mktemp -d /var/tmp/raidmig-crash.XXXXXX)}
+mkdir -p "$out"
+disks=$(mktemp -d /var/tmp/raidmig-crash-disks.XXXXXX)
+trap 'rm -rf "$disks"' EXIT
+kills=${KILLS:-5}
+seed=${CRASH_SEED:-$(( $(date +%s) % 100000 ))}
+RANDOM=$seed
+echo "crash test: $kills kills, seed $seed, logs in $out"
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+guest() {   # guest BOOT MODE: runs one boot in the background, sets $gpid
+  setsid bash scripts/guest.sh --disk-dir "$disks" --disks 3 --size 256M -- \
+    bash tests/vm/guest/crash_raid5.sh "$1" "$2" > "$out/boot$1.log" 2>&1 &
+  gpid=$!
+}
+
+qemu_pid() { pgrep -f "file=$disks/m0.img" | head -1; }
+
+prev=-1
+for boot in $(seq 0 "$kills"); do
+  mode=crash; [ "$boot" = "$kills" ] && mode=final
+  guest "$boot" "$mode"
+  if [ $mode = final ]; then
+    wait $gpid; rc=$?
+    [ $rc = 0 ] || fail "final boot failed (rc $rc, see $out/boot$boot.log)"
+  else
+    # Wait until the guest has verified everything and runs its load.
+    for _ in $(seq 1 600); do
+      [ -e "$out/running.$boot" ] && break
+      kill -0 $gpid 2>/dev/null || break
+      sleep 1
+    done
+    if [ ! -e "$out/running.$boot" ]; then
+      fail "boot $boot did not reach its load phase (see $out/boot$boot.log)"
+      kill -9 "$(qemu_pid)" 2>/dev/null; wait $gpid
+      break
+    fi
+    delay=$(( 8 + RANDOM % 18 ))
+    sleep $delay
+    q=$(qemu_pid)
+    if [ -z "$q" ]; then fail "boot $boot: no QEMU to kill"; wait $gpid; break; fi
+    echo "boot $boot: SIGKILL to QEMU $delay s into the migration"
+    kill -9 "$q"
+    wait $gpid 2>/dev/null
+  fi
+  # The checkpoint this boot resumed from must be after the previous boot's.
+  if [ "$boot" -gt 0 ]; then
+    cp=$(awk '/^checkpoint/ {print $2}' "$out/load.$boot" 2>/dev/null)
+    st=$(awk '/^state/ {print $2}' "$out/load.$boot" 2>/dev/null)
+    echo "boot $boot: assembled in state $st, checkpoint at sector ${cp:-?}"
+    if [ -z "$cp" ] || [ "$cp" -le "$prev" ] || [ "$cp" -le 0 ]; then
+      fail "boot $boot resumed from checkpoint ${cp:-none}, not after the previous one ($prev)"
+    fi
+    prev=${cp:-$prev}
+  else
+    prev=0
+  fi
+  for f in "$out"/dmesg.$boot; do
+    [ -e "$f" ] && ! scan_splats "$f" && fail "kernel splat in boot $boot's dmesg"
+  done
+done
+echo "fio passes completed: $(grep -c done "$out/fio.log" 2>/dev/null), files written: $(wc -l < "$out/new.sums" 2>/dev/null)"
+[ $failures = 0 ] && { echo "PASS"; exit 0; }
+echo "FAILED ($failures)"; exit 1

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# One boot of the crash test (driven by tests/vm/crash_raid5.sh, which kills
+# this guest at random). Usage: crash_raid5.sh BOOT crash|final
+#
+# Everything that must outlive a kill goes to $RAIDMIG_OUT on the host:
+# old.sums and new.sums (file checksums, a line only after the file was
+# fsynced), fio.log ("done K" once pass K completed with its fsync, "gone K"
+# before its file is removed), load.BOOT (state and checkpoint at assembly),
+# dmesg.BOOT (refreshed every few seconds) and running.BOOT (everything
+# verified, load started).
+. tests/guest/lib.sh
+boot=$1 mode=$2
+SYS=/sys/block/raidmig0/raidmig
+MNT=/tmp/m
+mkdir -p $MNT
+
+dump_dmesg() { dmesg > "$OUT/dmesg.$boot"; }
+
+# fio_pass K [ARGS]: pass K writes and verifies its own 8 MiB file.
+fio_pass() {
+  fio --name=pass$1 --filename=$MNT/fio/p$1 --size=8M --rw=randwrite --bs=4k \
+      --direct=1 --ioengine=libaio --iodepth=8 --verify=crc32c --do_verify=1 \
+      --verify_fatal=1 --randseed=$1 --end_fsync=1 --verify_state_save=0 \
+      --aux-path=/tmp --output=/tmp/fio.pass$1 "${@:2}" > /dev/null 2>&1
+}
+
+verify_all() {
+  check "boot $boot: files from before the migration" bash -c "cd $MNT && sha256sum --quiet -c $OUT/old.sums"
+  if [ -s "$OUT/new.sums" ]; then
+    check "boot $boot: $(wc -l < "$OUT/new.sums") fsynced files" bash -c "cd $MNT && sha256sum --quiet -c $OUT/new.sums"
+  fi
+  local k n=0
+  for k in $(awk '$1 == "done" {print $2}' "$OUT/fio.log" 2>/dev/null); do
+    grep -qx "gone $k" "$OUT/fio.log" && continue
+    n=$((n + 1))
+    fio_pass "$k" --verify_only || fail "boot $boot: completed fio pass $k does not verify"
+  done
+  ok "boot $boot: $n completed fio passes checked"
+}
+
+if [ "$boot" = 0 ]; then
+  data=$(( ($(blockdev --getsz /dev/sda) - 32768) / 128 * 128 ))
+  must mkfs.ext4 -q -F -E nodiscard -b 4096 /dev/sda $((data / 8))
+  must mount /dev/sda $MNT
+  mkdir -p $MNT/old $MNT/new $MNT/fio
+  for i in $(seq 1 16); do head -c $(( (i * 700001) % 4000000 + 1 )) /dev/urandom > $MNT/old/f$i; done
+  (cd $MNT && find old -type f -print0 | sort -z | xargs -0 sha256sum) > "$OUT/old.sums"
+  must umount $MNT
+  : > "$OUT/new.sums"; : > "$OUT/fio.log"
+  must load members=/dev/sda,/dev/sdb,/dev/sdc level=raid5
+  must wait_dev
+  check "prepared" test "$(cat $SYS/state)" = prepared
+else
+  # Members in another order at every boot.
+  case $((boot % 3)) in
+    0) members=/dev/sda,/dev/sdb,/dev/sdc ;;
+    1) members=/dev/sdc,/dev/sda,/dev/sdb ;;
+    2) members=/dev/sdb,/dev/sdc,/dev/sda ;;
+  esac
+  must load members=$members
+  must wait_dev
+  { echo "state $(cat $SYS/state)"; echo "checkpoint $(cat $SYS/checkpoint)"; echo "progress $(cat $SYS/progress)"; } > "$OUT/load.$boot"
+  say "assembled: $(tr '\n' ' ' < "$OUT/load.$boot")"
+fi
+dump_dmesg
+must mount /dev/raidmig0 $MNT
+verify_all
+
+if [ "$mode" = final ]; then
+  echo 0 > $SYS/speed_limit_max_kbps
+  [ "$(cat $SYS/state)" = paused ] && echo resume > $SYS/action
+  for i in $(seq 1 900); do
+    case "$(cat $SYS/state)" in clean|failed) break ;; esac
+    sleep 1
+  done
+  check "migration reached clean" test "$(cat $SYS/state)" = clean
+  p=$(cat $SYS/progress)
+  check "progress complete ($p)" test "${p%/*}" = "${p#*/}"
+  check "resize2fs" resize2fs /dev/raidmig0
+  verify_all
+  must umount $MNT
+  check "e2fsck -fn clean" e2fsck -fn /dev/raidmig0
+  must unload
+  finish
+fi
+
+# A crash boot: verified so far; now migrate under load until killed.
+[ "$FAILURES" = 0 ] || finish
+echo 1024 > $SYS/speed_limit_max_kbps
+[ "$boot" = 0 ] && echo start > $SYS/action
+st=$(cat $SYS/state)
+[ "$st" = migrating ] || { fail "boot $boot: state $st, not migrating"; finish; }
+( while :; do dump_dmesg; sleep 2; done ) &
+( k=$(( boot * 1000 + 1 )); while :; do
+    if fio_pass $k; then
+      echo "done $k" >> "$OUT/fio.log"
+      if [ -e $MNT/fio/p$((k - 2)) ]; then echo "gone $((k - 2))" >> "$OUT/fio.log"; rm -f $MNT/fio/p$((k - 2)); fi
+    fi
+    k=$((k + 1)); done ) &
+( i=0; while :; do
+    f=new/b${boot}w$i
+    head -c 200000 /dev/urandom > $MNT/$f && sync $MNT/$f && (cd $MNT && sha256sum $f) >> "$OUT/new.sums"
+    i=$((i + 1)); done ) &
+touch "$OUT/running.$boot"
+sleep infinity
