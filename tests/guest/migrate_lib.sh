@@ -79,10 +79,17 @@ migrate_test() {   # migrate_test LEVEL MEMBERS
   check "capacity is the new layout's" test "$(blockdev --getsz /dev/raidmig0)" = "${p#*/}"
   check "checkpoints deferred ($(attr checkpoint_writes) for $(attr units_done) units)" \
     test "$(attr checkpoint_writes)" -lt "$(attr units_done)"
-  check "staging used for overlapping units" test "$(attr units_staged)" -ge 1
   local before; before=$(df -k --output=size $MNT | tail -1)
   check "resize2fs" resize2fs /dev/raidmig0
-  check "ext4 grew" test "$(df -k --output=size $MNT | tail -1)" -gt "$before"
+  if [ "$level" = raid1 ]; then
+    # Mirrors: the first member's data stays where it is; nothing overlaps
+    # and the capacity stays one data area.
+    check "no unit staged for raid1" test "$(attr units_staged)" = 0
+    check "raid1 keeps the capacity" test "$(blockdev --getsz /dev/raidmig0)" = $data
+  else
+    check "staging used for overlapping units" test "$(attr units_staged)" -ge 1
+    check "ext4 grew" test "$(df -k --output=size $MNT | tail -1)" -gt "$before"
+  fi
   check "files intact" bash -c "cd $MNT && sha256sum --quiet -c /tmp/old.sums && sha256sum --quiet -c /tmp/new.sums"
   must umount $MNT
   check "e2fsck -fn clean" e2fsck -fn /dev/raidmig0

@@ -35,7 +35,12 @@ guest() {   # guest BOOT MODE: runs one boot in the background, sets $gpid
   gpid=$!
 }
 
-qemu_pid() { pgrep -f "file=$disks/m0.img" | head -1; }
+qemu_pid() {   # the QEMU process of the guest (not vng, whose arguments match too)
+  local p
+  for p in $(pgrep -f "file=$disks/m0.img"); do
+    case "$(cat /proc/$p/comm 2>/dev/null)" in qemu-system*) echo "$p"; return ;; esac
+  done
+}
 
 prev=-1
 for boot in $(seq 0 "$kills"); do

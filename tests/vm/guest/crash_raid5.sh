@@ -59,6 +59,9 @@ else
   esac
   must load members=$members
   must wait_dev
+  # The migration resumed by itself: slow it down at once (not in the last
+  # boot), so that it lasts through all the kills.
+  [ "$mode" = crash ] && echo 1024 > $SYS/speed_limit_max_kbps
   { echo "state $(cat $SYS/state)"; echo "checkpoint $(cat $SYS/checkpoint)"; echo "progress $(cat $SYS/progress)"; } > "$OUT/load.$boot"
   say "assembled: $(tr '\n' ' ' < "$OUT/load.$boot")"
 fi
