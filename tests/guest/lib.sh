@@ -11,7 +11,10 @@ FAILURES=0
 
 . "$REPO/tests/guest/splat.sh"
 
-say() { echo "[$TEST_NAME] $*"; }
+# One stream for the console (separate streams can overwrite each other in
+# the host's log), and every verdict also in $OUT/$TEST_NAME.results.
+exec 2>&1
+say() { echo "[$TEST_NAME] $*" | tee -a "$OUT/$TEST_NAME.results"; }
 fail() { say "FAIL: $*"; FAILURES=$((FAILURES + 1)); }
 ok() { say "ok: $*"; }
 

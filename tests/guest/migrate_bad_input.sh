@@ -19,26 +19,28 @@ must load members=/dev/sdc,/dev/sdd level=raid1 assume_clean=1
 must unload
 # Array B: a migration over sde, sdf; sdf's slots saved, then the migration
 # runs a while so that B's superblocks move two generations on.
-must load members=/dev/sde,/dev/sdf level=raid1
+must load members=/dev/sde,/dev/sdf level=raid1 checkpoint_ms=200
 must wait_dev
 dd if=/dev/sdf of=/tmp/sdf.slots bs=512 skip=$(( $(blockdev --getsz /dev/sdf) - TAIL )) count=16 iflag=direct 2>/dev/null
 echo 4096 > $SYS/speed_limit_max_kbps
 echo start > $SYS/action
-sleep 2
+sleep 4
 echo pause > $SYS/action
 sleep 1
 say "array B: state $(cat $SYS/state), $(cat $SYS/checkpoint_writes) checkpoint writes"
+check "array B moved on by two generations or more" test "$(cat $SYS/checkpoint_writes)" -ge 2
 must unload
 # Put sdf back two or more generations: a stale member.
 must dd if=/tmp/sdf.slots of=/dev/sdf bs=512 seek=$(( $(blockdev --getsz /dev/sdf) - TAIL )) oflag=direct conv=notrunc status=none
-# sdd: its newest slot says "paused" at the same generation as sdc's "clean".
+# sdd: its newest slot gives another creation time than sdc's, at the same
+# generation.
 gen() {   # gen DEV SLOT: the generation in DEV's slot SLOT
   dd if="$1" bs=512 skip=$(( $(blockdev --getsz "$1") - TAIL + 8 * $2 )) count=1 iflag=direct 2>/dev/null |
     od -An -tu8 -j16 -N8 | tr -d ' '
 }
 g0=$(gen /dev/sdd 0) g1=$(gen /dev/sdd 1)
 newest=0; [ "${g1:-0}" -gt "${g0:-0}" ] && newest=1
-must python3 tests/guest/sbedit.py /dev/sdd $newest 0x3C 4 3
+must python3 tests/guest/sbedit.py /dev/sdd $newest 0x48 8 12345
 
 # The user's disk: data in the last MiB of its reserved tail.
 printf 'user data' | dd of=/dev/sda bs=512 seek=$(( $(blockdev --getsz /dev/sda) - 2048 )) oflag=direct conv=notrunc status=none

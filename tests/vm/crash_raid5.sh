@@ -24,7 +24,6 @@ disks=$(mktemp -d /var/tmp/raidmig-crash-disks.XXXXXX)
 trap 'rm -rf "$disks"' EXIT
 kills=${KILLS:-5}
 seed=${CRASH_SEED:-$(( $(date +%s) % 100000 ))}
-RANDOM=$seed
 echo "crash test: $kills kills, seed $seed, logs in $out"
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
@@ -61,7 +60,7 @@ for boot in $(seq 0 "$kills"); do
       kill -9 "$(qemu_pid)" 2>/dev/null; wait $gpid
       break
     fi
-    delay=$(( 8 + RANDOM % 18 ))
+    delay=$(awk -v s="$seed" -v b="$boot" 'BEGIN { srand(s * 100 + b); print int(8 + rand() * 18) }')
     sleep $delay
     q=$(qemu_pid)
     if [ -z "$q" ]; then fail "boot $boot: no QEMU to kill"; wait $gpid; break; fi
