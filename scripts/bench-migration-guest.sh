@@ -30,6 +30,7 @@ t0=$(now)
 dd if=/dev/sda of=/dev/sdb bs=1M count=$((data / 2048)) iflag=direct oflag=direct status=none
 t1=$(now)
 raw=$(mbps $data "$t0" "$t1")
+echo "raw copy: $raw MB/s"
 
 # migrate LEVEL MEMBERS: an idle migration from start to clean.
 migrate() {
@@ -40,7 +41,7 @@ migrate() {
   echo start > $SYS/action
   wait_clean
   t1=$(now)
-  echo "$1 $(mbps $data "$t0" "$t1") $(cat $SYS/units_done) $(cat $SYS/units_staged) $(cat $SYS/checkpoint_writes)" >> $res/migrations
+  echo "$1 $(mbps $data "$t0" "$t1") $(cat $SYS/units_done) $(cat $SYS/units_staged) $(cat $SYS/checkpoint_writes)" | tee -a $res/migrations
   rmmod raidmig
 }
 : > $res/migrations
@@ -53,18 +54,22 @@ migrate raid10 /dev/sda,/dev/sdb,/dev/sdc,/dev/sdd
 randread() {
   fio --name=rr --filename=/dev/raidmig0 --rw=randread --bs=4k --iodepth=32 --direct=1 \
       --ioengine=libaio --runtime="$runtime" --time_based --ramp_time=2 --randrepeat=0 \
-      --output-format=json | python3 -c 'import json,sys; print(f"{json.load(sys.stdin)[\"jobs\"][0][\"read\"][\"iops\"]:.0f}")'
+      --output-format=json | python3 -c 'import json, sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))'
 }
 for d in /dev/sda /dev/sdb /dev/sdc; do zero_tail $d; done
 insmod $KO members=/dev/sda,/dev/sdb,/dev/sdc level=raid5 chunk_kb=64
 wait_dev
 idle=$(randread)
+echo "idle randread: $idle IOPS"
 echo start > $SYS/action
 p0=$(cut -d/ -f1 $SYS/progress); t0=$(now)
 busy=$(randread)
 p1=$(cut -d/ -f1 $SYS/progress); t1=$(now)
 state_after=$(cat $SYS/state)
-under_load=$(python3 -c "print(f'{($p1 - $p0) * 512 / 1e6 / ($t1 - $t0):.1f}')")
+total=$(cut -d/ -f2 $SYS/progress)
+# As for the idle rows: the user's data area over the time, here the share
+# of the migration done while the load ran.
+under_load=$(python3 -c "print(f'{($p1 - $p0) / $total * $data * 512 / 1e6 / ($t1 - $t0):.1f}')")
 wait_clean
 rmmod raidmig
 

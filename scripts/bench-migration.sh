@@ -10,7 +10,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 export PATH=$HOME/.cargo/bin:$PATH
-size_mb=1024 runtime=20
+size_mb=512 runtime=20
 while [ $# -gt 0 ]; do
   case "$1" in
     --size) size_mb=${2%M}; shift 2 ;;
