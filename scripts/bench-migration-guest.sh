@@ -73,15 +73,15 @@ under_load=$(python3 -c "print(f'{($p1 - $p0) / $total * $data * 512 / 1e6 / ($t
 wait_clean
 rmmod raidmig
 
-python3 - "$raw" "$idle" "$busy" "$under_load" "$state_after" "$data" < $res/migrations <<'PY'
+python3 - "$raw" "$idle" "$busy" "$under_load" "$state_after" "$data" "$res/migrations" <<'PY'
 import sys
-raw, idle, busy, under_load, state, data = sys.argv[1:]
+raw, idle, busy, under_load, state, data, migrations = sys.argv[1:]
 raw = float(raw)
 print()
 print(f"migration of a {int(data) * 512 >> 20} MiB data area (one guest, software emulation: read the ratios)")
 print(f"{'what':<44}{'MB/s':>10}{'/ raw copy':>12}{'units':>8}{'staged':>8}{'ckpts':>8}")
 print(f"{'raw sequential copy sda -> sdb (dd 1M)':<44}{raw:>10.1f}{1:>12.2f}")
-for line in sys.stdin:
+for line in open(migrations):
     level, mb, units, staged, ck = line.split()
     print(f"{'migration single -> ' + level + ' (idle)':<44}{float(mb):>10.1f}{float(mb) / raw:>12.2f}{units:>8}{staged:>8}{ck:>8}")
 print(f"{'migration single -> raid5 under 4k randread':<44}{float(under_load):>10.1f}{float(under_load) / raw:>12.2f}")
