@@ -2,6 +2,7 @@
 # Runs inside the demo guest (see demo.sh): a plain disk with ext4 and files,
 # in use, becomes raid5 over itself and two new disks, on line.
 set -euo pipefail
+exec 2>&1
 step() { echo; echo "### $*"; }
 SYS=/sys/block/raidmig0/raidmig
 MNT=/tmp/vol
@@ -9,7 +10,7 @@ mkdir -p $MNT
 
 step "The user's disk /dev/sda: ext4 with files (its last 16 MiB left free for raidmig)"
 data=$(( ($(blockdev --getsz /dev/sda) - 32768) / 128 * 128 ))
-mkfs.ext4 -q -F -E nodiscard /dev/sda $((data / 8))
+mkfs.ext4 -q -F -E nodiscard -b 4096 /dev/sda $((data / 8))
 mount /dev/sda $MNT
 for i in 1 2 3 4 5; do head -c $((i * 7))M /dev/urandom > $MNT/file$i; done
 cp -r /usr/share/doc/fio $MNT/doc
@@ -30,11 +31,13 @@ mount /dev/raidmig0 $MNT
 (cd $MNT && sha256sum --quiet -c /tmp/sums) && echo "all $(wc -l < /tmp/sums) files intact"
 
 step "echo start > $SYS/action, while files are written to the volume"
-( i=0; while [ ! -e /tmp/stop ]; do head -c 1M /dev/urandom > $MNT/new$i; i=$((i + 1)); sleep 0.5; done ) &
+( i=0; while [ ! -e /tmp/stop ]; do head -c 256K /dev/urandom > $MNT/new$i || break; i=$((i + 1)); sleep 0.5; done ) &
 writer=$!
 echo start > $SYS/action
+# The migration thread takes the command up asynchronously.
+while [ "$(cat $SYS/state)" = prepared ]; do sleep 0.1; done
 while [ "$(cat $SYS/state)" = migrating ]; do show; sleep 3; done
-touch /tmp/stop; wait $writer
+touch /tmp/stop; wait $writer || true
 show
 [ "$(cat $SYS/state)" = clean ]
 

@@ -90,7 +90,11 @@ fi
 # A crash boot: verified so far; now migrate under load until killed.
 [ "$FAILURES" = 0 ] || finish
 echo 1024 > $SYS/speed_limit_max_kbps
-[ "$boot" = 0 ] && echo start > $SYS/action
+if [ "$boot" = 0 ]; then
+  echo start > $SYS/action
+  # The migration thread takes the command up asynchronously.
+  for _ in $(seq 1 100); do [ "$(cat $SYS/state)" = prepared ] || break; sleep 0.1; done
+fi
 st=$(cat $SYS/state)
 [ "$st" = migrating ] || { fail "boot $boot: state $st, not migrating"; finish; }
 ( while :; do dump_dmesg; sleep 2; done ) &
