@@ -14,22 +14,6 @@ ln -sf /dev/sdb /tmp/sdb-alias
 
 before=$(sums /dev/sda /dev/sdb /dev/sdc "$small")
 
-# refused ERRNO_TEXT DMESG_TEXT PARAMS...: insmod prints EINVAL as
-# "Invalid parameters", other errnos with strerror().
-refused() {
-  local errtext=$1 msg=$2; shift 2
-  local mark out
-  mark=$(dmesg | wc -l)
-  if out=$(insmod "$KO" "$@" 2>&1); then
-    fail "accepted: $*"; unload; return
-  fi
-  local new; new=$(dmesg | tail -n +$((mark + 1)))
-  if ! grep -q "$errtext" <<<"$out"; then fail "$* -> '$out', wanted '$errtext'"; return; fi
-  if ! grep -q "raidmig: .*$msg" <<<"$new"; then fail "$*: no dmesg line '$msg' in: $new"; return; fi
-  if [ -e /sys/block/raidmig0 ] || grep -qw raidmig /proc/modules; then fail "$*: left a device or module"; return; fi
-  ok "refused ($errtext): $*"
-}
-
 refused "No such device" "cannot open member /dev/nosuchdisk" \
   members=/dev/sda,/dev/nosuchdisk,/dev/sdc level=raid0
 refused "Invalid parameters" "members /dev/sda and /dev/sda are the same disk" \

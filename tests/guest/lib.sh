@@ -77,9 +77,45 @@ member_flushes() { awk -v d="$(basename "$1")" '$3 == d {print $19}' /proc/disks
 
 require_debug_kernel
 
+SYS=/sys/block/raidmig0/raidmig
+RESERVED_TAIL=32768   # sectors at the end of every member (README)
+
 # zero_tail DEV: erases raidmig's reserved tail (the last 16 MiB) of DEV, as
 # an administrator would before reusing a former member.
 zero_tail() {
-  dd if=/dev/zero of="$1" bs=512 seek=$(( $(blockdev --getsz "$1") - 32768 )) count=32768 \
-    oflag=direct conv=notrunc status=none
+  dd if=/dev/zero of="$1" bs=512 seek=$(( $(blockdev --getsz "$1") - RESERVED_TAIL )) \
+    count=$RESERVED_TAIL oflag=direct conv=notrunc status=none
+}
+
+# data_area DEV: the data area, in sectors, of DEV as the first member with
+# 64 KiB chunks: all but the reserved tail, in whole chunks.
+data_area() { echo $(( ($(blockdev --getsz "$1") - RESERVED_TAIL) / 128 * 128 )); }
+
+# wait_state STATE SECONDS: waits for the array's state; gives up early at
+# "failed" unless that is the state awaited.
+wait_state() {
+  local i st
+  for i in $(seq 1 "$2"); do
+    st=$(cat $SYS/state)
+    [ "$st" = "$1" ] && return 0
+    [ "$st" = failed ] && return 1
+    sleep 1
+  done
+  return 1
+}
+
+# refused ERRNO_TEXT DMESG_TEXT PARAMS...: insmod with PARAMS must fail with
+# ERRNO_TEXT (insmod prints EINVAL as "Invalid parameters", other errnos with
+# strerror()), log a raidmig line matching DMESG_TEXT, and leave no device or
+# module behind.
+refused() {
+  local errtext=$1 msg=$2; shift 2
+  local mark out new
+  mark=$(dmesg | wc -l)
+  if out=$(insmod "$KO" "$@" 2>&1); then fail "accepted: $*"; unload; return; fi
+  new=$(dmesg | tail -n +$((mark + 1)))
+  if ! grep -q "$errtext" <<<"$out"; then fail "$* -> '$out', wanted '$errtext'"; return; fi
+  if ! grep -q "raidmig: .*$msg" <<<"$new"; then fail "$*: no dmesg line '$msg' in: $new"; return; fi
+  if [ -e /sys/block/raidmig0 ] || grep -qw raidmig /proc/modules; then fail "$*: left a device or module"; return; fi
+  ok "refused ($errtext): $* -- $(grep -m1 "raidmig: .*$msg" <<<"$new" | sed 's/^\[[^]]*\] //')"
 }

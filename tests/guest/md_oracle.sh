@@ -8,18 +8,6 @@
 # and md's own consistency check must find no mismatch.
 . tests/guest/lib.sh
 
-SYS=/sys/block/raidmig0/raidmig
-TAIL=32768
-
-wait_clean() {
-  local i
-  for i in $(seq 1 900); do
-    case "$(cat $SYS/state)" in clean) return 0 ;; failed) return 1 ;; esac
-    sleep 1
-  done
-  return 1
-}
-
 # oracle LEVEL MD_LEVEL_ARGS... -- DEVICES...
 oracle() {
   local level=$1; shift
@@ -27,7 +15,7 @@ oracle() {
   while [ "$1" != -- ]; do mdargs+=("$1"); shift; done; shift
   devs=("$@")
   local n=${#devs[@]} first=${devs[0]}
-  local data=$(( ($(blockdev --getsz "$first") - TAIL) / 128 * 128 ))
+  local data; data=$(data_area "$first")
 
   local d; for d in "${devs[@]}"; do must blkdiscard -f "$d"; done
   must dd if=/dev/urandom of="$first" bs=512 count=$data oflag=direct status=none
@@ -41,7 +29,7 @@ oracle() {
   local w=$!
   sleep 1
   echo start > $SYS/action
-  check "$level: migration reached clean" wait_clean
+  check "$level: migration reached clean" wait_state clean 900
   kill $w; wait $w 2>/dev/null
   must sync
   local cap; cap=$(blockdev --getsz /dev/raidmig0)

@@ -8,11 +8,6 @@
 # then overrides the non-zero tail.
 . tests/guest/lib.sh
 
-SYS=/sys/block/raidmig0/raidmig
-TAIL=32768          # reserved tail, sectors (README)
-
-# slots DEV: the 8 KiB of DEV's two superblock slots, hex.
-slots() { dd if="$1" bs=512 skip=$(( $(blockdev --getsz "$1") - TAIL )) count=16 iflag=direct 2>/dev/null | md5sum; }
 
 # Array A: raid1 over sdc, sdd, made clean.
 must load members=/dev/sdc,/dev/sdd level=raid1 assume_clean=1
@@ -21,7 +16,7 @@ must unload
 # runs a while so that B's superblocks move two generations on.
 must load members=/dev/sde,/dev/sdf level=raid1 checkpoint_ms=200
 must wait_dev
-dd if=/dev/sdf of=/tmp/sdf.slots bs=512 skip=$(( $(blockdev --getsz /dev/sdf) - TAIL )) count=16 iflag=direct 2>/dev/null
+dd if=/dev/sdf of=/tmp/sdf.slots bs=512 skip=$(( $(blockdev --getsz /dev/sdf) - RESERVED_TAIL )) count=16 iflag=direct 2>/dev/null
 echo 4096 > $SYS/speed_limit_max_kbps
 echo start > $SYS/action
 sleep 4
@@ -31,11 +26,11 @@ say "array B: state $(cat $SYS/state), $(cat $SYS/checkpoint_writes) checkpoint 
 check "array B moved on by two generations or more" test "$(cat $SYS/checkpoint_writes)" -ge 2
 must unload
 # Put sdf back two or more generations: a stale member.
-must dd if=/tmp/sdf.slots of=/dev/sdf bs=512 seek=$(( $(blockdev --getsz /dev/sdf) - TAIL )) oflag=direct conv=notrunc status=none
+must dd if=/tmp/sdf.slots of=/dev/sdf bs=512 seek=$(( $(blockdev --getsz /dev/sdf) - RESERVED_TAIL )) oflag=direct conv=notrunc status=none
 # sdd: its newest slot gives another creation time than sdc's, at the same
 # generation.
 gen() {   # gen DEV SLOT: the generation in DEV's slot SLOT
-  dd if="$1" bs=512 skip=$(( $(blockdev --getsz "$1") - TAIL + 8 * $2 )) count=1 iflag=direct 2>/dev/null |
+  dd if="$1" bs=512 skip=$(( $(blockdev --getsz "$1") - RESERVED_TAIL + 8 * $2 )) count=1 iflag=direct 2>/dev/null |
     od -An -tu8 -j16 -N8 | tr -d ' '
 }
 g0=$(gen /dev/sdd 0) g1=$(gen /dev/sdd 1)
@@ -50,18 +45,6 @@ small=$(losetup -f --show /tmp/small.img) || { fail "losetup"; finish; }
 
 disks="/dev/sda /dev/sdb /dev/sdc /dev/sdd /dev/sde /dev/sdf $small"
 before=$(sums $disks)
-
-refused() {   # refused ERRNO_TEXT DMESG_TEXT PARAMS...
-  local errtext=$1 msg=$2; shift 2
-  local mark out new
-  mark=$(dmesg | wc -l)
-  if out=$(insmod "$KO" "$@" 2>&1); then fail "accepted: $*"; unload; return; fi
-  new=$(dmesg | tail -n +$((mark + 1)))
-  if ! grep -q "$errtext" <<<"$out"; then fail "$* -> '$out', wanted '$errtext'"; return; fi
-  if ! grep -q "raidmig: .*$msg" <<<"$new"; then fail "$*: no dmesg line '$msg' in: $new"; return; fi
-  if [ -e /sys/block/raidmig0 ] || grep -qw raidmig /proc/modules; then fail "$*: left a device or module"; return; fi
-  ok "refused ($errtext): $* -- $(grep -m1 "raidmig: .*$msg" <<<"$new" | sed 's/^\[[^]]*\] //')"
-}
 
 refused "Invalid parameters" "raid5 takes 2 to 16 members, 1 given" members=/dev/sda level=raid5
 refused "Invalid parameters" "raid1 takes 2 to 16 members, 1 given" members=/dev/sda level=raid1

@@ -8,14 +8,9 @@
 # mapped again), "resume" finishes the migration with the data intact.
 . tests/guest/lib.sh
 
-SYS=/sys/block/raidmig0/raidmig
-data=$(( ($(blockdev --getsz /dev/sda) - 32768) / 128 * 128 ))
+data=$(data_area /dev/sda)
 sz=$(blockdev --getsz /dev/sdb)
 bad=$(( 100 * 2048 ))     # 1 MiB of errors at 100 MiB into the member
-
-wait_state() {   # wait_state STATE SECONDS
-  local i; for i in $(seq 1 "$2"); do [ "$(cat $SYS/state)" = "$1" ] && return 0; sleep 1; done; return 1
-}
 
 must dd if=/dev/urandom of=/dev/sda bs=1M count=$((data / 2048)) oflag=direct status=none
 want=$(head -c $((data * 512)) /dev/sda | md5sum)
@@ -56,6 +51,8 @@ check "data readable after the reload" test "$(md5sum < /dev/raidmig0)" = "$want
 must dmsetup load bad --table "0 $sz linear /dev/sdb 0"
 must dmsetup resume bad
 echo resume > $SYS/action
+# The migration thread takes the command up asynchronously.
+for _ in $(seq 1 100); do [ "$(cat $SYS/state)" = failed ] || [ "$(cat $SYS/state)" = paused ] || break; sleep 0.1; done
 check "migration finished after the repair" wait_state clean 900
 check "capacity is raid5's" test "$(blockdev --getsz /dev/raidmig0)" = $((2 * data))
 check "data intact after the migration" test "$(head -c $((data * 512)) /dev/raidmig0 | md5sum)" = "$want"

@@ -6,21 +6,9 @@
 # also after the array is assembled again from its superblocks.
 . tests/guest/lib.sh
 
-SYS=/sys/block/raidmig0/raidmig
 MNT=/tmp/m
 
 attr() { cat "$SYS/$1"; }
-
-# wait_state STATE SECONDS
-wait_state() {
-  local i
-  for i in $(seq 1 "$2"); do
-    [ "$(attr state)" = "$1" ] && return 0
-    [ "$(attr state)" = failed ] && return 1
-    sleep 1
-  done
-  return 1
-}
 
 # fio_pass K: one write+verify pass over a file on the volume, seed K.
 fio_pass() {
@@ -34,7 +22,7 @@ migrate_test() {   # migrate_test LEVEL MEMBERS
   local level=$1 members=$2
   local n; n=$(echo "$members" | tr ',' '\n' | wc -l)
   local first=${members%%,*}
-  local data=$(( ($(blockdev --getsz "$first") - 32768) / 128 * 128 ))   # data area, sectors
+  local data; data=$(data_area "$first")
 
   # The user's disk: ext4 over the data area, with files.
   must mkfs.ext4 -q -F -E nodiscard -b 4096 "$first" $((data / 8))

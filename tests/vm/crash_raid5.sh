@@ -80,9 +80,9 @@ for boot in $(seq 0 "$kills"); do
   else
     prev=0
   fi
-  for f in "$out"/dmesg.$boot; do
-    [ -e "$f" ] && ! scan_splats "$f" && fail "kernel splat in boot $boot's dmesg"
-  done
+  if [ -e "$out/dmesg.$boot" ] && ! scan_splats "$out/dmesg.$boot"; then
+    fail "kernel splat in boot $boot's dmesg"
+  fi
 done
 echo "fio passes completed: $(grep -c done "$out/fio.log" 2>/dev/null), files written: $(wc -l < "$out/new.sums" 2>/dev/null)"
 [ $failures = 0 ] && { echo "PASS"; exit 0; }

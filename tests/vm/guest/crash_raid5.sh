@@ -10,7 +10,6 @@
 # verified, load started).
 . tests/guest/lib.sh
 boot=$1 mode=$2
-SYS=/sys/block/raidmig0/raidmig
 MNT=/tmp/m
 mkdir -p $MNT
 
@@ -39,7 +38,7 @@ verify_all() {
 }
 
 if [ "$boot" = 0 ]; then
-  data=$(( ($(blockdev --getsz /dev/sda) - 32768) / 128 * 128 ))
+  data=$(data_area /dev/sda)
   must mkfs.ext4 -q -F -E nodiscard -b 4096 /dev/sda $((data / 8))
   must mount /dev/sda $MNT
   mkdir -p $MNT/old $MNT/new $MNT/fio
