@@ -15,7 +15,7 @@ debs=(
   clang$LLVM_SUFFIX lld$LLVM_SUFFIX llvm$LLVM_SUFFIX libclang$LLVM_SUFFIX-dev
   bc bison flex libelf-dev libssl-dev cpio xz-utils make
   qemu-system-x86 udev
-  fio mdadm e2fsprogs util-linux kmod
+  fio mdadm e2fsprogs util-linux kmod stress-ng
 )
 missing=()
 for d in "${debs[@]}"; do
