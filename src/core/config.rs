@@ -1,5 +1,9 @@
-//! Validation of what the user asks for at load time (module parameters),
-//! before anything is opened or written.
+//! Validation of what the user asks for: module parameters at load time,
+//! before anything is opened or written, and what is written to the sysfs
+//! knobs while the array runs. Anything out of range, negative, empty,
+//! non-numeric, overlong or not UTF-8 is refused and changes nothing.
+//!
+//! Keeps invariant 7 of the theory (see the crate documentation).
 
 use super::layout::{Level, MAX_CHUNK_SECTORS, MAX_MEMBERS, MIN_CHUNK_SECTORS, SECTOR_SHIFT};
 
@@ -16,6 +20,10 @@ pub enum ConfigError {
     UnknownLevel,
     /// `chunk_kb=` is not a power of two from 4 to 4096.
     BadChunk,
+    /// A sysfs write that is not one of the words the knob takes.
+    BadCommand,
+    /// A sysfs write that is not a decimal number in the knob's range.
+    BadNumber,
 }
 
 impl ConfigError {
@@ -27,6 +35,8 @@ impl ConfigError {
             ConfigError::TooManyMembers => "too many members (at most 16)",
             ConfigError::UnknownLevel => "unknown level (use single, raid0, raid1, raid5, raid10)",
             ConfigError::BadChunk => "chunk_kb must be a power of two from 4 to 4096",
+            ConfigError::BadCommand => "unknown command (use start, pause or resume)",
+            ConfigError::BadNumber => "not a decimal number in range",
         }
     }
 }
@@ -81,6 +91,66 @@ pub fn chunk_sectors_from_kb(kb: u32) -> Result<u32, ConfigError> {
     Ok(sectors)
 }
 
+/// Largest migration speed limit, in KiB/s (about 1 TiB/s): far above any
+/// device, and small enough that every computation with it stays exact.
+pub const MAX_SPEED_LIMIT_KBPS: u64 = 1 << 30;
+
+/// Longest input a sysfs knob accepts, in bytes.
+pub const MAX_KNOB_INPUT: usize = 64;
+
+/// A command written to the `action` knob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Start a prepared migration.
+    Start,
+    /// Pause (with a checkpoint).
+    Pause,
+    /// Resume a paused or halted migration.
+    Resume,
+}
+
+/// The text of a sysfs write: UTF-8, at most [`MAX_KNOB_INPUT`] bytes, one
+/// trailing newline and surrounding blanks dropped, not empty.
+fn knob_text(input: &[u8], err: ConfigError) -> Result<&str, ConfigError> {
+    if input.len() > MAX_KNOB_INPUT {
+        return Err(err);
+    }
+    let text = core::str::from_utf8(input).map_err(|_| err)?;
+    let text = text.strip_suffix('\n').unwrap_or(text).trim_matches(' ');
+    if text.is_empty() {
+        return Err(err);
+    }
+    Ok(text)
+}
+
+/// Parses a write to `action`.
+pub fn parse_command(input: &[u8]) -> Result<Command, ConfigError> {
+    match knob_text(input, ConfigError::BadCommand)? {
+        "start" => Ok(Command::Start),
+        "pause" => Ok(Command::Pause),
+        "resume" => Ok(Command::Resume),
+        _ => Err(ConfigError::BadCommand),
+    }
+}
+
+/// Parses a write of a decimal number from 0 to `max` (digits only: no
+/// sign, no exponent, no blanks inside).
+pub fn parse_number(input: &[u8], max: u64) -> Result<u64, ConfigError> {
+    let text = knob_text(input, ConfigError::BadNumber)?;
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ConfigError::BadNumber);
+    }
+    match text.parse::<u64>() {
+        Ok(v) if v <= max => Ok(v),
+        _ => Err(ConfigError::BadNumber),
+    }
+}
+
+/// Parses a write to `speed_limit_max_kbps`.
+pub fn parse_speed_limit(input: &[u8]) -> Result<u64, ConfigError> {
+    parse_number(input, MAX_SPEED_LIMIT_KBPS)
+}
+
 /// The first pair of indices `(i, j)`, `i < j`, whose items are equal.
 pub fn first_duplicate<T: PartialEq>(items: &[T]) -> Option<(usize, usize)> {
     (0..items.len()).find_map(|j| (0..j).find(|&i| items[i] == items[j]).map(|i| (i, j)))
@@ -121,6 +191,36 @@ mod tests {
         for l in Level::ALL {
             assert!(ConfigError::UnknownLevel.message().contains(l.name()));
         }
+    }
+
+    #[test]
+    fn knob_input() {
+        assert_eq!(parse_command(b"start\n"), Ok(Command::Start));
+        assert_eq!(parse_command(b" pause "), Ok(Command::Pause));
+        assert_eq!(parse_command(b"resume"), Ok(Command::Resume));
+        for bad in [&b""[..], b"\n", b"stop", b"start start", b"\xff\xfe", b"Start", b"start\n\n"] {
+            assert_eq!(parse_command(bad), Err(ConfigError::BadCommand), "{bad:?}");
+        }
+        assert_eq!(parse_command(&[b's'; 5000]), Err(ConfigError::BadCommand));
+        assert_eq!(parse_speed_limit(b"0\n"), Ok(0));
+        assert_eq!(parse_speed_limit(b"8192"), Ok(8192));
+        assert_eq!(parse_speed_limit(b"1073741824"), Ok(MAX_SPEED_LIMIT_KBPS));
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"abc",
+            b"1e3",
+            b"+5",
+            b"1 000",
+            b"1073741825",
+            b"18446744073709551615",
+            b"99999999999999999999999",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(parse_speed_limit(bad), Err(ConfigError::BadNumber), "{bad:?}");
+        }
+        assert_eq!(parse_speed_limit(&[b'1'; 5000]), Err(ConfigError::BadNumber));
+        assert!(!ConfigError::BadNumber.message().is_empty());
     }
 
     #[test]

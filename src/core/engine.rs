@@ -2,6 +2,12 @@
 //! layout in the order of writes, flushes and superblock updates that makes a
 //! power cut harmless at any moment.
 //!
+//! Keeps invariants 1, 2, 3 and 4 of the theory (see the crate
+//! documentation): source data at or after the durable checkpoint stays
+//! intact, no copied unit is overwritten by host writes before a checkpoint
+//! covers it, a unit is in flight for host I/O while its rows change, and
+//! members are at most one superblock generation apart.
+//!
 //! It is synchronous and generic over [`MemberIo`], so the kernel thread runs
 //! it with blocking bio I/O and the host simulator runs the very same code over
 //! in-memory members with a volatile cache. Unit data moves through one
@@ -24,22 +30,39 @@
 //! not checkpointed data), after a configured number of units or milliseconds,
 //! on pause and stop, and at the end (which records the array clean).
 //!
-//! On an I/O error a step returns it and can simply be called again: memory
-//! only ever holds what is durable. A superblock update that failed on some
-//! member stays pending and is written again, same generation and contents,
-//! before anything else (so members never drift more than one generation
-//! apart); until then routing keeps the older checkpoint, and a unit being
-//! recorded in staging stays in flight, since recovery may finish it from
-//! there.
+//! On an I/O error a step returns it and the engine is *halted* until the
+//! next step or [`Engine::unpause`]: memory only ever holds what is durable,
+//! the unit in flight is released, and host I/O is routed around what the
+//! error left (see [`super::route::Next`]). A superblock update that failed
+//! on some member stays pending and is written again, same generation and
+//! contents, before anything else (so members never drift more than one
+//! generation apart); until then routing keeps the older checkpoint, and a
+//! unit being recorded in staging stays unsettled, since recovery may finish
+//! it from there.
 
-use super::format::{
-    slot_of, staging_sector, superblock_sector, ArrayState, FormatError, MigrationRecord, Superblock,
-    SUPERBLOCK_BYTES,
-};
+use super::format::{ArrayState, FormatError, MigrationRecord, Superblock};
 use super::layout::{Content, SECTOR_SHIFT};
 use super::members::ArrayMembers;
 use super::plan::{Migration, PlanError};
-use super::route::View;
+use super::route::{Next, View};
+use super::tail::{slot_of, staging_sector, superblock_sector, SUPERBLOCK_BYTES};
+
+/// The time of an engine call. The monotonic clock paces checkpoints (it
+/// never steps back); the wall clock only stamps superblocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Time {
+    /// Milliseconds on a clock that never goes back (since boot, say).
+    pub mono_ms: u64,
+    /// Milliseconds since the Unix epoch, for the superblock's update time.
+    pub wall_ms: u64,
+}
+
+impl Time {
+    /// Both clocks at `ms` (tests).
+    pub fn at(ms: u64) -> Time {
+        Time { mono_ms: ms, wall_ms: ms }
+    }
+}
 
 /// A failed member I/O.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +104,8 @@ pub enum Fault {
     SkipOverlapCheckpoint,
     /// Copy self-overlapping units directly instead of through staging.
     SkipStaging,
+    /// Copy a unit without telling host I/O that it is in flight first.
+    NoInFlightPublish,
 }
 
 /// Tuning of the engine.
@@ -176,7 +201,7 @@ struct Record {
     state: ArrayState,
     checkpoint: u64,
     staged: bool,
-    now_ms: u64,
+    time: Time,
 }
 
 /// The migration engine; see the module documentation.
@@ -196,6 +221,8 @@ pub struct Engine {
     /// unit it puts in staging stays in flight).
     pending: Option<Record>,
     in_flight: bool,
+    /// Stopped on an I/O error, until the next step or unpause.
+    halted: bool,
     units_since_checkpoint: u64,
     last_checkpoint_ms: u64,
     stats: Stats,
@@ -205,7 +232,7 @@ impl Engine {
     /// An engine resuming the migration recorded in `sb` (the newest
     /// superblock of the assembled array). Nothing is written until the
     /// first [`Engine::step`], which finishes a staged unit if there is one.
-    pub fn resume(sb: &Superblock, config: EngineConfig, now_ms: u64) -> Result<Engine, EngineError> {
+    pub fn resume(sb: &Superblock, config: EngineConfig, now: Time) -> Result<Engine, EngineError> {
         let record = sb.migration.ok_or(EngineError::NoMigration)?;
         let state = sb.state;
         Ok(Engine {
@@ -218,8 +245,9 @@ impl Engine {
             staged: record.staged,
             pending: None,
             in_flight: false,
+            halted: false,
             units_since_checkpoint: 0,
-            last_checkpoint_ms: now_ms,
+            last_checkpoint_ms: now.mono_ms,
             stats: Stats::default(),
         })
     }
@@ -250,6 +278,18 @@ impl Engine {
         self.generation
     }
 
+    /// Whether the last step stopped on an I/O error (until the next step
+    /// or [`Engine::unpause`]).
+    pub fn halted(&self) -> bool {
+        self.halted
+    }
+
+    /// Whether a unit sits in the staging area, recorded, to be finished
+    /// first.
+    pub fn staged(&self) -> bool {
+        self.staged
+    }
+
     /// What host I/O routing needs now.
     pub fn view(&self) -> View {
         if self.state == ArrayState::Clean {
@@ -260,6 +300,16 @@ impl Engine {
             v.checkpoint = self.plan.units();
             return v;
         }
+        let next = match self.pending {
+            _ if self.in_flight => Next::InFlight,
+            // A record that moves the unit is not known to be durable.
+            Some(r) if r.staged && !self.staged => Next::StagingUnrecorded,
+            Some(r) if !r.staged && self.staged => Next::FinishUnrecorded,
+            // Recorded in staging, durably: its source may be half
+            // overwritten, staging holds it whole.
+            _ if self.staged => Next::Staged,
+            _ => Next::Untouched,
+        };
         View {
             state: self.state,
             volume_sectors: self.plan.volume_sectors(),
@@ -268,21 +318,20 @@ impl Engine {
             units: self.plan.units(),
             copied: self.copied,
             checkpoint: self.checkpoint,
-            // A staged unit is in flight until finished: its source may be
-            // half overwritten.
-            in_flight: self.in_flight || self.staged || self.pending.is_some_and(|r| r.staged),
+            next,
+            halted: self.halted,
             checkpoint_requested: false,
         }
     }
 
     /// The superblock of member `role` for the current state (the one last
     /// recorded, or being recorded).
-    pub fn superblock(&self, members: &ArrayMembers, role: usize, now_ms: u64) -> Superblock {
+    pub fn superblock(&self, members: &ArrayMembers, role: usize, now: Time) -> Superblock {
         let record = self.pending.unwrap_or(Record {
             state: self.state,
             checkpoint: self.checkpoint,
             staged: self.staged,
-            now_ms,
+            time: now,
         });
         self.superblock_of(members, role, &record)
     }
@@ -301,7 +350,7 @@ impl Engine {
             state: record.state,
             device_sectors: members.device_sectors[role],
             created_ms: members.created_ms,
-            updated_ms: record.now_ms,
+            updated_ms: record.time.wall_ms,
             layout: self.plan.target(),
             migration,
         }
@@ -311,21 +360,77 @@ impl Engine {
     /// checkpoint, copy one unit, or finish the migration.
     ///
     /// On an error nothing recorded is lost: memory keeps only what is
-    /// durable, the unit in flight is released (host I/O routes around it as
-    /// before) and a later step, or recovery, starts the unit again.
+    /// durable, the unit in flight is released (host I/O routes around it,
+    /// see [`Next`]), the engine is halted, and a later step, or recovery,
+    /// starts the unit again.
     pub fn step<I: MemberIo>(
         &mut self,
         io: &mut I,
         members: &ArrayMembers,
         buf: &mut [u8],
-        now_ms: u64,
+        now: Time,
     ) -> Result<Step, EngineError> {
-        let r = self.step_inner(io, members, buf, now_ms);
-        if r.is_err() && self.in_flight {
+        self.halted = false;
+        let r = self.step_inner(io, members, buf, now);
+        self.after(io, &r);
+        r
+    }
+
+    /// After a step or replay: on an I/O error the engine halts and host I/O
+    /// learns where the data is now.
+    fn after<I: MemberIo, T>(&mut self, io: &mut I, r: &Result<T, EngineError>) {
+        if let Err(EngineError::Io(_)) = r {
+            self.halted = true;
+        }
+        if r.is_err() {
             self.in_flight = false;
             io.publish(&self.view());
         }
+    }
+
+    /// Finishes a unit left in the staging area by an interrupted run,
+    /// whatever the state (the load sequence does this before the volume is
+    /// exposed, so that no host request ever waits for a migration thread
+    /// that is not running yet). Returns the unit finished, if there was one.
+    /// On an I/O error the engine halts and host I/O to the unit goes to the
+    /// staging area.
+    pub fn replay_staged<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        now: Time,
+    ) -> Result<Option<u64>, EngineError> {
+        self.halted = false;
+        let r = self.replay_inner(io, members, buf, now);
+        self.after(io, &r);
         r
+    }
+
+    fn replay_inner<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        now: Time,
+    ) -> Result<Option<u64>, EngineError> {
+        if self.pending.is_some() {
+            self.write_pending(io, members, buf)?;
+        }
+        if !self.staged {
+            return Ok(None);
+        }
+        if buf.len() < SUPERBLOCK_BYTES {
+            return Err(EngineError::BufferTooSmall);
+        }
+        let unit = self.checkpoint;
+        self.in_flight = true;
+        io.publish(&self.view());
+        self.finish_staged(io, members, buf, unit, now)?;
+        self.copied = unit + 1;
+        self.in_flight = false;
+        io.publish(&self.view());
+        Ok(Some(unit))
     }
 
     fn step_inner<I: MemberIo>(
@@ -333,7 +438,7 @@ impl Engine {
         io: &mut I,
         members: &ArrayMembers,
         buf: &mut [u8],
-        now_ms: u64,
+        now: Time,
     ) -> Result<Step, EngineError> {
         if self.pending.is_some() {
             self.write_pending(io, members, buf)?;
@@ -352,28 +457,20 @@ impl Engine {
             return Err(EngineError::BufferTooSmall);
         }
         if self.staged {
-            let unit = self.checkpoint;
-            self.in_flight = true;
-            io.publish(&self.view());
-            self.finish_staged(io, members, buf, unit, now_ms)?;
-            self.copied = unit + 1;
-            self.in_flight = false;
-            self.stats.units_done += 1;
-            self.stats.units_staged += 1;
-            io.publish(&self.view());
-            return Ok(Step::Replayed(unit));
+            let unit = self.replay_inner(io, members, buf, now)?;
+            return Ok(Step::Replayed(unit.unwrap_or(self.checkpoint)));
         }
         if self.copied == self.plan.units() {
             self.flush(io)?;
-            self.commit(io, members, buf, now_ms, ArrayState::Clean, self.copied, false)?;
+            self.commit(io, members, buf, now, ArrayState::Clean, self.copied, false)?;
             return Ok(Step::Finished);
         }
         if self.copied > self.checkpoint {
             let due = io.checkpoint_requested()
                 || self.units_since_checkpoint >= self.config.max_units_between_checkpoints.max(1)
-                || now_ms.saturating_sub(self.last_checkpoint_ms) >= self.config.max_ms_between_checkpoints;
+                || now.mono_ms.saturating_sub(self.last_checkpoint_ms) >= self.config.max_ms_between_checkpoints;
             if due {
-                self.write_checkpoint(io, members, buf, now_ms, self.state)?;
+                self.write_checkpoint(io, members, buf, now, self.state)?;
                 return Ok(Step::Checkpointed);
             }
         }
@@ -382,7 +479,7 @@ impl Engine {
             Ok(p) => p,
             Err(e) => {
                 // Nothing of this unit was written: record where things stand.
-                self.write_checkpoint(io, members, buf, now_ms, ArrayState::Failed)?;
+                self.write_checkpoint(io, members, buf, now, ArrayState::Failed)?;
                 return Err(EngineError::Plan(e));
             }
         };
@@ -390,58 +487,77 @@ impl Engine {
         let plan = match self.config.fault {
             Some(Fault::SkipOverlapCheckpoint) => super::plan::UnitPlan { overwrites_unit: None, ..plan },
             Some(Fault::SkipStaging) => super::plan::UnitPlan { indirect: false, ..plan },
-            None => plan,
+            _ => plan,
         };
         if !plan.indirect && plan.overwrites_unit.is_some_and(|u| u >= self.checkpoint) {
-            self.write_checkpoint(io, members, buf, now_ms, self.state)?;
+            self.write_checkpoint(io, members, buf, now, self.state)?;
         }
         self.in_flight = true;
-        io.publish(&self.view());
+        #[cfg(feature = "fault-injection")]
+        let publish = self.config.fault != Some(Fault::NoInFlightPublish);
+        #[cfg(not(feature = "fault-injection"))]
+        let publish = true;
+        if publish {
+            io.publish(&self.view());
+        }
         if plan.indirect {
             self.copy_rows(io, members, buf, unit, true)?;
             self.flush(io)?;
             // The unit's own source may be overwritten only once this record
             // is durable: until then recovery copies it again from the source.
-            self.commit(io, members, buf, now_ms, self.state, unit, true)?;
+            self.commit(io, members, buf, now, self.state, unit, true)?;
             self.stats.staging_records += 1;
-            self.finish_staged(io, members, buf, unit, now_ms)?;
-            self.stats.units_staged += 1;
+            self.finish_staged(io, members, buf, unit, now)?;
         } else {
             self.copy_rows(io, members, buf, unit, false)?;
             self.units_since_checkpoint += 1;
+            self.stats.units_done += 1;
         }
         self.copied = unit + 1;
         self.in_flight = false;
-        self.stats.units_done += 1;
         io.publish(&self.view());
         Ok(Step::Copied(unit))
     }
 
     /// Pauses: checkpoints and records the array paused; steps then idle.
     /// A superblock update left pending by an error is written first (it may
-    /// be the one recording the end: check [`Engine::state`]). While a unit
-    /// sits in staging (a step failed while finishing it) this does not
-    /// pause: the next step finishes the unit first.
+    /// be the one recording the end: check [`Engine::state`]). A unit in the
+    /// staging area stays there, recorded, and host I/O to it goes there
+    /// until the migration resumes and finishes it.
     pub fn pause<I: MemberIo>(
         &mut self,
         io: &mut I,
         members: &ArrayMembers,
         buf: &mut [u8],
-        now_ms: u64,
+        now: Time,
     ) -> Result<(), EngineError> {
-        self.write_pending(io, members, buf)?;
-        if !matches!(self.state, ArrayState::Migrating | ArrayState::Prepared) || self.staged {
-            return Ok(());
-        }
-        self.write_checkpoint(io, members, buf, now_ms, ArrayState::Paused)
+        let r = self.pause_inner(io, members, buf, now);
+        // What the pause made durable (or not) changes what host I/O may do.
+        io.publish(&self.view());
+        r
     }
 
-    /// Resumes a paused migration (the next step records it migrating again
-    /// at its next checkpoint).
+    fn pause_inner<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        now: Time,
+    ) -> Result<(), EngineError> {
+        self.write_pending(io, members, buf)?;
+        if matches!(self.state, ArrayState::Migrating | ArrayState::Prepared) {
+            self.write_checkpoint(io, members, buf, now, ArrayState::Paused)?;
+        }
+        Ok(())
+    }
+
+    /// Resumes a paused migration, or one halted by an error (the next step
+    /// records it migrating again at its next checkpoint).
     pub fn unpause(&mut self) {
         if self.state == ArrayState::Paused {
             self.state = ArrayState::Migrating;
         }
+        self.halted = false;
     }
 
     /// Checkpoints before the engine is dropped (module unload), after any
@@ -452,11 +568,11 @@ impl Engine {
         io: &mut I,
         members: &ArrayMembers,
         buf: &mut [u8],
-        now_ms: u64,
+        now: Time,
     ) -> Result<(), EngineError> {
         self.write_pending(io, members, buf)?;
         if self.state == ArrayState::Migrating && self.copied > self.checkpoint {
-            self.write_checkpoint(io, members, buf, now_ms, self.state)?;
+            self.write_checkpoint(io, members, buf, now, self.state)?;
         }
         Ok(())
     }
@@ -466,17 +582,18 @@ impl Engine {
         io.flush()
     }
 
-    /// Makes every copied unit durable and records it, with `state`.
+    /// Makes every copied unit durable and records it, with `state` (a unit
+    /// in staging stays recorded there: then nothing is copied past it).
     fn write_checkpoint<I: MemberIo>(
         &mut self,
         io: &mut I,
         members: &ArrayMembers,
         buf: &mut [u8],
-        now_ms: u64,
+        now: Time,
         state: ArrayState,
     ) -> Result<(), EngineError> {
         self.flush(io)?;
-        self.commit(io, members, buf, now_ms, state, self.copied, false)
+        self.commit(io, members, buf, now, state, self.copied, self.staged)
     }
 
     /// Records `state`, `checkpoint` and `staged` in a new superblock
@@ -488,7 +605,7 @@ impl Engine {
         io: &mut I,
         members: &ArrayMembers,
         buf: &mut [u8],
-        now_ms: u64,
+        now: Time,
         state: ArrayState,
         checkpoint: u64,
         staged: bool,
@@ -497,7 +614,7 @@ impl Engine {
             self.write_pending(io, members, buf)?;
         }
         self.generation += 1;
-        self.pending = Some(Record { state, checkpoint, staged, now_ms });
+        self.pending = Some(Record { state, checkpoint, staged, time: now });
         self.write_pending(io, members, buf)
     }
 
@@ -520,13 +637,18 @@ impl Engine {
         }
         self.flush(io)?;
         self.pending = None;
+        if self.staged && !record.staged {
+            // "Staging empty": the staged unit is in place.
+            self.stats.units_done += 1;
+            self.stats.units_staged += 1;
+        }
         self.state = record.state;
         self.checkpoint = record.checkpoint;
         self.staged = record.staged;
         self.copied = self.copied.max(record.checkpoint);
         self.stats.checkpoint_writes += 1;
         self.units_since_checkpoint = 0;
-        self.last_checkpoint_ms = record.now_ms;
+        self.last_checkpoint_ms = record.time.mono_ms;
         io.publish(&self.view());
         Ok(())
     }
@@ -540,7 +662,7 @@ impl Engine {
         members: &ArrayMembers,
         buf: &mut [u8],
         unit: u64,
-        now_ms: u64,
+        now: Time,
     ) -> Result<(), EngineError> {
         let target = self.plan.target();
         let chunk = target.chunk_sectors() as u64;
@@ -566,7 +688,7 @@ impl Engine {
             }
         }
         self.flush(io)?;
-        self.commit(io, members, buf, now_ms, self.state, unit + 1, false)
+        self.commit(io, members, buf, now, self.state, unit + 1, false)
     }
 
     /// Whether the source holds logical `[logical, logical + sectors)` at
@@ -630,8 +752,10 @@ impl Engine {
                     let have = source.capacity().saturating_sub(logical).min(slice);
                     dst[(have << SECTOR_SHIFT) as usize..].fill(0);
                     if have > 0 {
-                        for piece in source.pieces(logical, have) {
-                            let at = source.locate(piece.logical);
+                        // The copy host reads use: what the host saw is
+                        // what the target gets.
+                        for piece in source.read_pieces(logical, have) {
+                            let at = source.locate_copy(piece.logical, source.read_copy(piece.logical));
                             let from = ((piece.logical - logical) << SECTOR_SHIFT) as usize;
                             let to = from + (piece.sectors << SECTOR_SHIFT) as usize;
                             io.read(at.member, at.sector, &mut dst[from..to])?;

@@ -42,6 +42,10 @@ pub const RESERVED_TAIL_SECTORS: u64 = (16 << 20) >> SECTOR_SHIFT;
 /// product of sizes well below overflow, whatever a superblock says.
 pub const MAX_MEMBER_SECTORS: u64 = 1 << 48;
 
+/// Reads of raid1 pick their copy by regions of this many sectors, as a
+/// shift (1 MiB): large reads still spread over the members.
+pub const READ_REGION_SHIFT: u32 = 11;
+
 /// Most members an array can have.
 pub const MAX_MEMBERS: usize = 16;
 
@@ -417,6 +421,32 @@ impl Geometry {
                 Location { member: (position % n) as usize, sector: ((position / n) << shift) + offset }
             }
         }
+    }
+
+    /// The copy a read of logical sector `logical` uses: a function of the
+    /// sector alone (raid1: its 1 MiB region; raid10: its chunk), so that a
+    /// sector reads the same whatever the request, even where a write that
+    /// failed on one copy left the copies different; the migration engine
+    /// reads a mirrored source the same way.
+    pub fn read_copy(&self, logical: u64) -> usize {
+        let copies = self.copies() as u64;
+        let unit = match self.level {
+            Level::Raid1 => logical >> READ_REGION_SHIFT,
+            Level::Raid10 => logical >> self.chunk_shift(),
+            _ => 0,
+        };
+        unit.checked_rem(copies).unwrap_or(0) as usize
+    }
+
+    /// Runs of `[start, start + sectors)` that each map to one contiguous
+    /// member range of the copy [`Geometry::read_copy`] picks: pieces, cut
+    /// also at read regions for raid1.
+    pub fn read_pieces(&self, start: u64, sectors: u64) -> Pieces {
+        let mut p = self.pieces(start, sectors);
+        if self.level == Level::Raid1 {
+            p.boundary = 1 << READ_REGION_SHIFT;
+        }
+        p
     }
 
     /// For raid5, the parity member of stripe (member chunk) `stripe`.

@@ -1,5 +1,5 @@
-//! raidmig's pure core: layout math, module-parameter validation, the on-disk
-//! format, the migration planner and crash recovery.
+//! raidmig's pure core: layout math, the on-disk format, the migration
+//! planner and engine, the load sequence, and every decision about host I/O.
 //!
 //! Nothing here touches a device, allocates or depends on the `kernel` crate:
 //! the kernel module includes this file as its `raidmig_core` module, and
@@ -7,18 +7,92 @@
 //! same code. Modules refer to each other through `super::`, which resolves the
 //! same way in both builds.
 //!
-//! Modules, bottom up:
+//! # Theory
+//!
+//! A migration rewrites a volume from a *source* layout into a *target*
+//! layout over the same members, in place, front to back, one *unit* (a few
+//! whole target stripes, about 1 MiB of data) at a time. The picture for a
+//! plain disk becoming raid5 over three members (chunks numbered by logical
+//! position, `P` parity, one row per line):
+//!
+//! ```text
+//!          source (single)        target (raid5, left-symmetric)
+//!          m0    m1    m2          m0    m1    m2
+//! row 0    c0    --    --          c0    c1    P
+//! row 1    c1    --    --          c3    P     c2
+//! row 2    c2    --    --          P     c4    c5
+//! row 3    c3    --    --          c6    c7    P
+//!  ...                              ...
+//!          [tail][tail][tail]      [tail][tail][tail]  reserved: superblocks, staging
+//! ```
+//!
+//! Target row `r` of `m0` holds later chunks than the source kept there, so
+//! writing a unit's rows destroys source chunks of *earlier* units, or of the
+//! unit itself, never of later ones (a change of layout that would is
+//! refused). The *checkpoint*, recorded in a superblock on every member, is
+//! the first unit not yet durable in the target layout; recovery after a
+//! power cut copies again from there, reading the source. Host I/O goes to
+//! the target below the copied units, to the source above, and around the
+//! unit being copied ([`route`]). The design keeps these invariants; each
+//! file's header names the ones it keeps.
+//!
+//! 1. **Source intact past the checkpoint.** Every source sector of a unit
+//!    at or after the durable checkpoint holds that unit's data, or has only
+//!    ever been rewritten with the very same data: a unit's rows are written
+//!    only after a durable checkpoint past every earlier unit whose source
+//!    they overwrite, and through the staging area if they overwrite their
+//!    own source ([`plan`], [`engine`]).
+//! 2. **No acknowledged write is lost to a re-copy.** A host write into a
+//!    copied unit waits until a checkpoint covers that unit; a host write
+//!    into a unit not reached goes to the source, which recovery reads
+//!    ([`route`], [`gate`]).
+//! 3. **A unit's rows change only while it is in flight.** Before the engine
+//!    reads a unit's source or writes its rows, it publishes the unit in
+//!    flight and waits for host requests routed by an earlier view to drain;
+//!    host requests admitted after that wait for the unit ([`gate`],
+//!    [`engine`]).
+//! 4. **Members at most one generation apart.** A superblock generation is
+//!    written to every member and flushed before the next one is made; one
+//!    that failed is written again, same generation, before anything else;
+//!    lagging members are written level at load before anything else
+//!    ([`engine`], [`lifecycle`]). Generation `g` goes to slot `g % 2`, so a
+//!    torn write never destroys the last good generation ([`format`],
+//!    [`tail`]).
+//! 5. **Nothing waits without bound.** Host I/O waits only for member I/O in
+//!    progress or for a checkpoint the engine can still write. After an
+//!    error, host I/O is served from an intact copy (the source, or the
+//!    staging area of a unit recorded there) or fails; a unit left in
+//!    staging is finished before the volume is exposed ([`route`],
+//!    [`lifecycle`]).
+//! 6. **Staging is repeatable.** A unit is recorded in staging only once it
+//!    is complete and durable there, and staging is not written again before
+//!    the record "staging empty" is durable, so finishing a staged unit can
+//!    be repeated any number of times ([`engine`], [`tail`]).
+//! 7. **Nothing is written before the input is valid.** A load checks every
+//!    device, the layout and the first device's free tail before the first
+//!    superblock is written ([`lifecycle`], [`prepare`], [`config`]).
+//! 8. **One decision, one place.** The kernel and the host simulator call the
+//!    same functions for the load sequence, host admission, the split of
+//!    requests into member I/O, raid5 writes and the migration, so the
+//!    simulator's power cuts test what the kernel runs.
+//!
+//! # Modules, bottom up
+//!
 //! - [`layout`]: levels and geometries, logical sector to member locations
 //!   and back (md-compatible raid0, raid5 left-symmetric, raid10 near-2).
-//! - [`parity`]: XOR helpers and raid5 per-stripe write plans.
-//! - [`config`]: module parameters.
-//! - [`crc32c`], [`format`]: the reserved tail and the superblock, field by
-//!   field.
-//! - [`members`], [`assemble`]: array identity, assembly from superblocks.
+//! - [`crc32c`], [`tail`], [`format`]: the reserved tail and the superblock.
+//! - [`parity`]: XOR and the raid5 per-stripe write plans.
 //! - [`plan`]: units and how each must be copied to survive a power cut.
+//! - [`config`]: module parameters and sysfs input.
+//! - [`members`], [`assemble`], [`prepare`]: array identity, assembly from
+//!   superblocks, the checks and first superblocks of a new array.
 //! - [`route`]: where host I/O goes while migrating.
-//! - [`engine`]: the migration itself, over the [`engine::MemberIo`] trait.
-//! - [`prepare`], [`recovery`]: starting a migration, resuming one.
+//! - [`engine`], [`pace`]: the migration itself, over the [`engine::MemberIo`]
+//!   trait, and its speed.
+//! - [`lifecycle`]: the load sequence (create, assemble, catch up, finish a
+//!   staged unit).
+//! - [`gate`]: admission of host requests and the drain of old ones.
+//! - [`hostio`], [`raid5`]: a host request as member I/O, and raid5 writes.
 //!
 //! In the kernel build `--cfg MODULE` is set and this file is a module, not a
 //! crate root, so the crate-level attribute below applies to the host only.
@@ -36,10 +110,15 @@ pub mod config;
 pub mod crc32c;
 pub mod engine;
 pub mod format;
+pub mod gate;
+pub mod hostio;
 pub mod layout;
+pub mod lifecycle;
 pub mod members;
+pub mod pace;
 pub mod parity;
 pub mod plan;
 pub mod prepare;
-pub mod recovery;
+pub mod raid5;
 pub mod route;
+pub mod tail;

@@ -7,9 +7,18 @@
 
 use super::layout::{Geometry, Level, Span, MAX_MEMBERS};
 
-/// `dst ^= src`, byte by byte over the shorter of the two.
+/// `dst ^= src` over the shorter of the two, eight bytes at a time.
 pub fn xor_into(dst: &mut [u8], src: &[u8]) {
-    for (d, s) in dst.iter_mut().zip(src) {
+    let n = dst.len().min(src.len());
+    let (dst, src) = (&mut dst[..n], &src[..n]);
+    let mut d8 = dst.chunks_exact_mut(8);
+    let mut s8 = src.chunks_exact(8);
+    for (d, s) in (&mut d8).zip(&mut s8) {
+        let x = u64::from_ne_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+            ^ u64::from_ne_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]);
+        d.copy_from_slice(&x.to_ne_bytes());
+    }
+    for (d, s) in d8.into_remainder().iter_mut().zip(s8.remainder()) {
         *d ^= *s;
     }
 }
@@ -84,12 +93,43 @@ impl StripeWrite {
             window_end = window_end.max(hi);
         }
         w.window_sectors = window_end - w.window_start;
-        let covered: u64 = w.cover[..w.members].iter().map(|&(a, b)| (b - a) as u64).sum();
-        let data_members = w.members as u64 - 1;
-        let rmw = covered + w.window_sectors;
-        let rcw = data_members * w.window_sectors - covered;
-        w.mode = if rmw < rcw { WriteMode::ReadModifyWrite } else { WriteMode::ReconstructWrite };
+        w.choose_mode();
         Some(w)
+    }
+
+    /// The cheaper mode for the current covers and window.
+    fn choose_mode(&mut self) {
+        let covered: u64 = self.cover[..self.members].iter().map(|&(a, b)| (b - a) as u64).sum();
+        let data_members = self.members as u64 - 1;
+        let rmw = covered + self.window_sectors;
+        let rcw = data_members * self.window_sectors - covered;
+        self.mode = if rmw < rcw { WriteMode::ReadModifyWrite } else { WriteMode::ReconstructWrite };
+    }
+
+    /// The part of the write at chunk offsets `[from, to)`: parity at an
+    /// offset depends only on the data at that offset, so a stripe write can
+    /// be done slice by slice with a bounded buffer. `None` if the write has
+    /// nothing there.
+    pub fn slice(&self, from: u64, to: u64) -> Option<StripeWrite> {
+        let lo = self.window_start.max(from);
+        let hi = (self.window_start + self.window_sectors).min(to);
+        if lo >= hi {
+            return None;
+        }
+        let mut w = *self;
+        for c in w.cover[..w.members].iter_mut() {
+            let (a, b) = ((c.0 as u64).max(lo), (c.1 as u64).min(hi));
+            *c = if a < b { (a as u32, b as u32) } else { (0, 0) };
+        }
+        w.window_start = lo;
+        w.window_sectors = hi - lo;
+        w.choose_mode();
+        Some(w)
+    }
+
+    /// Number of members of the stripe.
+    pub fn members(&self) -> usize {
+        self.members
     }
 
     /// The offsets `(start, sectors)` of member `member` the write covers.
@@ -188,11 +228,34 @@ mod tests {
     }
 
     #[test]
+    fn slices_partition_the_write() {
+        let five = Geometry::new(Level::Raid5, 5, 16, 16 * 4).unwrap();
+        // Chunk 0 from offset 3, chunks 1 and 2 whole, chunk 3 up to 5.
+        let w = StripeWrite::plan(&five, 3, 16 * 3 + 2).unwrap();
+        let mut covered = [0u64; 5];
+        for from in (0..16).step_by(4) {
+            let Some(s) = w.slice(from, from + 4) else { continue };
+            assert!(s.window_start >= from && s.window_start + s.window_sectors <= from + 4);
+            for (m, c) in covered.iter_mut().enumerate() {
+                *c += s.covered(m).map_or(0, |span| span.sectors);
+            }
+        }
+        for (m, c) in covered.iter().enumerate() {
+            assert_eq!(*c, w.covered(m).map_or(0, |span| span.sectors), "member {m}");
+        }
+        assert_eq!(w.slice(16, 20), None);
+    }
+
+    #[test]
     fn xor_helpers() {
         let mut p = [0b1010u8, 0xff];
         xor_into(&mut p, &[0b0110, 0x0f]);
         assert_eq!(p, [0b1100, 0xf0]);
         rmw_parity(&mut p, &[0b1100, 0x00], &[0b0001, 0x01]);
         assert_eq!(p, [0b0001, 0xf1]);
+        let a: Vec<u8> = (0..37).collect();
+        let mut b: Vec<u8> = (0..37).map(|i| i * 3).collect();
+        xor_into(&mut b, &a);
+        assert!(b.iter().enumerate().all(|(i, &x)| x == (i as u8 * 3) ^ i as u8));
     }
 }

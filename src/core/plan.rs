@@ -33,7 +33,7 @@
 
 use core::num::{NonZeroU32, NonZeroU64};
 
-use super::format::STAGING_SECTORS;
+use super::tail::STAGING_SECTORS;
 use super::layout::{div_ceil, Content, Geometry};
 
 /// Why a migration cannot be planned or a unit cannot be copied.

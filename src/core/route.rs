@@ -1,16 +1,33 @@
 //! Host I/O routing during a migration: which parts of a request go to the
-//! target layout, which to the source layout, and which must wait.
+//! target layout, which to the source layout or the staging area, which must
+//! wait and which must fail.
+//!
+//! Keeps invariants 2, 3 and 5 of the theory (see the crate documentation):
+//! no host write lands in copied units that no checkpoint covers, none lands
+//! in the source of a unit being copied, and none waits without bound.
 //!
 //! The engine publishes a [`View`] (small and `Copy`, so the kernel can keep it
-//! under a spinlock and snapshot it per request); [`route`] is a pure function
+//! under a lock and snapshot it per request); [`route`] is a pure function
 //! of it. Logical sectors fall in four bands, front to back:
 //!
 //! | band | units | reads | writes |
 //! |------|-------|-------|--------|
 //! | durable | below the checkpoint | target | target |
-//! | copied, not checkpointed | checkpoint .. copied | target | [`Route::NeedsCheckpoint`] |
-//! | in flight | the unit being copied | [`Route::Wait`] | [`Route::Wait`] |
+//! | copied, not checkpointed | checkpoint .. copied | target | [`Route::NeedsCheckpoint`] ([`Route::Refuse`] once the engine has stopped on an error) |
+//! | next unit | unit `copied` | per [`Next`] | per [`Next`] |
 //! | not reached | after it | source | source |
+//!
+//! The next unit is the one the engine works on. While it copies it
+//! ([`Next::InFlight`]) host I/O there waits; the engine's member I/O always
+//! completes or fails, so the wait is bounded. Once the unit sits complete
+//! in the staging area with a durable record ([`Next::Staged`]: the engine
+//! stopped on an error while finishing it, or was paused), host I/O goes to
+//! the staging area, which recovery copies to the unit's rows. While a
+//! superblock update that moves the unit (into staging, or out of it) is
+//! written but not known to be durable, recovery may take the unit from
+//! either place: both hold the same data (no write went in between), reads
+//! go to the one that stays valid whichever way the record goes, and writes
+//! fail ([`Next::StagingUnrecorded`], [`Next::FinishUnrecorded`]).
 //!
 //! A write into the second band must not land before a checkpoint covers it:
 //! after a crash, recovery would copy that unit again from the source and the
@@ -28,11 +45,35 @@ pub enum Route {
     Target,
     /// Map through the source layout.
     Source,
+    /// Map through the target layout, into the staging area of the unit
+    /// `View::copied` (see [`super::hostio::Place::Staging`]).
+    Staging,
     /// The unit is being copied: retry once the engine publishes again.
     Wait,
     /// A write over copied data that no checkpoint covers yet: request one
     /// and retry once the checkpoint has passed it.
     NeedsCheckpoint,
+    /// Cannot be served safely: fail it (the engine stopped on an error).
+    Refuse,
+}
+
+/// What the unit at `View::copied` is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Not touched yet: its data is in the source layout.
+    Untouched,
+    /// Being copied by the engine: host I/O waits for it.
+    InFlight,
+    /// Complete in the staging area, durably recorded: host I/O goes there.
+    Staged,
+    /// Complete in the staging area, its source untouched, but the record
+    /// saying so is not known to be durable: recovery may take the unit from
+    /// either place. Reads from the source, writes refused.
+    StagingUnrecorded,
+    /// Finished in place from the staging area, but the record releasing
+    /// the staging area is not known to be durable: recovery may copy
+    /// staging over the rows again. Reads from the target, writes refused.
+    FinishUnrecorded,
 }
 
 /// One run of a routed request.
@@ -63,8 +104,10 @@ pub struct View {
     pub copied: u64,
     /// Units below this are durable in the target layout.
     pub checkpoint: u64,
-    /// Whether unit `copied` is being copied now.
-    pub in_flight: bool,
+    /// What unit `copied` is doing.
+    pub next: Next,
+    /// The engine stopped on an error: it writes no checkpoint until resumed.
+    pub halted: bool,
     /// Set by the host path when a write needs a checkpoint; the engine
     /// polls it and a published checkpoint that advanced clears it.
     pub checkpoint_requested: bool,
@@ -81,9 +124,15 @@ impl View {
             units: 1,
             copied: 1,
             checkpoint: 1,
-            in_flight: false,
+            next: Next::Untouched,
+            halted: false,
             checkpoint_requested: false,
         }
+    }
+
+    /// Whether the engine is copying unit `copied` now.
+    pub fn in_flight(&self) -> bool {
+        self.next == Next::InFlight
     }
 
     /// Asks the engine for a checkpoint (host side).
@@ -114,15 +163,21 @@ pub fn route(view: &View, start: u64, sectors: u64, write: bool) -> Routes {
     let u = view.unit_sectors;
     let durable = view.checkpoint.saturating_mul(u);
     let copied = view.copied.saturating_mul(u);
-    let reached = (view.copied + view.in_flight as u64).saturating_mul(u);
-    let second = if write { Route::NeedsCheckpoint } else { Route::Target };
+    let next_end = view.copied.saturating_add(1).saturating_mul(u);
+    let second = match (write, view.halted) {
+        (false, _) => Route::Target,
+        (true, false) => Route::NeedsCheckpoint,
+        (true, true) => Route::Refuse,
+    };
+    let next = match (view.next, write) {
+        (Next::Untouched, _) | (Next::StagingUnrecorded, false) => Route::Source,
+        (Next::FinishUnrecorded, false) => Route::Target,
+        (Next::InFlight, _) => Route::Wait,
+        (Next::Staged, _) => Route::Staging,
+        (Next::StagingUnrecorded | Next::FinishUnrecorded, true) => Route::Refuse,
+    };
     Routes {
-        bands: [
-            (Route::Target, durable),
-            (second, copied),
-            (Route::Wait, reached),
-            (Route::Source, u64::MAX),
-        ],
+        bands: [(Route::Target, durable), (second, copied), (next, next_end), (Route::Source, u64::MAX)],
         band: 0,
         next: start,
         end: start + sectors,
@@ -171,7 +226,8 @@ mod tests {
             units: 200,
             copied: 7,
             checkpoint: 4,
-            in_flight: true,
+            next: Next::InFlight,
+            halted: false,
             checkpoint_requested: false,
         }
     }
@@ -195,7 +251,7 @@ mod tests {
         );
         let r = collect(route(&v, 35, 50, false));
         assert_eq!(r[1], Routed { route: Route::Target, start: 40, sectors: 30 });
-        let idle = View { in_flight: false, ..v };
+        let idle = View { next: Next::Untouched, ..v };
         let r = collect(route(&idle, 65, 10, false));
         assert_eq!(
             r,
@@ -205,6 +261,26 @@ mod tests {
             ]
         );
         assert_eq!(collect(route(&v, 10, 0, true)), []);
+    }
+
+    #[test]
+    fn next_unit_and_halted_engine() {
+        let staged = View { next: Next::Staged, ..view() };
+        for write in [false, true] {
+            assert!(collect(route(&staged, 70, 10, write)).iter().all(|r| r.route == Route::Staging));
+        }
+        let unrecorded = View { next: Next::StagingUnrecorded, ..view() };
+        assert_eq!(collect(route(&unrecorded, 70, 10, false))[0].route, Route::Source);
+        assert_eq!(collect(route(&unrecorded, 70, 10, true))[0].route, Route::Refuse);
+        let finishing = View { next: Next::FinishUnrecorded, ..view() };
+        assert_eq!(collect(route(&finishing, 70, 10, false))[0].route, Route::Target);
+        assert_eq!(collect(route(&finishing, 70, 10, true))[0].route, Route::Refuse);
+        // Stopped on an error: writes that would need a checkpoint fail
+        // instead of waiting for one that will not come; reads go on.
+        let halted = View { halted: true, next: Next::Untouched, ..view() };
+        assert_eq!(collect(route(&halted, 45, 5, true))[0].route, Route::Refuse);
+        assert_eq!(collect(route(&halted, 45, 5, false))[0].route, Route::Target);
+        assert_eq!(collect(route(&halted, 75, 5, true))[0].route, Route::Source);
     }
 
     #[test]
@@ -221,10 +297,10 @@ mod tests {
     fn request_kept_until_checkpoint_advances() {
         let mut shared = view();
         shared.request_checkpoint();
-        shared.absorb(&View { copied: 8, in_flight: false, ..view() });
+        shared.absorb(&View { copied: 8, next: Next::Untouched, ..view() });
         assert!(shared.checkpoint_requested);
         assert_eq!(shared.copied, 8);
-        shared.absorb(&View { checkpoint: 8, copied: 8, in_flight: false, ..view() });
+        shared.absorb(&View { checkpoint: 8, copied: 8, next: Next::Untouched, ..view() });
         assert!(!shared.checkpoint_requested);
         assert_eq!(shared.checkpoint_sector(), 80);
         assert_eq!(shared.progress(), (80, 2000));

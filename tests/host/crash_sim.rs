@@ -166,3 +166,4 @@ fn trace_one() {
     let r = simulate(&cfg, crashes);
     check("traced configuration", &r);
 }
+

@@ -5,14 +5,15 @@
 use std::collections::HashMap;
 
 use raidmig_core::assemble::assemble;
-use raidmig_core::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Step};
-use raidmig_core::format::{superblock_sector, ArrayState, Superblock, SUPERBLOCK_BYTES};
+use raidmig_core::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Step, Time};
+use raidmig_core::format::{ArrayState, Superblock};
+use raidmig_core::tail::{superblock_sector, SUPERBLOCK_BYTES};
 use raidmig_core::layout::{Geometry, Level, RESERVED_TAIL_SECTORS};
 use raidmig_core::members::ArrayMembers;
 use raidmig_core::plan::{Migration, PlanError};
 use raidmig_core::prepare::prepared_superblock;
-use raidmig_core::recovery::{recover, Recovered};
-use raidmig_core::route::View;
+use raidmig_core::lifecycle::{recover, Recovered};
+use raidmig_core::route::{Next, View};
 
 /// Members as sparse maps of 512-byte sectors; writes are durable at once.
 #[derive(Default)]
@@ -111,12 +112,12 @@ fn count_trigger_and_end() {
         max_ms_between_checkpoints: u64::MAX,
         ..EngineConfig::default()
     };
-    let mut e = Engine::resume(&load(&mut s.io, &s.members), cfg, 0).unwrap();
+    let mut e = Engine::resume(&load(&mut s.io, &s.members), cfg, Time::at(0)).unwrap();
     assert_eq!(e.view().state, ArrayState::Prepared);
     let mut buf = vec![0u8; 64 * 1024];
     let mut steps = Vec::new();
     loop {
-        let st = e.step(&mut s.io, &s.members, &mut buf, 0).unwrap();
+        let st = e.step(&mut s.io, &s.members, &mut buf, Time::at(0)).unwrap();
         steps.push(st);
         if st == Step::Finished {
             break;
@@ -133,7 +134,7 @@ fn count_trigger_and_end() {
     assert_eq!(sb.state, ArrayState::Clean);
     assert_eq!(sb.migration, None);
     assert_eq!(e.view().volume_sectors, s.plan.target().capacity());
-    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Idle));
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, Time::at(0)), Ok(Step::Idle));
 }
 
 #[test]
@@ -144,18 +145,18 @@ fn time_trigger_and_host_request() {
         max_ms_between_checkpoints: 100,
         ..EngineConfig::default()
     };
-    let mut e = Engine::resume(&load(&mut s.io, &s.members), cfg, 0).unwrap();
+    let mut e = Engine::resume(&load(&mut s.io, &s.members), cfg, Time::at(0)).unwrap();
     let mut buf = vec![0u8; 64 * 1024];
-    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 10), Ok(Step::Copied(0)));
-    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 50), Ok(Step::Copied(1)));
-    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 100), Ok(Step::Checkpointed));
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, Time::at(10)), Ok(Step::Copied(0)));
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, Time::at(50)), Ok(Step::Copied(1)));
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, Time::at(100)), Ok(Step::Checkpointed));
     assert_eq!(e.view().checkpoint, 2);
-    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 110), Ok(Step::Copied(2)));
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, Time::at(110)), Ok(Step::Copied(2)));
     s.io.request = true;
-    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 120), Ok(Step::Checkpointed));
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, Time::at(120)), Ok(Step::Checkpointed));
     assert_eq!(load(&mut s.io, &s.members).migration.unwrap().checkpoint, 3);
     // No request and nothing due: copy on.
-    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 130), Ok(Step::Copied(3)));
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, Time::at(130)), Ok(Step::Copied(3)));
 }
 
 #[test]
@@ -166,27 +167,27 @@ fn pause_stop_and_resume() {
         max_ms_between_checkpoints: u64::MAX,
         ..EngineConfig::default()
     };
-    let mut e = Engine::resume(&load(&mut s.io, &s.members), cfg, 0).unwrap();
+    let mut e = Engine::resume(&load(&mut s.io, &s.members), cfg, Time::at(0)).unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     for u in 0..3 {
-        assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Copied(u)));
+        assert_eq!(e.step(&mut s.io, &s.members, &mut buf, Time::at(0)), Ok(Step::Copied(u)));
     }
-    e.pause(&mut s.io, &s.members, &mut buf, 5).unwrap();
-    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Idle));
+    e.pause(&mut s.io, &s.members, &mut buf, Time::at(5)).unwrap();
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, Time::at(0)), Ok(Step::Idle));
     let sb = load(&mut s.io, &s.members);
     assert_eq!((sb.state, sb.migration.unwrap().checkpoint), (ArrayState::Paused, 3));
     assert_eq!(sb.updated_ms, 5);
     e.unpause();
-    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Copied(3)));
-    e.stop(&mut s.io, &s.members, &mut buf, 0).unwrap();
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, Time::at(0)), Ok(Step::Copied(3)));
+    e.stop(&mut s.io, &s.members, &mut buf, Time::at(0)).unwrap();
     // Assemble again, as after an unload: the migration resumes at unit 4.
     let sb = load(&mut s.io, &s.members);
     assert_eq!((sb.state, sb.migration.unwrap().checkpoint), (ArrayState::Migrating, 4));
     let mut found = ArrayMembers::new([0; 16], 0, &[], &[]);
     let a = assemble(&[Ok(sb), Ok(Superblock { role: 1, member_uuid: [2; 16], ..sb })], &mut found).unwrap();
-    let Recovered::Migration(mut e2) = recover(&a, cfg, 0).unwrap() else { panic!("no migration") };
+    let Recovered::Migration(mut e2) = recover(&a, cfg, Time::at(0)).unwrap() else { panic!("no migration") };
     assert_eq!(e2.view().copied, 4);
-    assert_eq!(e2.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Copied(4)));
+    assert_eq!(e2.step(&mut s.io, &s.members, &mut buf, Time::at(0)), Ok(Step::Copied(4)));
 }
 
 #[test]
@@ -198,15 +199,15 @@ fn unsafe_change_is_refused_and_recorded() {
         Geometry::new(Level::Raid5, 3, 8, 24 * 8).unwrap(),
         1,
     );
-    let mut e = Engine::resume(&load(&mut s.io, &s.members), EngineConfig::default(), 0).unwrap();
+    let mut e = Engine::resume(&load(&mut s.io, &s.members), EngineConfig::default(), Time::at(0)).unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     assert_eq!(
-        e.step(&mut s.io, &s.members, &mut buf, 0),
+        e.step(&mut s.io, &s.members, &mut buf, Time::at(0)),
         Err(EngineError::Plan(PlanError::ForwardOverlap { unit: 0 }))
     );
     let sb = load(&mut s.io, &s.members);
     assert_eq!((sb.state, sb.migration.unwrap().checkpoint), (ArrayState::Failed, 0));
-    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Idle));
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, Time::at(0)), Ok(Step::Idle));
 }
 
 #[test]
@@ -216,13 +217,13 @@ fn buffer_contract() {
         Geometry::new(Level::Raid5, 5, 16, 16 * 8).unwrap(),
         1,
     );
-    let mut e = Engine::resume(&load(&mut s.io, &s.members), EngineConfig::default(), 0).unwrap();
+    let mut e = Engine::resume(&load(&mut s.io, &s.members), EngineConfig::default(), Time::at(0)).unwrap();
     // Four data chunks and parity, 4 KiB each.
     assert_eq!(e.min_buffer_bytes(), 5 * 4096);
     let mut small = vec![0u8; 5 * 4096 - 512];
-    assert_eq!(e.step(&mut s.io, &s.members, &mut small, 0), Err(EngineError::BufferTooSmall));
+    assert_eq!(e.step(&mut s.io, &s.members, &mut small, Time::at(0)), Err(EngineError::BufferTooSmall));
     let mut ok = vec![0u8; 5 * 4096];
-    assert_eq!(e.step(&mut s.io, &s.members, &mut ok, 0), Ok(Step::Copied(0)));
+    assert_eq!(e.step(&mut s.io, &s.members, &mut ok, Time::at(0)), Ok(Step::Copied(0)));
     assert!(std::mem::size_of::<Engine>() <= 512, "{}", std::mem::size_of::<Engine>());
     assert!(std::mem::size_of::<ArrayMembers>() <= 512);
     assert!(std::mem::size_of::<Superblock>() <= 512);
@@ -242,19 +243,20 @@ fn failed_superblock_update_is_retried_at_the_same_generation() {
         2,
     );
     let tail = s.members.device_sectors[1] - RESERVED_TAIL_SECTORS;
-    let mut e = Engine::resume(&load(&mut s.io, &s.members), EngineConfig::default(), 0).unwrap();
+    let mut e = Engine::resume(&load(&mut s.io, &s.members), EngineConfig::default(), Time::at(0)).unwrap();
     let gen0 = e.generation();
     let mut buf = vec![0u8; 64 * 1024];
     // Member 1's two superblock slots refuse writes; its staging area works.
     s.io.fail_writes = Some((1, tail, tail + 16));
-    let r = e.step(&mut s.io, &s.members, &mut buf, 0);
+    let r = e.step(&mut s.io, &s.members, &mut buf, Time::at(0));
     assert!(matches!(r, Err(EngineError::Io(IoError { member: 1, .. }))), "{r:?}");
     let v = e.view();
-    assert_eq!((v.copied, v.checkpoint, v.in_flight), (0, 0, true));
+    assert_eq!((v.copied, v.checkpoint, v.next), (0, 0, Next::StagingUnrecorded));
+    assert!(e.halted());
     // Member 0 got the record "unit 0 in staging"; member 1 did not.
     assert_eq!(e.generation(), gen0 + 1);
     s.io.fail_writes = None;
-    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Replayed(0)));
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, Time::at(0)), Ok(Step::Replayed(0)));
     // Same generation rewritten, then "staging empty" as the next one.
     assert_eq!(e.generation(), gen0 + 2);
     let sb = load(&mut s.io, &s.members);
@@ -265,14 +267,14 @@ fn failed_superblock_update_is_retried_at_the_same_generation() {
     assert_eq!(e.view().copied, 1);
     // A failing checkpoint: memory keeps the old one, routing stays safe.
     s.io.fail_writes = Some((1, tail, tail + 16));
-    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, 0), Ok(Step::Copied(1)));
+    assert_eq!(e.step(&mut s.io, &s.members, &mut buf, Time::at(0)), Ok(Step::Copied(1)));
     s.io.request = true;
-    assert!(e.step(&mut s.io, &s.members, &mut buf, 0).is_err());
+    assert!(e.step(&mut s.io, &s.members, &mut buf, Time::at(0)).is_err());
     assert_eq!((e.view().checkpoint, e.view().copied), (1, 2));
     s.io.fail_writes = None;
-    assert!(e.step(&mut s.io, &s.members, &mut buf, 0).is_ok());
+    assert!(e.step(&mut s.io, &s.members, &mut buf, Time::at(0)).is_ok());
     assert_eq!(e.view().checkpoint, 2);
-    while e.step(&mut s.io, &s.members, &mut buf, 0).unwrap() != Step::Finished {}
+    while e.step(&mut s.io, &s.members, &mut buf, Time::at(0)).unwrap() != Step::Finished {}
     assert_eq!(load(&mut s.io, &s.members).state, ArrayState::Clean);
     assert_eq!(e.stats().units_staged, 1);
 }

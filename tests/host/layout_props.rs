@@ -7,7 +7,8 @@ use std::collections::HashSet;
 
 use proptest::prelude::*;
 use raidmig_core::crc32c::crc32c;
-use raidmig_core::format::{Superblock, SUPERBLOCK_BYTES};
+use raidmig_core::format::Superblock;
+use raidmig_core::tail::SUPERBLOCK_BYTES;
 use raidmig_core::layout::{Content, Geometry, Level, Location};
 use raidmig_core::parity::{rmw_parity, xor_into, StripeWrite, WriteMode};
 

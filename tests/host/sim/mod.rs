@@ -1,38 +1,56 @@
-//! Crash simulator: drives the real migration engine over in-memory members
-//! with a volatile write cache, concurrent host I/O and power cuts.
+//! Crash simulator: drives the core's load sequence, migration engine and
+//! host-I/O path over in-memory members with a volatile write cache,
+//! concurrent host I/O, member I/O errors and power cuts.
+//!
+//! It runs the very functions the kernel runs (invariant 8 of the theory):
+//! `lifecycle::load` creates the array and assembles it after every power
+//! cut or reload (members presented in a shuffled order), the engine
+//! migrates, host requests are admitted by `gate::Gate`, split into member
+//! I/O by `hostio::for_each_op`, and raid5 writes go through
+//! `raid5::write_stripe`. Only the members, the clock and the host are
+//! simulated.
 //!
 //! Every write (the engine's and the host's) goes to a per-member cache that
-//! only a flush makes durable. At a crash, each cached sector independently
-//! keeps its durable contents or takes any one of the versions written to it
-//! since the last flush (writes lost, torn, or landed in any order). The
-//! simulator then assembles the array from the superblocks alone (members in
-//! a shuffled order), recovers, reads the whole volume back through the
-//! recovered routing view, finishes the migration (possibly crashing again
-//! during recovery), and checks that:
+//! only a flush makes durable. At a crash, cached writes land in one of
+//! several ways ([`Outcome`]): none, all, a prefix in issue order, or each
+//! sector independently none or any one version; in the last case a
+//! superblock sector may also land torn (some 8-byte words new, the others
+//! old), which only the superblock's checksum can tell.
+//!
+//! Host requests are concurrent with the engine: once admitted (with the
+//! gate's view of the moment) a request's member I/O runs piece by piece at
+//! random moments between the engine's own member I/O, and the request is
+//! acknowledged when its last piece is done. When the engine publishes a
+//! unit in flight, the requests of the gate's old epoch are run to their end
+//! before the engine goes on, as the kernel's drain waits for them.
+//!
+//! After a power cut the simulator loads the array again, reads the whole
+//! volume through the recovered view, finishes the migration (possibly
+//! crashing again during recovery), and checks that:
 //!
 //! - every sector reads back the last write acknowledged before the last
 //!   completed host flush, or a later write (or the original data);
 //! - reads are stable after recovery and exact for writes made after it;
 //! - the array ends clean in the target layout, with consistent copies and
 //!   parity and zeros past the source's size.
-//!
-//! Host writes follow the routing rules: into the unit in flight they wait;
-//! over copied but not checkpointed units they request a checkpoint and wait.
 
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
-use raidmig_core::assemble::assemble;
-use raidmig_core::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Step};
-use raidmig_core::format::{superblock_sector, ArrayState, Superblock, SUPERBLOCK_BYTES};
-use raidmig_core::layout::{Geometry, Level, RESERVED_TAIL_SECTORS};
+use raidmig_core::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Step, Time};
+use raidmig_core::format::{ArrayState, Superblock};
+use raidmig_core::gate::{Admission, Gate};
+use raidmig_core::hostio::{for_each_op, Access, MemberOp, Place};
+use raidmig_core::layout::{Geometry, Level, MAX_MEMBERS, RESERVED_TAIL_SECTORS};
+use raidmig_core::lifecycle::{load, Fresh, LoadError, LoadParams, Recovered};
 use raidmig_core::members::ArrayMembers;
 use raidmig_core::plan::Migration;
 use raidmig_core::prepare::prepared_superblock;
-use raidmig_core::recovery::{catch_up, recover, Recovered};
+use raidmig_core::raid5::{buffer_bytes, write_stripe, Raid5Error, StripeIo};
 use raidmig_core::route::{route, Route, View};
+use raidmig_core::tail::{superblock_sector, tail_start, SUPERBLOCK_BYTES, SUPERBLOCK_SECTORS};
 
 const SECTOR: usize = 512;
 type Block = [u8; SECTOR];
@@ -69,6 +87,8 @@ struct Disk {
     cache: HashMap<u64, Block>,
     /// Writes since the last flush, in issue order, sector by sector.
     pending: Vec<(u64, Block)>,
+    /// The superblock slots, `[start, end)`: a sector there can land torn.
+    slots: (u64, u64),
 }
 
 impl Disk {
@@ -94,13 +114,19 @@ impl Disk {
         }
         self.pending.clear();
     }
-    /// Power cut: every cached sector keeps its durable contents or takes one
-    /// of the versions written since the last flush.
-    fn crash(&mut self, mode: Outcome, rng: &mut Rng) {
+    /// Power cut: cached writes land as `mode` says.
+    fn crash(&mut self, mode: Outcome, rng: &mut Rng) -> u64 {
+        let mut torn = 0;
         match mode {
             Outcome::LoseAll => {}
             Outcome::KeepAll => {
                 for (s, b) in self.cache.drain() {
+                    self.durable.insert(s, b);
+                }
+            }
+            Outcome::Prefix => {
+                let k = rng.below(self.pending.len() as u64 + 1) as usize;
+                for (s, b) in self.pending.drain(..).take(k) {
                     self.durable.insert(s, b);
                 }
             }
@@ -114,14 +140,27 @@ impl Disk {
                 for s in sectors {
                     let v = &versions[&s];
                     let pick = rng.below(v.len() as u64 + 1) as usize;
-                    if pick < v.len() {
-                        self.durable.insert(s, v[pick]);
+                    if pick == v.len() {
+                        continue;
                     }
+                    let mut b = v[pick];
+                    if (self.slots.0..self.slots.1).contains(&s) && rng.chance(500) {
+                        // A torn sector: each 8-byte word old or new.
+                        let old = self.durable.get(&s).copied().unwrap_or([0; SECTOR]);
+                        for (w, o) in b.chunks_mut(8).zip(old.chunks(8)) {
+                            if rng.chance(500) {
+                                w.copy_from_slice(o);
+                            }
+                        }
+                        torn += 1;
+                    }
+                    self.durable.insert(s, b);
                 }
             }
         }
         self.cache.clear();
         self.pending.clear();
+        torn
     }
 }
 
@@ -132,11 +171,14 @@ pub enum Outcome {
     LoseAll,
     /// All land.
     KeepAll,
-    /// Each sector independently: none, or any one version.
+    /// The first few land, in the order they were issued.
+    Prefix,
+    /// Each sector independently: none, or any one version (a superblock
+    /// sector possibly torn). A random sample of the combinations.
     Mixed,
 }
 
-pub const OUTCOMES: [Outcome; 3] = [Outcome::LoseAll, Outcome::KeepAll, Outcome::Mixed];
+pub const OUTCOMES: [Outcome; 4] = [Outcome::LoseAll, Outcome::KeepAll, Outcome::Prefix, Outcome::Mixed];
 
 /// The contents the simulator writes to logical sector `logical` for write
 /// `tag` (tag 2: the user's original data, tag 1: zeros).
@@ -187,9 +229,11 @@ struct HostModel {
     /// Writes acknowledged at or before this clock are durable.
     durable_clock: u64,
     next_tag: u64,
+    /// Writes waiting to be admitted: (start, sectors, tag).
     queue: Vec<(u64, u64, u64)>,
     writes: u64,
     deferred: u64,
+    refused: u64,
     flushes: u64,
     reads: u64,
 }
@@ -209,6 +253,7 @@ impl HostModel {
             queue: Vec::new(),
             writes: 0,
             deferred: 0,
+            refused: 0,
             flushes: 0,
             reads: 0,
         }
@@ -235,6 +280,17 @@ impl HostModel {
         self.queue.clear();
     }
 
+    /// What sector `l` may hold now: its latest write, or, while that is
+    /// not acknowledged, anything since the latest acknowledged one.
+    fn readable(&self, l: u64) -> Vec<u64> {
+        let h = &self.history[l as usize];
+        let from = h.iter().rposition(|e| e.ack.is_some()).unwrap_or(0);
+        let mut tags: Vec<u64> = h[from..].iter().flat_map(|e| e.tags.iter().copied()).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        tags
+    }
+
     fn latest(&self, l: u64) -> &[u64] {
         &self.history[l as usize].last().unwrap().tags
     }
@@ -256,17 +312,23 @@ pub struct SimConfig {
     /// Buffer size in bytes (0: one full stripe plus parity).
     pub buffer: usize,
     pub engine: EngineConfig,
-    /// Per mille chance of a host write / flush / read before each engine I/O.
+    /// Per mille chance of a new host write / flush / read, and of running
+    /// one piece of a host request in flight, before each engine I/O.
     pub host_write: u64,
     pub host_flush: u64,
     pub host_read: u64,
+    pub host_progress: u64,
+    /// Longest host request, in chunks.
+    pub host_chunks: u64,
     /// Per mille chance, after a step, of a pause / of an unload and reload.
     pub pause: u64,
     pub reload: u64,
     /// Per mille chance that an engine I/O fails without a power cut.
     pub io_errors: u64,
     pub seed: u64,
-    /// Source layout (default: single over the first member).
+    /// Source layout (default: single over the first member, made by the
+    /// load sequence; other sources get prepared superblocks written
+    /// directly, for the layout pairs the kernel does not start yet).
     pub source: Option<Geometry>,
 }
 
@@ -287,6 +349,8 @@ impl SimConfig {
             host_write: 60,
             host_flush: 25,
             host_read: 40,
+            host_progress: 300,
+            host_chunks: 2,
             pause: 30,
             reload: 40,
             io_errors: 10,
@@ -317,7 +381,9 @@ impl SimConfig {
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     pub crash_points: u64,
+    pub error_points: u64,
     pub nested_crashes: u64,
+    pub torn_sectors: u64,
     pub writes: u64,
     pub units: u64,
     pub units_staged: u64,
@@ -325,7 +391,14 @@ pub struct Report {
     pub staging_records: u64,
     pub host_writes: u64,
     pub host_deferred: u64,
+    pub host_refused: u64,
     pub host_flushes: u64,
+    pub host_reads: u64,
+    /// Host requests still running when the engine put a unit in flight,
+    /// run to their end by the drain.
+    pub drained: u64,
+    /// Host requests routed to a staging area.
+    pub staged_requests: u64,
     pub reloads: u64,
     pub io_errors: u64,
     pub failures: Vec<String>,
@@ -334,7 +407,9 @@ pub struct Report {
 impl Report {
     pub fn add(&mut self, o: &Report) {
         self.crash_points += o.crash_points;
+        self.error_points += o.error_points;
         self.nested_crashes += o.nested_crashes;
+        self.torn_sectors += o.torn_sectors;
         self.writes += o.writes;
         self.units += o.units;
         self.units_staged += o.units_staged;
@@ -342,7 +417,11 @@ impl Report {
         self.staging_records += o.staging_records;
         self.host_writes += o.host_writes;
         self.host_deferred += o.host_deferred;
+        self.host_refused += o.host_refused;
         self.host_flushes += o.host_flushes;
+        self.host_reads += o.host_reads;
+        self.drained += o.drained;
+        self.staged_requests += o.staged_requests;
         self.reloads += o.reloads;
         self.io_errors += o.io_errors;
         self.failures.extend(o.failures.iter().cloned());
@@ -358,9 +437,26 @@ pub enum Crashes {
     Every,
     /// `count` writes drawn at random, each with a random outcome.
     Sample(u64),
+    /// No power cut: a member I/O error at every engine I/O of the main run,
+    /// each explored to the end.
+    EveryError,
 }
 
-/// The simulated machine: members, host model and routing view.
+/// A host request in flight: admitted, part of its member I/O maybe done.
+#[derive(Clone, Debug)]
+struct HostReq {
+    /// The write's tag, or `None` for a read.
+    tag: Option<u64>,
+    start: u64,
+    sectors: u64,
+    epoch: Option<u8>,
+    /// Member I/O still to do, in its layout and place.
+    ops: Vec<(Geometry, Place, MemberOp)>,
+    /// Target rows whose copies or parity the write changes.
+    rows: Vec<u64>,
+}
+
+/// The simulated machine: members, host model and the gate.
 #[derive(Clone)]
 struct World {
     disks: Vec<Disk>,
@@ -368,8 +464,9 @@ struct World {
     target: Geometry,
     plan: Migration,
     members: ArrayMembers,
-    shared: View,
+    gate: Gate,
     host: HostModel,
+    reqs: Vec<HostReq>,
     rng: Rng,
     cfg: SimConfig,
     now: u64,
@@ -378,24 +475,80 @@ struct World {
     /// Target rows whose copies or parity a crash may have left unequal.
     exempt_rows: HashSet<u64>,
     writes: u64,
+    /// Engine I/O calls (reads, writes, flushes) of this run.
+    engine_ios: u64,
     /// Main run: crash-explore at these write numbers.
     explore_at: HashSet<u64>,
     explore_every: bool,
+    /// Fail engine I/O number n (counted over the whole run) once.
+    error_at: Option<u64>,
     /// Recovery run: fail (power cut) at this write number.
     fail_at: Option<u64>,
     failed: bool,
-    depth: u32,
     in_host: bool,
     /// Engine I/O is under way (transient errors may be injected).
     engine_io: bool,
     /// Whether the volume is exposed to the host (not between a power cut
-    /// and the end of recovery).
+    /// and the end of a load).
     exposed: bool,
     /// A live read that returned the wrong data.
     live_failure: Option<String>,
     /// Print every event (debugging).
     pub trace: bool,
     report: Report,
+}
+
+/// The load sequence's I/O: devices in a shuffled order over the roles.
+struct Devices<'a> {
+    w: &'a mut World,
+    role_of_device: Vec<usize>,
+}
+
+impl MemberIo for Devices<'_> {
+    fn read(&mut self, device: usize, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        let role = self.role_of_device[device];
+        self.w.read(role, sector, buf).map_err(|e| IoError { member: device, ..e })
+    }
+    fn write(&mut self, device: usize, sector: u64, buf: &[u8]) -> Result<(), IoError> {
+        let role = self.role_of_device[device];
+        self.w.write(role, sector, buf).map_err(|e| IoError { member: device, ..e })
+    }
+    fn flush(&mut self) -> Result<(), IoError> {
+        self.w.flush()
+    }
+    fn publish(&mut self, view: &View) {
+        self.w.publish(view)
+    }
+    fn checkpoint_requested(&mut self) -> bool {
+        self.w.checkpoint_requested()
+    }
+}
+
+/// A host write's raid5 stripe I/O on the simulated members.
+struct Stripes<'a> {
+    w: &'a mut World,
+    tag: u64,
+    base: u64,
+}
+
+impl StripeIo for Stripes<'_> {
+    fn read(&mut self, member: usize, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        self.w.disks[member].read(sector, buf);
+        Ok(())
+    }
+    fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError> {
+        self.w.disk_write(member, sector, buf)
+    }
+    fn host_data(&mut self, offset: u64, buf: &mut [u8]) {
+        for (i, b) in buf.chunks_mut(SECTOR).enumerate() {
+            b.copy_from_slice(&pattern(self.tag, self.base + offset + i as u64));
+        }
+    }
+}
+
+enum RunError {
+    PowerCut,
+    Fail(String),
 }
 
 impl World {
@@ -410,27 +563,33 @@ impl World {
         let sizes: Vec<u64> = (0..cfg.members as u64).map(|m| data + RESERVED_TAIL_SECTORS + m * 3).collect();
         let uuids: Vec<[u8; 16]> = (0..cfg.members).map(|m| [m as u8 + 0x10; 16]).collect();
         let members = ArrayMembers::new([0xAB; 16], 1000, &uuids, &sizes);
+        let disks = sizes
+            .iter()
+            .map(|&s| Disk { slots: (tail_start(s), tail_start(s) + 2 * SUPERBLOCK_SECTORS), ..Disk::default() })
+            .collect();
         let mut w = World {
-            disks: vec![Disk::default(); cfg.members],
+            disks,
             source,
             target,
             plan,
             members,
-            shared: View::clean(ArrayState::Clean, 0),
+            gate: Gate::new(View::clean(ArrayState::Clean, 0)),
             host: HostModel::new(source.capacity(), target.capacity()),
+            reqs: Vec::new(),
             rng: Rng::new(cfg.seed),
             cfg: cfg.clone(),
             now: 0,
             dirty_rows: HashSet::new(),
             exempt_rows: HashSet::new(),
             writes: 0,
+            engine_ios: 0,
             explore_at: HashSet::new(),
             explore_every: false,
+            error_at: None,
             fail_at: None,
             failed: false,
-            depth: 0,
             in_host: false,
-            exposed: true,
+            exposed: false,
             engine_io: false,
             live_failure: None,
             trace: std::env::var_os("SIM_TRACE").is_some(),
@@ -459,63 +618,67 @@ impl World {
                 }
             }
         }
-        // Prepared superblocks, durable before anything else.
-        let mut buf = [0u8; SUPERBLOCK_BYTES];
-        for role in 0..cfg.members {
-            let sb = prepared_superblock(&plan, &w.members, role, 0);
-            sb.encode(&mut buf).unwrap();
-            let at = superblock_sector(w.members.device_sectors[role], 1);
-            w.disks[role].write(at, &buf);
-            w.disks[role].flush();
-        }
         w
     }
 
-    fn layout_read(&mut self, g: &Geometry, copy: usize, start: u64, buf: &mut [u8]) {
-        let sectors = (buf.len() / SECTOR) as u64;
-        for p in g.pieces(start, sectors) {
-            let at = g.locate_copy(p.logical, copy % g.copies());
-            let from = ((p.logical - start) as usize) * SECTOR;
-            self.disks[at.member].read(at.sector, &mut buf[from..from + p.sectors as usize * SECTOR]);
+    /// Makes the array: through the load sequence for a single source (as
+    /// the kernel does), else by writing prepared superblocks directly.
+    /// Returns the engine to run.
+    fn create(&mut self) -> Result<Engine, String> {
+        if self.cfg.source.is_some() {
+            let mut buf = [0u8; SUPERBLOCK_BYTES];
+            for role in 0..self.cfg.members {
+                let sb = prepared_superblock(&self.plan, &self.members, role, 0);
+                sb.encode(&mut buf).unwrap();
+                let at = superblock_sector(self.members.device_sectors[role], 1);
+                self.disks[role].write(at, &buf);
+                self.disks[role].flush();
+            }
+            let sb = self.read_superblocks()[0].unwrap();
+            let e = Engine::resume(&sb, self.cfg.engine, Time::at(0)).map_err(|e| format!("{e:?}"))?;
+            self.gate = Gate::new(e.view());
+            self.exposed = true;
+            return Ok(e);
         }
+        let mut fresh = Fresh { array_uuid: self.members.array_uuid, member_uuids: [[0; 16]; MAX_MEMBERS] };
+        fresh.member_uuids[..self.cfg.members].copy_from_slice(&self.members.uuids[..self.cfg.members]);
+        let params = LoadParams {
+            level: Some(self.cfg.level),
+            chunk_sectors: self.cfg.chunk,
+            assume_clean: false,
+            force: false,
+            start: true,
+            unit_sectors: self.cfg.unit_stripes as u64 * self.target.stripe_sectors(),
+            engine: self.cfg.engine,
+        };
+        let sizes: Vec<u64> = self.members.device_sectors[..self.cfg.members].to_vec();
+        let mut buf = vec![0u8; self.buffer_size()];
+        let order: Vec<usize> = (0..self.cfg.members).collect();
+        let loaded = load(
+            &mut Devices { w: self, role_of_device: order },
+            &sizes,
+            &params,
+            &fresh,
+            Time { mono_ms: 0, wall_ms: 1000 },
+            &mut buf,
+        )
+        .map_err(|e| format!("create: {} ({e:?})", e.message()))?;
+        if loaded.members != self.members || loaded.array.target() != self.target {
+            return Err(format!("create made {:?}", loaded.array.target()));
+        }
+        let Recovered::Migration(e) = loaded.array else { return Err("create made no migration".into()) };
+        if *e.plan() != self.plan {
+            return Err(format!("create planned {:?}", e.plan()));
+        }
+        self.gate = Gate::new(e.view());
+        self.exposed = true;
+        Ok(e)
     }
 
-    /// Writes logical data through a layout, every copy and the parity.
-    fn layout_write(&mut self, g: &Geometry, start: u64, buf: &[u8], is_target: bool) -> Result<(), IoError> {
-        let sectors = (buf.len() / SECTOR) as u64;
-        let shift = g.chunk_shift();
-        // Rows of every copy and parity are dirty before the first write: a
-        // power cut may strike between any two of them.
-        if is_target {
-            for p in g.pieces(start, sectors) {
-                let mut places: Vec<u64> =
-                    (0..g.copies()).map(|c| g.locate_copy(p.logical, c).sector).collect();
-                places.extend(g.parity_location(p.logical).map(|l| l.sector));
-                for s in places {
-                    for row in (s >> shift)..=((s + p.sectors - 1) >> shift) {
-                        self.dirty_rows.insert(row);
-                    }
-                }
-            }
-        }
-        for p in g.pieces(start, sectors) {
-            let from = ((p.logical - start) as usize) * SECTOR;
-            let bytes = &buf[from..from + p.sectors as usize * SECTOR];
-            for c in 0..g.copies() {
-                let at = g.locate_copy(p.logical, c);
-                self.disk_write(at.member, at.sector, bytes)?;
-            }
-            if let Some(par) = g.parity_location(p.logical) {
-                let mut pbuf = vec![0u8; p.sectors as usize * SECTOR];
-                for i in 0..p.sectors {
-                    let mut acc = [0u8; SECTOR];
-                    raid5_parity(&self.disks, g, par.member, par.sector + i, &mut acc);
-                    pbuf[i as usize * SECTOR..(i as usize + 1) * SECTOR].copy_from_slice(&acc);
-                }
-                self.disk_write(par.member, par.sector, &pbuf)?;
-            }
-        }
-        Ok(())
+    fn buffer_size(&self) -> usize {
+        let stripe = (self.target.stripe_chunks() as usize + 1) * self.cfg.chunk as usize * SECTOR;
+        let b = if self.cfg.buffer == 0 { stripe } else { self.cfg.buffer };
+        b.max(2 * SUPERBLOCK_BYTES)
     }
 
     /// A write to a member: the crash point of the simulation.
@@ -546,13 +709,9 @@ impl World {
         // so one crash point can be replayed alone (SIM_AT).
         let mut point_rng = Rng::new(self.cfg.seed.wrapping_mul(1_000_003) ^ self.writes);
         let outcomes: Vec<Outcome> =
-            if self.explore_every { OUTCOMES.to_vec() } else { vec![OUTCOMES[point_rng.below(3) as usize]] };
+            if self.explore_every { OUTCOMES.to_vec() } else { vec![OUTCOMES[point_rng.below(4) as usize]] };
         for outcome in outcomes {
-            let mut fork = self.clone();
-            fork.explore_at.clear();
-            fork.explore_every = false;
-            fork.engine_io = false;
-            fork.report = Report::default();
+            let mut fork = self.fork();
             fork.rng = Rng::new(point_rng.next());
             fork.power_cut(outcome);
             // Sometimes cut the power again during recovery.
@@ -565,7 +724,18 @@ impl World {
             }
             self.report.crash_points += 1;
             self.report.nested_crashes += fork.report.nested_crashes;
+            self.report.torn_sectors += fork.report.torn_sectors;
         }
+    }
+
+    /// A copy of the world that explores nothing itself.
+    fn fork(&self) -> World {
+        let mut fork = self.clone();
+        fork.explore_at.clear();
+        fork.explore_every = false;
+        fork.engine_io = false;
+        fork.report = Report::default();
+        fork
     }
 
     fn power_cut(&mut self, outcome: Outcome) {
@@ -576,13 +746,18 @@ impl World {
             );
         }
         for d in &mut self.disks {
-            d.crash(outcome, &mut self.rng);
+            self.report.torn_sectors += d.crash(outcome, &mut self.rng);
         }
         self.host.crash();
+        for r in self.reqs.drain(..) {
+            self.exempt_rows.extend(r.rows);
+        }
         self.exempt_rows.extend(self.dirty_rows.drain());
         self.in_host = false;
         self.exposed = false;
     }
+
+    // ---------------------------------------------------------------- host
 
     /// Host activity at a random instant.
     fn host_activity(&mut self) -> Result<(), IoError> {
@@ -597,37 +772,49 @@ impl World {
 
     fn host_activity_inner(&mut self) -> Result<(), IoError> {
         self.retry_queue()?;
+        if !self.reqs.is_empty() && self.rng.chance(self.cfg.host_progress) {
+            let i = self.rng.below(self.reqs.len() as u64) as usize;
+            self.progress(i)?;
+        }
+        let volume = self.gate.view().volume_sectors;
+        let longest = self.cfg.host_chunks * self.cfg.chunk as u64;
         if self.rng.chance(self.cfg.host_write) {
-            let volume = self.shared.volume_sectors;
             let start = self.rng.below(volume);
-            let len = 1 + self.rng.below((2 * self.cfg.chunk as u64).min(volume - start));
+            let len = 1 + self.rng.below(longest.min(volume - start));
             let tag = self.host.next_tag;
             self.host.next_tag += 1;
             self.host.writes += 1;
-            let overlaps = self.host.queue.iter().any(|&(s, n, _)| s < start + len && start < s + n);
-            if overlaps || !self.try_write(start, len, tag)? {
+            if self.busy(start, len, true) || !self.submit(start, len, Some(tag))? {
                 self.host.deferred += 1;
                 self.host.queue.push((start, len, tag));
             }
         }
         if self.rng.chance(self.cfg.host_flush) {
-            self.host_flush()?;
+            self.host_flush();
         }
         if self.rng.chance(self.cfg.host_read) {
-            let volume = self.shared.volume_sectors;
             let start = self.rng.below(volume);
-            let len = 1 + self.rng.below((2 * self.cfg.chunk as u64).min(volume - start));
-            if let Err(e) = self.check_read(start, len) {
-                self.live_failure = Some(format!("live read: {e}"));
-                return Err(IoError { member: 0, errno: -1 });
+            let len = 1 + self.rng.below(longest.min(volume - start));
+            if !self.busy(start, len, false) {
+                self.submit(start, len, None)?;
             }
         }
         Ok(())
     }
 
+    /// Whether a request over `[start, start + len)` would overlap one in
+    /// flight or waiting that it must not run beside (a write beside
+    /// anything, a read beside a write).
+    fn busy(&self, start: u64, len: u64, write: bool) -> bool {
+        let overlaps = |s: u64, n: u64| s < start + len && start < s + n;
+        self.host.queue.iter().any(|&(s, n, _)| overlaps(s, n))
+            || self.reqs.iter().any(|r| (write || r.tag.is_some()) && overlaps(r.start, r.sectors))
+    }
+
     fn retry_queue(&mut self) -> Result<(), IoError> {
         while let Some(&(start, len, tag)) = self.host.queue.first() {
-            if !self.try_write(start, len, tag)? {
+            let clash = self.reqs.iter().any(|r| r.start < start + len && start < r.start + r.sectors);
+            if clash || !self.submit(start, len, Some(tag))? {
                 break;
             }
             self.host.queue.remove(0);
@@ -635,7 +822,7 @@ impl World {
         Ok(())
     }
 
-    fn host_flush(&mut self) -> Result<(), IoError> {
+    fn host_flush(&mut self) {
         let started = self.host.clock;
         if self.trace {
             println!("  host flush");
@@ -644,7 +831,6 @@ impl World {
         // Writes acknowledged before the flush began (ack < started) are durable.
         self.host.durable_clock = self.host.durable_clock.max(started - 1);
         self.host.flushes += 1;
-        Ok(())
     }
 
     fn flush_all(&mut self) {
@@ -654,127 +840,196 @@ impl World {
         self.dirty_rows.clear();
     }
 
-    /// Executes a host write if routing lets all of it go now.
-    fn try_write(&mut self, start: u64, len: u64, tag: u64) -> Result<bool, IoError> {
-        let view = self.shared;
-        if start + len > view.volume_sectors {
-            return Ok(true); // the volume shrank? never; drop defensively
-        }
-        let mut blocked = false;
-        for r in route(&view, start, len, true) {
-            match r.route {
-                Route::Wait => blocked = true,
-                Route::NeedsCheckpoint => {
-                    blocked = true;
-                    self.shared.request_checkpoint();
-                }
-                _ => {}
+    /// Offers a request to the gate; once admitted it runs with the gate's
+    /// view of this moment. Returns whether it was admitted (or refused:
+    /// then it is done, and failed).
+    fn submit(&mut self, start: u64, sectors: u64, tag: Option<u64>) -> Result<bool, IoError> {
+        let (view, epoch) = match self.gate.admit(start, sectors, tag.is_some()) {
+            Admission::Go { view, epoch } => (view, epoch),
+            Admission::Wait | Admission::WaitCheckpoint => return Ok(false),
+            Admission::Refuse => {
+                // Failed to the host: the sectors keep what they held.
+                self.host.refused += 1;
+                return Ok(true);
             }
+        };
+        let access = if tag.is_some() { Access::Write } else { Access::Read };
+        let mut ops = Vec::new();
+        let dev = self.members.device_sectors;
+        for run in route(&view, start, sectors, tag.is_some()) {
+            let (g, place) = match run.route {
+                Route::Target => (self.target, Place::Direct),
+                Route::Source => (self.source, Place::Direct),
+                Route::Staging => {
+                    self.report.staged_requests += 1;
+                    (self.target, Place::staging(&view, &self.target))
+                }
+                other => panic!("admitted request routed {other:?}"),
+            };
+            for_each_op(&g, place, &dev, access, start, run.start, run.sectors, |op| ops.push((g, place, op)));
         }
-        if blocked {
-            return Ok(false);
-        }
-        for l in start..start + len {
-            self.host.history[l as usize].push(Entry { tags: vec![tag], ack: None });
+        let mut rows = Vec::new();
+        if let Some(tag) = tag {
+            for l in start..start + sectors {
+                self.host.history[l as usize].push(Entry { tags: vec![tag], ack: None });
+            }
+            // Rows of every copy and parity are dirty from the first write
+            // to the flush after the last: a power cut may strike between
+            // any two of them.
+            let g = self.target;
+            let shift = g.chunk_shift();
+            for run in route(&view, start, sectors, true) {
+                if matches!(run.route, Route::Target | Route::Staging) {
+                    for p in g.pieces(run.start, run.sectors) {
+                        let mut places: Vec<u64> =
+                            (0..g.copies()).map(|c| g.locate_copy(p.logical, c).sector).collect();
+                        places.extend(g.parity_location(p.logical).map(|l| l.sector));
+                        for s in places {
+                            rows.extend((s >> shift)..=((s + p.sectors - 1) >> shift));
+                        }
+                    }
+                }
+            }
+        } else {
+            self.host.reads += 1;
         }
         if self.trace {
             println!(
-                "  host write tag {tag} [{start}, +{len}) view c{} k{} f{}",
-                view.copied, view.checkpoint, view.in_flight
+                "  host {} tag {tag:?} [{start}, +{sectors}) view c{} k{} {:?} epoch {epoch:?}",
+                if tag.is_some() { "write" } else { "read" },
+                view.copied,
+                view.checkpoint,
+                view.next
             );
         }
-        for r in route(&view, start, len, true) {
-            let mut buf = vec![0u8; r.sectors as usize * SECTOR];
-            for i in 0..r.sectors {
-                let l = r.start + i;
-                buf[i as usize * SECTOR..(i as usize + 1) * SECTOR].copy_from_slice(&pattern(tag, l));
-            }
-            match r.route {
-                Route::Target => {
-                    let g = self.target;
-                    self.layout_write(&g, r.start, &buf, true)?
-                }
-                Route::Source => {
-                    let g = self.source;
-                    self.layout_write(&g, r.start, &buf, false)?
-                }
-                _ => unreachable!(),
-            }
-        }
-        let ack = self.host.clock;
-        self.host.clock += 1;
-        for l in start..start + len {
-            self.host.history[l as usize].last_mut().unwrap().ack = Some(ack);
-        }
+        self.reqs.push(HostReq { tag, start, sectors, epoch, ops, rows });
         Ok(true)
     }
 
-    /// Reads through the routing view; every sector must hold its latest
-    /// write (one of the allowed ones right after a crash).
-    fn check_read(&mut self, start: u64, len: u64) -> Result<(), String> {
-        self.host.reads += 1;
-        let view = self.shared;
-        for r in route(&view, start, len, false) {
-            let g = match r.route {
-                Route::Target => self.target,
-                Route::Source => self.source,
-                _ => continue,
-            };
-            // Copies of rows a power cut caught mid-write may differ until a
-            // resync (not the migration's business): read the first there.
-            let shift = g.chunk_shift();
-            let torn = r.route == Route::Target
-                && (r.start..r.start + r.sectors).any(|l| {
-                    (0..g.copies()).any(|c| self.exempt_rows.contains(&(g.locate_copy(l, c).sector >> shift)))
-                });
-            let copy = if torn { 0 } else { self.rng.below(g.copies() as u64) as usize };
-            let mut buf = vec![0u8; r.sectors as usize * SECTOR];
-            self.layout_read(&g, copy, r.start, &mut buf);
-            for i in 0..r.sectors {
-                let l = r.start + i;
-                let b: Block = buf[i as usize * SECTOR..(i as usize + 1) * SECTOR].try_into().unwrap();
-                let got = decode_tag(&b, l);
-                let want = self.host.latest(l);
-                if !got.is_some_and(|t| want.contains(&t)) {
-                    return Err(format!(
-                        "sector {l} ({:?}) holds {got:?}, expected one of {want:?}",
-                        r.route
-                    ));
+    /// Runs one piece of request `i`'s member I/O; completes it after its last.
+    fn progress(&mut self, i: usize) -> Result<(), IoError> {
+        if let Some((g, place, op)) = self.reqs[i].ops.pop() {
+            let (tag, base) = (self.reqs[i].tag, self.reqs[i].start);
+            self.dirty_rows.extend(self.reqs[i].rows.iter().copied());
+            self.run_op(tag, base, &g, place, op)?;
+        }
+        if self.reqs[i].ops.is_empty() {
+            let r = self.reqs.remove(i);
+            if let Some(tag) = r.tag {
+                let _ = tag;
+                let ack = self.host.clock;
+                self.host.clock += 1;
+                for l in r.start..r.start + r.sectors {
+                    self.host.history[l as usize].last_mut().unwrap().ack = Some(ack);
                 }
             }
         }
         Ok(())
     }
 
-    /// After a power cut: reads every routable sector once and pins what it
-    /// holds (it must be allowed); later reads must return exactly that.
-    fn pin_volume(&mut self, pinned: &mut [bool]) -> Result<(), String> {
-        let view = self.shared;
-        for r in route(&view, 0, view.volume_sectors, false) {
-            let g = match r.route {
-                Route::Target => self.target,
-                Route::Source => self.source,
-                _ => continue,
-            };
-            for l in r.start..r.start + r.sectors {
-                if pinned[l as usize] {
-                    continue;
+    /// Runs every request of `epoch` to its end (the engine waits for them).
+    fn drain(&mut self, epoch: u8) -> Result<(), IoError> {
+        while let Some(i) = self.reqs.iter().position(|r| r.epoch == Some(epoch)) {
+            self.report.drained += 1;
+            while i < self.reqs.len() && self.reqs[i].epoch == Some(epoch) && !self.reqs[i].ops.is_empty() {
+                self.progress(i)?;
+            }
+            if i < self.reqs.len() && self.reqs[i].epoch == Some(epoch) {
+                self.progress(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every request in flight to its end.
+    fn finish_requests(&mut self) -> Result<(), IoError> {
+        while !self.reqs.is_empty() {
+            self.progress(0)?;
+        }
+        Ok(())
+    }
+
+    fn run_op(&mut self, tag: Option<u64>, base: u64, g: &Geometry, place: Place, op: MemberOp) -> Result<(), IoError> {
+        match (op, tag) {
+            (MemberOp::Data { member, sector, sectors, offset }, Some(tag)) => {
+                let mut buf = vec![0u8; sectors as usize * SECTOR];
+                for (i, b) in buf.chunks_mut(SECTOR).enumerate() {
+                    b.copy_from_slice(&pattern(tag, base + offset + i as u64));
                 }
-                let mut b = [0u8; SECTOR];
-                self.layout_read(&g, 0, l, &mut b);
-                let got = decode_tag(&b, l);
-                let want = self.host.latest(l).to_vec();
-                match got {
-                    Some(t) if want.contains(&t) => self.host.pin(l, t),
-                    _ => {
-                        return Err(format!(
-                            "after recovery sector {l} ({:?}) holds {got:?}, allowed {want:?}",
-                            r.route
-                        ))
+                self.disk_write(member, sector, &buf)
+            }
+            (MemberOp::Data { member, sector, sectors, offset }, None) => {
+                let mut buf = vec![0u8; sectors as usize * SECTOR];
+                self.disks[member].read(sector, &mut buf);
+                for (i, b) in buf.chunks(SECTOR).enumerate() {
+                    let l = base + offset + i as u64;
+                    let got = decode_tag(b.try_into().unwrap(), l);
+                    let want = self.host.readable(l);
+                    if !got.is_some_and(|t| want.contains(&t)) && self.live_failure.is_none() {
+                        self.live_failure =
+                            Some(format!("live read: sector {l} ({place:?}) holds {got:?}, expected one of {want:?}"));
                     }
                 }
-                pinned[l as usize] = true;
+                Ok(())
             }
+            (MemberOp::Stripe { start, sectors, .. }, Some(tag)) => {
+                let dev = self.members.device_sectors;
+                let mut buf = vec![0u8; buffer_bytes(g.members())];
+                let g = *g;
+                let r = write_stripe(&mut Stripes { w: self, tag, base }, &g, place, &dev, base, start, sectors, &mut buf);
+                match r {
+                    Ok(()) => Ok(()),
+                    Err(Raid5Error::Io(e)) => Err(e),
+                    Err(e) => panic!("raid5 write: {e:?}"),
+                }
+            }
+            (op, t) => panic!("unexpected host op {op:?} for {t:?}"),
+        }
+    }
+
+    /// Reads logical `[start, start + sectors)` now, routed by the gate's
+    /// view, as the host would.
+    fn read_now(&self, start: u64, sectors: u64) -> Vec<(u64, Option<u64>, Route)> {
+        let view = self.gate.view();
+        let dev = self.members.device_sectors;
+        let mut out = Vec::new();
+        for run in route(&view, start, sectors, false) {
+            let (g, place) = match run.route {
+                Route::Target => (self.target, Place::Direct),
+                Route::Source => (self.source, Place::Direct),
+                Route::Staging => (self.target, Place::staging(&view, &self.target)),
+                _ => continue,
+            };
+            for_each_op(&g, place, &dev, Access::Read, start, run.start, run.sectors, |op| {
+                if let MemberOp::Data { member, sector, sectors, offset } = op {
+                    let mut buf = vec![0u8; sectors as usize * SECTOR];
+                    self.disks[member].read(sector, &mut buf);
+                    for (i, b) in buf.chunks(SECTOR).enumerate() {
+                        let l = start + offset + i as u64;
+                        out.push((l, decode_tag(b.try_into().unwrap(), l), run.route));
+                    }
+                }
+            });
+        }
+        out
+    }
+
+    /// After a load: reads every routable sector once and pins what it
+    /// holds (it must be allowed); later reads must return exactly that.
+    fn pin_volume(&mut self, pinned: &mut [bool]) -> Result<(), String> {
+        let volume = self.gate.view().volume_sectors;
+        for (l, got, route) in self.read_now(0, volume) {
+            // A sector under a write still in flight changes when it ends:
+            // pinned later.
+            if pinned[l as usize] || self.host.history[l as usize].last().unwrap().ack.is_none() {
+                continue;
+            }
+            let want = self.host.latest(l).to_vec();
+            match got {
+                Some(t) if want.contains(&t) => self.host.pin(l, t),
+                _ => return Err(format!("after recovery sector {l} ({route:?}) holds {got:?}, allowed {want:?}")),
+            }
+            pinned[l as usize] = true;
         }
         Ok(())
     }
@@ -794,62 +1049,85 @@ impl World {
         out
     }
 
-    /// Assembles from the superblocks alone (members shuffled), recovers,
-    /// checks the volume, finishes the migration and checks the result.
+    // ------------------------------------------------------------ lifecycle
+
+    /// Loads the array from its superblocks, as after a reboot or an
+    /// rmmod: the load sequence over the members in a shuffled order.
+    fn reload(&mut self) -> Result<Recovered, String> {
+        let n = self.cfg.members;
+        let mut order: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            order.swap(i, self.rng.below(i as u64 + 1) as usize);
+        }
+        let sizes: Vec<u64> = order.iter().map(|&r| self.members.device_sectors[r]).collect();
+        let params = LoadParams {
+            level: None,
+            chunk_sectors: self.cfg.chunk,
+            assume_clean: false,
+            force: false,
+            start: false,
+            unit_sectors: 0,
+            engine: self.cfg.engine,
+        };
+        let fresh = Fresh { array_uuid: [0; 16], member_uuids: [[0; 16]; MAX_MEMBERS] };
+        let mut buf = vec![0u8; self.buffer_size()];
+        self.exposed = false;
+        let now = Time::at(self.now);
+        let mut attempts = 0;
+        let loaded = loop {
+            // Member I/O errors may strike the load too: it is refused, and
+            // the administrator loads again.
+            self.engine_io = true;
+            let r = load(&mut Devices { w: self, role_of_device: order.clone() }, &sizes, &params, &fresh, now, &mut buf);
+            self.engine_io = false;
+            match r {
+                Ok(l) => break l,
+                Err(LoadError::Io { .. }) if self.failed => return Err(POWER_CUT.into()),
+                Err(LoadError::Io { .. }) if attempts < 20 => attempts += 1,
+                Err(e) => return Err(format!("load: {} ({e:?})", e.message())),
+            }
+        };
+        for role in 0..n {
+            if order[loaded.device_of_role[role] as usize] != role {
+                return Err(format!("assembly put device {} at role {role}", loaded.device_of_role[role]));
+            }
+        }
+        if loaded.members != self.members {
+            return Err("assembly got other member identities".into());
+        }
+        if self.trace {
+            println!("  loaded {:?} notes {:?}", loaded.array.view(), loaded.notes);
+        }
+        self.gate = Gate::new(loaded.array.view());
+        self.exposed = true;
+        Ok(loaded.array)
+    }
+
+    /// Loads the array after a power cut, checks the volume, finishes the
+    /// migration and checks the result.
     fn recover_and_finish(&mut self) -> Result<(), String> {
         let mut pinned = vec![false; self.target.capacity() as usize];
         loop {
-            let sbs = self.read_superblocks();
-            // Present the members in a shuffled order.
-            let n = sbs.len();
-            let mut order: Vec<usize> = (0..n).collect();
-            for i in (1..n).rev() {
-                order.swap(i, self.rng.below(i as u64 + 1) as usize);
-            }
-            let shuffled: Vec<_> = order.iter().map(|&i| sbs[i]).collect();
-            let mut found = ArrayMembers::new([0; 16], 0, &[], &[]);
-            let a = assemble(&shuffled, &mut found)
-                .map_err(|e| format!("assembly failed: {} ({:?})", e.message(), e))?;
-            for role in 0..n {
-                if order[a.device_of_role[role] as usize] != role {
-                    return Err(format!("assembly put device {} at role {role}", a.device_of_role[role]));
-                }
-            }
-            if found != self.members {
-                return Err("assembly got other member identities".into());
-            }
-            let recovered = recover(&a, self.cfg.engine, self.now).map_err(|e| format!("recover: {e:?}"))?;
-            // The volume is exposed with the recovered view from here on.
-            self.shared = recovered.view();
-            self.exposed = true;
-            let mut sb_buf = vec![0u8; SUPERBLOCK_BYTES];
-            match catch_up(self, &a, &found, &mut sb_buf) {
-                Ok(()) => {}
-                Err(EngineError::Io(_)) if self.failed => {
+            let recovered = match self.reload() {
+                Ok(r) => r,
+                Err(e) if e == POWER_CUT => {
                     self.nested_power_cut();
                     continue;
                 }
-                Err(e) => return Err(format!("catch-up: {e:?}")),
-            }
-            if self.trace {
-                println!(
-                    "  recovered gen {} {:?}",
-                    a.newest.generation,
-                    a.newest.migration.map(|m| (m.checkpoint, m.staged))
-                );
-            }
+                Err(e) => return Err(e),
+            };
             pinned.iter_mut().for_each(|p| *p = false);
             self.pin_volume(&mut pinned)?;
-            let mut engine = match recovered {
+            let run = match recovered {
                 Recovered::Settled { layout, state } => {
                     if layout != self.target || state != ArrayState::Clean {
                         return Err(format!("settled in {layout:?} {state:?}"));
                     }
-                    return self.verify_final();
+                    Ok(())
                 }
-                Recovered::Migration(e) => e,
+                Recovered::Migration(mut e) => self.run_engine(&mut e, Some(&mut pinned)),
             };
-            match self.run_engine(&mut engine, Some(&mut pinned)) {
+            match run.and_then(|()| self.settle()) {
                 Ok(()) => return self.verify_final(),
                 Err(RunError::PowerCut) => self.nested_power_cut(),
                 Err(RunError::Fail(e)) => return Err(e),
@@ -862,29 +1140,19 @@ impl World {
         self.report.nested_crashes += 1;
         self.failed = false;
         self.fail_at = None;
-        let outcome = OUTCOMES[self.rng.below(3) as usize];
+        let outcome = OUTCOMES[self.rng.below(4) as usize];
         self.power_cut(outcome);
     }
 
     /// Runs the engine to the end, with host I/O between and during steps.
-    fn run_engine(
-        &mut self,
-        engine: &mut Engine,
-        mut pinned: Option<&mut Vec<bool>>,
-    ) -> Result<(), RunError> {
-        let size = if self.cfg.buffer == 0 {
-            (self.target.stripe_chunks() as usize + 1) * self.cfg.chunk as usize * SECTOR
-        } else {
-            self.cfg.buffer
-        }
-        .max(SUPERBLOCK_BYTES);
-        let mut buf = vec![0u8; size];
+    fn run_engine(&mut self, engine: &mut Engine, mut pinned: Option<&mut Vec<bool>>) -> Result<(), RunError> {
+        let mut buf = vec![0u8; self.buffer_size()];
         let members = self.members;
-        self.shared.absorb(&engine.view());
+        self.publish(&engine.view());
         for _ in 0..100_000 {
             self.now += 1 + self.rng.below(4);
             self.engine_io = true;
-            let step = engine.step(self, &members, &mut buf, self.now);
+            let step = engine.step(self, &members, &mut buf, Time::at(self.now));
             self.engine_io = false;
             if self.trace {
                 println!("  step {step:?}");
@@ -896,8 +1164,21 @@ impl World {
                 return Err(RunError::Fail(e));
             }
             let step = match step {
-                // The kernel thread would retry after an I/O error.
-                Err(EngineError::Io(_)) => Step::Checkpointed,
+                Err(EngineError::Io(_)) => {
+                    // The kernel thread stops and pauses (a checkpoint); the
+                    // host goes on meanwhile; the user resumes later.
+                    if self.rng.chance(500) {
+                        self.engine_io = true;
+                        let r = engine.pause(self, &members, &mut buf, Time::at(self.now));
+                        self.engine_io = false;
+                        self.check_engine_call(r)?;
+                    }
+                    for _ in 0..3 {
+                        self.host_activity().map_err(|_| self.run_failure())?;
+                    }
+                    engine.unpause();
+                    Step::Checkpointed
+                }
                 other => other.map_err(|e| RunError::Fail(format!("engine: {e:?}")))?,
             };
             if let Some(p) = pinned.as_deref_mut() {
@@ -907,8 +1188,6 @@ impl World {
             match step {
                 Step::Finished => {
                     self.add_stats(engine);
-                    // Host writes still waiting go now, to the clean array.
-                    self.retry_queue().map_err(|_| self.run_failure())?;
                     return Ok(());
                 }
                 // Paused (by us, or found paused after a power cut): the
@@ -921,7 +1200,6 @@ impl World {
                 // A pause or stop that wrote the pending record of the end.
                 Step::Idle if engine.state() == ArrayState::Clean => {
                     self.add_stats(engine);
-                    self.retry_queue().map_err(|_| self.run_failure())?;
                     return Ok(());
                 }
                 Step::Idle => {
@@ -930,37 +1208,40 @@ impl World {
                 _ => {
                     if self.rng.chance(self.cfg.pause) {
                         self.engine_io = true;
-                        let r = engine.pause(self, &members, &mut buf, self.now);
+                        let r = engine.pause(self, &members, &mut buf, Time::at(self.now));
                         self.engine_io = false;
                         self.check_engine_call(r)?;
                     } else if self.rng.chance(self.cfg.reload) {
-                        // Module unload and load: stop, assemble, resume.
+                        // Module unload and load: nobody has the volume
+                        // open (rmmod refuses otherwise), so host I/O has
+                        // ended; the engine stops with a checkpoint, the
+                        // load sequence runs.
+                        self.finish_requests().map_err(|_| self.run_failure())?;
+                        self.exposed = false;
                         self.engine_io = true;
-                        let r = engine.stop(self, &members, &mut buf, self.now);
+                        let r = engine.stop(self, &members, &mut buf, Time::at(self.now));
                         self.engine_io = false;
                         self.check_engine_call(r)?;
-                        let sbs = self.read_superblocks();
-                        let mut found = ArrayMembers::new([0; 16], 0, &[], &[]);
-                        let a = assemble(&sbs, &mut found)
-                            .map_err(|e| RunError::Fail(format!("reload: {e:?}")))?;
-                        let mut sb_buf = vec![0u8; SUPERBLOCK_BYTES];
-                        let r = catch_up(self, &a, &found, &mut sb_buf);
-                        self.check_engine_call(r)?;
                         self.add_stats(engine);
-                        match recover(&a, self.cfg.engine, self.now) {
-                            Ok(Recovered::Migration(e)) => *engine = e,
-                            // The stop wrote the pending record of the end.
-                            Ok(Recovered::Settled { state: ArrayState::Clean, .. })
-                                if engine.state() == ArrayState::Clean =>
+                        let queued = std::mem::take(&mut self.host.queue);
+                        let recovered = match self.reload() {
+                            Ok(r) => r,
+                            Err(e) if e == POWER_CUT => return Err(RunError::PowerCut),
+                            Err(e) => return Err(RunError::Fail(format!("reload: {e}"))),
+                        };
+                        self.host.queue = queued;
+                        self.report.reloads += 1;
+                        match recovered {
+                            Recovered::Migration(e) => *engine = e,
+                            // The record of the end was written (by the stop,
+                            // or by a step whose flush then failed).
+                            Recovered::Settled { state: ArrayState::Clean, .. }
+                                if engine.view().copied == engine.plan().units() =>
                             {
-                                self.shared.absorb(&engine.view());
-                                self.retry_queue().map_err(|_| self.run_failure())?;
                                 return Ok(());
                             }
                             other => return Err(RunError::Fail(format!("reload found {other:?}"))),
                         }
-                        self.shared.absorb(&engine.view());
-                        self.report.reloads += 1;
                     }
                 }
             }
@@ -971,7 +1252,19 @@ impl World {
     /// Whether this engine I/O fails without a power cut (the engine then
     /// returns an error and the simulated kernel thread tries again).
     fn transient_error(&mut self) -> bool {
-        if self.engine_io && self.rng.chance(self.cfg.io_errors) {
+        if !self.engine_io {
+            return false;
+        }
+        self.engine_ios += 1;
+        if self.error_at == Some(self.engine_ios) {
+            self.error_at = None;
+            self.report.io_errors += 1;
+            if self.trace {
+                println!("  injected I/O error at engine I/O {}", self.engine_ios);
+            }
+            return true;
+        }
+        if self.rng.chance(self.cfg.io_errors) {
             self.report.io_errors += 1;
             if self.trace {
                 println!("  transient I/O error");
@@ -1012,12 +1305,30 @@ impl World {
         }
     }
 
+    /// Runs the host requests still in flight or waiting to their end.
+    fn settle(&mut self) -> Result<(), RunError> {
+        for _ in 0..10_000 {
+            self.finish_requests().map_err(|_| self.run_failure())?;
+            if self.host.queue.is_empty() {
+                break;
+            }
+            self.retry_queue().map_err(|_| self.run_failure())?;
+        }
+        if !self.host.queue.is_empty() {
+            return Err(RunError::Fail("host writes still waiting after the end".into()));
+        }
+        if let Some(e) = self.live_failure.take() {
+            return Err(RunError::Fail(e));
+        }
+        Ok(())
+    }
+
     /// The end state: clean superblocks, every sector as expected through the
     /// target layout on every copy, parity consistent, zeros past the source.
+    /// Host requests must have settled.
     fn verify_final(&mut self) -> Result<(), String> {
-        self.retry_queue().map_err(|e| format!("late host write failed: {e:?}"))?;
-        if !self.host.queue.is_empty() {
-            return Err("host writes still waiting after the end".into());
+        if !self.reqs.is_empty() || !self.host.queue.is_empty() {
+            return Err("host requests left at the end".into());
         }
         let sbs = self.read_superblocks();
         let mut gens = HashSet::new();
@@ -1037,16 +1348,16 @@ impl World {
             let want = self.host.latest(l).to_vec();
             for c in 0..g.copies() {
                 let at = g.locate_copy(l, c);
-                if c > 0 && self.exempt_rows.contains(&(at.sector >> shift)) {
+                // Copies a crash left unequal (no resync yet): the one reads
+                // use must be right.
+                if c != g.read_copy(l) && self.exempt_rows.contains(&(at.sector >> shift)) {
                     continue;
                 }
                 let mut b = [0u8; SECTOR];
                 self.disks[at.member].read(at.sector, &mut b);
                 let got = decode_tag(&b, l);
                 if !got.is_some_and(|t| want.contains(&t)) {
-                    return Err(format!(
-                        "final: sector {l} copy {c} at {at:?} holds {got:?}, expected {want:?}"
-                    ));
+                    return Err(format!("final: sector {l} copy {c} at {at:?} holds {got:?}, expected {want:?}"));
                 }
             }
             if let Some(p) = g.parity_location(l) {
@@ -1065,6 +1376,8 @@ impl World {
     }
 }
 
+const POWER_CUT: &str = "power cut";
+
 /// XOR of the data sectors of a raid5 row at `sector`, all members but the
 /// parity member.
 fn raid5_parity(disks: &[Disk], g: &Geometry, parity_member: usize, sector: u64, acc: &mut Block) {
@@ -1079,11 +1392,6 @@ fn raid5_parity(disks: &[Disk], g: &Geometry, parity_member: usize, sector: u64,
             *a ^= x;
         }
     }
-}
-
-enum RunError {
-    PowerCut,
-    Fail(String),
 }
 
 impl MemberIo for World {
@@ -1130,49 +1438,84 @@ impl MemberIo for World {
     }
 
     fn publish(&mut self, view: &View) {
-        self.shared.absorb(view);
+        if let Some(old) = self.gate.publish(view) {
+            // The engine waits for the old epoch's requests: they run to
+            // their end now. A power cut while they do stops everything.
+            let _ = self.drain(old);
+        }
     }
 
     fn checkpoint_requested(&mut self) -> bool {
-        self.shared.checkpoint_requested
+        self.gate.checkpoint_requested()
     }
 }
 
-/// Runs one migration, exploring crashes as asked; returns the counts.
-pub fn simulate(cfg: &SimConfig, crashes: Crashes) -> Report {
+/// Builds the world, makes the array and runs the migration to its end,
+/// exploring what the world is set up to explore; returns the world.
+fn main_run(cfg: &SimConfig, setup: impl FnOnce(&mut World)) -> (World, Result<(), String>) {
     let mut w = World::new(cfg);
+    let mut engine = match w.create() {
+        Ok(e) => e,
+        Err(e) => return (w, Err(e)),
+    };
+    setup(&mut w);
+    let result = match w.run_engine(&mut engine, None).and_then(|()| w.settle()) {
+        Ok(()) => w.verify_final(),
+        Err(RunError::Fail(e)) => Err(e),
+        Err(RunError::PowerCut) => Err("unexpected power cut".into()),
+    };
+    (w, result)
+}
+
+/// Runs one migration, exploring crashes or errors as asked; returns the
+/// counts.
+pub fn simulate(cfg: &SimConfig, crashes: Crashes) -> Report {
+    let mut report = Report::default();
+    if let Crashes::EveryError = crashes {
+        // One member I/O error at each engine I/O in turn, no power cut: a
+        // deterministic run replayed with the error injected there.
+        let cfg = SimConfig { io_errors: 0, ..cfg.clone() };
+        let (dry, result) = main_run(&cfg, |_| {});
+        if let Err(e) = result {
+            report.failures.push(format!("{}: run without errors: {e}", cfg.name()));
+        }
+        report.add(&dry.report);
+        for k in 1..=dry.engine_ios {
+            let (w, result) = main_run(&cfg, |w| w.error_at = Some(k));
+            if let Err(e) = result {
+                report.failures.push(format!("{}: error at engine I/O {k}: {e}", cfg.name()));
+            }
+            report.error_points += 1;
+            report.add(&Report { failures: Vec::new(), ..w.report });
+        }
+        return report;
+    }
     let mut total_writes = 0;
+    let mut at = HashSet::new();
     if let Crashes::Sample(count) = crashes {
         // A dry run counts the writes to draw crash points from.
-        let mut dry = World::new(cfg);
-        let sb = dry.read_superblocks()[0].unwrap();
-        let mut e = Engine::resume(&sb, cfg.engine, 0).unwrap();
-        let _ = dry.run_engine(&mut e, None);
+        let (dry, _) = main_run(cfg, |_| {});
         total_writes = dry.writes.max(1);
+        let mut rng = Rng::new(cfg.seed ^ 0x5A5A);
         for _ in 0..count {
-            let at = 1 + w.rng.below(total_writes);
-            w.explore_at.insert(at);
+            at.insert(1 + rng.below(total_writes));
         }
     }
-    w.explore_every = matches!(crashes, Crashes::Every);
-    let sb = w.read_superblocks()[0].unwrap();
-    let mut engine = Engine::resume(&sb, cfg.engine, 0).unwrap();
-    w.shared = engine.view();
-    let result = w.run_engine(&mut engine, None);
-    let mut report = std::mem::take(&mut w.report);
-    match result {
-        Ok(()) => {
-            if let Err(e) = w.verify_final() {
-                report.failures.push(format!("{}: uncrashed run: {e}", cfg.name()));
-            }
-        }
-        Err(RunError::Fail(e)) => report.failures.push(format!("{}: uncrashed run: {e}", cfg.name())),
-        Err(RunError::PowerCut) => report.failures.push(format!("{}: unexpected power cut", cfg.name())),
+    let every = matches!(crashes, Crashes::Every);
+    let (w, result) = main_run(cfg, |w| {
+        w.explore_at = at;
+        w.explore_every = every;
+    });
+    if let Err(e) = result {
+        report.failures.push(format!("{}: uncrashed run: {e}", cfg.name()));
     }
+    report.add(&w.report);
     report.writes = w.writes.max(total_writes);
     report.host_writes = w.host.writes;
     report.host_deferred = w.host.deferred;
+    report.host_refused = w.host.refused;
     report.host_flushes = w.host.flushes;
+    report.host_reads = w.host.reads;
     report
 }
 
@@ -1182,10 +1525,14 @@ pub fn summary(r: &Report) -> String {
     let per_unit = r.units + r.staging_records;
     let _ = write!(
         s,
-        "crash points explored: {} (+{} nested during recovery); units copied: {} ({} through staging); \
-         checkpoint writes: {} vs {} with one per unit (saved {}); host writes {} ({} deferred), host flushes {}, unload/reload {}, transient I/O errors {}; failures: {}",
+        "crash points explored: {} (+{} nested during recovery, {} torn superblock sectors); error points: {}; \
+         units copied: {} ({} through staging); checkpoint writes: {} vs {} with one per unit (saved {}); \
+         host writes {} ({} deferred, {} refused), reads {}, flushes {}, drained by the engine {}, \
+         routed to staging {}; unload/reload {}, member I/O errors {}; failures: {}",
         r.crash_points,
         r.nested_crashes,
+        r.torn_sectors,
+        r.error_points,
         r.units,
         r.units_staged,
         r.checkpoint_writes,
@@ -1193,7 +1540,11 @@ pub fn summary(r: &Report) -> String {
         per_unit as i64 - r.checkpoint_writes as i64,
         r.host_writes,
         r.host_deferred,
+        r.host_refused,
+        r.host_reads,
         r.host_flushes,
+        r.drained,
+        r.staged_requests,
         r.reloads,
         r.io_errors,
         r.failures.len()

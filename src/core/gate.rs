@@ -1,0 +1,160 @@
+//! Admission of host requests while the engine migrates: a request goes
+//! ahead with a snapshot of the routing view, waits for the engine to
+//! publish again, or fails.
+//!
+//! Keeps invariants 2, 3 and 5 of the theory (see the crate documentation).
+//!
+//! The kernel keeps one [`Gate`] under a lock shared by host requests and
+//! the migration thread; the simulator keeps one too. A request that touches
+//! the source layout or the staging area is counted in the gate's current
+//! *epoch* until it ends (the shell does the counting, with atomics that
+//! completions can release from any context). When the engine publishes a
+//! unit in flight, [`Gate::publish`] flips the epoch and returns the old one:
+//! the engine must not touch the unit before every request of the old epoch
+//! has ended. Requests admitted after the flip see the unit in flight and
+//! wait instead, so nothing routed by an older view can reach a unit while
+//! the engine reads its source or rewrites its rows.
+
+use super::route::{route, Route, View};
+
+/// What a host request may do now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Go ahead, routed by `view`; when `epoch` is set the request is counted
+    /// in that epoch until it ends.
+    Go {
+        /// The view to route every part of the request with.
+        view: View,
+        /// The epoch to count the request in, if it touches the source or
+        /// the staging area.
+        epoch: Option<u8>,
+    },
+    /// Part of it is in flight: wait for the engine to publish again.
+    Wait,
+    /// A write over copied units that no checkpoint covers: a checkpoint was
+    /// requested (wake the engine), wait for it to be published.
+    WaitCheckpoint,
+    /// It cannot be served safely: fail it.
+    Refuse,
+}
+
+/// The view host requests are admitted by, and the drain epoch.
+#[derive(Clone, Copy, Debug)]
+pub struct Gate {
+    view: View,
+    epoch: u8,
+}
+
+impl Gate {
+    /// A gate starting with `view` (the engine's first, or a settled
+    /// array's).
+    pub fn new(view: View) -> Gate {
+        Gate { view, epoch: 0 }
+    }
+
+    /// The current view.
+    pub fn view(&self) -> View {
+        self.view
+    }
+
+    /// Host side: whether `[start, start + sectors)` may go now.
+    pub fn admit(&mut self, start: u64, sectors: u64, write: bool) -> Admission {
+        let (mut wait, mut checkpoint, mut refuse, mut counted) = (false, false, false, false);
+        for run in route(&self.view, start, sectors, write) {
+            match run.route {
+                Route::Target => {}
+                Route::Source | Route::Staging => counted = true,
+                Route::Wait => wait = true,
+                Route::NeedsCheckpoint => checkpoint = true,
+                Route::Refuse => refuse = true,
+            }
+        }
+        if refuse {
+            return Admission::Refuse;
+        }
+        if checkpoint {
+            self.view.request_checkpoint();
+            return Admission::WaitCheckpoint;
+        }
+        if wait {
+            return Admission::Wait;
+        }
+        Admission::Go { view: self.view, epoch: counted.then_some(self.epoch) }
+    }
+
+    /// Engine side: takes a published view. When it puts a unit in flight,
+    /// returns the epoch whose requests must end before the engine goes on.
+    pub fn publish(&mut self, view: &View) -> Option<u8> {
+        self.view.absorb(view);
+        if view.in_flight() {
+            let old = self.epoch;
+            self.epoch ^= 1;
+            Some(old)
+        } else {
+            None
+        }
+    }
+
+    /// Engine side: whether a host write waits for a checkpoint.
+    pub fn checkpoint_requested(&self) -> bool {
+        self.view.checkpoint_requested
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::format::ArrayState;
+    use super::super::route::Next;
+    use super::*;
+
+    fn view(next: Next) -> View {
+        View {
+            state: ArrayState::Migrating,
+            volume_sectors: 1000,
+            target_sectors: 2000,
+            unit_sectors: 10,
+            units: 200,
+            copied: 7,
+            checkpoint: 4,
+            next,
+            halted: false,
+            checkpoint_requested: false,
+        }
+    }
+
+    #[test]
+    fn admission_by_band() {
+        let mut g = Gate::new(view(Next::Untouched));
+        // Durable target only: not counted.
+        assert_eq!(g.admit(0, 40, true), Admission::Go { view: view(Next::Untouched), epoch: None });
+        // The source: counted in the current epoch.
+        assert!(matches!(g.admit(70, 20, false), Admission::Go { epoch: Some(0), .. }));
+        // A write over copied, not checkpointed units asks for a checkpoint.
+        assert_eq!(g.admit(45, 5, true), Admission::WaitCheckpoint);
+        assert!(g.checkpoint_requested());
+        // Reads there go on.
+        assert!(matches!(g.admit(45, 5, false), Admission::Go { epoch: None, .. }));
+    }
+
+    #[test]
+    fn in_flight_flips_the_epoch() {
+        let mut g = Gate::new(view(Next::Untouched));
+        assert!(matches!(g.admit(75, 1, false), Admission::Go { epoch: Some(0), .. }));
+        // Publishing unit 7 in flight: requests of epoch 0 must drain.
+        assert_eq!(g.publish(&view(Next::InFlight)), Some(0));
+        assert_eq!(g.admit(75, 1, false), Admission::Wait);
+        // Later units are counted in the new epoch.
+        assert!(matches!(g.admit(85, 1, false), Admission::Go { epoch: Some(1), .. }));
+        assert_eq!(g.publish(&View { copied: 8, ..view(Next::Untouched) }), None);
+        assert_eq!(g.publish(&View { copied: 8, ..view(Next::InFlight) }), Some(1));
+    }
+
+    #[test]
+    fn staged_unit_is_counted_and_unsettled_writes_refused() {
+        let mut g = Gate::new(view(Next::Staged));
+        assert!(matches!(g.admit(72, 4, true), Admission::Go { epoch: Some(0), .. }));
+        g.publish(&view(Next::StagingUnrecorded));
+        assert_eq!(g.admit(72, 4, true), Admission::Refuse);
+        assert!(matches!(g.admit(72, 4, false), Admission::Go { epoch: Some(0), .. }));
+    }
+}

@@ -1,0 +1,518 @@
+//! The load sequence: from the members given at load time to an array that
+//! can be exposed to the host, or a refusal. The kernel's load and the host
+//! simulator both run this code, over [`MemberIo`].
+//!
+//! Keeps invariants 4 and 5 of the theory (see the crate documentation):
+//! members leave the load at most one generation apart (lagging ones are
+//! brought level before anything else is written), and no unit is left in
+//! flight when the volume is exposed (a unit recorded in staging is finished
+//! here, or routed to the staging area if a member error stops that).
+//!
+//! With a level (a new array), every device is checked before anything is
+//! written: none may belong to a raidmig array, all must be at least as
+//! large as the first, the layout must fit, and the first device's tail
+//! must be free (its data ends before the reserved tail). Then the first
+//! superblocks are written, joining members first and the user's disk last,
+//! and flushed.
+//!
+//! Without a level, the array is assembled from the superblocks in any
+//! device order ([`assemble`]); members one generation behind are written
+//! level with the newest ([`catch_up`]); the state to resume from is taken
+//! from the newest superblock; and a unit left in the staging area by a power
+//! cut or a member error is finished before the volume is exposed, since a
+//! host request for it would otherwise wait for a migration thread that only
+//! starts once the volume exists.
+
+use super::assemble::{assemble, AssembleError, AssembleErrorKind, Assembly};
+use super::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Time};
+use super::format::{ArrayState, FormatError, Superblock};
+use super::layout::{Geometry, GeometryError, Level, MAX_MEMBERS, SECTOR_SHIFT};
+use super::members::ArrayMembers;
+use super::prepare::{self, PrepareError};
+use super::route::View;
+use super::tail::{slot_of, superblock_sector, SUPERBLOCK_BYTES};
+
+/// Target data per migration unit, in sectors (1 MiB): big enough that
+/// per-unit costs (a flush now and then, host requests waiting for the unit
+/// in flight) stay small, small enough that a waiting host request waits
+/// for little.
+pub const UNIT_SECTORS: u64 = 2048;
+
+/// The errno a refusal maps to (the shell turns it into its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Errno {
+    /// `EINVAL`: a bad request.
+    Inval,
+    /// `ENOSPC`: a member too small, or a tail that holds data.
+    NoSpc,
+    /// `EEXIST`: a member of a raidmig array given for a new one, or of
+    /// another array.
+    Exist,
+    /// `EUCLEAN`: damaged or disagreeing superblocks.
+    Uclean,
+    /// `ESTALE`: a member that missed updates.
+    Stale,
+    /// `EIO`: a member I/O error.
+    Io,
+}
+
+/// What the user asked for (module parameters, already validated).
+#[derive(Clone, Copy, Debug)]
+pub struct LoadParams {
+    /// The new array's level; `None` to assemble from the superblocks.
+    pub level: Option<Level>,
+    /// Chunk size of a new array, in sectors.
+    pub chunk_sectors: u32,
+    /// Make a new array directly in its layout (new, empty disks).
+    pub assume_clean: bool,
+    /// Take the first device's tail even if it holds data.
+    pub force: bool,
+    /// Start a new migration at once.
+    pub start: bool,
+    /// Target data per unit of a new migration, in sectors.
+    pub unit_sectors: u64,
+    /// The engine's tuning.
+    pub engine: EngineConfig,
+}
+
+/// What the shell draws at random for a new array.
+#[derive(Clone, Copy, Debug)]
+pub struct Fresh {
+    /// The array's UUID.
+    pub array_uuid: [u8; 16],
+    /// Member UUIDs, by role.
+    pub member_uuids: [[u8; 16]; MAX_MEMBERS],
+}
+
+/// Why a load is refused. Nothing was written unless the variant says so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadError {
+    /// The new array cannot be made (device index inside, where it applies).
+    Prepare(PrepareError),
+    /// The first device holds data at sector `at` within the range
+    /// `[start, start + sectors)` that must be free.
+    TailInUse {
+        /// First sector that must be free.
+        start: u64,
+        /// How many sectors must be free.
+        sectors: u64,
+        /// The first sector that is not zero.
+        at: u64,
+    },
+    /// The devices do not make up an array.
+    Assemble(AssembleError),
+    /// Device `device` is not the size its superblock records.
+    SizeChanged {
+        /// Index of the device in the order given.
+        device: usize,
+    },
+    /// An I/O error on device `device` (in the order given); writes may
+    /// have happened before it (first superblocks, catch-up).
+    Io {
+        /// Index of the device in the order given.
+        device: usize,
+        /// The negative errno.
+        errno: i32,
+    },
+    /// The recorded migration cannot be resumed.
+    Engine(EngineError),
+}
+
+impl LoadError {
+    /// A sentence for the kernel log (the shell adds the device path where
+    /// [`LoadError::device`] names one).
+    pub fn message(&self) -> &'static str {
+        match self {
+            LoadError::Prepare(e) => e.message(),
+            LoadError::TailInUse { .. } => "the reserved tail at the end of the first member holds data",
+            LoadError::Assemble(e) => e.message(),
+            LoadError::SizeChanged { .. } => "member changed size since it joined the array",
+            LoadError::Io { .. } => "member I/O error while loading",
+            LoadError::Engine(e) => e.message(),
+        }
+    }
+
+    /// The device concerned, as an index in the order given.
+    pub fn device(&self) -> Option<usize> {
+        match *self {
+            LoadError::Prepare(
+                PrepareError::MemberSmaller { device }
+                | PrepareError::AlreadyMember { device }
+                | PrepareError::DamagedSuperblock { device },
+            ) => Some(device),
+            LoadError::TailInUse { .. } => Some(0),
+            LoadError::Assemble(e) => match e.kind {
+                AssembleErrorKind::NoDevices | AssembleErrorKind::WrongCount => None,
+                _ => Some(e.device),
+            },
+            LoadError::SizeChanged { device } | LoadError::Io { device, .. } => Some(device),
+            _ => None,
+        }
+    }
+
+    /// The errno to report.
+    pub fn errno(&self) -> Errno {
+        match self {
+            LoadError::Prepare(PrepareError::MemberSmaller { .. })
+            | LoadError::Prepare(PrepareError::Geometry(GeometryError::TooSmall))
+            | LoadError::TailInUse { .. } => Errno::NoSpc,
+            LoadError::Prepare(PrepareError::AlreadyMember { .. }) => Errno::Exist,
+            LoadError::Prepare(PrepareError::DamagedSuperblock { .. }) => Errno::Uclean,
+            LoadError::Prepare(_) => Errno::Inval,
+            LoadError::Assemble(e) => match e.kind {
+                AssembleErrorKind::Unreadable(_) | AssembleErrorKind::Disagree => Errno::Uclean,
+                AssembleErrorKind::Foreign => Errno::Exist,
+                AssembleErrorKind::Stale => Errno::Stale,
+                _ => Errno::Inval,
+            },
+            LoadError::SizeChanged { .. } | LoadError::Engine(_) => Errno::Inval,
+            LoadError::Io { .. } => Errno::Io,
+        }
+    }
+}
+
+/// The state an array resumes in.
+#[derive(Clone, Copy, Debug)]
+pub enum Recovered {
+    /// No migration: the array is in `layout`, in `state` (clean or failed).
+    Settled {
+        /// The array's layout.
+        layout: Geometry,
+        /// Its state.
+        state: ArrayState,
+    },
+    /// A migration to run (or paused, or failed with its record).
+    Migration(Engine),
+}
+
+impl Recovered {
+    /// The view host I/O starts with.
+    pub fn view(&self) -> View {
+        match self {
+            Recovered::Settled { layout, state } => View::clean(*state, layout.capacity()),
+            Recovered::Migration(e) => e.view(),
+        }
+    }
+
+    /// The layout the array is in (migrated to).
+    pub fn target(&self) -> Geometry {
+        match self {
+            Recovered::Settled { layout, .. } => *layout,
+            Recovered::Migration(e) => e.plan().target(),
+        }
+    }
+
+    /// The layout migrated from (the array's own when settled).
+    pub fn source(&self) -> Geometry {
+        match self {
+            Recovered::Settled { layout, .. } => *layout,
+            Recovered::Migration(e) => e.plan().source(),
+        }
+    }
+}
+
+/// What happened on the way, for the kernel log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadNotes {
+    /// A new array was made (first superblocks written).
+    pub created: bool,
+    /// With `force`: the first sector of the first device's tail range that
+    /// held data (now overwritten).
+    pub forced_over: Option<u64>,
+    /// Roles whose superblock lagged one generation and was brought level
+    /// (bit per role).
+    pub caught_up: u32,
+    /// A unit left in staging that was finished.
+    pub replayed: Option<u64>,
+    /// A unit left in staging that could not be finished, and the error:
+    /// host I/O to it goes to the staging area and the engine is halted.
+    pub replay_failed: Option<(u64, IoError)>,
+}
+
+/// An array ready to be exposed.
+#[derive(Clone, Copy, Debug)]
+pub struct Loaded {
+    /// For each role, the index of the device (in the order given).
+    pub device_of_role: [u8; MAX_MEMBERS],
+    /// Identities of the members, by role.
+    pub members: ArrayMembers,
+    /// Where the array stands.
+    pub array: Recovered,
+    /// Whether the migration thread should copy at once.
+    pub run: bool,
+    /// What happened.
+    pub notes: LoadNotes,
+}
+
+/// Runs the load sequence over `io`, whose members are the devices in the
+/// order given (their sizes in `device_sectors`). `buf` must hold at least
+/// the engine's minimum buffer and two superblocks; `fresh` gives the
+/// identities of a new array.
+pub fn load<I: MemberIo>(
+    io: &mut I,
+    device_sectors: &[u64],
+    params: &LoadParams,
+    fresh: &Fresh,
+    now: Time,
+    buf: &mut [u8],
+) -> Result<Loaded, LoadError> {
+    if buf.len() < 2 * SUPERBLOCK_BYTES {
+        return Err(LoadError::Engine(EngineError::BufferTooSmall));
+    }
+    match params.level {
+        Some(level) => create(io, device_sectors, level, params, fresh, now, buf),
+        None => assemble_devices(io, device_sectors, params, now, buf),
+    }
+}
+
+fn io_error(e: IoError) -> LoadError {
+    LoadError::Io { device: e.member, errno: e.errno }
+}
+
+/// Both superblock slots of device `device`.
+fn read_slots<I: MemberIo>(
+    io: &mut I,
+    device: usize,
+    device_sectors: u64,
+    buf: &mut [u8],
+) -> Result<(Result<Superblock, FormatError>, Result<Superblock, FormatError>), LoadError> {
+    let both = &mut buf[..2 * SUPERBLOCK_BYTES];
+    io.read(device, superblock_sector(device_sectors, 0), both).map_err(io_error)?;
+    let (a, b) = both.split_at(SUPERBLOCK_BYTES);
+    Ok((Superblock::decode_slot(a, 0), Superblock::decode_slot(b, 1)))
+}
+
+/// The first sector in `[start, start + sectors)` of `device` that is not
+/// all zeros.
+fn first_nonzero<I: MemberIo>(
+    io: &mut I,
+    device: usize,
+    start: u64,
+    sectors: u64,
+    buf: &mut [u8],
+) -> Result<Option<u64>, LoadError> {
+    let per_read = ((buf.len() >> SECTOR_SHIFT) as u64).min(2048);
+    let mut at = start;
+    while at < start + sectors {
+        let n = (start + sectors - at).min(per_read);
+        let bytes = &mut buf[..(n << SECTOR_SHIFT) as usize];
+        io.read(device, at, bytes).map_err(io_error)?;
+        if let Some(i) = bytes.iter().position(|&b| b != 0) {
+            return Ok(Some(at + (i >> SECTOR_SHIFT) as u64));
+        }
+        at += n;
+    }
+    Ok(None)
+}
+
+/// A new array of `level` over the devices (in role order): a migration of
+/// the first device's data, or a clean array.
+#[allow(clippy::too_many_arguments)]
+fn create<I: MemberIo>(
+    io: &mut I,
+    device_sectors: &[u64],
+    level: Level,
+    params: &LoadParams,
+    fresh: &Fresh,
+    now: Time,
+    buf: &mut [u8],
+) -> Result<Loaded, LoadError> {
+    let n = device_sectors.len();
+    if n < level.min_members() {
+        return Err(LoadError::Prepare(PrepareError::TooFewMembers));
+    }
+    if n > level.max_members() || n > MAX_MEMBERS {
+        return Err(LoadError::Prepare(PrepareError::TooManyMembers));
+    }
+    for (device, &sectors) in device_sectors.iter().enumerate() {
+        let (a, b) = read_slots(io, device, sectors, buf)?;
+        prepare::check_unclaimed(device, &a, &b).map_err(LoadError::Prepare)?;
+    }
+    let stripe = Geometry::for_devices(level, n, params.chunk_sectors, device_sectors[0])
+        .map(|g| g.stripe_sectors())
+        .unwrap_or(1)
+        .max(1);
+    let unit_stripes = (params.unit_sectors / stripe).clamp(1, 1 << 16) as u32;
+    let plan = prepare::plan_new(level, params.chunk_sectors, device_sectors, unit_stripes)
+        .map_err(LoadError::Prepare)?;
+    let mut notes = LoadNotes { created: true, ..LoadNotes::default() };
+    // A single layout migrates to itself: the data is in place already.
+    let clean = params.assume_clean || level == Level::Single;
+    if !params.assume_clean {
+        let (start, sectors) = prepare::must_be_zero(device_sectors[0], &plan);
+        if let Some(at) = first_nonzero(io, 0, start, sectors, buf)? {
+            if !params.force {
+                return Err(LoadError::TailInUse { start, sectors, at });
+            }
+            notes.forced_over = Some(at);
+        }
+    }
+
+    let members = ArrayMembers::new(fresh.array_uuid, now.wall_ms, &fresh.member_uuids[..n], device_sectors);
+    let first = |role: usize| {
+        let sb = prepare::prepared_superblock(&plan, &members, role, now.wall_ms);
+        if clean {
+            Superblock { state: ArrayState::Clean, migration: None, ..sb }
+        } else {
+            sb
+        }
+    };
+    // Joining members first, the first member (the user's data) last: a
+    // cut in between leaves the user's disk without a superblock.
+    let sb_buf = &mut buf[..SUPERBLOCK_BYTES];
+    for role in Iterator::chain(1..n, 0..1) {
+        let sb = first(role);
+        sb.encode(sb_buf).map_err(|e| LoadError::Engine(EngineError::Format(e)))?;
+        let sector = superblock_sector(device_sectors[role], slot_of(sb.generation));
+        io.write(role, sector, sb_buf).map_err(io_error)?;
+    }
+    io.flush().map_err(io_error)?;
+    let array = if clean {
+        Recovered::Settled { layout: plan.target(), state: ArrayState::Clean }
+    } else {
+        Recovered::Migration(Engine::resume(&first(0), params.engine, now).map_err(LoadError::Engine)?)
+    };
+    let mut device_of_role = [0u8; MAX_MEMBERS];
+    for (i, d) in device_of_role.iter_mut().enumerate() {
+        *d = i as u8;
+    }
+    Ok(Loaded { device_of_role, members, array, run: !clean && params.start, notes })
+}
+
+/// Member I/O by role over I/O by device, once assembly knows the roles.
+pub struct ByRole<'a, I: MemberIo> {
+    io: &'a mut I,
+    device_of_role: [u8; MAX_MEMBERS],
+}
+
+impl<'a, I: MemberIo> ByRole<'a, I> {
+    /// Role `r` is device `device_of_role[r]` of `io`.
+    pub fn new(io: &'a mut I, device_of_role: [u8; MAX_MEMBERS]) -> Self {
+        ByRole { io, device_of_role }
+    }
+
+    fn device(&self, role: usize) -> usize {
+        self.device_of_role.get(role).map_or(usize::MAX, |&d| d as usize)
+    }
+
+    /// An error of the underlying I/O names a device: make it name the role.
+    fn role_error(&self, role: usize, e: IoError) -> IoError {
+        IoError { member: role, ..e }
+    }
+}
+
+impl<I: MemberIo> MemberIo for ByRole<'_, I> {
+    fn read(&mut self, member: usize, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        let d = self.device(member);
+        self.io.read(d, sector, buf).map_err(|e| self.role_error(member, e))
+    }
+
+    fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError> {
+        let d = self.device(member);
+        self.io.write(d, sector, buf).map_err(|e| self.role_error(member, e))
+    }
+
+    fn flush(&mut self) -> Result<(), IoError> {
+        self.io.flush()
+    }
+
+    fn publish(&mut self, view: &View) {
+        self.io.publish(view)
+    }
+
+    fn checkpoint_requested(&mut self) -> bool {
+        self.io.checkpoint_requested()
+    }
+}
+
+/// Assembles the array from the devices' superblocks, brings lagging
+/// members level, and finishes a unit left in staging.
+fn assemble_devices<I: MemberIo>(
+    io: &mut I,
+    device_sectors: &[u64],
+    params: &LoadParams,
+    now: Time,
+    buf: &mut [u8],
+) -> Result<Loaded, LoadError> {
+    let n = device_sectors.len().min(MAX_MEMBERS);
+    let mut sbs = [Err(FormatError::Blank); MAX_MEMBERS];
+    for (device, sb) in sbs.iter_mut().enumerate().take(n) {
+        let (a, b) = read_slots(io, device, device_sectors[device], buf)?;
+        *sb = Superblock::newest(a, b);
+    }
+    let mut members = ArrayMembers::new([0; 16], 0, &[], &[]);
+    let assembly = assemble(&sbs[..n], &mut members).map_err(LoadError::Assemble)?;
+    for (device, sb) in sbs.iter().enumerate().take(n) {
+        if sb.as_ref().is_ok_and(|sb| sb.device_sectors != device_sectors[device]) {
+            return Err(LoadError::SizeChanged { device });
+        }
+    }
+    let device_of_role = assembly.device_of_role;
+    let mut io = ByRole::new(io, device_of_role);
+    let device_error = |e: EngineError| match e {
+        EngineError::Io(e) => {
+            LoadError::Io { device: device_of_role[e.member.min(MAX_MEMBERS - 1)] as usize, errno: e.errno }
+        }
+        other => LoadError::Engine(other),
+    };
+    catch_up(&mut io, &assembly, &members, buf).map_err(device_error)?;
+    let mut notes = LoadNotes { caught_up: assembly.lagging, ..LoadNotes::default() };
+    let mut array = recover(&assembly, params.engine, now).map_err(LoadError::Engine)?;
+    let mut run = false;
+    if let Recovered::Migration(engine) = &mut array {
+        let unit = engine.view().checkpoint;
+        match engine.replay_staged(&mut io, &members, buf, now) {
+            Ok(replayed) => notes.replayed = replayed,
+            Err(EngineError::Io(e)) => {
+                notes.replay_failed = Some((unit, IoError { member: e.member, errno: e.errno }))
+            }
+            Err(e) => return Err(LoadError::Engine(e)),
+        }
+        run = engine.state() == ArrayState::Migrating && !engine.halted();
+    }
+    Ok(Loaded { device_of_role, members, array, run, notes })
+}
+
+/// The state to resume from, given the assembled array.
+pub fn recover(assembly: &Assembly, config: EngineConfig, now: Time) -> Result<Recovered, EngineError> {
+    let sb = &assembly.newest;
+    match sb.migration {
+        None => Ok(Recovered::Settled { layout: sb.layout, state: sb.state }),
+        Some(_) => Engine::resume(sb, config, now).map(Recovered::Migration),
+    }
+}
+
+/// Brings lagging members level with the newest superblock (same
+/// generation, their own identity), then flushes; does nothing when no member
+/// lags. A power cut during a superblock update leaves some members one
+/// generation behind; writing them level before any new update means that
+/// however often the power fails, members never drift more than one
+/// generation apart, and a bigger gap is a member that truly missed updates
+/// (refused by assembly). `buf` must hold at least [`SUPERBLOCK_BYTES`].
+pub fn catch_up<I: MemberIo>(
+    io: &mut I,
+    assembly: &Assembly,
+    members: &ArrayMembers,
+    buf: &mut [u8],
+) -> Result<(), EngineError> {
+    if assembly.lagging == 0 {
+        return Ok(());
+    }
+    let buf = buf.get_mut(..SUPERBLOCK_BYTES).ok_or(EngineError::BufferTooSmall)?;
+    let newest = &assembly.newest;
+    let slot = slot_of(newest.generation);
+    for role in 0..members.count {
+        if assembly.lagging & (1 << role) == 0 {
+            continue;
+        }
+        let sb = Superblock {
+            member_uuid: members.uuids[role],
+            role,
+            device_sectors: members.device_sectors[role],
+            ..*newest
+        };
+        sb.encode(buf).map_err(EngineError::Format)?;
+        io.write(role, superblock_sector(sb.device_sectors, slot), buf).map_err(EngineError::Io)?;
+    }
+    io.flush().map_err(EngineError::Io)
+}

@@ -1,0 +1,240 @@
+//! raid5 host writes, one stripe at a time: read what the stripe's plan
+//! ([`StripeWrite`]) needs, compute the new parity, write data and parity.
+//!
+//! Keeps invariant 8 of the theory (see the crate documentation): the kernel
+//! and the simulator run this very code over their own member I/O.
+//!
+//! A stripe is written in slices of at most [`SLICE_SECTORS`] of chunk
+//! offset (parity at an offset depends only on the data at that offset), so
+//! a write needs one buffer of [`buffer_bytes`], whatever the chunk size: the
+//! kernel allocates a few such buffers when the array is loaded and never
+//! allocates on the write path, so writes make progress under memory
+//! pressure (swap on the volume included). The caller excludes other writes
+//! to the same stripe while one runs (two read-modify-writes would otherwise
+//! both start from the old parity).
+
+use super::engine::IoError;
+use super::hostio::Place;
+use super::layout::{Content, Geometry, MAX_MEMBERS, SECTOR_SHIFT};
+use super::parity::{rmw_parity, xor_into, StripeWrite, WriteMode};
+
+/// Chunk offset covered by one slice of a stripe write, in sectors (64 KiB).
+pub const SLICE_SECTORS: u64 = 128;
+
+/// Bytes of buffer a stripe write over `members` members needs: the old
+/// contents and the new data of one slice of every member.
+pub const fn buffer_bytes(members: usize) -> usize {
+    2 * members * ((SLICE_SECTORS as usize) << SECTOR_SHIFT)
+}
+
+/// Member I/O of one host write, by role.
+pub trait StripeIo {
+    /// Reads `buf.len()` bytes at `sector` of `member`, waiting for them.
+    fn read(&mut self, member: usize, sector: u64, buf: &mut [u8]) -> Result<(), IoError>;
+    /// Writes `buf` at `sector` of `member`.
+    fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError>;
+    /// Copies the host request's data, from `offset` sectors into the
+    /// request, into `buf`.
+    fn host_data(&mut self, offset: u64, buf: &mut [u8]);
+}
+
+/// Why a stripe write did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Raid5Error {
+    /// A member I/O failed.
+    Io(IoError),
+    /// The buffer is smaller than [`buffer_bytes`].
+    BufferTooSmall,
+    /// The range is empty, not raid5, or not within one stripe.
+    BadRange,
+}
+
+impl From<IoError> for Raid5Error {
+    fn from(e: IoError) -> Raid5Error {
+        Raid5Error::Io(e)
+    }
+}
+
+/// Writes logical `[start, start + sectors)`, which lies within one stripe
+/// of raid5 layout `g` at `place`, taking its data from a host request that
+/// starts at logical sector `base`.
+#[allow(clippy::too_many_arguments)]
+pub fn write_stripe<S: StripeIo>(
+    io: &mut S,
+    g: &Geometry,
+    place: Place,
+    device_sectors: &[u64; MAX_MEMBERS],
+    base: u64,
+    start: u64,
+    sectors: u64,
+    buf: &mut [u8],
+) -> Result<(), Raid5Error> {
+    let plan = StripeWrite::plan(g, start, sectors).ok_or(Raid5Error::BadRange)?;
+    let n = plan.members();
+    if buf.len() < buffer_bytes(n) {
+        return Err(Raid5Error::BufferTooSmall);
+    }
+    let row = plan.stripe << g.chunk_shift();
+    let at = |member: usize, sector: u64| place.sector(g, device_sectors, member, sector);
+    let mut from = plan.window_start;
+    let end = plan.window_start + plan.window_sectors;
+    while from < end {
+        let to = (from + SLICE_SECTORS).min(end);
+        let Some(s) = plan.slice(from, to) else { break };
+        from = to;
+        let w = (s.window_sectors << SECTOR_SHIFT) as usize;
+        let (cur, rest) = buf.split_at_mut(n * w);
+        let new = &mut rest[..n * w];
+        let first = row + s.window_start;
+        let range = |sector: u64, sectors: u64| {
+            let a = ((sector - first) << SECTOR_SHIFT) as usize;
+            a..a + (sectors << SECTOR_SHIFT) as usize
+        };
+        for (m, span) in s.reads() {
+            let r = range(span.sector, span.sectors);
+            io.read(m, at(m, span.sector), &mut cur[m * w..][r])?;
+        }
+        let parity = s.parity_member;
+        // The new data, from the host request, in each member's window.
+        for m in (0..n).filter(|&m| m != parity) {
+            if let Some(span) = s.covered(m) {
+                if let Content::Data { logical, .. } = g.content(m, span.sector) {
+                    let r = range(span.sector, span.sectors);
+                    io.host_data(logical - base, &mut new[m * w..][r]);
+                }
+            }
+        }
+        match s.mode {
+            WriteMode::ReadModifyWrite => {
+                for m in (0..n).filter(|&m| m != parity) {
+                    if let Some(span) = s.covered(m) {
+                        let r = range(span.sector, span.sectors);
+                        let (p, old) = two_windows(cur, parity, m, w);
+                        rmw_parity(&mut p[r.clone()], &old[r.clone()], &new[m * w..][r]);
+                    }
+                }
+            }
+            WriteMode::ReconstructWrite => {
+                // The written ranges take their new data, then parity is the
+                // XOR of every data member's window.
+                for m in (0..n).filter(|&m| m != parity) {
+                    if let Some(span) = s.covered(m) {
+                        let r = range(span.sector, span.sectors);
+                        cur[m * w..][r.clone()].copy_from_slice(&new[m * w..][r]);
+                    }
+                }
+                let (before, after) = cur.split_at_mut(parity * w);
+                let (p, after) = after.split_at_mut(w);
+                p.fill(0);
+                for window in Iterator::chain(before.chunks(w), after.chunks(w)) {
+                    xor_into(p, window);
+                }
+            }
+        }
+        for m in (0..n).filter(|&m| m != parity) {
+            if let Some(span) = s.covered(m) {
+                io.write(m, at(m, span.sector), &new[m * w..][range(span.sector, span.sectors)])?;
+            }
+        }
+        io.write(parity, at(parity, first), &cur[parity * w..][..w])?;
+    }
+    Ok(())
+}
+
+/// Member `p`'s and member `m`'s windows of `cur` (`p != m`), the first
+/// mutable.
+fn two_windows(cur: &mut [u8], p: usize, m: usize, w: usize) -> (&mut [u8], &[u8]) {
+    if p < m {
+        let (lo, hi) = cur.split_at_mut(m * w);
+        (&mut lo[p * w..][..w], &hi[..w])
+    } else {
+        let (lo, hi) = cur.split_at_mut(p * w);
+        (&mut hi[..w], &lo[m * w..][..w])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::layout::Level;
+    use super::*;
+    use std::collections::HashMap;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// Members as maps of sectors to one byte repeated.
+    struct Mem {
+        disks: Vec<HashMap<u64, u8>>,
+        data: u8,
+    }
+
+    impl StripeIo for Mem {
+        fn read(&mut self, member: usize, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
+            for (i, c) in buf.chunks_mut(512).enumerate() {
+                c.fill(*self.disks[member].get(&(sector + i as u64)).unwrap_or(&0));
+            }
+            Ok(())
+        }
+        fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError> {
+            for (i, c) in buf.chunks(512).enumerate() {
+                self.disks[member].insert(sector + i as u64, c[0]);
+            }
+            Ok(())
+        }
+        fn host_data(&mut self, offset: u64, buf: &mut [u8]) {
+            for (i, c) in buf.chunks_mut(512).enumerate() {
+                c.fill(self.data.wrapping_add((offset + i as u64) as u8));
+            }
+        }
+    }
+
+    #[test]
+    fn parity_stays_consistent_for_every_write_shape() {
+        for members in [3, 4, 5] {
+            // A chunk of four slices: writes cross slice boundaries.
+            let chunk = 4 * SLICE_SECTORS as u32;
+            let g = Geometry::new(Level::Raid5, members, chunk, chunk as u64 * 2).unwrap();
+            let mut mem = Mem { disks: vec![HashMap::new(); members], data: 0 };
+            let dev = [1u64 << 30; MAX_MEMBERS];
+            let mut buf = vec![0u8; buffer_bytes(members)];
+            let stripe = g.stripe_sectors();
+            for (k, (start, len)) in
+                [(0, 1), (5, 300), (0, stripe), (chunk as u64 - 3, 7), (stripe + 100, stripe - 200)]
+                    .into_iter()
+                    .enumerate()
+            {
+                mem.data = 17 * (k as u8 + 1);
+                let mut at = start;
+                while at < start + len {
+                    let stop = ((at / stripe + 1) * stripe).min(start + len);
+                    write_stripe(&mut mem, &g, Place::Direct, &dev, start, at, stop - at, &mut buf).unwrap();
+                    at = stop;
+                }
+                // Every data sector written reads back; parity is the XOR.
+                for l in start..start + len {
+                    let loc = g.locate(l);
+                    let want = mem.data.wrapping_add((l - start) as u8);
+                    assert_eq!(mem.disks[loc.member].get(&loc.sector), Some(&want));
+                }
+                for row in 0..g.member_sectors() {
+                    let x = (0..members).fold(0u8, |x, m| x ^ mem.disks[m].get(&row).unwrap_or(&0));
+                    assert_eq!(x, 0, "row {row} after write {k} over {members}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_do() {
+        let g = Geometry::new(Level::Raid5, 3, 8, 64).unwrap();
+        let mut mem = Mem { disks: vec![HashMap::new(); 3], data: 0 };
+        let dev = [1u64 << 30; MAX_MEMBERS];
+        let mut small = vec![0u8; buffer_bytes(3) - 512];
+        assert_eq!(
+            write_stripe(&mut mem, &g, Place::Direct, &dev, 0, 0, 4, &mut small),
+            Err(Raid5Error::BufferTooSmall)
+        );
+        let r0 = Geometry::new(Level::Raid0, 3, 8, 64).unwrap();
+        let mut buf = vec![0u8; buffer_bytes(3)];
+        assert_eq!(write_stripe(&mut mem, &r0, Place::Direct, &dev, 0, 0, 4, &mut buf), Err(Raid5Error::BadRange));
+    }
+}
