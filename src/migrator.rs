@@ -1,22 +1,29 @@
 //! The migration thread: runs the core's engine step by step while host I/O
 //! goes on, obeys the sysfs commands, throttles, and shows what it does.
 //!
-//! The engine decides everything about order and durability; this file only
-//! gives it blocking member I/O ([`KernelIo`]), time, a buffer and a thread,
-//! and turns its outcome into state for sysfs and, at the end, a bigger disk.
+//! The engine decides everything about order and durability, and the core's
+//! `pace` the throttle's arithmetic; this file only gives the engine
+//! blocking member I/O ([`KernelIo`]), time, a buffer and a thread, and
+//! turns its outcome into state for sysfs and, at the end, a bigger disk.
 
 use crate::{
-    array::Array,
-    iobuf::{IoBuf, Region},
-    kthread,
+    coordination::Coordinator,
+    members::{Members, Who},
     raidmig_core::{
+        config::Command,
         engine::{Engine, EngineConfig, IoError, MemberIo, Stats, Step},
         format::ArrayState,
+        pace,
         route::View,
+    },
+    sys::{
+        disk::Capacity,
+        iobuf::{IoBuf, Region},
+        kthread, shim, time,
     },
 };
 use kernel::{
-    bindings, new_condvar, new_mutex,
+    new_condvar, new_mutex,
     prelude::*,
     sync::{CondVar, Mutex},
     time::msecs_to_jiffies,
@@ -25,30 +32,7 @@ use kernel::{
 /// Bytes of the buffer unit data moves through.
 const BUFFER_BYTES: usize = 1 << 20;
 
-/// A command written to sysfs `action`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Command {
-    /// Start a prepared migration.
-    Start,
-    /// Pause (with a checkpoint).
-    Pause,
-    /// Resume a paused or failed migration.
-    Resume,
-}
-
-impl Command {
-    /// Parses what was written to `action`.
-    pub(crate) fn parse(s: &str) -> Option<Command> {
-        match s.trim() {
-            "start" => Some(Command::Start),
-            "pause" => Some(Command::Pause),
-            "resume" => Some(Command::Resume),
-            _ => None,
-        }
-    }
-}
-
-struct Control {
+struct Commands {
     command: Option<Command>,
     speed_limit_kbps: u64,
 }
@@ -58,7 +42,7 @@ struct Control {
 pub(crate) struct Status {
     /// The engine's state (or the settled array's).
     pub(crate) state: ArrayState,
-    /// Stopped on an error.
+    /// Stopped on an error, until resumed.
     pub(crate) failed: bool,
     /// The thread is copying.
     pub(crate) running: bool,
@@ -70,13 +54,14 @@ pub(crate) struct Status {
     pub(crate) speed_kbps: u64,
 }
 
-/// The migration thread's shared state.
+/// The migration's shared state: the engine, the commands for the thread,
+/// and what sysfs shows.
 #[pin_data]
-pub(crate) struct Migrator {
+pub(crate) struct Control {
     #[pin]
     engine: Mutex<Option<Engine>>,
     #[pin]
-    control: Mutex<Control>,
+    commands: Mutex<Commands>,
     #[pin]
     wake: CondVar,
     #[pin]
@@ -84,13 +69,13 @@ pub(crate) struct Migrator {
     run_at_start: bool,
 }
 
-impl Migrator {
-    /// A migrator over `engine` (none for a settled array); it copies at once
-    /// when `run` (a migration found running, or `start=1`).
+impl Control {
+    /// Control over `engine` (none for a settled array); the thread copies
+    /// at once when `run` (a migration found running, or `start=1`).
     pub(crate) fn new(engine: Option<Engine>, status: Status, run: bool) -> impl PinInit<Self> {
-        pin_init!(Migrator {
+        pin_init!(Control {
             engine <- new_mutex!(engine),
-            control <- new_mutex!(Control { command: None, speed_limit_kbps: 0 }),
+            commands <- new_mutex!(Commands { command: None, speed_limit_kbps: 0 }),
             wake <- new_condvar!(),
             status <- new_mutex!(status),
             run_at_start: run,
@@ -99,7 +84,7 @@ impl Migrator {
 
     /// Queues a command for the thread.
     pub(crate) fn command(&self, c: Command) {
-        self.control.lock().command = Some(c);
+        self.commands.lock().command = Some(c);
         self.wake.notify_all();
     }
 
@@ -110,12 +95,12 @@ impl Migrator {
 
     /// The throttle, in KiB/s (0: none).
     pub(crate) fn speed_limit_kbps(&self) -> u64 {
-        self.control.lock().speed_limit_kbps
+        self.commands.lock().speed_limit_kbps
     }
 
-    /// Sets the throttle.
+    /// Sets the throttle (validated by the caller).
     pub(crate) fn set_speed_limit_kbps(&self, kbps: u64) {
-        self.control.lock().speed_limit_kbps = kbps;
+        self.commands.lock().speed_limit_kbps = kbps;
         self.wake.notify_all();
     }
 
@@ -125,75 +110,60 @@ impl Migrator {
     }
 
     /// Sleeps until a command, a wake-up or `ms` milliseconds.
-    fn idle(&self, ms: u32) {
-        let mut guard = self.control.lock();
+    fn idle(&self, ms: u64) {
+        let mut guard = self.commands.lock();
         if guard.command.is_none() && !kthread::should_stop() {
-            let _ = self.wake.wait_interruptible_timeout(&mut guard, msecs_to_jiffies(ms));
+            let _ = self.wake.wait_interruptible_timeout(&mut guard, msecs_to_jiffies(ms.min(1000) as u32));
         }
-    }
-}
-
-/// Milliseconds since the epoch.
-pub(crate) fn now_ms() -> u64 {
-    // SAFETY: no preconditions.
-    let ns = unsafe { bindings::ktime_get_real_fast_ns() };
-    ns / 1_000_000
-}
-
-/// Blocking member I/O for the engine, by role.
-struct KernelIo<'a> {
-    array: &'a Array,
-    region: Region,
-}
-
-impl KernelIo<'_> {
-    fn failed(&self, what: &str, member: usize, sector: u64, errno: i32) -> IoError {
-        pr_err!(
-            "{}: migration {} error {} on member {} (role {}) at sector {}\n",
-            self.array.name(),
-            what,
-            errno,
-            self.array.path(member),
-            member,
-            sector
-        );
-        IoError { member, errno }
-    }
-}
-
-impl MemberIo for KernelIo<'_> {
-    fn read(&mut self, member: usize, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        let m = self.array.member(member);
-        self.region.read(self.array.bioset(), m, sector, buf).map_err(|e| self.failed("read", member, sector, e))
-    }
-
-    fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError> {
-        let m = self.array.member(member);
-        self.region.write(self.array.bioset(), m, 0, sector, buf).map_err(|e| self.failed("write", member, sector, e))
-    }
-
-    fn flush(&mut self) -> Result<(), IoError> {
-        for role in 0..self.array.member_count() {
-            let m = self.array.member(role);
-            self.array.bioset().sync_flush(m).map_err(|e| self.failed("flush", role, 0, e))?;
-        }
-        Ok(())
-    }
-
-    fn publish(&mut self, view: &View) {
-        self.array.coordinator().publish(view);
-    }
-
-    fn checkpoint_requested(&mut self) -> bool {
-        self.array.coordinator().checkpoint_requested()
     }
 }
 
 /// The engine configuration from the module parameters.
 pub(crate) fn config() -> EngineConfig {
     EngineConfig {
-        max_units_between_checkpoints: crate::shim::checkpoint_units().max(1) as u64,
-        max_ms_between_checkpoints: crate::shim::checkpoint_ms() as u64,
+        max_units_between_checkpoints: shim::checkpoint_units().max(1) as u64,
+        max_ms_between_checkpoints: shim::checkpoint_ms() as u64,
+    }
+}
+
+/// What the migration thread works with.
+pub(crate) struct Migration<'a> {
+    /// The members.
+    pub(crate) members: &'a Members,
+    /// The meeting point with host I/O.
+    pub(crate) coord: &'a Coordinator,
+    /// The engine and its commands.
+    pub(crate) control: &'a Control,
+    /// The disk's capacity, grown at the end.
+    pub(crate) capacity: &'a Capacity,
+}
+
+/// Blocking member I/O for the engine, by role.
+struct KernelIo<'a> {
+    members: &'a Members,
+    coord: &'a Coordinator,
+    region: Region<'a>,
+}
+
+impl MemberIo for KernelIo<'_> {
+    fn read(&mut self, member: usize, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        self.members.read(Who::Migration, &self.region, member, sector, buf)
+    }
+
+    fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError> {
+        self.members.write(Who::Migration, &self.region, member, 0, sector, buf)
+    }
+
+    fn flush(&mut self) -> Result<(), IoError> {
+        self.members.flush_all(Who::Migration)
+    }
+
+    fn publish(&mut self, view: &View) {
+        self.coord.publish(view);
+    }
+
+    fn checkpoint_requested(&mut self) -> bool {
+        self.coord.checkpoint_requested()
     }
 }
 
@@ -203,72 +173,55 @@ struct Speed {
     bytes: u64,
 }
 
-impl Speed {
-    fn kbps(&self, now: u64) -> u64 {
-        let ms = now.saturating_sub(self.since_ms).max(1);
-        self.bytes.saturating_mul(1000) / ms / 1024
-    }
-}
-
 /// The thread body: runs until the thread is stopped.
-pub(crate) fn run(array: &Array) {
-    let m = array.migrator();
+pub(crate) fn run(m: &Migration<'_>) {
+    let c = m.control;
+    let name = m.members.name();
     let mut buffer = match IoBuf::new(BUFFER_BYTES) {
         Ok(b) => Some(b),
         Err(_) => {
-            pr_err!("{}: no memory for the migration buffer; migration disabled\n", array.name());
+            pr_err!("{}: no memory for the migration buffer; migration disabled\n", name);
             None
         }
     };
-    let mut running = m.run_at_start && buffer.is_some();
-    let mut failed = false;
-    let mut speed = Speed { since_ms: now_ms(), bytes: 0 };
+    let mut running = c.run_at_start && buffer.is_some();
+    let mut speed = Speed { since_ms: time::now().mono_ms, bytes: 0 };
     loop {
-        let mut guard = m.engine.lock();
-        let Some(engine) = guard.as_mut() else {
+        let mut guard = c.engine.lock();
+        let (Some(engine), Some(buf)) = (guard.as_mut(), buffer.as_mut()) else {
             drop(guard);
             if kthread::should_stop() {
                 return;
             }
-            m.control.lock().command = None;
-            m.idle(1000);
-            continue;
-        };
-        let Some(buf) = buffer.as_mut() else {
-            drop(guard);
-            if kthread::should_stop() {
-                return;
-            }
-            m.idle(1000);
+            c.commands.lock().command = None;
+            c.idle(1000);
             continue;
         };
         let (bytes, region) = buf.split();
-        let mut io = KernelIo { array, region };
-        let members = array.identity();
+        let mut io = KernelIo { members: m.members, coord: m.coord, region };
+        let members = m.members.identity();
 
         if kthread::should_stop() {
             // Unload: checkpoint what is copied; the next load resumes.
-            if let Err(e) = engine.stop(&mut io, members, bytes, now_ms()) {
-                pr_err!("{}: checkpoint at unload failed: {}\n", array.name(), e.message());
+            if let Err(e) = engine.stop(&mut io, members, bytes, time::now()) {
+                pr_err!("{}: checkpoint at unload failed: {}\n", name, e.message());
             }
             return;
         }
 
-        let command = m.control.lock().command.take();
+        let command = c.commands.lock().command.take();
         match command {
             Some(Command::Start) if engine.state() == ArrayState::Prepared => running = true,
             Some(Command::Pause) => {
                 running = false;
-                if let Err(e) = engine.pause(&mut io, members, bytes, now_ms()) {
-                    pr_err!("{}: pause failed: {}\n", array.name(), e.message());
+                if let Err(e) = engine.pause(&mut io, members, bytes, time::now()) {
+                    pr_err!("{}: pause failed: {}\n", name, e.message());
                 }
             }
-            Some(Command::Resume) if failed || engine.state() == ArrayState::Paused => {
+            Some(Command::Resume) if engine.halted() || engine.state() == ArrayState::Paused => {
                 engine.unpause();
-                failed = false;
-                array.coordinator().refuse_checkpoint_waits(false);
                 running = true;
-                pr_info!("{}: migration resumed\n", array.name());
+                pr_info!("{}: migration resumed\n", name);
             }
             _ => {}
         }
@@ -276,64 +229,56 @@ pub(crate) fn run(array: &Array) {
         let mut throttle_ms = 0u64;
         if running {
             if engine.state() == ArrayState::Prepared {
-                pr_info!("{}: migration started\n", array.name());
+                pr_info!("{}: migration started\n", name);
             }
-            let t0 = now_ms();
+            let t0 = time::now();
             match engine.step(&mut io, members, bytes, t0) {
                 Ok(Step::Copied(_)) | Ok(Step::Replayed(_)) => {
                     let unit_bytes = engine.plan().unit_sectors() << 9;
-                    speed.bytes += unit_bytes;
-                    let limit = m.speed_limit_kbps();
-                    if limit > 0 {
-                        // Time this unit may take at the limit, minus what it took.
-                        let allowed = unit_bytes * 1000 / (limit * 1024);
-                        throttle_ms = allowed.saturating_sub(now_ms() - t0).min(1000);
-                    }
+                    speed.bytes = speed.bytes.saturating_add(unit_bytes);
+                    let elapsed = time::now().mono_ms.saturating_sub(t0.mono_ms);
+                    throttle_ms = pace::throttle_ms(unit_bytes, elapsed, c.speed_limit_kbps());
                 }
                 Ok(Step::Checkpointed) => {}
                 Ok(Step::Finished) => {
                     running = false;
                     let capacity = engine.plan().target().capacity();
-                    array.grow(capacity);
+                    m.capacity.grow(capacity);
                     pr_info!(
                         "{}: migration finished: {} over {} members, {} MiB\n",
-                        array.name(),
+                        name,
                         engine.plan().target().level().name(),
-                        array.member_count(),
+                        m.members.count(),
                         capacity >> 11
                     );
                 }
                 Ok(Step::Idle) => running = false,
                 Err(e) => {
-                    pr_err!("{}: migration stopped: {}\n", array.name(), e.message());
+                    pr_err!("{}: migration stopped: {}\n", name, e.message());
                     running = false;
-                    failed = true;
-                    // Make what was copied durable if the members still allow
-                    // it; otherwise writes that need a checkpoint fail.
-                    if engine.pause(&mut io, members, bytes, now_ms()).is_err() {
-                        array.coordinator().refuse_checkpoint_waits(true);
+                    // Make what was copied durable if the members still
+                    // allow it; the engine's view then tells host I/O what
+                    // it can no longer do.
+                    if engine.pause(&mut io, members, bytes, time::now()).is_err() {
+                        pr_err!("{}: no checkpoint possible: writes to copied units fail until resumed\n", name);
                     }
                 }
             }
-        } else if array.coordinator().checkpoint_requested() && !failed {
-            // Idle (prepared, paused): nothing is copied but not durable, so a
-            // request cannot be due to us; publish to wake any waiter.
+        } else if m.coord.checkpoint_requested() {
+            // Idle: nothing copied is left without a checkpoint, so a request
+            // cannot be due to us; publish to wake any waiter.
             io.publish(&engine.view());
         }
 
-        let now = now_ms();
+        let now = time::now().mono_ms;
         {
-            let mut s = m.status.lock();
+            let mut s = c.status.lock();
             s.state = engine.state();
-            s.failed = failed;
+            s.failed = engine.halted();
             s.running = running;
-            s.view = array.coordinator().view();
+            s.view = m.coord.view();
             s.stats = engine.stats();
-            if running {
-                s.speed_kbps = speed.kbps(now);
-            } else {
-                s.speed_kbps = 0;
-            }
+            s.speed_kbps = if running { pace::kbps(speed.bytes, now.saturating_sub(speed.since_ms)) } else { 0 };
         }
         if now.saturating_sub(speed.since_ms) > 2000 {
             speed = Speed { since_ms: now, bytes: 0 };
@@ -341,9 +286,9 @@ pub(crate) fn run(array: &Array) {
         drop(guard);
 
         if !running {
-            m.idle(1000);
+            c.idle(1000);
         } else if throttle_ms > 0 {
-            m.idle(throttle_ms as u32);
+            c.idle(throttle_ms);
         }
     }
 }

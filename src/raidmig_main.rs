@@ -7,25 +7,29 @@
 //! creates /dev/raidmig0. Each host request is redirected at bio level to
 //! the members that hold its sectors.
 //!
-//! The layout math and every other decision that needs no kernel lives in
-//! the pure core (`core/`), which is also built and tested on the host.
+//! The tree reads top down, with no import loops:
+//!
+//! - [`load`]: module parameters to a running array (the top).
+//! - [`array`], [`sysfs`]: a running array and its knobs.
+//! - [`host`], [`migrator`]: a host request as bios; the migration thread.
+//! - [`stripes`], [`coordination`], [`members`]: raid5 writes, the meeting
+//!   point of host I/O and the migration, the member devices.
+//! - [`sys`]: thin safe wrappers over the kernel's C API.
+//! - [`raidmig_core`] (`core/`): every decision, pure and allocation-free,
+//!   also built and tested on the host by `cargo test`.
 
 use kernel::prelude::*;
 
 mod array;
-mod bio;
 mod coordination;
-mod disk;
-mod iobuf;
-mod kthread;
+mod host;
 mod load;
-mod member;
+mod members;
 mod migrator;
-mod raid5_write;
 #[path = "core/lib.rs"]
 mod raidmig_core;
-mod request;
-mod shim;
+mod stripes;
+mod sys;
 mod sysfs;
 
 module! {

@@ -14,12 +14,18 @@
 //! | speed_limit_max_kbps | rw | throttle, 0 for none |
 //!
 //! The attribute group is handed to `device_add_disk`, so the files exist
-//! exactly as long as the disk does.
+//! exactly as long as the disk does. What is written is validated by the
+//! core (`config::parse_command`, `config::parse_speed_limit`): anything out
+//! of range, negative, empty, non-numeric, overlong or not UTF-8 gets EINVAL
+//! and changes nothing.
+//!
+//! This file holds the static attribute tables the kernel reads through raw
+//! pointers, hence its few `unsafe` blocks; what the files show and accept
+//! is plain safe Rust ([`show_attr`], [`store_attr`]).
 
 use crate::{
     array::Array,
-    migrator::Command,
-    raidmig_core::format::ArrayState,
+    raidmig_core::{config, format::ArrayState},
 };
 use core::{cell::UnsafeCell, fmt::Write, mem::MaybeUninit, ptr::addr_of};
 use kernel::{bindings, prelude::*};
@@ -74,7 +80,7 @@ fn state_name(s: ArrayState, failed: bool) -> &'static str {
 
 /// Writes attribute `K` of `a` to `out`.
 fn show_attr<const K: usize>(a: &Array, out: &mut Page) -> core::fmt::Result {
-    let s = a.migrator().status();
+    let s = a.control().status();
     match K {
         ACTION => {
             let action = if s.running {
@@ -91,9 +97,10 @@ fn show_attr<const K: usize>(a: &Array, out: &mut Page) -> core::fmt::Result {
         SOURCE_LEVEL => writeln!(out, "{}", a.source().level().name()),
         CHUNK_KB => writeln!(out, "{}", a.target().chunk_sectors() / 2),
         MEMBERS => {
-            for role in 0..a.member_count() {
+            let m = a.members();
+            for role in 0..m.count() {
                 let sep = if role == 0 { "" } else { "," };
-                write!(out, "{sep}{}", a.path(role))?;
+                write!(out, "{sep}{}", m.path(role))?;
             }
             writeln!(out)
         }
@@ -106,7 +113,7 @@ fn show_attr<const K: usize>(a: &Array, out: &mut Page) -> core::fmt::Result {
         UNITS_STAGED => writeln!(out, "{}", s.stats.units_staged),
         CHECKPOINT_WRITES => writeln!(out, "{}", s.stats.checkpoint_writes),
         SPEED => writeln!(out, "{}", s.speed_kbps),
-        SPEED_LIMIT => writeln!(out, "{}", a.migrator().speed_limit_kbps()),
+        SPEED_LIMIT => writeln!(out, "{}", a.control().speed_limit_kbps()),
         _ => Ok(()),
     }
 }
@@ -123,6 +130,16 @@ unsafe extern "C" fn show<const K: usize>(
     page.len as isize
 }
 
+/// Takes a write of `input` to attribute `K` of `a`; changes nothing unless
+/// the input is valid.
+fn store_attr<const K: usize>(a: &Array, input: &[u8]) -> Result<(), config::ConfigError> {
+    match K {
+        ACTION => config::parse_command(input).map(|c| a.control().command(c)),
+        SPEED_LIMIT => config::parse_speed_limit(input).map(|v| a.control().set_speed_limit_kbps(v)),
+        _ => Err(config::ConfigError::BadCommand),
+    }
+}
+
 unsafe extern "C" fn store<const K: usize>(
     dev: *mut bindings::device,
     _attr: *mut bindings::device_attribute,
@@ -132,16 +149,9 @@ unsafe extern "C" fn store<const K: usize>(
     // SAFETY: called by sysfs for our disk's device; `buf` holds `count`
     // bytes.
     let (a, input) = unsafe { (array_of(dev), core::slice::from_raw_parts(buf, count)) };
-    let input = core::str::from_utf8(input).unwrap_or("").trim();
-    let ok = match K {
-        ACTION => Command::parse(input).map(|c| a.migrator().command(c)).is_some(),
-        SPEED_LIMIT => input.parse::<u64>().map(|v| a.migrator().set_speed_limit_kbps(v)).is_ok(),
-        _ => false,
-    };
-    if ok {
-        count as isize
-    } else {
-        -(bindings::EINVAL as isize)
+    match store_attr::<K>(a, input) {
+        Ok(()) => count as isize,
+        Err(_) => -(bindings::EINVAL as isize),
     }
 }
 

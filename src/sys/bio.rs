@@ -1,17 +1,33 @@
 //! Member bios: clones of host bios redirected to a member, and data-less
 //! bios (flush, discard, write zeroes), all counted against their host
-//! request's [`InFlight`].
+//! request's [`InFlight`]; and synchronous member I/O on vmalloc buffers.
 //!
 //! Clones share the host bio's pages (no copy): a clone is cut down to one
 //! piece of the layout with `bio_trim` and pointed at the member sector.
+//! Every member bio of a host request carries a [`BioTag`] in the bio set's
+//! front pad, so that its completion can say which member and sector failed.
 
-use crate::{
+use crate::sys::{
     member::Member,
     request::{self, DataBio, InFlight},
     shim,
 };
-use core::ptr::addr_of_mut;
+use core::{mem::size_of, ptr::addr_of_mut};
 use kernel::{bindings, error::to_result, init, prelude::*, types::Opaque};
+
+/// What a member bio of a host request carries just before it (the bio
+/// set's front pad): where it was sent, for the message if it fails.
+#[repr(C)]
+struct BioTag {
+    role: u32,
+    write: u32,
+    sector: u64,
+}
+
+/// Bytes in front of every bio of the set: a multiple of 8, so the bio after
+/// it stays aligned.
+const FRONT_PAD: u32 = size_of::<BioTag>() as u32;
+const _: () = assert!(FRONT_PAD % 8 == 0);
 
 /// Bios kept in reserve so that member I/O makes progress under memory
 /// pressure.
@@ -47,7 +63,7 @@ impl BioSet {
                 bindings::bioset_init(
                     raw,
                     POOL_BIOS,
-                    0,
+                    FRONT_PAD,
                     (bindings::BIOSET_NEED_RESCUER | bindings::BIOSET_NEED_BVECS) as i32,
                 )
             })
@@ -62,10 +78,13 @@ impl BioSet {
     }
 
     /// Submits the part `[skip, skip + sectors)` (relative to the bio's first
-    /// sector) of host bio `src` to `member` at `member_sector`.
+    /// sector) of host bio `src` to `member` (of role `role`) at
+    /// `member_sector`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn submit_clone(
         &self,
         member: &Member,
+        role: usize,
         src: &DataBio<'_>,
         skip: u64,
         sectors: u64,
@@ -86,14 +105,17 @@ impl BioSet {
             (*bio).bi_opf = opf;
             (*bio).bi_iter.bi_sector = member_sector;
         }
-        submit(bio, io);
+        // SAFETY: `bio` comes from this bio set, with its front pad.
+        unsafe { submit(bio, role, io) };
     }
 
-    /// Submits a bio without data to `member`: a flush when `sectors` is 0,
-    /// otherwise a discard or write-zeroes of `[sector, sector + sectors)`.
+    /// Submits a bio without data to `member` (of role `role`): a flush
+    /// when `sectors` is 0, otherwise a discard or write-zeroes of
+    /// `[sector, sector + sectors)`.
     pub(crate) fn submit_dataless(
         &self,
         member: &Member,
+        role: usize,
         opf: bindings::blk_opf_t,
         sector: u64,
         sectors: u64,
@@ -110,14 +132,15 @@ impl BioSet {
             (*bio).bi_iter.bi_sector = sector;
             (*bio).bi_iter.bi_size = (sectors << 9) as u32;
         }
-        submit(bio, io);
+        // SAFETY: `bio` comes from this bio set, with its front pad.
+        unsafe { submit(bio, role, io) };
     }
 }
 
 impl BioSet {
     /// Reads (`write` false) or writes `[start, start + len)` of a buffer at
     /// `sector` of `member`, waiting for completion; `opf_flags` are added to
-    /// the operation (e.g. FUA). Returns the negative errno of a failure.
+    /// the operation (e.g. FUA).
     ///
     /// The buffer is given by address because it is the caller's vmalloc
     /// memory (see `IoBuf`), whose pages are found with `vmalloc_to_page`.
@@ -131,11 +154,36 @@ impl BioSet {
         member: &Member,
         write: bool,
         opf_flags: bindings::blk_opf_t,
+        sector: u64,
+        start: *mut u8,
+        len: usize,
+    ) -> Result {
+        let op = if write { bindings::req_op_REQ_OP_WRITE } else { bindings::req_op_REQ_OP_READ };
+        // SAFETY: the caller's range is vmalloc memory: its cache lines go
+        // out before the device touches the pages.
+        unsafe { shim::flush_vmap(start, len) };
+        // SAFETY: as above.
+        let r = unsafe { self.sync_io_pages(member, op | opf_flags, sector, start, len) };
+        if !write {
+            // SAFETY: as above; the device wrote the pages: drop stale lines.
+            unsafe { shim::invalidate_vmap(start, len) };
+        }
+        r
+    }
+
+    /// The bios of [`BioSet::sync_io`], one after another.
+    ///
+    /// # Safety
+    ///
+    /// As for [`BioSet::sync_io`].
+    unsafe fn sync_io_pages(
+        &self,
+        member: &Member,
+        opf: bindings::blk_opf_t,
         mut sector: u64,
         mut start: *mut u8,
         mut len: usize,
-    ) -> Result<(), i32> {
-        let op = if write { bindings::req_op_REQ_OP_WRITE } else { bindings::req_op_REQ_OP_READ };
+    ) -> Result {
         while len > 0 {
             // SAFETY: the bio set is initialised and has vectors; a sleeping
             // mempool allocation cannot fail.
@@ -143,7 +191,7 @@ impl BioSet {
                 bindings::bio_alloc_bioset(
                     member.raw_bdev(),
                     bindings::BIO_MAX_VECS as u16,
-                    op | opf_flags,
+                    opf,
                     shim::gfp_noio(),
                     self.raw(),
                 )
@@ -171,7 +219,7 @@ impl BioSet {
                 ret
             };
             if ret != 0 {
-                return Err(ret);
+                return Err(Error::from_errno(ret));
             }
             sector += (added >> 9) as u64;
             start = start.wrapping_add(added);
@@ -181,7 +229,7 @@ impl BioSet {
     }
 
     /// Flushes `member`'s volatile cache, waiting for completion.
-    pub(crate) fn sync_flush(&self, member: &Member) -> Result<(), i32> {
+    pub(crate) fn sync_flush(&self, member: &Member) -> Result {
         // SAFETY: the bio set is initialised; a sleeping mempool allocation
         // cannot fail; the bio is ours again after `submit_bio_wait`.
         let ret = unsafe {
@@ -197,7 +245,7 @@ impl BioSet {
             ret
         };
         if ret != 0 {
-            return Err(ret);
+            return Err(Error::from_errno(ret));
         }
         Ok(())
     }
@@ -214,24 +262,43 @@ impl PinnedDrop for BioSet {
     }
 }
 
-/// Sets the completion of a freshly built member bio and submits it.
-fn submit(bio: *mut bindings::bio, io: &InFlight) {
-    // SAFETY: `bio` is a fresh bio that nobody else references yet; after
-    // `submit_bio` it belongs to the block layer until `member_bio_done`.
+/// Tags a freshly built member bio, sets its completion and submits it.
+///
+/// # Safety
+///
+/// `bio` must be fresh, allocated from a [`BioSet`] (with its front pad).
+unsafe fn submit(bio: *mut bindings::bio, role: usize, io: &InFlight) {
+    // SAFETY: nobody else references `bio` yet; its front pad holds a tag;
+    // after `submit_bio` it belongs to the block layer until
+    // `member_bio_done`.
     unsafe {
+        let tag = bio.cast::<u8>().sub(FRONT_PAD as usize).cast::<BioTag>();
+        tag.write(BioTag {
+            role: role as u32,
+            // `op_is_write`: data-out operations have odd numbers.
+            write: (*bio).bi_opf & 1,
+            sector: (*bio).bi_iter.bi_sector,
+        });
         (*bio).bi_private = io.add_bio();
         (*bio).bi_end_io = Some(member_bio_done);
         bindings::submit_bio(bio);
     }
 }
 
-/// Completion of a member bio: account it against its host request.
+/// Completion of a member bio: account it against its host request, and
+/// report a failure with the member and sector it went to.
 unsafe extern "C" fn member_bio_done(bio: *mut bindings::bio) {
-    // SAFETY: called once by the block layer for a bio built by `submit`.
+    // SAFETY: called once by the block layer for a bio built by `submit`,
+    // whose front pad holds its tag.
     unsafe {
         let token = (*bio).bi_private;
         let status = (*bio).bi_status;
+        let tag = &*bio.cast::<u8>().sub(FRONT_PAD as usize).cast::<BioTag>();
+        let (role, write, sector) = (tag.role as usize, tag.write != 0, tag.sector);
         bindings::bio_put(bio);
+        if status != 0 {
+            request::bio_failed(token, role, sector, write, bindings::blk_status_to_errno(status));
+        }
         request::bio_finished(token, status);
     }
 }

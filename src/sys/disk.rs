@@ -16,26 +16,105 @@
 //! item runs in a clean context with a plug of its own, and a request that
 //! waits blocks only its own worker, not the dispatch of the others.
 
-use crate::{
+use crate::sys::{
     member::Member,
-    request::{self, InFlight, Request, PDU_BYTES},
+    request::{self, InFlight, PduHooks, Request, PDU_BYTES},
     shim,
 };
-use core::{marker::PhantomData, ptr::addr_of_mut};
+use core::{marker::PhantomData, ptr::addr_of_mut, ptr::NonNull};
 use kernel::{
     bindings,
     error::{from_err_ptr, to_result},
-    init,
+    init, new_mutex,
     prelude::*,
-    sync::Arc,
+    sync::{Arc, Mutex},
     types::Opaque,
 };
 
-/// What the disk calls for every request, from its workqueue.
+/// What the disk calls for every request.
 pub(crate) trait RequestHandler: Send + Sync {
-    /// Processes a started request; the request ends when the last
-    /// reference to it (`io` included) is gone. May sleep.
+    /// Processes a started request, from the disk's workqueue; the request
+    /// ends when the last reference to it (`io` included) is gone. May
+    /// sleep.
     fn process(&self, io: InFlight);
+    /// A request counted in `epoch` ([`InFlight::count_in`]) ended. Any
+    /// context: must not sleep.
+    fn released(&self, epoch: u8);
+    /// A member bio of a request failed. Any context: must not sleep.
+    fn member_failed(&self, role: usize, sector: u64, write: bool, errno: i32);
+    /// Where the disk records itself for capacity changes.
+    fn capacity(&self) -> &Capacity;
+}
+
+/// The capacity of the disk, changeable while the disk lives: the disk
+/// records itself here when added and clears it before it goes, under the
+/// lock that changes take.
+#[pin_data]
+pub(crate) struct Capacity {
+    #[pin]
+    disk: Mutex<Option<NonNull<bindings::gendisk>>>,
+}
+
+// SAFETY: the pointer is only used under the mutex, while the disk lives.
+unsafe impl Send for Capacity {}
+// SAFETY: as above.
+unsafe impl Sync for Capacity {}
+
+impl Capacity {
+    /// No disk yet.
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(Capacity { disk <- new_mutex!(None) })
+    }
+
+    /// Sets the disk's capacity to `sectors` and sends a change uevent (so
+    /// that resize2fs and friends can follow). Nothing if the disk is gone.
+    pub(crate) fn grow(&self, sectors: u64) {
+        let disk = self.disk.lock();
+        if let Some(d) = *disk {
+            // SAFETY: recorded by `Disk::add` and cleared, under this lock,
+            // before the disk is deleted.
+            unsafe { bindings::set_capacity_and_notify(d.as_ptr(), sectors) };
+        }
+    }
+}
+
+struct Hooks<H>(PhantomData<H>);
+
+impl<H: RequestHandler> Hooks<H> {
+    const HOOKS: PduHooks = PduHooks { released: released::<H>, member_failed: member_failed::<H> };
+}
+
+/// The handler of a request's queue.
+///
+/// # Safety
+///
+/// `rq` must be a live request of a queue created by [`Disk::add`] over `H`.
+unsafe fn handler<'a, H: RequestHandler>(rq: *mut bindings::request) -> &'a H {
+    // SAFETY: the queue data is the handler, which outlives the queue's
+    // requests (see `Disk`).
+    unsafe { &*(*(*rq).q).queuedata.cast::<H>() }
+}
+
+/// # Safety
+///
+/// As for [`handler`].
+unsafe fn released<H: RequestHandler>(rq: *mut bindings::request, epoch: u8) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { handler::<H>(rq) }.released(epoch);
+}
+
+/// # Safety
+///
+/// As for [`handler`].
+unsafe fn member_failed<H: RequestHandler>(
+    rq: *mut bindings::request,
+    role: usize,
+    sector: u64,
+    write: bool,
+    errno: i32,
+) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { handler::<H>(rq) }.member_failed(role, sector, write, errno);
 }
 
 /// Queue limits under construction, stacked from the members.
@@ -185,8 +264,9 @@ unsafe extern "C" fn init_request<H: RequestHandler>(
     _hctx_idx: core::ffi::c_uint,
     _numa_node: core::ffi::c_uint,
 ) -> core::ffi::c_int {
-    // SAFETY: `rq` is being initialised and its pdu has `PDU_BYTES`.
-    unsafe { request::init_pdu(rq, Some(run_request::<H>)) };
+    // SAFETY: `rq` is being initialised and its pdu has `PDU_BYTES`; the
+    // hooks find the handler `H` through the request's queue.
+    unsafe { request::init_pdu(rq, Some(run_request::<H>), &Hooks::<H>::HOOKS) };
     0
 }
 
@@ -262,7 +342,7 @@ pub(crate) struct Disk<H: RequestHandler> {
     // Dropped after `gendisk` is deleted (see `Drop`), then the handler.
     _tagset: Pin<KBox<TagSet>>,
     _workqueue: Workqueue,
-    _handler: Arc<H>,
+    handler: Arc<H>,
 }
 
 /// The workqueue that runs the requests. Memory reclaim may wait for I/O
@@ -348,20 +428,15 @@ impl<H: RequestHandler> Disk<H> {
             unsafe { bindings::put_disk(gendisk) };
             return Err(e);
         }
+        *handler.capacity().disk.lock() = NonNull::new(gendisk);
         // INVARIANT: allocated over `tagset` with `handler` as queue data, added.
-        Ok(Disk { gendisk, _tagset: tagset, _workqueue: workqueue, _handler: handler })
-    }
-}
-
-impl<H: RequestHandler> Disk<H> {
-    /// The `gendisk`, valid while `self` is.
-    pub(crate) fn raw(&self) -> *mut bindings::gendisk {
-        self.gendisk
+        Ok(Disk { gendisk, _tagset: tagset, _workqueue: workqueue, handler })
     }
 }
 
 impl<H: RequestHandler> Drop for Disk<H> {
     fn drop(&mut self) {
+        *self.handler.capacity().disk.lock() = None;
         // SAFETY: by the type invariant the disk was added; deleting it waits
         // for requests in flight to end, after which nothing calls the
         // handler; the last reference is dropped once, here.

@@ -11,12 +11,14 @@ struct Body<T> {
 ///
 /// # Invariants
 ///
-/// `task` is a kernel thread running `run_thread::<T>` over `*body` (or
-/// about to), whose function returns only once [`should_stop`] says so, so
-/// that `kthread_stop` may be called.
+/// `task` is a kernel thread created to run `run_thread::<T>` over `*body`,
+/// whose function returns only once [`should_stop`] says so, and on whose
+/// task this holds a reference, so that `kthread_stop` may be called even if
+/// the thread died early.
 pub(crate) struct Thread<T: Send + Sync> {
     task: *mut bindings::task_struct,
-    body: KBox<Body<T>>,
+    /// The data the thread runs over, kept until it has stopped.
+    _body: KBox<Body<T>>,
 }
 
 // SAFETY: the thread may be stopped from any thread; `T` is Send + Sync.
@@ -49,24 +51,24 @@ impl<T: Send + Sync> Thread<T> {
                 name.as_char_ptr(),
             )
         })?;
-        // SAFETY: `task` was just created and waits to be woken.
-        unsafe { bindings::wake_up_process(task) };
-        // INVARIANT: started over `body`.
-        Ok(Thread { task, body })
-    }
-
-    /// The data the thread runs over.
-    pub(crate) fn data(&self) -> &T {
-        &self.body.data
+        // SAFETY: `task` was just created and waits to be woken; the
+        // reference taken first keeps the task struct until `Drop` puts it.
+        unsafe {
+            bindings::get_task_struct(task);
+            bindings::wake_up_process(task);
+        }
+        // INVARIANT: started over `body`, with a reference on its task.
+        Ok(Thread { task, _body: body })
     }
 }
 
 impl<T: Send + Sync> Drop for Thread<T> {
     fn drop(&mut self) {
-        // SAFETY: by the type invariant the thread runs until told to stop;
-        // `kthread_stop` waits for it to return, after which `body` is unused
-        // and may be dropped with `self`.
-        unsafe { bindings::kthread_stop(self.task) };
+        // SAFETY: by the type invariant we hold a reference on the thread's
+        // task; `kthread_stop_put` waits for the thread to return (at once
+        // if it already did), after which `body` is unused and may be
+        // dropped with `self`, and gives the reference up.
+        unsafe { bindings::kthread_stop_put(self.task) };
     }
 }
 

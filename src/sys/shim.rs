@@ -1,5 +1,5 @@
-//! Safe access to what `shim.c` provides: module parameters and constants
-//! that bindgen cannot translate on 6.12.
+//! Safe access to what `shim.c` provides: module parameters, static inline
+//! helpers and constants that bindgen cannot translate on 6.12.
 
 use kernel::{bindings, ffi::c_char, str::CStr};
 
@@ -13,8 +13,8 @@ extern "C" {
     fn raidmig_param_checkpoint_units() -> u32;
     fn raidmig_param_checkpoint_ms() -> u32;
     fn raidmig_bio_copy(bio: *mut core::ffi::c_void, skip: u32, buf: *mut u8, len: u32, to_bio: bool);
-    fn raidmig_noio_save() -> u32;
-    fn raidmig_noio_restore(flags: u32);
+    fn raidmig_flush_vmap(addr: *mut core::ffi::c_void, len: i32);
+    fn raidmig_invalidate_vmap(addr: *mut core::ffi::c_void, len: i32);
     static raidmig_feat_write_cache: bindings::blk_features_t;
     static raidmig_feat_fua: bindings::blk_features_t;
     static raidmig_open_rw_excl: bindings::blk_mode_t;
@@ -94,15 +94,26 @@ pub(crate) unsafe fn copy_from_bio(bio: *mut bindings::bio, skip: u32, buf: &mut
     unsafe { raidmig_bio_copy(bio.cast(), skip, buf.as_mut_ptr(), buf.len() as u32, false) }
 }
 
-/// Runs `f` in a memalloc_noio scope: memory allocations in it never wait
-/// for I/O, which could be I/O to this very array.
-pub(crate) fn noio<R>(f: impl FnOnce() -> R) -> R {
-    // SAFETY: save and restore pair up on the current task.
-    let flags = unsafe { raidmig_noio_save() };
-    let r = f();
-    // SAFETY: as above.
-    unsafe { raidmig_noio_restore(flags) };
-    r
+/// `flush_kernel_vmap_range`: before a device reads or writes vmalloc
+/// memory at `[addr, addr + len)`.
+///
+/// # Safety
+///
+/// The range must be mapped vmalloc memory.
+pub(crate) unsafe fn flush_vmap(addr: *mut u8, len: usize) {
+    // SAFETY: guaranteed by the caller; buffers are far below 2 GiB.
+    unsafe { raidmig_flush_vmap(addr.cast(), len as i32) }
+}
+
+/// `invalidate_kernel_vmap_range`: after a device wrote vmalloc memory at
+/// `[addr, addr + len)`.
+///
+/// # Safety
+///
+/// The range must be mapped vmalloc memory.
+pub(crate) unsafe fn invalidate_vmap(addr: *mut u8, len: usize) {
+    // SAFETY: guaranteed by the caller; buffers are far below 2 GiB.
+    unsafe { raidmig_invalidate_vmap(addr.cast(), len as i32) }
 }
 
 // SAFETY (for all the getters below): the statics are `const` in C,

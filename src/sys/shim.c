@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * The part of raidmig that Rust cannot reach on 6.12: module parameters
- * (the Rust `module!` macro of 6.12 has no `params:`) and a few constants
- * that are macros with casts, which bindgen does not translate.
+ * (the Rust `module!` macro of 6.12 has no `params:`), static inline
+ * helpers, and a few constants that are macros with casts, which bindgen
+ * does not translate.
  */
 #include <linux/bio.h>
 #include <linux/blkdev.h>
 #include <linux/highmem.h>
 #include <linux/module.h>
-#include <linux/sched/mm.h>
 
 #include "shim.h"
 
@@ -74,9 +74,13 @@ void raidmig_bio_copy(struct bio *bio, unsigned int skip, void *buf, unsigned in
 	}
 }
 
-/* The memalloc_noio scope (static inline): allocations in it do no I/O. */
-unsigned int raidmig_noio_save(void) { return memalloc_noio_save(); }
-void raidmig_noio_restore(unsigned int flags) { memalloc_noio_restore(flags); }
+/*
+ * Cache maintenance around I/O on vmalloc memory (static inline, no-ops on
+ * x86): flush before the device reads or writes the pages, invalidate after
+ * it wrote them, so that the vmap alias never sees stale lines.
+ */
+void raidmig_flush_vmap(void *addr, int len) { flush_kernel_vmap_range(addr, len); }
+void raidmig_invalidate_vmap(void *addr, int len) { invalidate_kernel_vmap_range(addr, len); }
 
 const blk_features_t raidmig_feat_write_cache = BLK_FEAT_WRITE_CACHE;
 const blk_features_t raidmig_feat_fua = BLK_FEAT_FUA;

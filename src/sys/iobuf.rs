@@ -1,9 +1,10 @@
-//! Buffers for the synchronous member I/O of the migration and of raid5
-//! writes: vmalloc memory, so that a buffer of any size is one allocation and
-//! its pages can be handed to bios.
+//! Buffers for synchronous member I/O (the migration, the load sequence and
+//! raid5 writes): vmalloc memory, so that a buffer of any size is one
+//! allocation and its pages can be handed to bios.
 
-use crate::{bio::BioSet, member::Member};
-use kernel::{bindings, prelude::*};
+use crate::sys::{bio::BioSet, member::Member};
+use core::marker::PhantomData;
+use kernel::prelude::*;
 
 /// A zeroed vmalloc buffer.
 pub(crate) struct IoBuf {
@@ -18,34 +19,37 @@ impl IoBuf {
     }
 
     /// The memory, and a token that lets member I/O check that slices of it
-    /// are vmalloc memory.
-    pub(crate) fn split(&mut self) -> (&mut [u8], Region) {
-        let region = Region { base: self.mem.as_ptr() as usize, len: self.mem.len() };
+    /// are this buffer's vmalloc memory. Both borrow the buffer, so the
+    /// token cannot outlive it.
+    pub(crate) fn split(&mut self) -> (&mut [u8], Region<'_>) {
+        let region = Region { base: self.mem.as_ptr() as usize, len: self.mem.len(), _buf: PhantomData };
         (self.mem.as_mut_slice(), region)
     }
 }
 
-/// The address range of an [`IoBuf`].
+/// The address range of an [`IoBuf`], valid while the buffer is borrowed.
 #[derive(Clone, Copy)]
-pub(crate) struct Region {
+pub(crate) struct Region<'a> {
     base: usize,
     len: usize,
+    _buf: PhantomData<&'a ()>,
 }
 
-impl Region {
+impl Region<'_> {
     fn holds(&self, buf: &[u8]) -> bool {
         let start = buf.as_ptr() as usize;
         start >= self.base && start + buf.len() <= self.base + self.len && buf.len() % 512 == 0
     }
 
     /// Reads `buf.len()` bytes at `sector` of `member` into `buf`, a slice of
-    /// this region's buffer. Returns a negative errno on failure.
-    pub(crate) fn read(&self, bs: &BioSet, member: &Member, sector: u64, buf: &mut [u8]) -> Result<(), i32> {
+    /// this region's buffer.
+    pub(crate) fn read(&self, bs: &BioSet, member: &Member, sector: u64, buf: &mut [u8]) -> Result {
         if !self.holds(buf) {
-            return Err(-(bindings::EINVAL as i32));
+            return Err(EINVAL);
         }
-        // SAFETY: `buf` is vmalloc memory of this region (checked), borrowed
-        // exclusively for the duration of the call.
+        // SAFETY: `buf` is vmalloc memory of this region (checked), alive
+        // while the region's buffer is borrowed, and borrowed exclusively
+        // for the duration of the call.
         unsafe { bs.sync_io(member, false, 0, sector, buf.as_mut_ptr(), buf.len()) }
     }
 
@@ -55,12 +59,12 @@ impl Region {
         &self,
         bs: &BioSet,
         member: &Member,
-        opf_flags: bindings::blk_opf_t,
+        opf_flags: kernel::bindings::blk_opf_t,
         sector: u64,
         buf: &[u8],
-    ) -> Result<(), i32> {
+    ) -> Result {
         if !self.holds(buf) {
-            return Err(-(bindings::EINVAL as i32));
+            return Err(EINVAL);
         }
         // SAFETY: as in `read`; a write only reads the memory.
         unsafe { bs.sync_io(member, true, opf_flags, sector, buf.as_ptr().cast_mut(), buf.len()) }

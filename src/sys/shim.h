@@ -14,8 +14,8 @@ bool raidmig_param_assume_clean(void);
 unsigned int raidmig_param_checkpoint_units(void);
 unsigned int raidmig_param_checkpoint_ms(void);
 void raidmig_bio_copy(struct bio *bio, unsigned int skip, void *buf, unsigned int len, bool to_bio);
-unsigned int raidmig_noio_save(void);
-void raidmig_noio_restore(unsigned int flags);
+void raidmig_flush_vmap(void *addr, int len);
+void raidmig_invalidate_vmap(void *addr, int len);
 
 extern const blk_features_t raidmig_feat_write_cache;
 extern const blk_features_t raidmig_feat_fua;

@@ -4,7 +4,7 @@
 //! can mount it, add it to md or open it for us a second time, and an attempt
 //! to use a member that someone else holds fails with `EBUSY`.
 
-use crate::shim;
+use crate::sys::shim;
 use kernel::{bindings, error::from_err_ptr, prelude::*, str::CStr};
 
 /// The holder of every member's exclusive claim (one array per module load).

@@ -6,14 +6,18 @@
 //! reference (a bias) until it has issued all member bios, each member bio
 //! holds one until its completion. The first error wins and is what the
 //! host sees.
+//!
+//! What the array must hear from a request's end or a member bio's failure
+//! (possibly in interrupt context) goes through [`PduHooks`], which the disk
+//! sets per request when blk-mq allocates it, so that no pointer into the
+//! array travels with the request.
 
 use core::{
     marker::PhantomData,
-    ptr::addr_of_mut,
     mem::size_of,
+    ptr::addr_of_mut,
     sync::atomic::{AtomicU32, AtomicU8, Ordering},
 };
-use crate::coordination::Drain;
 use kernel::{bindings, types::Opaque};
 
 /// What a request asks for.
@@ -51,6 +55,19 @@ const INHERITED_FLAGS: bindings::blk_opf_t = bit(bindings::req_flag_bits___REQ_F
 
 const REQ_OP_MASK: bindings::blk_opf_t = (1 << bindings::REQ_OP_BITS) - 1;
 
+/// What the array hears from a request's life, called with the raw
+/// request (the disk's callbacks find the array through its queue).
+pub(crate) struct PduHooks {
+    /// The request, counted in `epoch`, ended (any context).
+    pub(crate) released: unsafe fn(rq: *mut bindings::request, epoch: u8),
+    /// A member bio of the request failed (any context).
+    pub(crate) member_failed:
+        unsafe fn(rq: *mut bindings::request, role: usize, sector: u64, write: bool, errno: i32),
+}
+
+/// No epoch recorded.
+const NO_EPOCH: u8 = u8::MAX;
+
 /// Per-request driver data: the blk-mq "pdu" that follows `struct request`.
 #[repr(C)]
 struct Pdu {
@@ -58,10 +75,10 @@ struct Pdu {
     work: bindings::work_struct,
     pending: AtomicU32,
     status: AtomicU8,
-    /// The epoch the request is counted in while it runs against the
-    /// source layout of a migration, and the counter to release at its end.
+    /// The epoch the request is counted in while it runs against the source
+    /// layout or a staging area of a migration, or `NO_EPOCH`.
     epoch: u8,
-    drain: *const Drain,
+    hooks: &'static PduHooks,
 }
 
 /// Bytes of driver data each request carries (`tag_set.cmd_size`).
@@ -150,7 +167,7 @@ impl Request {
         unsafe {
             addr_of_mut!((*pdu).pending).write(AtomicU32::new(1));
             addr_of_mut!((*pdu).status).write(AtomicU8::new(0));
-            addr_of_mut!((*pdu).drain).write(core::ptr::null());
+            addr_of_mut!((*pdu).epoch).write(NO_EPOCH);
         }
         // INVARIANT: the pdu is initialised with the caller's reference.
         InFlight { rq: self, pdu }
@@ -200,6 +217,17 @@ impl DataBio<'_> {
     /// The raw bio, for the clone in the bio wrapper.
     pub(crate) fn raw(&self) -> *mut bindings::bio {
         self.bio
+    }
+
+    /// Copies `buf.len()` bytes of the bio's data, from `skip` sectors into
+    /// it, into `buf`. Does nothing if the range is not within the bio.
+    pub(crate) fn copy_out(&self, skip: u64, buf: &mut [u8]) {
+        if skip.saturating_add((buf.len() >> 9) as u64) > self.sectors() {
+            return;
+        }
+        // SAFETY: the bio is alive while the request is, holds the range
+        // (checked), and nobody writes its pages while the request runs.
+        unsafe { crate::sys::shim::copy_from_bio(self.bio, (skip << 9) as u32, buf) }
     }
 }
 
@@ -265,16 +293,14 @@ impl InFlight {
         self.pdu.cast()
     }
 
-    /// Has `drain` released for `epoch` when the request ends. Called at most
-    /// once, by the submitting path, before any member bio is issued.
-    pub(crate) fn release_on_end(&self, drain: &Drain, epoch: u8) {
+    /// Records that the request is counted in `epoch`: its end releases it
+    /// through [`PduHooks::released`]. Called at most once, by the
+    /// submitting path, before any member bio is issued.
+    pub(crate) fn count_in(&self, epoch: u8) {
         // SAFETY: `pdu` is valid by the type invariant, and only the
-        // submitting path (this one) writes these fields before member bios
-        // exist. The drain belongs to the array, which outlives its requests.
-        unsafe {
-            (*self.pdu).epoch = epoch;
-            (*self.pdu).drain = drain;
-        }
+        // submitting path (this one) writes this field before member bios
+        // exist.
+        unsafe { (*self.pdu).epoch = epoch };
     }
 
     /// Records a failure that happened before a member bio was issued.
@@ -299,18 +325,21 @@ fn record_status(pdu: &Pdu, status: bindings::blk_status_t) {
 }
 
 /// Sets up a request's pdu when blk-mq allocates the request: its work item
-/// runs `func`.
+/// runs `func`, its end and failures go to `hooks`.
 ///
 /// # Safety
 ///
 /// `rq` must be a request being initialised by blk-mq (`init_request`) of a
-/// tag set whose `cmd_size` is [`PDU_BYTES`].
-pub(crate) unsafe fn init_pdu(rq: *mut bindings::request, func: bindings::work_func_t) {
+/// tag set whose `cmd_size` is [`PDU_BYTES`]; the hooks must be sound for
+/// any request of that tag set.
+pub(crate) unsafe fn init_pdu(rq: *mut bindings::request, func: bindings::work_func_t, hooks: &'static PduHooks) {
     static WORK_CLASS: LockClass = LockClass(Opaque::uninit());
     // SAFETY: the pdu belongs to `rq` and is not in use yet; the lock class
     // key and the name are static.
     unsafe {
         let pdu = bindings::blk_mq_rq_to_pdu(rq).cast::<Pdu>();
+        addr_of_mut!((*pdu).hooks).write(hooks);
+        addr_of_mut!((*pdu).epoch).write(NO_EPOCH);
         bindings::init_work_with_key(
             addr_of_mut!((*pdu).work),
             func,
@@ -337,14 +366,31 @@ unsafe fn put(pdu: *mut Pdu) {
     let p = unsafe { &*pdu };
     if p.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
         let status = p.status.load(Ordering::Acquire);
-        if !p.drain.is_null() {
-            // SAFETY: set by `release_on_end` to the array's drain, which
-            // outlives the request.
-            unsafe { (*p.drain).release(p.epoch) };
+        // SAFETY: the pdu follows its request.
+        let rq = unsafe { bindings::blk_mq_rq_from_pdu(pdu.cast()) };
+        if p.epoch != NO_EPOCH {
+            // SAFETY: the request is alive until it is ended below; the
+            // hooks were set for its tag set.
+            unsafe { (p.hooks.released)(rq, p.epoch) };
         }
         // SAFETY: this was the last reference: nobody else uses the pdu or
         // the request any more, and it is ended exactly once, here.
-        unsafe { bindings::blk_mq_end_request(bindings::blk_mq_rq_from_pdu(pdu.cast()), status) };
+        unsafe { bindings::blk_mq_end_request(rq, status) };
+    }
+}
+
+/// Reports the failure of a member bio (before [`bio_finished`] for it).
+///
+/// # Safety
+///
+/// `token` must come from [`InFlight::add_bio`], its reference not yet given
+/// up.
+pub(crate) unsafe fn bio_failed(token: *mut core::ffi::c_void, role: usize, sector: u64, write: bool, errno: i32) {
+    let pdu = token.cast::<Pdu>();
+    // SAFETY: the token's reference keeps the request and its pdu alive.
+    unsafe {
+        let rq = bindings::blk_mq_rq_from_pdu(pdu.cast());
+        ((*pdu).hooks.member_failed)(rq, role, sector, write, errno);
     }
 }
 

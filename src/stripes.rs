@@ -1,0 +1,150 @@
+//! raid5 host writes in the kernel: the core's [`write_stripe`] over
+//! synchronous member I/O, one stripe at a time under a stripe lock, with
+//! buffers allocated when the array is loaded.
+//!
+//! No allocation happens on this path, so a raid5 write makes progress under
+//! memory pressure (swap on the volume included): it waits at most for a
+//! stripe lock or a buffer, both held only by writes that are themselves
+//! doing member I/O. Memory: [`BUFFERS`] buffers of
+//! [`buffer_bytes`]`(members)`, 4 x 2 x 64 KiB = 512 KiB per member.
+
+use crate::{
+    members::{Members, Who},
+    raidmig_core::{
+        engine::IoError,
+        hostio::Place,
+        layout::Geometry,
+        raid5::{buffer_bytes, write_stripe, Raid5Error, StripeIo},
+    },
+    sys::{
+        iobuf::{IoBuf, Region},
+        request::InFlight,
+    },
+};
+use kernel::{
+    bindings, new_condvar, new_mutex,
+    prelude::*,
+    sync::{CondVar, Mutex},
+};
+
+/// Stripe writes that may run at once (and buffers allocated for them).
+pub(crate) const BUFFERS: usize = 4;
+
+/// Stripe locks and write buffers of a raid5 array.
+#[pin_data]
+pub(crate) struct Stripes {
+    /// For each buffer: the stripe being written with it, or free (`None`),
+    /// and the buffer itself.
+    #[pin]
+    slots: Mutex<KVec<(Option<u64>, Option<IoBuf>)>>,
+    #[pin]
+    freed: CondVar,
+}
+
+/// A stripe locked with a buffer; both go back on drop.
+struct Slot<'a> {
+    stripes: &'a Stripes,
+    index: usize,
+    buf: Option<IoBuf>,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut slots = self.stripes.slots.lock();
+        slots[self.index] = (None, self.buf.take());
+        drop(slots);
+        self.stripes.freed.notify_all();
+    }
+}
+
+impl Stripes {
+    /// The stripe table over `buffers` (see [`Stripes::buffers`]).
+    pub(crate) fn new(buffers: KVec<(Option<u64>, Option<IoBuf>)>) -> impl PinInit<Self> {
+        pin_init!(Stripes { slots <- new_mutex!(buffers), freed <- new_condvar!() })
+    }
+
+    /// Buffers for raid5 writes over `members` members, or none when the
+    /// array writes no raid5 (`raid5` false).
+    pub(crate) fn buffers(members: usize, raid5: bool) -> Result<KVec<(Option<u64>, Option<IoBuf>)>> {
+        let count = if raid5 { BUFFERS } else { 0 };
+        let mut v = KVec::with_capacity(count, GFP_KERNEL)?;
+        for _ in 0..count {
+            v.push((None, Some(IoBuf::new(buffer_bytes(members))?)), GFP_KERNEL)?;
+        }
+        Ok(v)
+    }
+
+    /// Waits until no write holds `stripe` and a buffer is free; takes both.
+    fn lock(&self, stripe: u64) -> Result<Slot<'_>, Raid5Error> {
+        let mut slots = self.slots.lock();
+        if slots.is_empty() {
+            return Err(Raid5Error::BufferTooSmall);
+        }
+        loop {
+            if !slots.iter().any(|(s, _)| *s == Some(stripe)) {
+                if let Some(index) = slots.iter().position(|(s, _)| s.is_none()) {
+                    let buf = slots[index].1.take();
+                    slots[index].0 = Some(stripe);
+                    return Ok(Slot { stripes: self, index, buf });
+                }
+            }
+            self.freed.wait(&mut slots);
+        }
+    }
+
+    /// Writes logical `[start, start + sectors)`, within one stripe of raid5
+    /// layout `g` at `place`, from the data of request `io`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn write(
+        &self,
+        members: &Members,
+        io: &InFlight,
+        g: &Geometry,
+        place: Place,
+        start: u64,
+        sectors: u64,
+    ) -> Result<(), Raid5Error> {
+        let stripe = (start >> g.chunk_shift()) / g.stripe_chunks_nonzero();
+        let mut slot = self.lock(stripe)?;
+        let Some(buf) = slot.buf.as_mut() else { return Err(Raid5Error::BufferTooSmall) };
+        let (bytes, region) = buf.split();
+        let fua = io.request().member_opf() & FUA;
+        let mut sio = KernelStripe { members, io, region, fua };
+        let base = io.request().sector();
+        write_stripe(&mut sio, g, place, members.device_sectors(), base, start, sectors, bytes)
+    }
+}
+
+const FUA: bindings::blk_opf_t = 1 << bindings::req_flag_bits___REQ_FUA;
+
+/// The member I/O of one stripe write.
+struct KernelStripe<'a> {
+    members: &'a Members,
+    io: &'a InFlight,
+    region: Region<'a>,
+    fua: bindings::blk_opf_t,
+}
+
+impl StripeIo for KernelStripe<'_> {
+    fn read(&mut self, member: usize, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        self.members.read(Who::Host, &self.region, member, sector, buf)
+    }
+
+    fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError> {
+        self.members.write(Who::Host, &self.region, member, self.fua, sector, buf)
+    }
+
+    fn host_data(&mut self, offset: u64, buf: &mut [u8]) {
+        let rq = self.io.request();
+        let first = rq.sector() + offset;
+        let end = first + (buf.len() >> 9) as u64;
+        for bio in rq.bios() {
+            let (b0, b1) = (bio.sector(), bio.sector() + bio.sectors());
+            let (lo, hi) = (b0.max(first), b1.min(end));
+            if lo < hi {
+                let out = &mut buf[((lo - first) << 9) as usize..((hi - first) << 9) as usize];
+                bio.copy_out(lo - b0, out);
+            }
+        }
+    }
+}
