@@ -80,13 +80,17 @@ impl Rng {
     }
 }
 
+/// A sector's contents, shared: forking a world at a crash point copies
+/// pointers, not data.
+type Shared = std::rc::Rc<Block>;
+
 /// One member: durable sectors and the volatile cache over them.
 #[derive(Clone, Debug, Default)]
 struct Disk {
-    durable: HashMap<u64, Block>,
-    cache: HashMap<u64, Block>,
+    durable: HashMap<u64, Shared>,
+    cache: HashMap<u64, Shared>,
     /// Writes since the last flush, in issue order, sector by sector.
-    pending: Vec<(u64, Block)>,
+    pending: Vec<(u64, Shared)>,
     /// The superblock slots, `[start, end)`: a sector there can land torn.
     slots: (u64, u64),
 }
@@ -96,17 +100,20 @@ impl Disk {
         for (i, chunk) in buf.chunks_mut(SECTOR).enumerate() {
             let s = sector + i as u64;
             match self.cache.get(&s).or_else(|| self.durable.get(&s)) {
-                Some(b) => chunk.copy_from_slice(b),
+                Some(b) => chunk.copy_from_slice(&b[..]),
                 None => chunk.fill(0),
             }
         }
     }
     fn write(&mut self, sector: u64, buf: &[u8]) {
         for (i, chunk) in buf.chunks(SECTOR).enumerate() {
-            let b: Block = chunk.try_into().unwrap();
-            self.cache.insert(sector + i as u64, b);
+            let b: Shared = std::rc::Rc::new(chunk.try_into().unwrap());
+            self.cache.insert(sector + i as u64, b.clone());
             self.pending.push((sector + i as u64, b));
         }
+    }
+    fn put(&mut self, sector: u64, b: Block) {
+        self.durable.insert(sector, std::rc::Rc::new(b));
     }
     fn flush(&mut self) {
         for (s, b) in self.cache.drain() {
@@ -131,7 +138,7 @@ impl Disk {
                 }
             }
             Outcome::Mixed => {
-                let mut versions: HashMap<u64, Vec<Block>> = HashMap::new();
+                let mut versions: HashMap<u64, Vec<Shared>> = HashMap::new();
                 for (s, b) in self.pending.drain(..) {
                     versions.entry(s).or_default().push(b);
                 }
@@ -143,15 +150,17 @@ impl Disk {
                     if pick == v.len() {
                         continue;
                     }
-                    let mut b = v[pick];
+                    let mut b = v[pick].clone();
                     if (self.slots.0..self.slots.1).contains(&s) && rng.chance(500) {
                         // A torn sector: each 8-byte word old or new.
-                        let old = self.durable.get(&s).copied().unwrap_or([0; SECTOR]);
-                        for (w, o) in b.chunks_mut(8).zip(old.chunks(8)) {
+                        let old = self.durable.get(&s).map_or([0; SECTOR], |o| **o);
+                        let mut mix = *b;
+                        for (w, o) in mix.chunks_mut(8).zip(old.chunks(8)) {
                             if rng.chance(500) {
                                 w.copy_from_slice(o);
                             }
                         }
+                        b = std::rc::Rc::new(mix);
                         torn += 1;
                     }
                     self.durable.insert(s, b);
@@ -600,7 +609,7 @@ impl World {
         for l in 0..source.capacity() {
             for c in 0..source.copies() {
                 let at = source.locate_copy(l, c);
-                w.disks[at.member].durable.insert(at.sector, pattern(ORIGINAL_TAG, l));
+                w.disks[at.member].put(at.sector, pattern(ORIGINAL_TAG, l));
             }
         }
         if source.level().has_parity() {
@@ -608,13 +617,13 @@ impl World {
                 let p = source.parity_location(l).unwrap();
                 let mut acc = [0u8; SECTOR];
                 raid5_parity(&w.disks, &source, p.member, p.sector, &mut acc);
-                w.disks[p.member].durable.insert(p.sector, acc);
+                w.disks[p.member].put(p.sector, acc);
             }
         }
         for m in 0..cfg.members {
             for s in 0..data {
                 if source.content(m, s) == raidmig_core::layout::Content::Unused {
-                    w.disks[m].durable.insert(s, pattern(0xDEAD_0000 + m as u64, s));
+                    w.disks[m].put(s, pattern(0xDEAD_0000 + m as u64, s));
                 }
             }
         }
