@@ -1,24 +1,39 @@
 #!/usr/bin/env bash
-# Boots the test kernel in a QEMU guest (software emulation) with fresh SATA
+# Boots the test kernel in a QEMU guest (software emulation) with fresh
 # member disks and runs one command in it, from the repository's directory.
 #
-#   scripts/guest.sh [--disks N] [--size SIZE] [--keep-disks DIR] [--memory M] -- CMD...
+#   scripts/guest.sh [--disks N] [--size SIZE] [--bus sata|nvme] [--disk-dir DIR]
+#                    [--memory M] [--append ARG] -- CMD...
 #
-# The guest sees the host's root file system read-only (virtme-ng), the disks
-# as /dev/sda, /dev/sdb, ... on an AHCI controller, and $RAIDMIG_OUT (a host
-# directory, writable) for logs. The exit status is the command's.
+# CMD is one shell command line (a single argument) or a command and its
+# arguments (several, each passed as one word).
+#
+# The guest sees the host's root file system read-only (virtme-ng), this
+# checkout read-only at its own path (shared explicitly: virtme-ng gives the
+# guest fresh tmpfs on /tmp and /var/tmp, which would hide a checkout there),
+# the disks as /dev/sda, /dev/sdb, ... on AHCI controllers (--bus sata, the
+# default) or as NVMe namespaces with serial numbers m0, m1, ... (--bus nvme),
+# and $RAIDMIG_OUT (a host directory, writable) for logs. Guest tests find the
+# disks with `member N` (tests/guest/lib.sh). RAIDMIG_KO, when set, names the
+# module the guest tests load instead of the checkout's raidmig.ko.
+#
+# Guests run one at a time on this machine: each waits for an exclusive lock
+# (/var/lock/raidmig-guest.lock) before booting. The lock belongs to this
+# script's process alone, so it is released when the script ends, also when
+# QEMU is killed. The exit status is the command's.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
 . "$here/versions.sh"
 export PATH=$HOME/.cargo/bin:$PATH
 
-disks=3 size=256M memory=2G disk_dir="" append=()
+disks=3 size=256M memory=2G disk_dir="" append=() bus=sata
 while [ $# -gt 0 ]; do
   case "$1" in
     --disks) disks=$2; shift 2 ;;
     --size) size=$2; shift 2 ;;
     --memory) memory=$2; shift 2 ;;
+    --bus) bus=$2; shift 2 ;;
     --disk-dir) disk_dir=$2; shift 2 ;;   # reuse (or create) images in DIR
     --append) append+=(--append "$2"); shift 2 ;;
     --) shift; break ;;
@@ -26,13 +41,40 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ $# -gt 0 ] || { echo "guest.sh: no command" >&2; exit 2; }
+case "$bus" in sata|nvme) ;; *) echo "guest.sh: --bus must be sata or nvme, not '$bus'" >&2; exit 2 ;; esac
 
 kdir=$(bash "$here/kernel.sh" --kdir)
 kernel=$kdir/arch/x86/boot/bzImage
 [ -f "$kernel" ] || { echo "guest.sh: no kernel at $kernel (run scripts/kernel.sh)" >&2; exit 1; }
 
+# inside DIR PARENT: DIR is PARENT or below it.
+inside() { case "$1/" in "$2"/*) return 0 ;; *) return 1 ;; esac; }
+
 out=${RAIDMIG_OUT:-$(mktemp -d /var/tmp/raidmig-out.XXXXXX)}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+# What the guest must see besides the host's root: the output directory
+# (writable) and this checkout (read-only), each at its host path. virtme-ng
+# mounts every --rwdir before every --rodir, so an output directory inside
+# the checkout makes the checkout writable instead (else the read-only mount
+# would hide the output directory).
+[ "$top" != / ] || { echo "guest.sh: refusing to run from a checkout at /" >&2; exit 2; }
+shares=()
+if inside "$out" "$top"; then
+  shares+=(--rwdir "$top")
+else
+  shares+=(--rwdir "$out" --rodir "$top")
+fi
+genv="export RAIDMIG_OUT=$(printf %q "$out") RAIDMIG_BUS=$bus RAIDMIG_DISKS=$disks"
+if [ -n "${RAIDMIG_KO:-}" ]; then
+  [ -r "$RAIDMIG_KO" ] || { echo "guest.sh: RAIDMIG_KO=$RAIDMIG_KO is not readable" >&2; exit 2; }
+  ko=$(cd "$(dirname "$RAIDMIG_KO")" && pwd)/$(basename "$RAIDMIG_KO")
+  kodir=$(dirname "$ko")
+  inside "$kodir" "$top" || inside "$kodir" "$out" || shares+=(--rodir "$kodir")
+  genv+=" RAIDMIG_KO=$(printf %q "$ko")"
+fi
+
 fresh=0
 if [ -z "$disk_dir" ]; then
   disk_dir=$(mktemp -d /var/tmp/raidmig-disks.XXXXXX)
@@ -40,23 +82,43 @@ if [ -z "$disk_dir" ]; then
 fi
 mkdir -p "$disk_dir"
 
-# One AHCI controller has 6 ports; a second one takes the rest.
-qopts="-device ahci,id=ahci0 -device ahci,id=ahci1"
+qopts=""
+# SATA: one AHCI controller has 6 ports; a second one takes the rest.
+[ "$bus" = sata ] && qopts="-device ahci,id=ahci0 -device ahci,id=ahci1"
 for i in $(seq 0 $((disks - 1))); do
   img=$disk_dir/m$i.img
   [ -f "$img" ] || truncate -s "$size" "$img"
   qopts+=" -drive if=none,id=m$i,file=$img,format=raw,cache=none,aio=native,discard=unmap"
-  qopts+=" -device ide-hd,drive=m$i,bus=ahci$((i / 6)).$((i % 6)),serial=m$i"
+  if [ "$bus" = nvme ]; then
+    qopts+=" -device nvme,drive=m$i,serial=m$i"
+  else
+    qopts+=" -device ide-hd,drive=m$i,bus=ahci$((i / 6)).$((i % 6)),serial=m$i"
+  fi
 done
 
+# The command: one argument is a shell command line as it is; several are
+# quoted word by word.
+if [ $# -eq 1 ]; then cmd=$1; else cmd=$(printf '%q ' "$@"); fi
+
 cd "$top"
-set +e
 verbose=()
 [ -n "${GUEST_VERBOSE:-}" ] && verbose=(--verbose)   # kernel console on stdout
+
+# One guest at a time: wait for the lock on fd 9, which vng and QEMU do not
+# inherit (9>&- below), so that the lock goes with this process.
+exec 9>/var/lock/raidmig-guest.lock
+if ! flock -n 9; then
+  echo "guest.sh: waiting for another guest to finish (/var/lock/raidmig-guest.lock)" >&2
+  flock 9
+fi
+
+set +e
 RAIDMIG_OUT=$out vng --run "$kernel" --disable-kvm --disable-microvm "${verbose[@]}" \
-  --cpus 2 --memory "$memory" --rwdir "$out" "${append[@]}" \
-  --qemu-opts="$qopts" --exec "RAIDMIG_OUT=$out $*"
+  --cpus 2 --memory "$memory" "${shares[@]}" "${append[@]}" \
+  --qemu-opts="$qopts" \
+  --exec "$genv; $cmd" 9>&-
 rc=$?
 set -e
+flock -u 9
 [ $fresh = 1 ] && rm -rf "$disk_dir"
 exit $rc

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # disks: 3 256M
+# bus: sata nvme
 # fio write+verify (crc32c) through /dev/raidmig0, for level single over one
 # member and raid0 over three (made directly in its layout: assume_clean=1):
 # 4k, 64k and 1M blocks, and blocks that straddle chunk boundaries; then the
@@ -22,7 +23,8 @@ run_jobs() {   # run_jobs MODE (write or verify)
   fio_verify mixed /dev/raidmig0 --rw=randwrite --bsrange=4k-1m --blockalign=4k --offset=208M --size=32M --iodepth=8 "${extra[@]}"
 }
 
-for layout in "single /dev/sda" "raid0 /dev/sda,/dev/sdb,/dev/sdc"; do
+say "bus $BUS: members ${DISKS[*]}"
+for layout in "single ${DISKS[0]}" "raid0 ${DISKS[0]},${DISKS[1]},${DISKS[2]}"; do
   set -- $layout
   level=$1 members=$2
   say "--- level=$level members=$members"

@@ -4,10 +4,12 @@
 
 set -uo pipefail
 REPO=$(pwd)
-KO=$REPO/raidmig.ko
+KO=${RAIDMIG_KO:-$REPO/raidmig.ko}   # scripts/guest.sh passes RAIDMIG_KO on
+BUS=${RAIDMIG_BUS:-sata}              # the members' bus: sata or nvme
 OUT=${RAIDMIG_OUT:-/tmp}
 TEST_NAME=$(basename "$0" .sh)
 FAILURES=0
+STUCK=0   # tasks left stuck by deadline()
 
 . "$REPO/tests/guest/splat.sh"
 
@@ -33,6 +35,14 @@ finish() {
   dmesg > "$OUT/$TEST_NAME.dmesg" 2>/dev/null || dmesg > "/tmp/$TEST_NAME.dmesg"
   if ! scan_splats "$OUT/$TEST_NAME.dmesg"; then
     fail "kernel splat in dmesg (see $TEST_NAME.dmesg)"
+  fi
+  if [ "$STUCK" -gt 0 ]; then
+    # A stuck task can block the guest's orderly power-off (its sync waits
+    # for a disk's open mutex; a CPU spinning on a lock stops the shutdown):
+    # reset at once, without sync, shortly after the exit status has been
+    # handed over.
+    say "$STUCK task(s) stuck: the guest resets by sysrq in 20 s (QEMU runs with -no-reboot, so it ends)"
+    setsid -f bash -c 'sleep 20; echo b > /proc/sysrq-trigger' > /dev/null 2>&1 < /dev/null
   fi
   if [ "$FAILURES" -eq 0 ]; then say "PASS"; exit 0; fi
   say "FAILED ($FAILURES)"; exit 1
@@ -77,14 +87,54 @@ member_flushes() { awk -v d="$(basename "$1")" '$3 == d {print $19}' /proc/disks
 
 require_debug_kernel
 
+# member N: the device path of the guest's disk N (0-based; the host's image
+# mN.img). SATA: the disk on AHCI port N (serial mN), /dev/sda, /dev/sdb, ...
+# NVMe: the namespace of the controller whose serial is mN.
+member() {
+  local n=$1 i c ns s
+  for i in $(seq 1 50); do
+    if [ "$BUS" = nvme ]; then
+      for c in /sys/class/nvme/*; do
+        s=$(tr -d ' ' < "$c/serial" 2>/dev/null) || continue
+        [ "$s" = "m$n" ] || continue
+        # The namespace's block device: its head (multipath) or itself.
+        for ns in /sys/block/nvme*n*; do
+          [ -e "$ns" ] || continue
+          s=$(tr -d ' ' < "$ns/device/serial" 2>/dev/null) || continue
+          [ "$s" = "m$n" ] && { echo "/dev/$(basename "$ns")"; return 0; }
+        done
+      done
+    else
+      ns=$(readlink -f "/dev/disk/by-id/ata-QEMU_HARDDISK_m$n" 2>/dev/null)
+      if [ -n "$ns" ] && [ -b "$ns" ]; then echo "$ns"; return 0; fi
+      ns=/dev/sd$(printf "\\$(printf %o $((97 + n)))")
+      [ -b "$ns" ] && { echo "$ns"; return 0; }
+    fi
+    sleep 0.1
+  done
+  echo "member: no disk $n on $BUS" >&2
+  echo /dev/null-disk$n
+  return 1
+}
+
+# DISKS: every disk of the guest, by number.
+# (RAIDMIG_DISKS from scripts/guest.sh, else as many as the bus shows).
+if [ -z "${RAIDMIG_DISKS:-}" ]; then
+  if [ "$BUS" = nvme ]; then RAIDMIG_DISKS=$(ls -d /sys/class/nvme/nvme* 2>/dev/null | wc -l)
+  else RAIDMIG_DISKS=$(ls -d /sys/block/sd* 2>/dev/null | wc -l); fi
+fi
+DISKS=()
+for _i in $(seq 0 $(( RAIDMIG_DISKS - 1 ))); do DISKS+=("$(member "$_i")"); done
+unset _i
+
 SYS=/sys/block/raidmig0/raidmig
 RESERVED_TAIL=32768   # sectors at the end of every member (README)
 
 # zero_tail DEV: erases raidmig's reserved tail (the last 16 MiB) of DEV, as
 # an administrator would before reusing a former member.
-zero_tail() {
-  dd if=/dev/zero of="$1" bs=512 seek=$(( $(blockdev --getsz "$1") - RESERVED_TAIL )) \
-    count=$RESERVED_TAIL oflag=direct conv=notrunc status=none
+zero_tail() {   # (in 1 MiB writes: 512-byte ones take minutes under emulation)
+  dd if=/dev/zero of="$1" bs=1M seek=$(( ($(blockdev --getsz "$1") - RESERVED_TAIL) * 512 )) \
+    count=$((RESERVED_TAIL / 2048)) oflag=direct,seek_bytes conv=notrunc status=none
 }
 
 # data_area DEV: the data area, in sectors, of DEV as the first member with
@@ -118,4 +168,36 @@ refused() {
   if ! grep -q "raidmig: .*$msg" <<<"$new"; then fail "$*: no dmesg line '$msg' in: $new"; return; fi
   if [ -e /sys/block/raidmig0 ] || grep -qw raidmig /proc/modules; then fail "$*: left a device or module"; return; fi
   ok "refused ($errtext): $* -- $(grep -m1 "raidmig: .*$msg" <<<"$new" | sed 's/^\[[^]]*\] //')"
+}
+
+# deadline SECONDS CMD...: runs CMD (a program, not a shell function) in the
+# background and waits for it at most SECONDS. Returns CMD's status, or 124
+# when it is still running then; it is left running (a task stuck in D state
+# cannot be killed), its pid in DL_PID, and stuck() describes it.
+deadline() {
+  local end=$((SECONDS + $1)); shift
+  "$@" &
+  DL_PID=$!
+  while running $DL_PID; do
+    [ $SECONDS -lt $end ] || { STUCK=$((STUCK + 1)); return 124; }
+    sleep 0.2
+  done
+  wait $DL_PID
+}
+
+# running PID: PID (a child) has not ended yet.
+running() {
+  local st=
+  read -r _ _ st _ 2>/dev/null < /proc/$1/stat
+  [ -n "$st" ] && [ "$st" != Z ]
+}
+
+# stuck: the state, wait channel and kernel stack of the task deadline() gave
+# up on.
+stuck() {
+  local p=$DL_PID
+  local st=
+  read -r _ _ st _ 2>/dev/null < /proc/$p/stat
+  echo "pid $p state $st wchan $(cat /proc/$p/wchan 2>/dev/null)"
+  [ -r /proc/$p/stack ] && sed 's/^/    /' /proc/$p/stack 2>/dev/null | head -20
 }
