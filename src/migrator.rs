@@ -257,9 +257,10 @@ pub(crate) fn run(m: &Migration<'_>) {
                     pr_err!("{}: migration stopped: {}\n", name, e.message());
                     running = false;
                     // Make what was copied durable if the members still
-                    // allow it; the engine's view then tells host I/O what
-                    // it can no longer do.
-                    if engine.pause(&mut io, members, bytes, time::now()).is_err() {
+                    // allow it, the array still recorded migrating, so that
+                    // the next load retries (as md resumes a reshape); the
+                    // engine's view tells host I/O what it can no longer do.
+                    if engine.stop(&mut io, members, bytes, time::now()).is_err() {
                         pr_err!("{}: no checkpoint possible: writes to copied units fail until resumed\n", name);
                     }
                 }

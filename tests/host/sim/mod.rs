@@ -1174,11 +1174,16 @@ impl World {
             }
             let step = match step {
                 Err(EngineError::Io(_)) => {
-                    // The kernel thread stops and pauses (a checkpoint); the
-                    // host goes on meanwhile; the user resumes later.
+                    // The kernel thread stops with a checkpoint (or, later,
+                    // the user pauses); the host goes on meanwhile; the user
+                    // resumes later.
                     if self.rng.chance(500) {
                         self.engine_io = true;
-                        let r = engine.pause(self, &members, &mut buf, Time::at(self.now));
+                        let r = if self.rng.chance(700) {
+                            engine.stop(self, &members, &mut buf, Time::at(self.now))
+                        } else {
+                            engine.pause(self, &members, &mut buf, Time::at(self.now))
+                        };
                         self.engine_io = false;
                         self.check_engine_call(r)?;
                     }
