@@ -6,11 +6,12 @@ KO=./raidmig.ko
 SYS=/sys/block/raidmig0/raidmig
 res=/tmp/bench
 mkdir -p $res
-data=$(( ($(blockdev --getsz /dev/sda) - 32768) / 128 * 128 ))   # sectors
+tail_sectors=$(bash "$(dirname "$0")/reserved-tail.sh")
+data=$(( ($(blockdev --getsz /dev/sda) - tail_sectors) / 128 * 128 ))   # sectors
 
 zero_tail() {
-  dd if=/dev/zero of="$1" bs=512 seek=$(( $(blockdev --getsz "$1") - 32768 )) count=32768 \
-    oflag=direct conv=notrunc status=none
+  dd if=/dev/zero of="$1" bs=1M seek=$(( ($(blockdev --getsz "$1") - tail_sectors) * 512 )) count=$((tail_sectors / 2048)) \
+    oflag=direct,seek_bytes conv=notrunc status=none
 }
 wait_dev() { for _ in $(seq 50); do [ -b /dev/raidmig0 ] && return; sleep 0.1; done; }
 now() { date +%s.%N; }

@@ -9,7 +9,8 @@ MNT=/tmp/vol
 mkdir -p $MNT
 
 step "The user's disk /dev/sda: ext4 with files (its last 16 MiB left free for raidmig)"
-data=$(( ($(blockdev --getsz /dev/sda) - 32768) / 128 * 128 ))
+tail_sectors=$(bash "$(dirname "$0")/reserved-tail.sh")   # 16 MiB
+data=$(( ($(blockdev --getsz /dev/sda) - tail_sectors) / 128 * 128 ))
 mkfs.ext4 -q -F -E nodiscard -b 4096 /dev/sda $((data / 8))
 mount /dev/sda $MNT
 for i in 1 2 3 4 5; do head -c $((i * 7))M /dev/urandom > $MNT/file$i; done

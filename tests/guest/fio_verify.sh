@@ -30,7 +30,7 @@ for layout in "single ${DISKS[0]}" "raid0 ${DISKS[0]},${DISKS[1]},${DISKS[2]}"; 
   say "--- level=$level members=$members"
   must load members="$members" level="$level" chunk_kb=64 assume_clean=1
   must wait_dev
-  member_sz=$(( (256 * 2048 - 32768) / 128 * 128 ))
+  member_sz=$(( (256 * 2048 - RESERVED_TAIL) / 128 * 128 ))
   n=$(echo "$members" | tr ',' '\n' | wc -l)
   check "capacity is $n data areas" test "$(blockdev --getsz /dev/raidmig0)" = $((member_sz * n))
   check "write cache advertised" grep -qx "write back" /sys/block/raidmig0/queue/write_cache

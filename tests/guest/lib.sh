@@ -128,7 +128,9 @@ for _i in $(seq 0 $(( RAIDMIG_DISKS - 1 ))); do DISKS+=("$(member "$_i")"); done
 unset _i
 
 SYS=/sys/block/raidmig0/raidmig
-RESERVED_TAIL=32768   # sectors at the end of every member (README)
+# Sectors at the end of every member that raidmig reserves (src/core/layout.rs).
+RESERVED_TAIL=$(bash "$(dirname "${BASH_SOURCE[0]}")/../../scripts/reserved-tail.sh") || exit 1
+export RESERVED_TAIL
 
 # zero_tail DEV: erases raidmig's reserved tail (the last 16 MiB) of DEV, as
 # an administrator would before reusing a former member.

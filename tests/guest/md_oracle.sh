@@ -18,7 +18,7 @@ oracle() {
   local data; data=$(data_area "$first")
 
   local d; for d in "${devs[@]}"; do must blkdiscard -f "$d"; done
-  must dd if=/dev/urandom of="$first" bs=512 count=$data oflag=direct status=none
+  must dd if=/dev/urandom of="$first" bs=64k count=$((data / 128)) oflag=direct status=none
   must load members="$(IFS=,; echo "${devs[*]}")" level=$level chunk_kb=64
   must wait_dev
   # Writes through the volume while the migration runs, on both sides of

@@ -7,9 +7,13 @@ the layout). Refuses a slot whose checksum does not verify before the edit.
 """
 import os
 import struct
+import subprocess
 import sys
 
-TAIL_SECTORS = 32768
+# The reserved tail's size, from its one definition (src/core/layout.rs).
+TAIL_SECTORS = int(subprocess.run(
+    ["bash", os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../scripts/reserved-tail.sh")],
+    check=True, capture_output=True, text=True).stdout)
 
 
 def crc32c(data):
