@@ -2,8 +2,11 @@
 # Boots the test kernel in a QEMU guest (software emulation) with fresh
 # member disks and runs one command in it, from the repository's directory.
 #
-#   scripts/guest.sh [--disks N] [--size SIZE] [--bus sata|nvme] [--disk-dir DIR]
-#                    [--memory M] [--append ARG] -- CMD...
+#   scripts/guest.sh [--disks N] [--size SIZE] [--sizes "SIZE..."] [--bus sata|nvme]
+#                    [--disk-dir DIR] [--memory M] [--append ARG] -- CMD...
+#
+# --sizes gives one size per disk (and so their number) instead of --disks
+# and --size.
 #
 # CMD is one shell command line (a single argument) or a command and its
 # arguments (several, each passed as one word).
@@ -27,11 +30,12 @@ top=$(cd "$here/.." && pwd)
 . "$here/versions.sh"
 export PATH=$HOME/.cargo/bin:$PATH
 
-disks=3 size=256M memory=2G disk_dir="" append=() bus=sata
+disks=3 size=256M sizes="" memory=2G disk_dir="" append=() bus=sata
 while [ $# -gt 0 ]; do
   case "$1" in
     --disks) disks=$2; shift 2 ;;
     --size) size=$2; shift 2 ;;
+    --sizes) sizes=$2; shift 2 ;;
     --memory) memory=$2; shift 2 ;;
     --bus) bus=$2; shift 2 ;;
     --disk-dir) disk_dir=$2; shift 2 ;;   # reuse (or create) images in DIR
@@ -66,7 +70,7 @@ if inside "$out" "$top"; then
 else
   shares+=(--rwdir "$out" --rodir "$top")
 fi
-genv="export RAIDMIG_OUT=$(printf %q "$out") RAIDMIG_BUS=$bus RAIDMIG_DISKS=$disks"
+genv="export RAIDMIG_OUT=$(printf %q "$out") RAIDMIG_BUS=$bus"
 if [ -n "${RAIDMIG_KO:-}" ]; then
   [ -r "$RAIDMIG_KO" ] || { echo "guest.sh: RAIDMIG_KO=$RAIDMIG_KO is not readable" >&2; exit 2; }
   ko=$(cd "$(dirname "$RAIDMIG_KO")" && pwd)/$(basename "$RAIDMIG_KO")
@@ -82,12 +86,24 @@ if [ -z "$disk_dir" ]; then
 fi
 mkdir -p "$disk_dir"
 
+# One size per disk.
+if [ -n "$sizes" ]; then
+  read -r -a size_of <<<"$sizes"
+  disks=${#size_of[@]}
+else
+  size_of=()
+  for i in $(seq 0 $((disks - 1))); do size_of+=("$size"); done
+fi
+[ "$disks" -ge 1 ] || { echo "guest.sh: no disks" >&2; exit 2; }
+genv+=" RAIDMIG_DISKS=$disks"
 qopts=""
-# SATA: one AHCI controller has 6 ports; a second one takes the rest.
-[ "$bus" = sata ] && qopts="-device ahci,id=ahci0 -device ahci,id=ahci1"
+# SATA: one AHCI controller has 6 ports; as many controllers as needed.
+if [ "$bus" = sata ]; then
+  for c in $(seq 0 $(( (disks - 1) / 6 ))); do qopts+=" -device ahci,id=ahci$c"; done
+fi
 for i in $(seq 0 $((disks - 1))); do
   img=$disk_dir/m$i.img
-  [ -f "$img" ] || truncate -s "$size" "$img"
+  [ -f "$img" ] || truncate -s "${size_of[$i]}" "$img"
   qopts+=" -drive if=none,id=m$i,file=$img,format=raw,cache=none,aio=native,discard=unmap"
   if [ "$bus" = nvme ]; then
     qopts+=" -device nvme,drive=m$i,serial=m$i"

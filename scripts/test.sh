@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs all of raidmig's tests, as root, on a Debian 12 machine: installs what
 # is missing, builds (or reuses) the test kernel, builds the module, runs the
-# host-side tests of the pure core, then every guest test in its own QEMU
-# guest with fresh SATA disks, then the host-driven VM tests (which kill and
-# reboot guests). Ends with "N passed, N failed", and prints each test's
-# time.
+# host-side tests of the pure core, then the guest tests in QEMU guests
+# (several tests per guest, each on fresh disks of its own: see
+# tests/guest/batch.sh), then the host-driven VM tests (which kill and
+# reboot guests). Prints each test's time (a guest test's own, the boots
+# apart) and ends with "N passed, N failed".
 #
 #   scripts/test.sh               everything
 #   scripts/test.sh NAME...       only these guest tests (tests/guest/NAME.sh;
@@ -49,37 +50,99 @@ if [ $# -eq 0 ]; then
   run host-splat-scanner bash tests/host/splat_scanner.sh
   # A checkout anywhere (also under /tmp or /var/tmp) runs guests.
   run host-clone-paths bash tests/host/clone_paths.sh
-  set -- $(cd tests/guest && ls *.sh | grep -vx -e lib.sh -e splat.sh -e migrate_lib.sh | sed 's/\.sh$//') \
+  set -- $(cd tests/guest && ls *.sh | grep -vx -e lib.sh -e splat.sh -e migrate_lib.sh -e batch.sh | sed 's/\.sh$//') \
          $(cd tests/vm && ls *.sh | sed 's/\.sh$//')
 fi
 
-guest_test() {   # guest_test NAME [BUS]: one guest test on one bus, or on each it declares
-  local name=$1 only=${2:-} script=tests/guest/$1.sh disks size memory buses bus
+# Guest tests run in batches: one guest for several tests, each on disks of
+# its own (tests/guest/batch.sh), as long as they want the same bus and
+# memory and the batch has at most MAX_BATCH_DISKS disks.
+MAX_BATCH_DISKS=24
+guest_runs=()   # "LABEL DIR SCRIPT COUNT SIZE BUS MEMORY", in the order asked
+others=()       # host-driven VM tests and host tests, run after the guests
+plan_guest_test() {   # plan_guest_test NAME [BUS]: one guest test on one bus, or on each it declares
+  local name=$1 only=${2:-} script=tests/guest/$1.sh disks size memory buses bus label dir
   read -r _ _ disks size _ < <(grep -m1 '^# disks:' "$script"; echo)
   read -r _ _ memory _ < <(grep -m1 '^# memory:' "$script"; echo)
   buses=$(grep -m1 '^# bus:' "$script" | cut -d: -f2)
   if [ -z "$buses" ]; then
-    [ -z "$only" ] || [ "$only" = sata ] || { record "$name-$only" 1 0; echo "$name runs on SATA only" > "$out/$name-$only.log"; return; }
-    mkdir -p "$out/$name"
-    RAIDMIG_OUT=$out/$name run "guest-$name" timeout 3600 \
-      bash scripts/guest.sh --disks "${disks:-3}" --size "${size:-256M}" ${memory:+--memory "$memory"} -- bash "$script"
+    if [ -n "$only" ] && [ "$only" != sata ]; then
+      record "$name-$only" 1 0; echo "$name runs on SATA only" > "$out/$name-$only.log"; return
+    fi
+    guest_runs+=("guest-$name $name $script ${disks:-3} ${size:-256M} sata ${memory:--}")
     return
   fi
   for bus in $buses; do
     [ -z "$only" ] || [ "$only" = "$bus" ] || continue
-    mkdir -p "$out/$name-$bus"
-    RAIDMIG_OUT=$out/$name-$bus run "guest-$name-$bus" timeout 3600 \
-      bash scripts/guest.sh --bus "$bus" --disks "${disks:-3}" --size "${size:-256M}" ${memory:+--memory "$memory"} -- bash "$script"
+    guest_runs+=("guest-$name-$bus $name-$bus $script ${disks:-3} ${size:-256M} $bus ${memory:--}")
+  done
+}
+
+# run_batches BUS MEMORY: every planned guest test for BUS and MEMORY, in as
+# few guests as the disk limit allows. A test without an outcome ended its
+# guest (a crash or a reset): it fails, and the tests after it run in a new
+# guest.
+batch_no=0
+run_batches() {
+  local bus=$1 memory=$2 run remaining=() take sizes args base n i label dir script count size b m
+  for run in "${guest_runs[@]}"; do
+    read -r label dir script count size b m <<<"$run"
+    [ "$b" = "$bus" ] && [ "$m" = "$memory" ] && remaining+=("$run")
+  done
+  while [ ${#remaining[@]} -gt 0 ]; do
+    take=() sizes="" args=() base=0
+    for run in "${remaining[@]}"; do
+      read -r label dir script count size b m <<<"$run"
+      [ ${#take[@]} -eq 0 ] || [ $((base + count)) -le $MAX_BATCH_DISKS ] || break
+      take+=("$run")
+      for i in $(seq 1 "$count"); do sizes+=" $size"; done
+      args+=("$label" "$dir" "$script" "$base" "$count")
+      base=$((base + count))
+    done
+    batch_no=$((batch_no + 1))
+    local blog=$out/batch-$batch_no.log t0=$SECONDS
+    rm -f "$out/batch.status"
+    echo "      batch $batch_no: ${#take[@]} test(s) on $bus, $base disk(s), memory ${memory/-/default}"
+    RAIDMIG_OUT=$out timeout $((600 + 900 * ${#take[@]})) bash scripts/guest.sh --bus "$bus" --sizes "${sizes# }" \
+      $( [ "$memory" = - ] || echo "--memory $memory" ) -- bash tests/guest/batch.sh "${args[@]}" > "$blog" 2>&1
+    local spent=0 st secs done_n=0
+    for run in "${take[@]}"; do
+      read -r label dir script count size b m <<<"$run"
+      done_n=$((done_n + 1))
+      if read -r _ st secs < <(awk -v l="$label" '$1 == l' "$out/batch.status" 2>/dev/null) && [ -n "$st" ]; then
+        record "$label" "$st" "$secs"
+        spent=$((spent + secs))
+        [ "$st" = 0 ] || break
+      else
+        { echo "the guest ended during this test (batch log: $blog)"; tail -n 30 "$blog"; } >> "$out/$label.log"
+        record "$label" 1 0
+        break
+      fi
+    done
+    remaining=("${remaining[@]:$done_n}")
+    echo "      batch $batch_no: guest boot, resets and shutdown $((SECONDS - t0 - spent)) s"
   done
 }
 
 for name in "$@"; do
   if [ -f "tests/guest/$name.sh" ]; then
-    # A guest test: one guest with fresh disks runs the whole script.
-    guest_test "$name"
+    plan_guest_test "$name"
   elif [ -f "tests/guest/${name%-*}.sh" ] && { [ "${name##*-}" = sata ] || [ "${name##*-}" = nvme ]; }; then
-    guest_test "${name%-*}" "${name##*-}"
-  elif [ -f "tests/vm/$name.sh" ]; then
+    plan_guest_test "${name%-*}" "${name##*-}"
+  else
+    others+=("$name")
+  fi
+done
+
+# Batches: SATA, then NVMe, then tests that need their own memory size.
+# ("-", the default memory, sorts first.)
+for key in $(for run in "${guest_runs[@]}"; do read -r _ _ _ _ _ b m <<<"$run"; echo "$m:$b"; done |
+             sort -u -t: -k1,1 -k2,2r); do
+  run_batches "${key#*:}" "${key%%:*}"
+done
+
+for name in "${others[@]}"; do
+  if [ -f "tests/vm/$name.sh" ]; then
     # A host-driven test: the script boots (and kills) guests itself.
     mkdir -p "$out/$name"
     RAIDMIG_OUT=$out/$name run "vm-$name" timeout 3600 bash "tests/vm/$name.sh"
@@ -91,6 +154,7 @@ for name in "$@"; do
 done
 
 echo "logs: $out"
+echo "total time: $((SECONDS / 60)) min $((SECONDS % 60)) s"
 [ ${#failures[@]} -eq 0 ] || echo "failed: ${failures[*]}"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

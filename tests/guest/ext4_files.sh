@@ -4,10 +4,11 @@
 # written, checksummed, read back after an unmount, a module reload and
 # assembly from the superblocks, and e2fsck -fn clean.
 . tests/guest/lib.sh
+d0=${DISKS[0]} d1=${DISKS[1]} d2=${DISKS[2]}
 
 mnt=/tmp/mnt
 mkdir -p "$mnt"
-for layout in "single /dev/sda" "raid0 /dev/sdb,/dev/sdc,/dev/sda"; do
+for layout in "single $d0" "raid0 $d1,$d2,$d0"; do
   set -- $layout
   level=$1 members=$2
   say "--- level=$level"

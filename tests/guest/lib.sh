@@ -87,11 +87,14 @@ member_flushes() { awk -v d="$(basename "$1")" '$3 == d {print $19}' /proc/disks
 
 require_debug_kernel
 
-# member N: the device path of the guest's disk N (0-based; the host's image
-# mN.img). SATA: the disk on AHCI port N (serial mN), /dev/sda, /dev/sdb, ...
-# NVMe: the namespace of the controller whose serial is mN.
+# member N: the device path of this test's disk N (0-based): the guest's disk
+# RAIDMIG_DISK_BASE + N (the host's image of that number; tests/guest/batch.sh
+# gives each test of a batch its own disks). SATA: the disk whose serial is
+# that number (mK), else /dev/sda, /dev/sdb, ... in port order. NVMe: the
+# namespace of the controller whose serial is mK.
+DISK_BASE=${RAIDMIG_DISK_BASE:-0}
 member() {
-  local n=$1 i c ns s
+  local n=$(( DISK_BASE + $1 )) i c ns s
   for i in $(seq 1 50); do
     if [ "$BUS" = nvme ]; then
       for c in /sys/class/nvme/*; do
@@ -117,8 +120,9 @@ member() {
   return 1
 }
 
-# DISKS: every disk of the guest, by number.
-# (RAIDMIG_DISKS from scripts/guest.sh, else as many as the bus shows).
+# DISKS: this test's disks, by number
+# (RAIDMIG_DISKS of them, from scripts/guest.sh or batch.sh; else as
+# many as the bus shows).
 if [ -z "${RAIDMIG_DISKS:-}" ]; then
   if [ "$BUS" = nvme ]; then RAIDMIG_DISKS=$(ls -d /sys/class/nvme/nvme* 2>/dev/null | wc -l)
   else RAIDMIG_DISKS=$(ls -d /sys/block/sd* 2>/dev/null | wc -l); fi

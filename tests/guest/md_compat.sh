@@ -5,9 +5,10 @@
 # raidmig's superblocks sit in the members' last 16 MiB, past the compared
 # range, and survive md's use of the disks.
 . tests/guest/lib.sh
+d0=${DISKS[0]} d1=${DISKS[1]} d2=${DISKS[2]}
 
-members="/dev/sda /dev/sdb /dev/sdc"
-must load members=/dev/sda,/dev/sdb,/dev/sdc level=raid0 chunk_kb=64 assume_clean=1
+members="$d0 $d1 $d2"
+must load members=$d0,$d1,$d2 level=raid0 chunk_kb=64 assume_clean=1
 must wait_dev
 cap=$(blockdev --getsize64 /dev/raidmig0)
 must dd if=/dev/urandom of=/tmp/pattern bs=1M count=$((cap >> 20)) status=none
@@ -20,7 +21,7 @@ must dd if=/dev/urandom of=/tmp/pattern bs=1M count=$((cap >> 20)) status=none
 must dd if=/tmp/pattern of=/dev/md0 bs=1M count=$((cap >> 20)) oflag=direct status=none
 must mdadm --stop /dev/md0
 
-must load members=/dev/sda,/dev/sdb,/dev/sdc
+must load members=$d0,$d1,$d2
 must wait_dev
 check "raidmig reads what md wrote" cmp /tmp/pattern /dev/raidmig0
 must unload

@@ -7,6 +7,7 @@
 # member, --assume-clean) and must show the same bytes as /dev/raidmig0 did,
 # and md's own consistency check must find no mismatch.
 . tests/guest/lib.sh
+d0=${DISKS[0]} d1=${DISKS[1]} d2=${DISKS[2]} d3=${DISKS[3]}
 
 # oracle LEVEL MD_LEVEL_ARGS... -- DEVICES...
 oracle() {
@@ -63,6 +64,6 @@ oracle() {
   rm -f /tmp/copy*.img
 }
 
-oracle raid5 --level=5 --layout=left-symmetric -- /dev/sda /dev/sdb /dev/sdc
-oracle raid10 --level=10 --layout=n2 -- /dev/sda /dev/sdb /dev/sdc /dev/sdd
+oracle raid5 --level=5 --layout=left-symmetric -- $d0 $d1 $d2
+oracle raid10 --level=10 --layout=n2 -- $d0 $d1 $d2 $d3
 finish

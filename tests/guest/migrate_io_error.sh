@@ -7,21 +7,22 @@
 # must still assemble the array. Once the member is repaired (the error range
 # mapped again), "resume" finishes the migration with the data intact.
 . tests/guest/lib.sh
+d0=${DISKS[0]} d1=${DISKS[1]} d2=${DISKS[2]}
 
-data=$(data_area /dev/sda)
-sz=$(blockdev --getsz /dev/sdb)
+data=$(data_area $d0)
+sz=$(blockdev --getsz $d1)
 bad=$(( 100 * 2048 ))     # 1 MiB of errors at 100 MiB into the member
 
-must dd if=/dev/urandom of=/dev/sda bs=1M count=$((data / 2048)) oflag=direct status=none
-want=$(head -c $((data * 512)) /dev/sda | md5sum)
+must dd if=/dev/urandom of=$d0 bs=1M count=$((data / 2048)) oflag=direct status=none
+want=$(head -c $((data * 512)) $d0 | md5sum)
 must dmsetup create bad <<EOT
-0 $bad linear /dev/sdb 0
+0 $bad linear $d1 0
 $bad 2048 error
-$((bad + 2048)) $((sz - bad - 2048)) linear /dev/sdb $((bad + 2048))
+$((bad + 2048)) $((sz - bad - 2048)) linear $d1 $((bad + 2048))
 EOT
 
 mark=$(dmesg | wc -l)
-must load members=/dev/sda,/dev/mapper/bad,/dev/sdc level=raid5
+must load members=$d0,/dev/mapper/bad,$d2 level=raid5
 must wait_dev
 echo start > $SYS/action
 check "migration failed on the error range" wait_state failed 600
@@ -40,7 +41,7 @@ must unload
 
 # Reload while the member is still bad: the array assembles (paused by the
 # failure, or failing again if it resumes) and the data stays readable.
-must load members=/dev/sdc,/dev/mapper/bad,/dev/sda
+must load members=$d2,/dev/mapper/bad,$d0
 must wait_dev
 [ "$(cat $SYS/state)" = migrating ] && wait_state failed 600
 st=$(cat $SYS/state)
@@ -48,7 +49,7 @@ check "reassembled, stopped ($st)" test "$st" = paused -o "$st" = failed
 check "data readable after the reload" test "$(md5sum < /dev/raidmig0)" = "$want"
 
 # Repair the member (map the range again) and resume.
-must dmsetup load bad --table "0 $sz linear /dev/sdb 0"
+must dmsetup load bad --table "0 $sz linear $d1 0"
 must dmsetup resume bad
 echo resume > $SYS/action
 # The migration thread takes the command up asynchronously.

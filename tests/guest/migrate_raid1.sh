@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# disks: 3 256M
+# disks: 3 128M
 # On-line migration of a plain disk in use to raid1 over 3 SATA disks (see
 # migrate_lib.sh).
 . tests/guest/migrate_lib.sh
-migrate_test raid1 /dev/sda,/dev/sdb,/dev/sdc
+migrate_test raid1 "${DISKS[0]},${DISKS[1]},${DISKS[2]}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# disks: 4 256M
+# disks: 4 128M
 # On-line migration of a plain disk in use to raid10 over 4 SATA disks (see
 # migrate_lib.sh).
 . tests/guest/migrate_lib.sh
-migrate_test raid10 /dev/sda,/dev/sdb,/dev/sdc,/dev/sdd
+migrate_test raid10 "${DISKS[0]},${DISKS[1]},${DISKS[2]},${DISKS[3]}"
