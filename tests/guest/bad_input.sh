@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# disks: 4 256M
+# disks: 4 64M
 # Bad load requests are refused with a clear dmesg line and a fitting errno,
 # leave no device behind and write nothing to any member; a good load holds
 # its members exclusively and rmmod releases them.

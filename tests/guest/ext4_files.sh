@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# disks: 3 256M
+# disks: 3 128M
 # ext4 on /dev/raidmig0 (single, then raid0 made with assume_clean=1): files
 # written, checksummed, read back after an unmount, a module reload and
 # assembly from the superblocks, and e2fsck -fn clean.
@@ -20,7 +20,7 @@ for layout in "single $d0" "raid0 $d1,$d2,$d0"; do
   for i in $(seq 1 40); do
     head -c $(( (i * 7919) % 300000 + 1 )) /dev/urandom > "$mnt/tree/small$i"
   done
-  for i in 1 2 3; do head -c $((i * 23))M /dev/urandom > "$mnt/big$i"; done
+  for i in 1 2 3; do head -c $((i * 8))M /dev/urandom > "$mnt/big$i"; done
   cp -r /usr/share/doc/fio "$mnt/tree/doc" 2>/dev/null || true
   (cd "$mnt" && find . -type f ! -name lost+found -print0 | sort -z | xargs -0 sha256sum) > /tmp/sums
   check "files written ($(wc -l < /tmp/sums))" test "$(wc -l < /tmp/sums)" -ge 43

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# disks: 6 256M
+# disks: 6 128M
 # Bad requests to start or assemble a migration are refused with a clear
 # dmesg line and a fitting errno, and write nothing: too few members for the
 # level, a member smaller than the first, a first member whose reserved tail
@@ -40,8 +40,8 @@ must python3 tests/guest/sbedit.py $d3 $newest 0x48 8 12345
 
 # The user's disk: data in the last MiB of its reserved tail.
 printf 'user data' | dd of=$d0 bs=512 seek=$(( $(blockdev --getsz $d0) - 2048 )) oflag=direct conv=notrunc status=none
-# A member of 128 MiB, smaller than the first.
-truncate -s 128M /tmp/small.img
+# A member of 64 MiB, smaller than the first.
+truncate -s 64M /tmp/small.img
 small=$(losetup -f --show /tmp/small.img) || { fail "losetup"; finish; }
 
 disks="$d0 $d1 $d2 $d3 $d4 $d5 $small"
