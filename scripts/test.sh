@@ -48,15 +48,18 @@ run module-build-warnings bash -c "! grep -i -e warning -e error '$out/build.log
 if [ $# -eq 0 ]; then
   run host-core cargo test --release -j1
   run host-splat-scanner bash tests/host/splat_scanner.sh
-  # A checkout anywhere (also under /tmp or /var/tmp) runs guests.
-  run host-clone-paths bash tests/host/clone_paths.sh
+  # A checkout under /tmp or /var/tmp runs guests (virtme-ng gives the guest
+  # fresh tmpfs there; elsewhere, as under /root or /srv, the guest sees the
+  # host's files: `bash tests/host/clone_paths.sh` alone checks those too).
+  run host-clone-paths bash tests/host/clone_paths.sh /var/tmp /tmp
   set -- $(cd tests/guest && ls *.sh | grep -vx -e lib.sh -e splat.sh -e migrate_lib.sh -e batch.sh | sed 's/\.sh$//') \
          $(cd tests/vm && ls *.sh | sed 's/\.sh$//')
 fi
 
 # Guest tests run in batches: one guest for several tests, each on disks of
 # its own (tests/guest/batch.sh), as long as they want the same bus and
-# memory and the batch has at most MAX_BATCH_DISKS disks.
+# memory and the batch has at most MAX_BATCH_DISKS disks (taken first fit,
+# so that the disk names stay within /dev/sda to /dev/sdx).
 MAX_BATCH_DISKS=24
 guest_runs=()   # "LABEL DIR SCRIPT COUNT SIZE BUS MEMORY", in the order asked
 others=()       # host-driven VM tests and host tests, run after the guests
@@ -93,7 +96,8 @@ run_batches() {
     take=() sizes="" args=() base=0
     for run in "${remaining[@]}"; do
       read -r label dir script count size b m <<<"$run"
-      [ ${#take[@]} -eq 0 ] || [ $((base + count)) -le $MAX_BATCH_DISKS ] || break
+      # First fit: every test, in order, that still fits.
+      [ ${#take[@]} -eq 0 ] || [ $((base + count)) -le $MAX_BATCH_DISKS ] || continue
       take+=("$run")
       for i in $(seq 1 "$count"); do sizes+=" $size"; done
       args+=("$label" "$dir" "$script" "$base" "$count")
@@ -119,7 +123,14 @@ run_batches() {
         break
       fi
     done
-    remaining=("${remaining[@]:$done_n}")
+    # The tests of this batch that have an outcome leave the queue; the
+    # others wait for the next guest, in their order.
+    local left=() r
+    for r in "${remaining[@]}"; do
+      for run in "${take[@]:0:$done_n}"; do [ "$r" = "$run" ] && continue 2; done
+      left+=("$r")
+    done
+    remaining=("${left[@]}")
     echo "      batch $batch_no: guest boot, resets and shutdown $((SECONDS - t0 - spent)) s"
   done
 }

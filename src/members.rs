@@ -120,9 +120,16 @@ impl Members {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        self.tell_error("", role, sector, write, errno);
+    }
+
+    /// One line for a member I/O error: what failed (`what`: "" for host
+    /// I/O, "migration " for the migration's), the member and the sector.
+    fn tell_error(&self, what: &str, role: usize, sector: u64, write: bool, errno: i32) {
         pr_err!(
-            "{}: {} error {} on member {} (role {}) at sector {}\n",
+            "{}: {}{} error {} on member {} (role {}) at sector {}\n",
             &*self.name,
+            what,
             if write { "write" } else { "read" },
             errno,
             self.path(role),
@@ -137,15 +144,7 @@ impl Members {
         let errno = e.to_errno();
         match who {
             Who::Host => self.host_error(role, sector, write, errno),
-            Who::Migration => pr_err!(
-                "{}: migration {} error {} on member {} (role {}) at sector {}\n",
-                &*self.name,
-                if write { "write" } else { "read" },
-                errno,
-                self.path(role),
-                role,
-                sector
-            ),
+            Who::Migration => self.tell_error("migration ", role, sector, write, errno),
         }
         IoError { member: role, errno }
     }

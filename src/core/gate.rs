@@ -103,24 +103,8 @@ impl Gate {
 
 #[cfg(test)]
 mod tests {
-    use super::super::format::ArrayState;
-    use super::super::route::Next;
+    use super::super::route::{test_view as view, Next};
     use super::*;
-
-    fn view(next: Next) -> View {
-        View {
-            state: ArrayState::Migrating,
-            volume_sectors: 1000,
-            target_sectors: 2000,
-            unit_sectors: 10,
-            units: 200,
-            copied: 7,
-            checkpoint: 4,
-            next,
-            halted: false,
-            checkpoint_requested: false,
-        }
-    }
 
     #[test]
     fn admission_by_band() {

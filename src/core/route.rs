@@ -213,23 +213,30 @@ impl Iterator for Routes {
     }
 }
 
+/// A view for unit tests: a migration of 200 units of 10 sectors, 7
+/// copied, 4 checkpointed, the next one in state `next`.
+#[cfg(test)]
+pub(crate) fn test_view(next: Next) -> View {
+    View {
+        state: ArrayState::Migrating,
+        volume_sectors: 1000,
+        target_sectors: 2000,
+        unit_sectors: 10,
+        units: 200,
+        copied: 7,
+        checkpoint: 4,
+        next,
+        halted: false,
+        checkpoint_requested: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn view() -> View {
-        View {
-            state: ArrayState::Migrating,
-            volume_sectors: 1000,
-            target_sectors: 2000,
-            unit_sectors: 10,
-            units: 200,
-            copied: 7,
-            checkpoint: 4,
-            next: Next::InFlight,
-            halted: false,
-            checkpoint_requested: false,
-        }
+        test_view(Next::InFlight)
     }
 
     fn collect(r: Routes) -> std::vec::Vec<Routed> {

@@ -50,7 +50,8 @@ reset() {
   losetup -D 2>/dev/null
   dmsetup remove_all 2>/dev/null
   if grep -qw '^raidmig' /proc/modules; then
-    timeout 60 rmmod raidmig 2>/dev/null
+    udevadm settle -t 10 2>/dev/null
+    for _ in $(seq 1 20); do timeout 60 rmmod raidmig 2>/dev/null && break; sleep 0.5; done
     if grep -qw '^raidmig' /proc/modules; then
       echo "raidmig cannot be unloaded after the test"
       return 1

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# disks: 4 128M
+# disks: 4 64M
 # bus: sata nvme
 # Discard passes through to members that support it: a discard of a range
 # across many chunks becomes one range per member, the members' discard

@@ -55,7 +55,17 @@ must() {
 
 load() { insmod "$KO" "$@"; }
 
-unload() { rmmod raidmig; }
+# unload: rmmod, once udev has let go of the volume (its probes of a new
+# /dev/raidmig0 hold it open for a moment; rmmod fails while they do).
+unload() {
+  local i
+  udevadm settle -t 10 2>/dev/null
+  for i in $(seq 1 50); do
+    rmmod raidmig 2>/dev/null && return 0
+    sleep 0.1
+  done
+  rmmod raidmig
+}
 
 # Waits for /dev/raidmig0 to appear (udev may lag behind insmod).
 wait_dev() {

@@ -2,7 +2,7 @@
 # disks: 4 128M
 # md as an outside oracle for migrated arrays: a plain disk of random data is
 # migrated to raid5 (3 members) and to raid10 (4 members) while writes go on;
-# then md is created over copies of the members with the same geometry
+# then md is created over the members with the same geometry
 # (metadata 1.0 at the end, data at offset 0, --size = raidmig's data area per
 # member, --assume-clean) and must show the same bytes as /dev/raidmig0 did,
 # and md's own consistency check must find no mismatch.
@@ -44,14 +44,11 @@ oracle() {
   say "$level: $cap sectors, $(cat $SYS/units_done) units, $(cat $SYS/units_staged) staged, $(cat $SYS/checkpoint_writes) checkpoint writes"
   must unload
 
-  # md over copies of the members (the originals keep raidmig's superblocks).
-  local loops=() i
-  for i in "${!devs[@]}"; do
-    must dd if="${devs[$i]}" of=/tmp/copy$i.img bs=1M status=none
-    loops+=("$(losetup -f --show /tmp/copy$i.img)")
-  done
+  # md over the members themselves: metadata 1.0 puts md's superblock in
+  # raidmig's reserved tail, past the data both compare.
+  local i
   must mdadm --create /dev/md0 --run --quiet --assume-clean --metadata=1.0 --bitmap=none \
-    --chunk=64 --size=$((per / 2)) --raid-devices=$n "${mdargs[@]}" "${loops[@]}"
+    --chunk=64 --size=$((per / 2)) --raid-devices=$n "${mdargs[@]}" "${devs[@]}"
   check "$level: md's size is raidmig's ($(blockdev --getsz /dev/md0))" test "$(blockdev --getsz /dev/md0)" = "$cap"
   check "$level: md shows the bytes raidmig showed" test "$(md5sum < /dev/md0)" = "$want"
   echo check > /sys/block/md0/md/sync_action
@@ -60,8 +57,8 @@ oracle() {
   check "$level: md check finished" test "$(cat /sys/block/md0/md/sync_action)" = idle
   check "$level: md check mismatch_cnt $(cat /sys/block/md0/md/mismatch_cnt)" test "$(cat /sys/block/md0/md/mismatch_cnt)" = 0
   must mdadm --stop /dev/md0
-  for d in "${loops[@]}"; do losetup -d "$d"; done
-  rm -f /tmp/copy*.img
+  # (Else udev may assemble md again from the members when they change.)
+  must mdadm --zero-superblock "${devs[@]}"
 }
 
 oracle raid5 --level=5 --layout=left-symmetric -- $d0 $d1 $d2

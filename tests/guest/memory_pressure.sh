@@ -85,5 +85,5 @@ check "swapoff" swapoff $MNT/swap
 say "swapoff took $((SECONDS - t1)) s"
 must umount $MNT
 check "e2fsck -fn clean" e2fsck -fn $dev
-if [ $dev = /dev/raidmig0 ]; then deadline 60 rmmod raidmig || fail "rmmod did not complete: $(stuck)"; fi
+if [ $dev = /dev/raidmig0 ]; then udevadm settle -t 10; deadline 60 rmmod raidmig || fail "rmmod did not complete: $(stuck)"; fi
 finish

@@ -12,7 +12,7 @@ attr() { cat "$SYS/$1"; }
 
 # fio_pass K: one write+verify pass over a file on the volume, seed K.
 fio_pass() {
-  fio --name=pass$1 --filename=$MNT/fio.dat --size=32M --rw=randwrite --bs=4k \
+  fio --name=pass$1 --filename=$MNT/fio.dat --size=16M --rw=randwrite --bs=4k \
       --direct=1 --ioengine=libaio --iodepth=8 --verify=crc32c --do_verify=1 \
       --verify_fatal=1 --randseed=$1 --end_fsync=1 --verify_state_save=0 \
       --aux-path=/tmp --output=/tmp/fio.pass$1 "${@:2}" > /dev/null 2>&1

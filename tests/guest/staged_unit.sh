@@ -52,6 +52,7 @@ volume_reads() {
 
 # unload_within SECONDS: rmmod must complete in time; the test ends if not.
 unload_within() {
+  udevadm settle -t 10 2>/dev/null
   deadline "$1" rmmod raidmig
   case $? in
     0) ok "rmmod completed" ;;

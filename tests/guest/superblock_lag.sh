@@ -68,6 +68,7 @@ must dmsetup resume lag
 echo resume > $SYS/action
 for _ in $(seq 1 30); do [ "$(cat $SYS/state)" = failed ] && break; sleep 1; done
 say "after resume: state $(cat $SYS/state), progress $(cat $SYS/progress); dmesg: $(dmesg | tail -n +$((mark + 1)) | grep raidmig | tr '\n' '|')"
+udevadm settle -t 10 2>/dev/null
 deadline 60 rmmod raidmig
 case $? in
   0) ;;
