@@ -50,11 +50,13 @@ merged_discards() {
   say "$level max_discard_segments: $(cat /sys/block/raidmig0/queue/max_discard_segments)"
   must mkfs.ext4 -q -F -E nodiscard /dev/raidmig0
   must mount -o discard /dev/raidmig0 $MNT
-  for i in $(seq 0 63); do head -c 4096 /dev/urandom > $MNT/f$i; done
+  # (One process for the 64 files, f00 to f63: each process costs ~50 ms
+  # under emulation.)
+  head -c $((64 * 4096)) /dev/urandom | (cd $MNT && split -b 4096 -d -a 2 - f)
   sync
   (cd $MNT && md5sum f*) > /tmp/all.sums
   st0=$(awk '$3 == "raidmig0" {print $15, $16, $17}' /proc/diskstats)
-  for i in $(seq 0 2 63); do rm $MNT/f$i; done
+  (cd $MNT && rm f?[02468])
   sync
   sleep 2
   st1=$(awk '$3 == "raidmig0" {print $15, $16, $17}' /proc/diskstats)
@@ -91,10 +93,14 @@ uring_discards() {
   set -- $st0 $st1
   say "$level: $(head -1 /tmp/uring.out); volume discards: $(( $4 - $1 )) requests, $(( $5 - $2 )) merged, $(( $6 - $3 )) sectors"
   must dd if=/dev/raidmig0 of=/tmp/vol bs=1M count=1 iflag=direct status=none
-  for k in $(seq 0 15); do
-    cmp -s -i $((k * 65536 + 4096)) -n 61440 /tmp/vol /tmp/pat || bad=$((bad + 1))
-    cmp -s -i $((k * 65536)):0 -n 4096 /tmp/vol /dev/zero && zeroed=$((zeroed + 1))
-  done
+  # Per 64 KiB: the 60 KiB after the discarded 4 KiB against the pattern
+  # (damaged), and the discarded 4 KiB against zeros (zeroed).
+  read -r bad zeroed < <(python3 -c '
+import sys
+v = open("/tmp/vol", "rb").read(); p = open("/tmp/pat", "rb").read()
+bad = sum(v[k * 65536 + 4096:(k + 1) * 65536] != p[k * 65536 + 4096:(k + 1) * 65536] for k in range(16))
+zeroed = sum(v[k * 65536:k * 65536 + 4096] == bytes(4096) for k in range(16))
+print(bad, zeroed)')
   say "$level: discarded ranges reading zeros: $zeroed of 16"
   check "$level: data between discards submitted at once intact ($bad of 16 gaps damaged)" test $bad = 0
   must unload
