@@ -87,7 +87,7 @@ plan_guest_test() {   # plan_guest_test NAME [BUS]: one guest test on one bus, o
 # guest.
 batch_no=0
 run_batches() {
-  local bus=$1 memory=$2 run remaining=() take sizes args base n i label dir script count size b m
+  local bus=$1 memory=$2 run remaining=() take sizes args base i label dir script count size b m
   for run in "${guest_runs[@]}"; do
     read -r label dir script count size b m <<<"$run"
     [ "$b" = "$bus" ] && [ "$m" = "$memory" ] && remaining+=("$run")

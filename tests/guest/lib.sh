@@ -55,6 +55,20 @@ must() {
 
 load() { insmod "$KO" "$@"; }
 
+# unload_within SECONDS: rmmod, after udev has settled, must complete within
+# SECONDS (a task stuck in the module's exit cannot be killed: deadline).
+# Records ok or the failure with the stuck task's stack; fails then.
+unload_within() {
+  udevadm settle -t 10 2>/dev/null
+  deadline "$1" rmmod raidmig
+  case $? in
+    0) ok "rmmod completed"; return 0 ;;
+    124) fail "rmmod did not complete in $1 s: $(stuck)" ;;
+    *) fail "rmmod failed: $(lsmod | grep -w raidmig)" ;;
+  esac
+  return 1
+}
+
 # unload: rmmod, once udev has let go of the volume (its probes of a new
 # /dev/raidmig0 hold it open for a moment; rmmod fails while they do).
 unload() {

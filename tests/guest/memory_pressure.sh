@@ -56,12 +56,12 @@ wdog=$!
 stress-ng --vm 2 --vm-bytes ${want}k --vm-keep --timeout 60s --metrics-brief > /tmp/stress.log 2>&1 &
 spid=$!
 # Watch swap use while stress-ng runs; give up on it after 240 s.
-while [ -d /proc/$spid ] && [ "$(awk '{print $3}' /proc/$spid/stat 2>/dev/null)" != Z ] && [ $((SECONDS - t0)) -lt 240 ]; do
+while running $spid && [ $((SECONDS - t0)) -lt 240 ]; do
   f=$(awk '/SwapFree/ {print $2}' /proc/meminfo)
   [ "$f" -lt "$min_free" ] && min_free=$f
   sleep 1
 done
-if [ -d /proc/$spid ] && [ "$(awk '{print $3}' /proc/$spid/stat 2>/dev/null)" != Z ]; then
+if running $spid; then
   STUCK=$((STUCK + 1))
   fail "stress-ng still running after 240 s (state $(awk '{print $3}' /proc/$spid/stat), wchan $(cat /proc/$spid/wchan 2>/dev/null))"
   ps -eo pid,stat,wchan:32,comm | awk '$2 ~ /D/'
@@ -85,5 +85,5 @@ check "swapoff" swapoff $MNT/swap
 say "swapoff took $((SECONDS - t1)) s"
 must umount $MNT
 check "e2fsck -fn clean" e2fsck -fn $dev
-if [ $dev = /dev/raidmig0 ]; then udevadm settle -t 10; deadline 60 rmmod raidmig || fail "rmmod did not complete: $(stuck)"; fi
+[ $dev != /dev/raidmig0 ] || unload_within 60
 finish

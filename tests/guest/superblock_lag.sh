@@ -68,13 +68,7 @@ must dmsetup resume lag
 echo resume > $SYS/action
 for _ in $(seq 1 30); do [ "$(cat $SYS/state)" = failed ] && break; sleep 1; done
 say "after resume: state $(cat $SYS/state), progress $(cat $SYS/progress); dmesg: $(dmesg | tail -n +$((mark + 1)) | grep raidmig | tr '\n' '|')"
-udevadm settle -t 10 2>/dev/null
-deadline 60 rmmod raidmig
-case $? in
-  0) ;;
-  124) fail "rmmod did not complete in 60 s: $(stuck)"; finish ;;
-  *) fail "rmmod failed"; finish ;;
-esac
+unload_within 60 || finish
 must dmsetup load lag --table "0 $sz1 linear $d1 0"
 must dmsetup resume lag
 say "generations now: $d0 $(gens $d0), lag $(gens /dev/mapper/lag)"

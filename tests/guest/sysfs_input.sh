@@ -99,11 +99,5 @@ echo 0 > $SYS/speed_limit_max_kbps
 check "migration reached clean" wait_clean
 [ "$(cat $SYS/state)" = clean ] &&
   check "volume holds the first disk's original data" test "$(head -c $((data * 512)) /dev/raidmig0 | md5sum)" = "$want"
-udevadm settle -t 10 2>/dev/null
-deadline 60 rmmod raidmig
-case $? in
-  0) ;;
-  124) fail "rmmod did not complete in 60 s: $(stuck)" ;;
-  *) fail "rmmod failed" ;;
-esac
+unload_within 60
 finish
