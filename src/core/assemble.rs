@@ -8,8 +8,15 @@
 //! and the newest is the one to trust; members one behind are reported as
 //! *lagging* (the next superblock update rewrites them). Anything else that
 //! differs is refused.
+//!
+//! Keeps invariant 9 of the theory: a member that the newest superblocks
+//! record faulty, or that missed more than one update, is not fresh and is
+//! left out (md "kicks" it); roles left out or missing are failed roles of
+//! the assembled array, which assembles *degraded* when its level survives
+//! them ([`condition`]) and is refused otherwise.
 
 use super::format::{FormatError, Superblock};
+use super::health::{condition, Condition, Roles};
 use super::layout::MAX_MEMBERS;
 use super::members::ArrayMembers;
 
@@ -24,13 +31,14 @@ pub enum AssembleErrorKind {
     Unreadable(FormatError),
     /// The device belongs to another raidmig array.
     Foreign,
-    /// More or fewer devices than the array has members.
+    /// More members missing than the level survives.
     WrongCount,
     /// Two devices claim the same role.
     DuplicateRole,
     /// Two devices carry the same member UUID.
     DuplicateMember,
-    /// The device's superblock is more than one generation old.
+    /// The device's superblock is more than one generation old, and the
+    /// array cannot do without it.
     Stale,
     /// The device's superblock disagrees with the newest on the array's shape
     /// or, at the same generation, on its state.
@@ -56,7 +64,7 @@ impl AssembleError {
             AssembleErrorKind::NoSuperblock => "member has no raidmig superblock",
             AssembleErrorKind::Unreadable(e) => e.message(),
             AssembleErrorKind::Foreign => "member belongs to another raidmig array",
-            AssembleErrorKind::WrongCount => "number of members given differs from the array's",
+            AssembleErrorKind::WrongCount => "too few members for the level: more are missing than it survives",
             AssembleErrorKind::DuplicateRole => "two members claim the same role",
             AssembleErrorKind::DuplicateMember => "the same member is given twice",
             AssembleErrorKind::Stale => "member's superblock is stale (more than one update behind)",
@@ -71,10 +79,18 @@ impl AssembleError {
 pub struct Assembly {
     /// The newest superblock: the array's state.
     pub newest: Superblock,
-    /// For each role, the index of the device holding it.
+    /// For each role, the index of the device holding it (`u8::MAX` for a
+    /// role assembled without its device).
     pub device_of_role: [u8; MAX_MEMBERS],
     /// Roles whose superblock is one generation behind (bit per role).
     pub lagging: u32,
+    /// Roles missing or not fresh that the superblocks do not yet record
+    /// faulty: the load records them before anything else is written.
+    /// `newest.failed` holds them already.
+    pub newly_failed: Roles,
+    /// Roles whose device was given but is not used: recorded faulty, or
+    /// stale (more than one update behind).
+    pub kicked: Roles,
 }
 
 /// Assembles the array from each given device's superblock (`sbs[i]` for
@@ -101,15 +117,28 @@ pub fn assemble(
         }
     }
     let Some(newest) = newest else { return err(AssembleErrorKind::NoDevices, 0) };
+    let layout = newest.layout;
+    // Every superblock of the newest generation is trusted for the roles it
+    // records faulty: a record retried after a further failure keeps its
+    // generation and grows the set, and a power cut may leave some members
+    // with the first attempt.
+    let mut failed = Roles::NONE;
+    for sb in sbs.iter().filter_map(|r| r.as_ref().ok()) {
+        if sb.generation == newest.generation {
+            failed = failed.union(sb.failed);
+        }
+    }
     *members = ArrayMembers::new(newest.array_uuid, newest.created_ms, &[], &[]);
-    members.count = newest.layout.members();
+    members.count = layout.members();
     let mut device_of_role = [u8::MAX; MAX_MEMBERS];
     let mut lagging = 0u32;
+    let mut kicked = Roles::NONE;
+    let mut stale_device = None;
     for (i, sb) in sbs.iter().enumerate().filter_map(|(i, r)| r.as_ref().ok().map(|sb| (i, sb))) {
         if sb.array_uuid != newest.array_uuid {
             return err(AssembleErrorKind::Foreign, i);
         }
-        let shape_agrees = sb.layout == newest.layout
+        let shape_agrees = sb.layout == layout
             && sb.created_ms == newest.created_ms
             && match (&sb.migration, &newest.migration) {
                 (Some(a), Some(b)) => a.plan == b.plan,
@@ -118,8 +147,20 @@ pub fn assemble(
         if !shape_agrees {
             return err(AssembleErrorKind::Disagree, i);
         }
-        if sb.generation + 1 < newest.generation {
-            return err(AssembleErrorKind::Stale, i);
+        if device_of_role[sb.role] != u8::MAX || kicked.contains(sb.role) {
+            return err(AssembleErrorKind::DuplicateRole, i);
+        }
+        if (0..i).any(|j| matches!(&sbs[j], Ok(o) if o.member_uuid == sb.member_uuid)) {
+            return err(AssembleErrorKind::DuplicateMember, i);
+        }
+        // Not fresh: recorded faulty, or missed more than the update a power
+        // cut can interrupt. Its data is not trusted (md kicks such members).
+        if failed.contains(sb.role) || sb.generation + 1 < newest.generation {
+            if !failed.contains(sb.role) && stale_device.is_none() {
+                stale_device = Some(i);
+            }
+            kicked = kicked.with(sb.role);
+            continue;
         }
         if sb.generation == newest.generation {
             if sb.state != newest.state || sb.migration != newest.migration {
@@ -128,26 +169,33 @@ pub fn assemble(
         } else {
             lagging |= 1 << sb.role;
         }
-        if device_of_role[sb.role] != u8::MAX {
-            return err(AssembleErrorKind::DuplicateRole, i);
-        }
-        if (0..i).any(|j| matches!(&sbs[j], Ok(o) if o.member_uuid == sb.member_uuid)) {
-            return err(AssembleErrorKind::DuplicateMember, i);
-        }
         // At most MAX_MEMBERS devices get here (roles are distinct).
         device_of_role[sb.role] = i as u8;
         members.set_from(sb);
     }
-    if sbs.len() != newest.layout.members() {
-        return err(AssembleErrorKind::WrongCount, sbs.len());
+    let absent = Roles::first(layout.members()).minus(Roles((0..MAX_MEMBERS).fold(0, |m, r| {
+        m | if device_of_role[r] != u8::MAX { 1 << r } else { 0 }
+    })));
+    if condition(&layout, failed.union(absent)) == Condition::Failed {
+        return match stale_device {
+            Some(device) => err(AssembleErrorKind::Stale, device),
+            None => err(AssembleErrorKind::WrongCount, sbs.len()),
+        };
     }
-    Ok(Assembly { newest, device_of_role, lagging })
+    Ok(Assembly {
+        newest: Superblock { failed: failed.union(absent), ..newest },
+        device_of_role,
+        lagging,
+        newly_failed: absent.minus(failed),
+        kicked,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::format::{ArrayState, MigrationRecord};
     use super::super::layout::{Geometry, Level, RESERVED_TAIL_SECTORS};
+    use super::super::health::Roles;
     use super::super::plan::Migration;
     use super::*;
 
@@ -169,6 +217,7 @@ mod tests {
                 checkpoint: generation,
                 staged: false,
             }),
+            failed: Roles::NONE,
         }
     }
 
@@ -185,6 +234,31 @@ mod tests {
     }
 
     #[test]
+    fn degraded_when_the_level_survives() {
+        let mut members = ArrayMembers::new([0; 16], 0, &[], &[]);
+        // Role 1 missing: raid5 over 3 survives it, and the load records it.
+        let a = assemble(&[Ok(sb(2, 10)), Ok(sb(0, 10))], &mut members).unwrap();
+        assert_eq!(a.device_of_role[..3], [1, u8::MAX, 0]);
+        assert_eq!((a.newest.failed, a.newly_failed, a.kicked), (Roles::one(1), Roles::one(1), Roles::NONE));
+        // A stale member is left out (not fresh), not trusted.
+        let a = assemble(&[Ok(sb(0, 10)), Ok(sb(1, 8)), Ok(sb(2, 10))], &mut members).unwrap();
+        assert_eq!((a.device_of_role[1], a.kicked, a.newly_failed), (u8::MAX, Roles::one(1), Roles::one(1)));
+        // A member the newest generation records faulty is left out, even
+        // when its own superblock is recent and says nothing of it; one
+        // superblock of that generation is enough.
+        let mut recorded = sb(0, 11);
+        recorded.failed = Roles::one(2);
+        let a = assemble(&[Ok(recorded), Ok(sb(1, 11)), Ok(sb(2, 10))], &mut members).unwrap();
+        assert_eq!((a.kicked, a.newly_failed, a.newest.failed), (Roles::one(2), Roles::NONE, Roles::one(2)));
+        assert_eq!(a.lagging, 0);
+        // Two gone: raid5 does not survive it.
+        assert_eq!(
+            assemble(&[Ok(recorded), Ok(sb(2, 11))], &mut members).unwrap_err().kind,
+            AssembleErrorKind::WrongCount
+        );
+    }
+
+    #[test]
     fn refusals() {
         let kind = |sbs: &[Result<Superblock, FormatError>]| {
             let mut members = ArrayMembers::new([0; 16], 0, &[], &[]);
@@ -196,7 +270,7 @@ mod tests {
             kind(&[Ok(sb(0, 10)), Ok(foreign), Ok(sb(2, 10))]),
             AssembleError { kind: AssembleErrorKind::Foreign, device: 1 }
         );
-        assert_eq!(kind(&[Ok(sb(0, 10)), Ok(sb(1, 10))]).kind, AssembleErrorKind::WrongCount);
+        assert_eq!(kind(&[Ok(sb(1, 10))]).kind, AssembleErrorKind::WrongCount);
         assert_eq!(
             kind(&[Ok(sb(0, 10)), Ok(sb(1, 10)), Ok(sb(1, 10))]).kind,
             AssembleErrorKind::DuplicateRole
@@ -205,7 +279,7 @@ mod tests {
         twin.member_uuid = [1; 16];
         assert_eq!(kind(&[Ok(sb(0, 10)), Ok(sb(1, 10)), Ok(twin)]).kind, AssembleErrorKind::DuplicateMember);
         assert_eq!(
-            kind(&[Ok(sb(0, 10)), Ok(sb(1, 8)), Ok(sb(2, 10))]),
+            kind(&[Ok(sb(0, 10)), Ok(sb(1, 8)), Ok(sb(2, 7))]),
             AssembleError { kind: AssembleErrorKind::Stale, device: 1 }
         );
         let mut other = sb(2, 10);

@@ -41,6 +41,7 @@
 //! it from there.
 
 use super::format::{ArrayState, FormatError, MigrationRecord, Superblock};
+use super::health::Roles;
 use super::layout::{Content, SECTOR_SHIFT};
 use super::members::ArrayMembers;
 use super::plan::{Migration, PlanError};
@@ -199,6 +200,7 @@ pub enum Step {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Record {
     state: ArrayState,
+    failed: Roles,
     checkpoint: u64,
     staged: bool,
     time: Time,
@@ -210,6 +212,8 @@ pub struct Engine {
     plan: Migration,
     config: EngineConfig,
     state: ArrayState,
+    /// Roles recorded faulty: never written, superblocks included.
+    failed: Roles,
     generation: u64,
     copied: u64,
     checkpoint: u64,
@@ -239,6 +243,7 @@ impl Engine {
             plan: record.plan,
             config,
             state,
+            failed: sb.failed,
             generation: sb.generation,
             copied: record.checkpoint,
             checkpoint: record.checkpoint,
@@ -329,6 +334,7 @@ impl Engine {
     pub fn superblock(&self, members: &ArrayMembers, role: usize, now: Time) -> Superblock {
         let record = self.pending.unwrap_or(Record {
             state: self.state,
+            failed: self.failed,
             checkpoint: self.checkpoint,
             staged: self.staged,
             time: now,
@@ -353,6 +359,7 @@ impl Engine {
             updated_ms: record.time.wall_ms,
             layout: self.plan.target(),
             migration,
+            failed: record.failed,
         }
     }
 
@@ -560,6 +567,39 @@ impl Engine {
         self.halted = false;
     }
 
+    /// Roles recorded faulty (or being recorded).
+    pub fn failed(&self) -> Roles {
+        self.pending.map_or(self.failed, |p| p.failed)
+    }
+
+    /// Records the roles of `failed` faulty besides those already recorded,
+    /// with the state and checkpoint last recorded: a new generation, or the
+    /// pending one again with the grown set (so members stay at most one
+    /// generation apart), written to every role not failed.
+    pub fn record_failed<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        failed: Roles,
+        now: Time,
+    ) -> Result<(), EngineError> {
+        match &mut self.pending {
+            Some(p) => p.failed = p.failed.union(failed),
+            None => {
+                self.generation += 1;
+                self.pending = Some(Record {
+                    state: self.state,
+                    failed: self.failed.union(failed),
+                    checkpoint: self.checkpoint,
+                    staged: self.staged,
+                    time: now,
+                });
+            }
+        }
+        self.write_pending(io, members, buf)
+    }
+
     /// Checkpoints before the engine is dropped (module unload), after any
     /// superblock update left pending by an error; the migration resumes
     /// when the array is assembled again.
@@ -614,7 +654,7 @@ impl Engine {
             self.write_pending(io, members, buf)?;
         }
         self.generation += 1;
-        self.pending = Some(Record { state, checkpoint, staged, time: now });
+        self.pending = Some(Record { state, failed: self.failed, checkpoint, staged, time: now });
         self.write_pending(io, members, buf)
     }
 
@@ -631,7 +671,7 @@ impl Engine {
         let Some(record) = self.pending else { return Ok(()) };
         let slot = slot_of(self.generation);
         let sb_buf = buf.get_mut(..SUPERBLOCK_BYTES).ok_or(EngineError::BufferTooSmall)?;
-        for role in 0..self.plan.target().members() {
+        for role in (0..self.plan.target().members()).filter(|&r| !record.failed.contains(r)) {
             self.superblock_of(members, role, &record).encode(sb_buf).map_err(EngineError::Format)?;
             io.write(role, superblock_sector(members.device_sectors[role], slot), sb_buf)?;
         }
@@ -643,6 +683,7 @@ impl Engine {
             self.stats.units_staged += 1;
         }
         self.state = record.state;
+        self.failed = record.failed;
         self.checkpoint = record.checkpoint;
         self.staged = record.staged;
         self.copied = self.copied.max(record.checkpoint);

@@ -7,7 +7,7 @@
 //! |-------:|-----:|-------|
 //! | 0x000 | 8  | magic, the ASCII bytes `RAIDMIGS` |
 //! | 0x008 | 4  | format version, 1 |
-//! | 0x00C | 4  | flags: bit 0 migration record valid, bit 1 a unit is in staging; bit 2 (bitmap in use) and bit 3 (remote mirror leg) are reserved for later versions; any bit this version does not know makes the superblock unsupported |
+//! | 0x00C | 4  | flags: bit 0 migration record valid, bit 1 a unit is in staging, bit 4 the role table holds a failed role; bit 2 (bitmap in use) and bit 3 (remote mirror leg) are reserved for later versions; any bit this version does not know makes the superblock unsupported (so a module that does not know failed roles refuses an array that has one rather than trust it) |
 //! | 0x010 | 8  | generation, +1 at every update; the valid copy with the highest one wins |
 //! | 0x018 | 16 | array UUID, the same on every member |
 //! | 0x028 | 16 | member UUID |
@@ -26,7 +26,8 @@
 //! | 0x0B8 | 8  | migration record: number of units |
 //! | 0x0C0 | 8  | migration record: checkpoint, the first unit not yet durable in the target layout |
 //! | 0x0C8 | 8  | migration record: the unit in staging when flag bit 1 is set (always the checkpoint unit), else zero |
-//! | 0x0D0 | 48 | reserved, zero |
+//! | 0x0D0 | 16 | role table: one byte per role, 0 in sync, 1 faulty (failed, or missing at assembly: never read, written or trusted again); zero past the member count, all zero when flag bit 4 is clear |
+//! | 0x0E0 | 32 | reserved, zero |
 //! | 0x100 | 256 | reserved for the write-intent bitmap descriptor (version 1: zero) |
 //! | 0x200 | 3580 | reserved for remote mirror legs (version 1: zero) |
 //! | 0xFFC | 4  | CRC32C of bytes 0x000..0xFFC |
@@ -40,7 +41,8 @@
 //! member.
 
 use super::crc32c::crc32c;
-use super::layout::{Geometry, GeometryError, Level, MAX_MEMBER_SECTORS, RESERVED_TAIL_SECTORS};
+use super::health::Roles;
+use super::layout::{Geometry, GeometryError, Level, MAX_MEMBERS, MAX_MEMBER_SECTORS, RESERVED_TAIL_SECTORS};
 use super::plan::Migration;
 use super::tail::{slot_of, SUPERBLOCK_BYTES};
 
@@ -48,7 +50,10 @@ const MAGIC: [u8; 8] = *b"RAIDMIGS";
 const VERSION: u32 = 1;
 const FLAG_MIGRATION: u32 = 1 << 0;
 const FLAG_STAGED: u32 = 1 << 1;
-const KNOWN_FLAGS: u32 = FLAG_MIGRATION | FLAG_STAGED;
+const FLAG_ROLES: u32 = 1 << 4;
+const KNOWN_FLAGS: u32 = FLAG_MIGRATION | FLAG_STAGED | FLAG_ROLES;
+const ROLE_TABLE: usize = 0x0D0;
+const ROLE_FAULTY: u8 = 1;
 const CRC_OFFSET: usize = SUPERBLOCK_BYTES - 4;
 
 /// The state of an array, as recorded and as shown in sysfs.
@@ -129,6 +134,8 @@ pub enum FormatError {
     BadDeviceSize,
     /// The migration record is inconsistent.
     BadMigration,
+    /// The role table holds an unknown code, or a role past the member count.
+    BadRoleTable,
     /// The generation does not belong in the slot it was read from.
     WrongSlot,
 }
@@ -148,6 +155,7 @@ impl FormatError {
             FormatError::BadState => "superblock has an unknown array state",
             FormatError::BadDeviceSize => "superblock device size cannot hold the data area and tail",
             FormatError::BadMigration => "superblock migration record is inconsistent",
+            FormatError::BadRoleTable => "superblock role table is invalid",
             FormatError::WrongSlot => "superblock generation does not match its slot",
         }
     }
@@ -187,6 +195,8 @@ pub struct Superblock {
     pub layout: Geometry,
     /// The migration under way, if any.
     pub migration: Option<MigrationRecord>,
+    /// Roles recorded faulty.
+    pub failed: Roles,
 }
 
 fn get_u32(buf: &[u8], at: usize) -> u32 {
@@ -245,6 +255,13 @@ impl Superblock {
             flags |= FLAG_MIGRATION;
             if m.staged {
                 flags |= FLAG_STAGED;
+            }
+        }
+        let failed = Roles(self.failed.0 & Roles::first(self.layout.members()).0);
+        if !failed.is_empty() {
+            flags |= FLAG_ROLES;
+            for role in failed.iter() {
+                buf[ROLE_TABLE + role] = ROLE_FAULTY;
             }
         }
         put_u32(buf, 0x00C, flags);
@@ -336,6 +353,14 @@ impl Superblock {
             }
             None
         };
+        let mut failed = Roles::NONE;
+        for (role, &code) in buf[ROLE_TABLE..ROLE_TABLE + MAX_MEMBERS].iter().enumerate() {
+            match code {
+                0 => {}
+                ROLE_FAULTY if role < layout.members() && flags & FLAG_ROLES != 0 => failed = failed.with(role),
+                _ => return Err(FormatError::BadRoleTable),
+            }
+        }
         let mut array_uuid = [0u8; 16];
         array_uuid.copy_from_slice(&buf[0x018..0x028]);
         let mut member_uuid = [0u8; 16];
@@ -351,6 +376,7 @@ impl Superblock {
             updated_ms: get_u64(buf, 0x050),
             layout,
             migration,
+            failed,
         })
     }
 
@@ -402,6 +428,7 @@ mod tests {
                 checkpoint: 9,
                 staged: true,
             }),
+            failed: Roles::NONE,
         }
     }
 
@@ -419,6 +446,40 @@ mod tests {
         clean.encode(&mut buf).unwrap();
         assert_eq!(Superblock::decode(&buf), Ok(clean));
         assert!(buf[0x080..0x0D0].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn role_table() {
+        let sb = Superblock { failed: Roles::one(1), ..sample() };
+        let mut buf = [0u8; SUPERBLOCK_BYTES];
+        sb.encode(&mut buf).unwrap();
+        assert_eq!(get_u32(&buf, 0x00C) & FLAG_ROLES, FLAG_ROLES);
+        assert_eq!(&buf[0x0D0..0x0D4], [0, 1, 0, 0]);
+        assert_eq!(Superblock::decode(&buf), Ok(sb));
+        // No failed role: the flag is clear and the table zero, as version 1
+        // without the table wrote it.
+        sample().encode(&mut buf).unwrap();
+        assert_eq!(get_u32(&buf, 0x00C) & FLAG_ROLES, 0);
+        assert!(buf[0x0D0..0x100].iter().all(|&b| b == 0));
+        // A role past the member count is not recorded.
+        Superblock { failed: Roles::one(5), ..sample() }.encode(&mut buf).unwrap();
+        assert_eq!(Superblock::decode(&buf).map(|s| s.failed), Ok(Roles::NONE));
+        // Damaged tables are refused.
+        let patch = |at: usize, v: u8, flag: bool| {
+            let mut b = [0u8; SUPERBLOCK_BYTES];
+            sb.encode(&mut b).unwrap();
+            b[at] = v;
+            if !flag {
+                let flags = get_u32(&b, 0x00C) & !FLAG_ROLES;
+                put_u32(&mut b, 0x00C, flags);
+            }
+            let crc = crc32c(&b[..CRC_OFFSET]);
+            put_u32(&mut b, CRC_OFFSET, crc);
+            Superblock::decode(&b)
+        };
+        assert_eq!(patch(0x0D0 + 1, 7, true), Err(FormatError::BadRoleTable));
+        assert_eq!(patch(0x0D0 + 3, 1, true), Err(FormatError::BadRoleTable));
+        assert_eq!(patch(0x0D0 + 1, 1, false), Err(FormatError::BadRoleTable));
     }
 
     #[test]

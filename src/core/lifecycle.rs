@@ -26,6 +26,8 @@
 use super::assemble::{assemble, AssembleError, AssembleErrorKind, Assembly};
 use super::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Time};
 use super::format::{ArrayState, FormatError, Superblock};
+use super::health::Roles;
+use super::record::Record;
 use super::layout::{Geometry, GeometryError, Level, MAX_MEMBERS, SECTOR_SHIFT};
 use super::members::ArrayMembers;
 use super::prepare::{self, PrepareError};
@@ -180,6 +182,8 @@ pub enum Recovered {
         layout: Geometry,
         /// Its state.
         state: ArrayState,
+        /// Its superblock record.
+        record: Record,
     },
     /// A migration to run (or paused, or failed with its record).
     Migration(Engine),
@@ -189,7 +193,7 @@ impl Recovered {
     /// The view host I/O starts with.
     pub fn view(&self) -> View {
         match self {
-            Recovered::Settled { layout, state } => View::clean(*state, layout.capacity()),
+            Recovered::Settled { layout, state, .. } => View::clean(*state, layout.capacity()),
             Recovered::Migration(e) => e.view(),
         }
     }
@@ -199,6 +203,34 @@ impl Recovered {
         match self {
             Recovered::Settled { layout, .. } => *layout,
             Recovered::Migration(e) => e.plan().target(),
+        }
+    }
+
+    /// Roles recorded faulty.
+    pub fn failed(&self) -> Roles {
+        match self {
+            Recovered::Settled { record, .. } => record.failed(),
+            Recovered::Migration(e) => e.failed(),
+        }
+    }
+
+    /// Records the roles of `failed` faulty besides those already recorded
+    /// ([`Record::record`], [`Engine::record_failed`]). `buf` must hold at
+    /// least [`SUPERBLOCK_BYTES`].
+    pub fn record_failed<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        failed: Roles,
+        now: Time,
+        buf: &mut [u8],
+    ) -> Result<(), IoError> {
+        match self {
+            Recovered::Settled { record, .. } => record.record(io, members, failed, now, buf),
+            Recovered::Migration(e) => e.record_failed(io, members, buf, failed, now).map_err(|e| match e {
+                EngineError::Io(e) => e,
+                _ => IoError { member: 0, errno: -22 },
+            }),
         }
     }
 
@@ -224,6 +256,12 @@ pub struct LoadNotes {
     pub caught_up: u32,
     /// A unit left in staging that was finished.
     pub replayed: Option<u64>,
+    /// Roles assembled without a device (given fewer members than the
+    /// array has), now recorded faulty.
+    pub missing: Roles,
+    /// Roles whose device was given but left out: recorded faulty before,
+    /// or stale (more than one update behind).
+    pub kicked: Roles,
     /// A unit left in staging that could not be finished, and the error:
     /// host I/O to it goes to the staging area and the engine is halted.
     pub replay_failed: Option<(u64, IoError)>,
@@ -368,7 +406,7 @@ fn create<I: MemberIo>(
     }
     io.flush().map_err(io_error)?;
     let array = if clean {
-        Recovered::Settled { layout: plan.target(), state: ArrayState::Clean }
+        Recovered::Settled { layout: plan.target(), state: ArrayState::Clean, record: Record::new(first(0)) }
     } else {
         Recovered::Migration(Engine::resume(&first(0), params.engine, now).map_err(LoadError::Engine)?)
     };
@@ -456,8 +494,20 @@ fn assemble_devices<I: MemberIo>(
         other => LoadError::Engine(other),
     };
     catch_up(&mut io, &assembly, &members, buf).map_err(device_error)?;
-    let mut notes = LoadNotes { caught_up: assembly.lagging, ..LoadNotes::default() };
+    let mut notes = LoadNotes {
+        caught_up: assembly.lagging,
+        missing: assembly.newly_failed.minus(assembly.kicked),
+        kicked: assembly.kicked,
+        ..LoadNotes::default()
+    };
     let mut array = recover(&assembly, params.engine, now).map_err(LoadError::Engine)?;
+    // Roles missing or not fresh are recorded faulty before anything else:
+    // a member that comes back later must not pass for one in sync.
+    if !assembly.newly_failed.is_empty() {
+        array
+            .record_failed(&mut io, &members, assembly.newly_failed, now, buf)
+            .map_err(|e| device_error(EngineError::Io(e)))?;
+    }
     let mut run = false;
     if let Recovered::Migration(engine) = &mut array {
         let unit = engine.view().checkpoint;
@@ -468,7 +518,9 @@ fn assemble_devices<I: MemberIo>(
             }
             Err(e) => return Err(LoadError::Engine(e)),
         }
-        run = engine.state() == ArrayState::Migrating && !engine.halted();
+        // With a role failed the engine cannot copy (a replacement must be
+        // rebuilt first); host I/O is served degraded.
+        run = engine.state() == ArrayState::Migrating && !engine.halted() && engine.failed().is_empty();
     }
     Ok(Loaded { device_of_role, members, array, run, notes })
 }
@@ -477,7 +529,7 @@ fn assemble_devices<I: MemberIo>(
 pub fn recover(assembly: &Assembly, config: EngineConfig, now: Time) -> Result<Recovered, EngineError> {
     let sb = &assembly.newest;
     match sb.migration {
-        None => Ok(Recovered::Settled { layout: sb.layout, state: sb.state }),
+        None => Ok(Recovered::Settled { layout: sb.layout, state: sb.state, record: Record::new(*sb) }),
         Some(_) => Engine::resume(sb, config, now).map(Recovered::Migration),
     }
 }

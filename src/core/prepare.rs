@@ -7,6 +7,7 @@
 //! everything after it on the first member (the rounding slack and the
 //! reserved tail) must be zero, which [`must_be_zero`] gives to the shell.
 
+use super::health::Roles;
 use super::format::{ArrayState, FormatError, MigrationRecord, Superblock};
 use super::layout::{Geometry, GeometryError, Level, MAX_MEMBERS};
 use super::members::ArrayMembers;
@@ -129,6 +130,7 @@ pub fn prepared_superblock(plan: &Migration, members: &ArrayMembers, role: usize
         updated_ms: now_ms,
         layout: plan.target(),
         migration: Some(MigrationRecord { plan: *plan, checkpoint: 0, staged: false }),
+        failed: Roles::NONE,
     }
 }
 

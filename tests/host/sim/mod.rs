@@ -1128,7 +1128,7 @@ impl World {
             pinned.iter_mut().for_each(|p| *p = false);
             self.pin_volume(&mut pinned)?;
             let run = match recovered {
-                Recovered::Settled { layout, state } => {
+                Recovered::Settled { layout, state, .. } => {
                     if layout != self.target || state != ArrayState::Clean {
                         return Err(format!("settled in {layout:?} {state:?}"));
                     }
