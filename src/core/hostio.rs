@@ -6,7 +6,11 @@
 //! members, so both split requests the same way.
 //!
 //! - Reads go to one copy, [`Geometry::read_copy`]: the same sector always
-//!   reads from the same copy whatever the request's size.
+//!   reads from the same copy whatever the request's size. With members
+//!   failed (invariant 9), reads take a copy in sync
+//!   ([`super::health::read_copy`]), raid5 reconstructs a chunk whose member
+//!   failed, and writes leave failed members out; a range with no copy left
+//!   is [`MemberOp::Lost`].
 //! - Writes go to every copy; raid5 writes become one stripe operation per
 //!   stripe touched, executed by [`super::raid5`].
 //! - Discards and write-zeroes become one range per member (not raid5,
@@ -18,6 +22,7 @@
 //! rows of the unit shifted to that member's staging area, which holds them
 //! from its start.
 
+use super::health::{condition, read_copy, Condition, Roles};
 use super::layout::{Geometry, MAX_MEMBERS};
 use super::route::View;
 use super::tail::staging_sector;
@@ -104,19 +109,40 @@ pub enum MemberOp {
         /// Where the data sits in the request, in sectors from its start.
         offset: u64,
     },
+    /// A raid5 read of logical `[start, start + sectors)`, within one chunk
+    /// whose member failed, whose data goes `offset` sectors into the
+    /// request: reconstructed by [`super::raid5::read_reconstructed`].
+    Reconstruct {
+        /// First logical sector.
+        start: u64,
+        /// Length in sectors.
+        sectors: u64,
+        /// Where the data goes in the request, in sectors from its start.
+        offset: u64,
+    },
     /// The layout cannot do this (discard or write-zeroes on raid5): fail
     /// the request.
     Unsupported,
+    /// Logical `[start, start + sectors)` has no copy left on members in
+    /// sync (a failed member of raid0 or single, or more failed than the
+    /// level survives): fail the request with an I/O error.
+    Lost {
+        /// First logical sector.
+        start: u64,
+        /// Length in sectors.
+        sectors: u64,
+    },
 }
 
 /// Calls `f` with each member I/O that the part `[start, start + sectors)`
 /// of a request starting at logical sector `base` becomes, in layout `g` at
-/// `place`. Data offsets count from `base`.
+/// `place`, with the roles in `failed` gone. Data offsets count from `base`.
 #[allow(clippy::too_many_arguments)]
 pub fn for_each_op(
     g: &Geometry,
     place: Place,
     device_sectors: &[u64; MAX_MEMBERS],
+    failed: Roles,
     access: Access,
     base: u64,
     start: u64,
@@ -127,18 +153,31 @@ pub fn for_each_op(
         return;
     }
     let at = |member: usize, sector: u64| place.sector(g, device_sectors, member, sector);
+    let failed = Roles(failed.0 & Roles::first(g.members()).0);
+    let lost = condition(g, failed) == Condition::Failed;
     match access {
         Access::Read => {
             for p in g.read_pieces(start, sectors) {
-                let l = g.locate_copy(p.logical, g.read_copy(p.logical));
-                f(MemberOp::Data {
-                    member: l.member,
-                    sector: at(l.member, l.sector),
-                    sectors: p.sectors,
-                    offset: p.logical - base,
-                });
+                match read_copy(g, p.logical, failed) {
+                    Some(copy) => {
+                        let l = g.locate_copy(p.logical, copy);
+                        f(MemberOp::Data {
+                            member: l.member,
+                            sector: at(l.member, l.sector),
+                            sectors: p.sectors,
+                            offset: p.logical - base,
+                        });
+                    }
+                    None if g.level().has_parity() && !lost => f(MemberOp::Reconstruct {
+                        start: p.logical,
+                        sectors: p.sectors,
+                        offset: p.logical - base,
+                    }),
+                    None => f(MemberOp::Lost { start: p.logical, sectors: p.sectors }),
+                }
             }
         }
+        Access::Write if g.level().has_parity() && lost => f(MemberOp::Lost { start, sectors }),
         Access::Write if g.level().has_parity() => {
             let stripe = g.stripe_sectors().max(1);
             let end = start + sectors;
@@ -151,8 +190,15 @@ pub fn for_each_op(
         }
         Access::Write => {
             for p in g.pieces(start, sectors) {
+                if read_copy(g, p.logical, failed).is_none() {
+                    f(MemberOp::Lost { start: p.logical, sectors: p.sectors });
+                    continue;
+                }
                 for copy in 0..g.copies() {
                     let l = g.locate_copy(p.logical, copy);
+                    if failed.contains(l.member) {
+                        continue;
+                    }
                     f(MemberOp::Data {
                         member: l.member,
                         sector: at(l.member, l.sector),
@@ -167,9 +213,17 @@ pub fn for_each_op(
                 f(MemberOp::Unsupported);
                 return;
             }
+            // Without redundancy a range on a failed member is lost; with it,
+            // failed members are left out.
+            let redundant = g.copies() > 1;
             for member in 0..g.members() {
                 if let Some(span) = g.member_span(start, sectors, member) {
-                    f(MemberOp::Range { member, sector: at(member, span.sector), sectors: span.sectors });
+                    if !failed.contains(member) {
+                        f(MemberOp::Range { member, sector: at(member, span.sector), sectors: span.sectors });
+                    } else if !redundant || lost {
+                        f(MemberOp::Lost { start, sectors });
+                        return;
+                    }
                 }
             }
         }
@@ -186,7 +240,7 @@ mod tests {
     fn ops(g: &Geometry, place: Place, access: Access, start: u64, sectors: u64) -> Vec<MemberOp> {
         let mut v = Vec::new();
         let dev = [1u64 << 20; MAX_MEMBERS];
-        for_each_op(g, place, &dev, access, start, start, sectors, |op| v.push(op));
+        for_each_op(g, place, &dev, Roles::NONE, access, start, start, sectors, |op| v.push(op));
         v
     }
 
@@ -237,5 +291,64 @@ mod tests {
         assert_eq!(w, [MemberOp::Data { member: 0, sector: tail + STAGING_OFFSET + 3, sectors: 2, offset: 0 }]);
         let view = View { copied: 2, unit_sectors: 32, ..View::clean(super::super::format::ArrayState::Migrating, 0) };
         assert_eq!(Place::staging(&view, &g), Place::Staging { first_row: 4 });
+    }
+
+    fn degraded_ops(g: &Geometry, failed: Roles, access: Access, start: u64, sectors: u64) -> Vec<MemberOp> {
+        let mut v = Vec::new();
+        let dev = [1u64 << 20; MAX_MEMBERS];
+        for_each_op(g, Place::Direct, &dev, failed, access, start, start, sectors, |op| v.push(op));
+        v
+    }
+
+    fn members_touched(ops: &[MemberOp]) -> Roles {
+        ops.iter().fold(Roles::NONE, |r, op| match *op {
+            MemberOp::Data { member, .. } | MemberOp::Range { member, .. } => r.with(member),
+            _ => r,
+        })
+    }
+
+    #[test]
+    fn failed_members_are_never_touched() {
+        for (level, n) in [(Level::Raid1, 2), (Level::Raid1, 3), (Level::Raid10, 4), (Level::Raid10, 3), (Level::Raid5, 4)] {
+            let g = Geometry::new(level, n, 8, 8 * 16).unwrap();
+            for lost in 0..n {
+                let failed = Roles::one(lost);
+                for access in [Access::Read, Access::Write, Access::Discard] {
+                    for (start, len) in [(0, g.capacity()), (3, 17), (8, 8)] {
+                        let ops = degraded_ops(&g, failed, access, start, len);
+                        assert!(!members_touched(&ops).contains(lost), "{level:?} {access:?} lost {lost}");
+                        assert!(!ops.iter().any(|op| matches!(op, MemberOp::Lost { .. })));
+                        // Every sector read is served once: a copy or a
+                        // reconstruction.
+                        if access == Access::Read {
+                            let served: u64 = ops
+                                .iter()
+                                .map(|op| match *op {
+                                    MemberOp::Data { sectors, .. } | MemberOp::Reconstruct { sectors, .. } => sectors,
+                                    _ => 0,
+                                })
+                                .sum();
+                            assert_eq!(served, len);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn without_redundancy_io_on_a_failed_member_is_lost() {
+        let g = Geometry::new(Level::Raid0, 2, 8, 8 * 16).unwrap();
+        let failed = Roles::one(1);
+        // Chunk 0 is on member 0: still served; chunk 1 is lost.
+        assert!(matches!(degraded_ops(&g, failed, Access::Read, 0, 8)[..], [MemberOp::Data { member: 0, .. }]));
+        assert_eq!(degraded_ops(&g, failed, Access::Read, 8, 8), [MemberOp::Lost { start: 8, sectors: 8 }]);
+        assert_eq!(degraded_ops(&g, failed, Access::Write, 8, 8), [MemberOp::Lost { start: 8, sectors: 8 }]);
+        assert!(degraded_ops(&g, failed, Access::Discard, 0, 16).contains(&MemberOp::Lost { start: 0, sectors: 16 }));
+        let r5 = Geometry::new(Level::Raid5, 3, 8, 8 * 16).unwrap();
+        let two = Roles::one(0).with(2);
+        assert_eq!(degraded_ops(&r5, two, Access::Write, 0, 4), [MemberOp::Lost { start: 0, sectors: 4 }]);
+        let r1 = Geometry::new(Level::Raid1, 2, 8, 8 * 16).unwrap();
+        assert_eq!(degraded_ops(&r1, Roles(3), Access::Write, 0, 4), [MemberOp::Lost { start: 0, sectors: 4 }]);
     }
 }

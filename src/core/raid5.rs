@@ -15,7 +15,8 @@
 
 use super::engine::IoError;
 use super::hostio::Place;
-use super::layout::{Content, Geometry, MAX_MEMBERS, SECTOR_SHIFT};
+use super::health::{condition, Condition, Roles};
+use super::layout::{Content, Geometry, Level, MAX_MEMBERS, SECTOR_SHIFT};
 use super::parity::{rmw_parity, xor_into, StripeWrite, WriteMode};
 
 /// Chunk offset covered by one slice of a stripe write, in sectors (64 KiB).
@@ -36,6 +37,9 @@ pub trait StripeIo {
     /// Copies the host request's data, from `offset` sectors into the
     /// request, into `buf`.
     fn host_data(&mut self, offset: u64, buf: &mut [u8]);
+    /// Copies `buf` into the host request's data, from `offset` sectors
+    /// into the request (a reconstructed read).
+    fn to_host(&mut self, offset: u64, buf: &[u8]);
 }
 
 /// Why a stripe write did not happen.
@@ -47,6 +51,8 @@ pub enum Raid5Error {
     BufferTooSmall,
     /// The range is empty, not raid5, or not within one stripe.
     BadRange,
+    /// More members failed than raid5 survives.
+    Lost,
 }
 
 impl From<IoError> for Raid5Error {
@@ -64,6 +70,7 @@ pub fn write_stripe<S: StripeIo>(
     g: &Geometry,
     place: Place,
     device_sectors: &[u64; MAX_MEMBERS],
+    failed: Roles,
     base: u64,
     start: u64,
     sectors: u64,
@@ -73,6 +80,14 @@ pub fn write_stripe<S: StripeIo>(
     let n = plan.members();
     if buf.len() < buffer_bytes(n) {
         return Err(Raid5Error::BufferTooSmall);
+    }
+    let failed = Roles(failed.0 & Roles::first(n).0);
+    match condition(g, failed) {
+        Condition::Optimal => {}
+        Condition::Degraded => {
+            return write_degraded(io, g, &plan, place, device_sectors, failed, base, buf);
+        }
+        Condition::Failed => return Err(Raid5Error::Lost),
     }
     let row = plan.stripe << g.chunk_shift();
     let at = |member: usize, sector: u64| place.sector(g, device_sectors, member, sector);
@@ -141,6 +156,121 @@ pub fn write_stripe<S: StripeIo>(
     Ok(())
 }
 
+/// A stripe write with member `lost` failed, slice by slice: every other
+/// member's window is read; a lost data member's window is rebuilt as the
+/// XOR of the others; the new data goes over the windows; parity is the XOR
+/// of the data windows; the data and parity of members in sync are written.
+/// With the parity member lost, only the data is written.
+#[allow(clippy::too_many_arguments)]
+fn write_degraded<S: StripeIo>(
+    io: &mut S,
+    g: &Geometry,
+    plan: &StripeWrite,
+    place: Place,
+    device_sectors: &[u64; MAX_MEMBERS],
+    failed: Roles,
+    base: u64,
+    buf: &mut [u8],
+) -> Result<(), Raid5Error> {
+    let n = plan.members();
+    let Some(lost) = failed.iter().next() else { return Err(Raid5Error::Lost) };
+    let row = plan.stripe << g.chunk_shift();
+    let at = |member: usize, sector: u64| place.sector(g, device_sectors, member, sector);
+    let parity = plan.parity_member;
+    let mut from = plan.window_start;
+    let end = plan.window_start + plan.window_sectors;
+    while from < end {
+        let to = (from + SLICE_SECTORS).min(end);
+        let Some(s) = plan.slice(from, to) else { break };
+        from = to;
+        let first = row + s.window_start;
+        let w = (s.window_sectors << SECTOR_SHIFT) as usize;
+        let cur = &mut buf[..n * w];
+        let range = |sector: u64, sectors: u64| {
+            let a = ((sector - first) << SECTOR_SHIFT) as usize;
+            a..a + (sectors << SECTOR_SHIFT) as usize
+        };
+        if lost != parity {
+            for m in (0..n).filter(|&m| m != lost) {
+                io.read(m, at(m, first), &mut cur[m * w..][..w])?;
+            }
+            rebuild_window(cur, lost, w);
+        }
+        for m in (0..n).filter(|&m| m != parity) {
+            if let Some(span) = s.covered(m) {
+                if let Content::Data { logical, .. } = g.content(m, span.sector) {
+                    io.host_data(logical - base, &mut cur[m * w..][range(span.sector, span.sectors)]);
+                }
+            }
+        }
+        for m in (0..n).filter(|&m| m != parity && m != lost) {
+            if let Some(span) = s.covered(m) {
+                io.write(m, at(m, span.sector), &cur[m * w..][range(span.sector, span.sectors)])?;
+            }
+        }
+        if lost != parity {
+            rebuild_window(cur, parity, w);
+            io.write(parity, at(parity, first), &cur[parity * w..][..w])?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets window `lost` of `cur` (windows of `w` bytes, one per member) to
+/// the XOR of all the others.
+fn rebuild_window(cur: &mut [u8], lost: usize, w: usize) {
+    let (before, after) = cur.split_at_mut(lost * w);
+    let (x, after) = after.split_at_mut(w);
+    x.fill(0);
+    for window in Iterator::chain(before.chunks(w), after.chunks(w)) {
+        xor_into(x, window);
+    }
+}
+
+/// Reads logical `[start, start + sectors)`, which lies within one chunk of
+/// raid5 layout `g` at `place` whose member is in `failed`, into the host
+/// request that starts at logical sector `base`: the XOR of the same
+/// offsets of every other member of the stripe, slice by slice.
+#[allow(clippy::too_many_arguments)]
+pub fn read_reconstructed<S: StripeIo>(
+    io: &mut S,
+    g: &Geometry,
+    place: Place,
+    device_sectors: &[u64; MAX_MEMBERS],
+    failed: Roles,
+    base: u64,
+    start: u64,
+    sectors: u64,
+    buf: &mut [u8],
+) -> Result<(), Raid5Error> {
+    let n = g.members();
+    let chunk = g.chunk_sectors() as u64;
+    if g.level() != Level::Raid5 || sectors == 0 || start % chunk + sectors > chunk || start + sectors > g.capacity() {
+        return Err(Raid5Error::BadRange);
+    }
+    if buf.len() < buffer_bytes(n) {
+        return Err(Raid5Error::BufferTooSmall);
+    }
+    let lost = g.locate(start);
+    if condition(g, failed) == Condition::Failed || !failed.contains(lost.member) {
+        return Err(Raid5Error::Lost);
+    }
+    let at = |member: usize, sector: u64| place.sector(g, device_sectors, member, sector);
+    let mut done = 0;
+    while done < sectors {
+        let len = (sectors - done).min(SLICE_SECTORS);
+        let w = (len << SECTOR_SHIFT) as usize;
+        let cur = &mut buf[..n * w];
+        for m in (0..n).filter(|&m| m != lost.member) {
+            io.read(m, at(m, lost.sector + done), &mut cur[m * w..][..w])?;
+        }
+        rebuild_window(cur, lost.member, w);
+        io.to_host(start + done - base, &cur[lost.member * w..][..w]);
+        done += len;
+    }
+    Ok(())
+}
+
 /// Member `p`'s and member `m`'s windows of `cur` (`p != m`), the first
 /// mutable.
 fn two_windows(cur: &mut [u8], p: usize, m: usize, w: usize) -> (&mut [u8], &[u8]) {
@@ -165,6 +295,7 @@ mod tests {
     struct Mem {
         disks: Vec<HashMap<u64, u8>>,
         data: u8,
+        read_back: HashMap<u64, u8>,
     }
 
     impl StripeIo for Mem {
@@ -185,6 +316,11 @@ mod tests {
                 c.fill(self.data.wrapping_add((offset + i as u64) as u8));
             }
         }
+        fn to_host(&mut self, offset: u64, buf: &[u8]) {
+            for (i, c) in buf.chunks(512).enumerate() {
+                self.read_back.insert(offset + i as u64, c[0]);
+            }
+        }
     }
 
     #[test]
@@ -193,7 +329,7 @@ mod tests {
             // A chunk of four slices: writes cross slice boundaries.
             let chunk = 4 * SLICE_SECTORS as u32;
             let g = Geometry::new(Level::Raid5, members, chunk, chunk as u64 * 2).unwrap();
-            let mut mem = Mem { disks: vec![HashMap::new(); members], data: 0 };
+            let mut mem = Mem { disks: vec![HashMap::new(); members], data: 0, read_back: HashMap::new() };
             let dev = [1u64 << 30; MAX_MEMBERS];
             let mut buf = vec![0u8; buffer_bytes(members)];
             let stripe = g.stripe_sectors();
@@ -206,7 +342,7 @@ mod tests {
                 let mut at = start;
                 while at < start + len {
                     let stop = ((at / stripe + 1) * stripe).min(start + len);
-                    write_stripe(&mut mem, &g, Place::Direct, &dev, start, at, stop - at, &mut buf).unwrap();
+                    write_stripe(&mut mem, &g, Place::Direct, &dev, Roles::NONE, start, at, stop - at, &mut buf).unwrap();
                     at = stop;
                 }
                 // Every data sector written reads back; parity is the XOR.
@@ -226,15 +362,94 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_do() {
         let g = Geometry::new(Level::Raid5, 3, 8, 64).unwrap();
-        let mut mem = Mem { disks: vec![HashMap::new(); 3], data: 0 };
+        let mut mem = Mem { disks: vec![HashMap::new(); 3], data: 0, read_back: HashMap::new() };
         let dev = [1u64 << 30; MAX_MEMBERS];
         let mut small = vec![0u8; buffer_bytes(3) - 512];
         assert_eq!(
-            write_stripe(&mut mem, &g, Place::Direct, &dev, 0, 0, 4, &mut small),
+            write_stripe(&mut mem, &g, Place::Direct, &dev, Roles::NONE, 0, 0, 4, &mut small),
             Err(Raid5Error::BufferTooSmall)
         );
         let r0 = Geometry::new(Level::Raid0, 3, 8, 64).unwrap();
         let mut buf = vec![0u8; buffer_bytes(3)];
-        assert_eq!(write_stripe(&mut mem, &r0, Place::Direct, &dev, 0, 0, 4, &mut buf), Err(Raid5Error::BadRange));
+        assert_eq!(write_stripe(&mut mem, &r0, Place::Direct, &dev, Roles::NONE, 0, 0, 4, &mut buf), Err(Raid5Error::BadRange));
+    }
+
+    /// Degraded: with any one member failed, writes of every shape keep
+    /// what the survivors hold consistent, and every logical sector reads
+    /// back (from its member, or reconstructed) as last written.
+    #[test]
+    fn degraded_writes_and_reads_keep_every_sector() {
+        for members in [3, 4, 5] {
+            let chunk = 2 * SLICE_SECTORS as u32;
+            let g = Geometry::new(Level::Raid5, members, chunk, chunk as u64 * 3).unwrap();
+            let dev = [1u64 << 30; MAX_MEMBERS];
+            let mut buf = vec![0u8; buffer_bytes(members)];
+            let stripe = g.stripe_sectors();
+            let chunk = chunk as u64;
+            for lost in 0..members {
+                let mut mem = Mem { disks: vec![HashMap::new(); members], data: 0, read_back: HashMap::new() };
+                // What the host last wrote, by logical sector.
+                let mut want: HashMap<u64, u8> = HashMap::new();
+                let writes = [(0, stripe), (5, 300), (chunk - 3, 7), (stripe + 100, stripe - 200), (2 * stripe, 1)];
+                for (k, (start, len)) in writes.into_iter().enumerate() {
+                    // The member fails after the first write (which found
+                    // every member in sync).
+                    let failed = if k == 0 { Roles::NONE } else { Roles::one(lost) };
+                    if k == 1 {
+                        // What a failed disk holds no longer matters.
+                        mem.disks[lost].clear();
+                    }
+                    mem.data = 31 * (k as u8 + 1);
+                    let mut at = start;
+                    while at < start + len {
+                        let stop = ((at / stripe + 1) * stripe).min(start + len);
+                        write_stripe(&mut mem, &g, Place::Direct, &dev, failed, start, at, stop - at, &mut buf).unwrap();
+                        at = stop;
+                    }
+                    for l in start..start + len {
+                        want.insert(l, mem.data.wrapping_add((l - start) as u8));
+                    }
+                }
+                for (&l, &v) in &want {
+                    let loc = g.locate(l);
+                    if loc.member != lost {
+                        assert_eq!(mem.disks[loc.member].get(&loc.sector), Some(&v), "sector {l}");
+                        continue;
+                    }
+                    mem.read_back.clear();
+                    read_reconstructed(&mut mem, &g, Place::Direct, &dev, Roles::one(lost), l, l, 1, &mut buf)
+                        .unwrap();
+                    assert_eq!(mem.read_back.get(&0), Some(&v), "sector {l} of lost member {lost} over {members}");
+                }
+                // Whole-chunk reconstruction too.
+                let c = (0..g.capacity() / chunk).find(|c| g.locate(c * chunk).member == lost).unwrap();
+                mem.read_back.clear();
+                read_reconstructed(&mut mem, &g, Place::Direct, &dev, Roles::one(lost), c * chunk, c * chunk, chunk, &mut buf)
+                    .unwrap();
+                for i in 0..chunk {
+                    let v = want.get(&(c * chunk + i)).copied().unwrap_or(0);
+                    assert_eq!(mem.read_back.get(&i), Some(&v));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn degraded_refusals() {
+        let g = Geometry::new(Level::Raid5, 3, 8, 64).unwrap();
+        let dev = [1u64 << 30; MAX_MEMBERS];
+        let mut mem = Mem { disks: vec![HashMap::new(); 3], data: 0, read_back: HashMap::new() };
+        let mut buf = vec![0u8; buffer_bytes(3)];
+        let two = Roles::one(0).with(1);
+        assert_eq!(write_stripe(&mut mem, &g, Place::Direct, &dev, two, 0, 0, 4, &mut buf), Err(Raid5Error::Lost));
+        let home = g.locate(0).member;
+        assert_eq!(
+            read_reconstructed(&mut mem, &g, Place::Direct, &dev, Roles::one((home + 1) % 3), 0, 0, 4, &mut buf),
+            Err(Raid5Error::Lost)
+        );
+        assert_eq!(
+            read_reconstructed(&mut mem, &g, Place::Direct, &dev, Roles::one(home), 0, 4, 8, &mut buf),
+            Err(Raid5Error::BadRange)
+        );
     }
 }

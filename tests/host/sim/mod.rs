@@ -42,6 +42,7 @@ use std::fmt::Write as _;
 use raidmig_core::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Step, Time};
 use raidmig_core::format::{ArrayState, Superblock};
 use raidmig_core::gate::{Admission, Gate};
+use raidmig_core::health::Roles;
 use raidmig_core::hostio::{for_each_op, Access, MemberOp, Place};
 use raidmig_core::layout::{Geometry, Level, MAX_MEMBERS, RESERVED_TAIL_SECTORS};
 use raidmig_core::lifecycle::{load, Fresh, LoadError, LoadParams, Recovered};
@@ -553,6 +554,9 @@ impl StripeIo for Stripes<'_> {
             b.copy_from_slice(&pattern(self.tag, self.base + offset + i as u64));
         }
     }
+    fn to_host(&mut self, _offset: u64, _buf: &[u8]) {
+        unreachable!("no member fails in this simulation: nothing is reconstructed");
+    }
 }
 
 enum RunError {
@@ -875,7 +879,7 @@ impl World {
                 }
                 other => panic!("admitted request routed {other:?}"),
             };
-            for_each_op(&g, place, &dev, access, start, run.start, run.sectors, |op| ops.push((g, place, op)));
+            for_each_op(&g, place, &dev, Roles::NONE, access, start, run.start, run.sectors, |op| ops.push((g, place, op)));
         }
         let mut rows = Vec::new();
         if let Some(tag) = tag {
@@ -985,7 +989,7 @@ impl World {
                 let dev = self.members.device_sectors;
                 let mut buf = vec![0u8; buffer_bytes(g.members())];
                 let g = *g;
-                let r = write_stripe(&mut Stripes { w: self, tag, base }, &g, place, &dev, base, start, sectors, &mut buf);
+                let r = write_stripe(&mut Stripes { w: self, tag, base }, &g, place, &dev, Roles::NONE, base, start, sectors, &mut buf);
                 match r {
                     Ok(()) => Ok(()),
                     Err(Raid5Error::Io(e)) => Err(e),
@@ -1009,7 +1013,7 @@ impl World {
                 Route::Staging => (self.target, Place::staging(&view, &self.target)),
                 _ => continue,
             };
-            for_each_op(&g, place, &dev, Access::Read, start, run.start, run.sectors, |op| {
+            for_each_op(&g, place, &dev, Roles::NONE, Access::Read, start, run.start, run.sectors, |op| {
                 if let MemberOp::Data { member, sector, sectors, offset } = op {
                     let mut buf = vec![0u8; sectors as usize * SECTOR];
                     self.disks[member].read(sector, &mut buf);
