@@ -12,6 +12,7 @@ use crate::{
     members::Members,
     migrator::{self, Control, Migration, Status},
     raidmig_core::{
+        health::{condition, Condition},
         layout::{Geometry, Level},
         lifecycle::Recovered,
         members::ArrayMembers,
@@ -20,7 +21,7 @@ use crate::{
     sys::{
         disk::{Capacity, RequestHandler},
         member::Member,
-        request::InFlight,
+        request::{Disposition, InFlight},
     },
 };
 use kernel::{prelude::*, str::CString};
@@ -44,11 +45,11 @@ pub(crate) struct Array {
 
 impl Array {
     /// An array named `name` over `devs` (in role order, with their
-    /// `paths`) as the load sequence left it; the migration runs at once
-    /// when `run`.
+    /// `paths`; none for a role assembled without its device) as the load
+    /// sequence left it; the migration runs at once when `run`.
     pub(crate) fn new(
         name: CString,
-        devs: KVec<Member>,
+        devs: KVec<Option<Member>>,
         paths: KVec<CString>,
         identity: ArrayMembers,
         recovered: Recovered,
@@ -56,9 +57,10 @@ impl Array {
     ) -> Result<impl PinInit<Self, Error>> {
         let view = recovered.view();
         let (source, target) = (recovered.source(), recovered.target());
-        let (engine, state) = match recovered {
-            Recovered::Settled { state, .. } => (None, state),
-            Recovered::Migration(e) => (Some(e), e.state()),
+        let failed_roles = recovered.failed();
+        let (engine, settled, state) = match recovered {
+            Recovered::Settled { state, record, .. } => (None, Some(record), state),
+            Recovered::Migration(e) => (Some(e), None, e.state()),
         };
         let failed = engine.is_some_and(|e| e.halted());
         let stats = engine.map(|e| e.stats()).unwrap_or_default();
@@ -66,12 +68,12 @@ impl Array {
         let raid5 = source.level() == Level::Raid5 || target.level() == Level::Raid5;
         let buffers = Stripes::buffers(target.members(), raid5)?;
         Ok(try_pin_init!(Array {
-            members <- Members::new(name, devs, paths, identity),
+            members <- Members::new(name, devs, paths, identity, failed_roles),
             source,
             target,
             coord <- Coordinator::new(view),
             stripes <- Stripes::new(buffers),
-            control <- Control::new(engine, status, run),
+            control <- Control::new(engine, settled, status, run),
             capacity <- Capacity::new(),
         }))
     }
@@ -96,6 +98,40 @@ impl Array {
         &self.control
     }
 
+    /// How the array stands with its failed members.
+    pub(crate) fn condition(&self) -> Condition {
+        let failed = self.members.failed();
+        match (condition(&self.source, failed), condition(&self.target, failed)) {
+            (Condition::Failed, _) | (_, Condition::Failed) => Condition::Failed,
+            (Condition::Optimal, Condition::Optimal) => Condition::Optimal,
+            _ => Condition::Degraded,
+        }
+    }
+
+    /// Fails member `role` after an error at `sector` (any context): told
+    /// once, and the array thread woken to record it. Returns whether the
+    /// array still holds every sector.
+    pub(crate) fn fail_member(&self, role: usize, sector: u64, write: bool) -> bool {
+        let newly = self.members.fail(role);
+        let cond = self.condition();
+        if newly {
+            pr_err!(
+                "{}: member {} (role {}) failed after a {} error at sector {}: {}\n",
+                self.members.name(),
+                self.members.path(role),
+                role,
+                if write { "write" } else { "read" },
+                sector,
+                match cond {
+                    Condition::Failed => "array failed, data on it is lost",
+                    _ => "array degraded, served by the other members",
+                }
+            );
+            self.control.wake();
+        }
+        cond != Condition::Failed
+    }
+
     /// The migration thread's body.
     pub(crate) fn run_migration(&self) {
         migrator::run(&Migration {
@@ -103,6 +139,7 @@ impl Array {
             coord: &self.coord,
             control: &self.control,
             capacity: &self.capacity,
+            fail_member: &|role, sector, write| self.fail_member(role, sector, write),
         });
     }
 }
@@ -115,6 +152,7 @@ impl RequestHandler for Array {
             stripes: &self.stripes,
             source: &self.source,
             target: &self.target,
+            fail_member: &|role, sector, write| self.fail_member(role, sector, write),
         };
         host.process(io, || self.control.wake());
     }
@@ -123,8 +161,25 @@ impl RequestHandler for Array {
         self.coord.released(epoch);
     }
 
-    fn member_failed(&self, role: usize, sector: u64, write: bool, errno: i32) {
+    fn member_failed(&self, role: usize, sector: u64, write: bool, redundant: bool, errno: i32) -> Disposition {
         self.members.host_error(role, sector, write, errno);
+        if !write {
+            // Served again from the redundancy; the array thread checks
+            // whether the member still answers.
+            if redundant {
+                self.members.suspect(role);
+                self.control.wake();
+                return Disposition::Retry;
+            }
+            return Disposition::Fail;
+        }
+        // A member that loses a write is out of sync: failed, also without
+        // redundancy (where the state then says the array failed).
+        if self.fail_member(role, sector, true) && redundant {
+            Disposition::Absorbed
+        } else {
+            Disposition::Fail
+        }
     }
 
     fn capacity(&self) -> &Capacity {

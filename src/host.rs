@@ -8,19 +8,28 @@
 //! members give 256), and the request's first sector and total length then
 //! describe no real range. Such a request is admitted over the hull of its
 //! bios.
+//!
+//! Member failures (invariant 9 of the core's theory): requests are split
+//! with the array's failed roles left out, and, on a pass after a failed
+//! member read, the roles that failed it for this request. A member write
+//! that fails where the data has a copy elsewhere fails the member; the
+//! request then ends only once the array thread has recorded that
+//! ([`Phase::Record`]).
 
 use crate::{
     coordination::Coordinator,
     members::Members,
     raidmig_core::{
+        health::Roles,
         hostio::{for_each_op, Access, MemberOp, Place},
         layout::Geometry,
+        raid5::Raid5Error,
         route::{route, Route, View},
     },
     stripes::Stripes,
     sys::{
         bio::{self},
-        request::{InFlight, Op, REQ_PREFLUSH},
+        request::{InFlight, Op, Phase, REQ_PREFLUSH},
         shim,
     },
 };
@@ -38,12 +47,27 @@ pub(crate) struct Host<'a> {
     pub(crate) source: &'a Geometry,
     /// The layout migrated to.
     pub(crate) target: &'a Geometry,
+    /// Fails a member after an error of synchronous member I/O (raid5):
+    /// returns whether the array still holds every sector without it.
+    pub(crate) fail_member: &'a dyn Fn(usize, u64, bool) -> bool,
+}
+
+/// Whether a layout's data has a copy elsewhere (mirrors or parity).
+fn redundant(g: &Geometry) -> bool {
+    g.copies() > 1 || g.level().has_parity()
 }
 
 impl Host<'_> {
     /// Serves a started request; `wake_engine` is called when a write needs
     /// a checkpoint. The request ends when its last member bio does.
     pub(crate) fn process(&self, io: InFlight, wake_engine: impl Fn()) {
+        if io.phase() == Phase::Record {
+            if !self.members.wait_recorded() {
+                pr_err!("{}: a member failure could not be recorded: write failed\n", self.members.name());
+                io.fail(shim::sts_ioerr());
+            }
+            return;
+        }
         let rq = io.request();
         let access = match rq.op() {
             Op::Flush => return bio::plugged(|| self.flush(&io)),
@@ -84,18 +108,26 @@ impl Host<'_> {
         });
     }
 
-    /// Sends an empty flush to every member.
+    /// Sends an empty flush to every member in sync.
     fn flush(&self, io: &InFlight) {
         let opf = bindings::req_op_REQ_OP_WRITE | REQ_PREFLUSH;
-        for (role, dev) in self.members.devs().iter().enumerate() {
-            self.members.bioset().submit_dataless(dev, role, opf, 0, 0, io);
+        let redundant = redundant(self.target);
+        for (role, dev) in self.members.in_sync() {
+            self.members.bioset().submit_dataless(dev, role, redundant, opf, 0, 0, io);
         }
+    }
+
+    /// Roles this pass leaves out: failed ones, and those whose reads
+    /// failed for this request.
+    fn gone(&self, io: &InFlight) -> Roles {
+        self.members.failed().union(Roles(io.avoid()))
     }
 
     /// Issues the member I/O of logical `[start, start + sectors)` of the
     /// request, whose data offsets count from `base`.
     fn range(&self, io: &InFlight, view: &View, access: Access, base: u64, start: u64, sectors: u64) {
         let dev = self.members.device_sectors();
+        let gone = self.gone(io);
         for run in route(view, start, sectors, access != Access::Read) {
             let (g, place) = match run.route {
                 Route::Target => (self.target, Place::Direct),
@@ -107,28 +139,71 @@ impl Host<'_> {
                     continue;
                 }
             };
-            for_each_op(g, place, dev, access, base, run.start, run.sectors, |op| match op {
+            let redundant = redundant(g);
+            for_each_op(g, place, dev, gone, access, base, run.start, run.sectors, |op| match op {
                 MemberOp::Data { member, sector, sectors, offset } => {
-                    self.clone_data(io, member, sector, base + offset, sectors)
+                    self.clone_data(io, member, redundant, sector, base + offset, sectors)
                 }
-                MemberOp::Range { member, sector, sectors } => {
-                    let opf = io.request().member_opf();
-                    self.members.bioset().submit_dataless(self.members.dev(member), member, opf, sector, sectors, io);
-                }
-                MemberOp::Stripe { start, sectors, .. } => {
-                    if self.stripes.write(self.members, io, g, place, start, sectors).is_err() {
+                MemberOp::Range { member, sector, sectors } => match self.members.dev(member) {
+                    Some(d) => {
+                        let opf = io.request().member_opf();
+                        self.members.bioset().submit_dataless(d, member, redundant, opf, sector, sectors, io);
+                    }
+                    None if redundant => {}
+                    None => io.fail(shim::sts_ioerr()),
+                },
+                MemberOp::Stripe { start, sectors, .. } => self.write_stripe(io, g, place, start, sectors),
+                MemberOp::Reconstruct { start, sectors, .. } => {
+                    if self.stripes.read_reconstructed(self.members, io, g, place, self.gone(io), start, sectors).is_err()
+                    {
                         io.fail(shim::sts_ioerr());
                     }
+                }
+                MemberOp::Lost { start, sectors } => {
+                    self.members.lost(start, sectors);
+                    io.fail(shim::sts_ioerr());
                 }
                 MemberOp::Unsupported => io.fail(shim::sts_notsupp()),
             });
         }
     }
 
+    /// A raid5 write of logical `[start, start + sectors)` within one
+    /// stripe. A member error fails the member and the stripe is written
+    /// again without it, as long as raid5 survives that; the request then
+    /// waits for the failure to be recorded.
+    fn write_stripe(&self, io: &InFlight, g: &Geometry, place: Place, start: u64, sectors: u64) {
+        for _ in 0..2 {
+            match self.stripes.write(self.members, io, g, place, self.members.failed(), start, sectors) {
+                Ok(()) => return,
+                Err(Raid5Error::Io(e)) => {
+                    if !(self.fail_member)(e.member, start, true) {
+                        break;
+                    }
+                    io.await_record();
+                }
+                Err(_) => break,
+            }
+        }
+        io.fail(shim::sts_ioerr());
+    }
+
     /// Sends the request's data of logical `[logical, logical + sectors)`
     /// to or from member `member` at `member_sector`, as clones of the
     /// request's bios.
-    fn clone_data(&self, io: &InFlight, member: usize, member_sector: u64, logical: u64, sectors: u64) {
+    fn clone_data(&self, io: &InFlight, member: usize, redundant: bool, member_sector: u64, logical: u64, sectors: u64) {
+        let Some(dev) = self.members.dev(member) else {
+            // Failed since the split: a read is served again without it, a
+            // write leaves it out if the data has a copy elsewhere.
+            if !redundant {
+                io.fail(shim::sts_ioerr());
+            } else if io.request().op() == Op::Read {
+                io.retry_without(member);
+            } else {
+                io.await_record();
+            }
+            return;
+        };
         let rq = io.request();
         let opf = rq.member_opf();
         let end = logical + sectors;
@@ -137,8 +212,9 @@ impl Host<'_> {
             let (lo, hi) = (b0.max(logical), b1.min(end));
             if lo < hi {
                 self.members.bioset().submit_clone(
-                    self.members.dev(member),
+                    dev,
                     member,
+                    redundant,
                     &b,
                     lo - b0,
                     hi - lo,

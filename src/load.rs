@@ -160,6 +160,24 @@ fn tell(loaded: &Loaded, paths: &[&str], order: &[u8]) {
             pr_info!("raidmig0: member {} was one superblock update behind: brought level\n", path_of_role(role));
         }
     }
+    for role in notes.missing.iter() {
+        pr_warn!("raidmig0: role {} has no member: assembled degraded, the role recorded faulty\n", role);
+    }
+    for (device, path) in paths.iter().enumerate() {
+        if notes.kicked_devices & (1 << device) != 0 {
+            pr_warn!("raidmig0: member {} is not fresh (recorded faulty, or stale): not used\n", path);
+        }
+    }
+    let failed = loaded.array.failed();
+    if !failed.is_empty() {
+        let target = loaded.array.target();
+        pr_warn!(
+            "raidmig0: {} degraded: {} of {} members in sync\n",
+            target.level().name(),
+            target.members() - failed.count(),
+            target.members()
+        );
+    }
     if let Some(unit) = notes.replayed {
         pr_info!("raidmig0: finished unit {} from the staging area\n", unit);
     }
@@ -230,11 +248,12 @@ pub(crate) fn from_params() -> Result<Running> {
         lifecycle::load(&mut io, &sizes[..opened.len()], &params, &fresh, time::now(), bytes)
             .map_err(|e| load_error(e, paths, level))?
     };
-    let n = opened.len();
+    let n = loaded.members.count;
     tell(&loaded, paths, &loaded.device_of_role[..n]);
 
-    // Members and their paths in role order.
-    let mut slots: KVec<Option<Member>> = KVec::with_capacity(n, GFP_KERNEL)?;
+    // Members and their paths in role order; a role assembled without its
+    // device has none.
+    let mut slots: KVec<Option<Member>> = KVec::with_capacity(opened.len(), GFP_KERNEL)?;
     for m in opened {
         slots.push(Some(m), GFP_KERNEL)?;
     }
@@ -242,13 +261,16 @@ pub(crate) fn from_params() -> Result<Running> {
     let mut role_paths = KVec::with_capacity(n, GFP_KERNEL)?;
     for &device in loaded.device_of_role[..n].iter() {
         let device = device as usize;
-        members.push(slots.get_mut(device).and_then(Option::take).ok_or(EINVAL)?, GFP_KERNEL)?;
-        role_paths.push(CString::try_from_fmt(fmt!("{}", paths[device]))?, GFP_KERNEL)?;
+        let member = slots.get_mut(device).and_then(Option::take);
+        let path = if member.is_some() { paths[device] } else { "missing" };
+        members.push(member, GFP_KERNEL)?;
+        role_paths.push(CString::try_from_fmt(fmt!("{}", path))?, GFP_KERNEL)?;
     }
+    // Devices left out (not fresh) are closed here, with `slots`.
 
     let view = loaded.array.view();
     let target = loaded.array.target();
-    let limits = limits_for(&members, &target)?;
+    let limits = limits_for(members.iter().flatten(), &target)?;
     let name = CString::try_from_fmt(fmt!("raidmig0"))?;
     let state = match &loaded.array {
         Recovered::Settled { state, .. } => *state,
@@ -274,9 +296,9 @@ pub(crate) fn from_params() -> Result<Running> {
 /// Queue limits: stacked from the members, hints from the layout, a volatile
 /// write cache with FUA, and discard where every member and the layout
 /// allow it.
-fn limits_for(members: &[Member], target: &Geometry) -> Result<Limits> {
+fn limits_for<'a>(members: impl Iterator<Item = &'a Member> + Clone, target: &Geometry) -> Result<Limits> {
     let mut limits = Limits::stacking();
-    for m in members {
+    for m in members.clone() {
         limits.stack_member(m);
     }
     let block = core::num::NonZeroU32::new(limits.logical_block_size()).ok_or(EINVAL)?;
@@ -289,7 +311,7 @@ fn limits_for(members: &[Member], target: &Geometry) -> Result<Limits> {
     limits.set_io_hints(chunk_bytes, stripe_bytes);
     limits.set_write_cache_fua();
     // raid5 has no discard: a range of a member mixes data and parity.
-    if target.level() == Level::Raid5 || !members.iter().all(Member::supports_discard) {
+    if target.level() == Level::Raid5 || !members.clone().all(Member::supports_discard) {
         limits.disable_discard();
     }
     Ok(limits)

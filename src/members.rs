@@ -2,16 +2,39 @@
 //! identities recorded in their superblocks, the bio pool, and what goes
 //! wrong on them, told in dmesg with the member's path and the sector.
 //!
+//! A role may have no device (assembled without it) and a member may fail
+//! while the array runs: failed roles are marked here from any context
+//! ([`Members::fail`]), never get I/O again, and the array thread records
+//! them in the superblocks of the others ([`Members::set_recorded`]); a
+//! write that saw a member fail ends only once that record is durable
+//! ([`Members::wait_recorded`]), so that no acknowledged write relies on a
+//! member the next assembly could trust.
+//!
 //! Messages about host I/O errors are rate-limited (a failing disk would
 //! otherwise flood the log from interrupt context); the migration's own
 //! errors are rare and always told.
 
 use crate::{
-    raidmig_core::{engine::IoError, layout::MAX_MEMBERS, members::ArrayMembers},
+    raidmig_core::{engine::IoError, health::Roles, layout::MAX_MEMBERS, members::ArrayMembers},
     sys::{bio::BioSet, iobuf::Region, member::Member, time},
 };
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use kernel::{bindings, prelude::*, str::CString};
+use kernel::{
+    bindings, new_condvar, new_mutex,
+    prelude::*,
+    str::CString,
+    sync::{CondVar, Mutex},
+};
+
+/// What the superblocks record of failed roles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Recorded {
+    /// Roles recorded faulty, durably.
+    roles: Roles,
+    /// No record is possible any more (no member left to write it to):
+    /// writes waiting for one fail.
+    broken: bool,
+}
 
 /// Whose synchronous member I/O it is, for messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +54,7 @@ const WINDOW_MS: u64 = 5000;
 #[pin_data]
 pub(crate) struct Members {
     name: CString,
-    devs: KVec<Member>,
+    devs: KVec<Option<Member>>,
     paths: KVec<CString>,
     identity: ArrayMembers,
     #[pin]
@@ -39,16 +62,26 @@ pub(crate) struct Members {
     window_start_ms: AtomicU64,
     printed: AtomicU32,
     suppressed: AtomicU32,
+    /// Failed roles (bit per role): a superset of what is recorded.
+    failed: AtomicU32,
+    /// Roles whose reads failed since the array thread last probed them.
+    suspects: AtomicU32,
+    #[pin]
+    recorded: Mutex<Recorded>,
+    #[pin]
+    recorded_changed: CondVar,
 }
 
 impl Members {
-    /// The array `name` over `devs` with their `paths`, in role order, with
-    /// the identities of `identity`.
+    /// The array `name` over `devs` with their `paths`, in role order (a
+    /// role assembled without its device has none), with the identities of
+    /// `identity`; the roles of `failed_roles` are recorded faulty.
     pub(crate) fn new(
         name: CString,
-        devs: KVec<Member>,
+        devs: KVec<Option<Member>>,
         paths: KVec<CString>,
         identity: ArrayMembers,
+        failed_roles: Roles,
     ) -> impl PinInit<Self, Error> {
         try_pin_init!(Members {
             name,
@@ -59,7 +92,60 @@ impl Members {
             window_start_ms: AtomicU64::new(0),
             printed: AtomicU32::new(0),
             suppressed: AtomicU32::new(0),
+            failed: AtomicU32::new(failed_roles.0),
+            suspects: AtomicU32::new(0),
+            recorded <- new_mutex!(Recorded { roles: failed_roles, broken: false }),
+            recorded_changed <- new_condvar!(),
         })
+    }
+
+    /// Failed roles (recorded or not yet).
+    pub(crate) fn failed(&self) -> Roles {
+        Roles(self.failed.load(Ordering::Acquire))
+    }
+
+    /// Fails role `role` (any context); returns whether it was in sync until
+    /// now. The caller tells why and wakes the array thread to record it.
+    pub(crate) fn fail(&self, role: usize) -> bool {
+        let bit = Roles::one(role).0;
+        self.failed.fetch_or(bit, Ordering::AcqRel) & bit == 0
+    }
+
+    /// A read of role `role` failed (any context): the array thread probes
+    /// the member.
+    pub(crate) fn suspect(&self, role: usize) {
+        self.suspects.fetch_or(Roles::one(role).0, Ordering::AcqRel);
+    }
+
+    /// Takes the roles to probe.
+    pub(crate) fn take_suspects(&self) -> Roles {
+        Roles(self.suspects.swap(0, Ordering::AcqRel)).minus(self.failed())
+    }
+
+    /// Roles durably recorded faulty.
+    pub(crate) fn recorded(&self) -> Roles {
+        self.recorded.lock().roles
+    }
+
+    /// The array thread recorded `roles` faulty (durably), or found that no
+    /// record is possible any more (`broken`): wakes the writes waiting.
+    pub(crate) fn set_recorded(&self, roles: Roles, broken: bool) {
+        *self.recorded.lock() = Recorded { roles, broken };
+        self.recorded_changed.notify_all();
+    }
+
+    /// Waits until every failed role is recorded; false if it cannot be.
+    pub(crate) fn wait_recorded(&self) -> bool {
+        let mut r = self.recorded.lock();
+        loop {
+            if r.broken {
+                return false;
+            }
+            if self.failed().minus(r.roles).is_empty() {
+                return true;
+            }
+            self.recorded_changed.wait(&mut r);
+        }
     }
 
     /// The array's name, for messages.
@@ -72,14 +158,17 @@ impl Members {
         self.devs.len()
     }
 
-    /// The member of role `role`.
-    pub(crate) fn dev(&self, role: usize) -> &Member {
-        &self.devs[role]
+    /// The device of role `role`, unless the role has none or has failed.
+    pub(crate) fn dev(&self, role: usize) -> Option<&Member> {
+        if self.failed().contains(role) {
+            return None;
+        }
+        self.devs.get(role).and_then(Option::as_ref)
     }
 
-    /// All members, by role.
-    pub(crate) fn devs(&self) -> &[Member] {
-        &self.devs
+    /// Roles with a device in sync, and their devices.
+    pub(crate) fn in_sync(&self) -> impl Iterator<Item = (usize, &Member)> {
+        (0..self.devs.len()).filter_map(|role| self.dev(role).map(|d| (role, d)))
     }
 
     /// The path of the member of role `role`.
@@ -102,9 +191,29 @@ impl Members {
         &self.bioset
     }
 
+    /// Host I/O to logical `[start, start + sectors)` failed because no
+    /// member in sync holds it: one rate-limited line.
+    pub(crate) fn lost(&self, start: u64, sectors: u64) {
+        if self.may_tell() {
+            pr_err!(
+                "{}: I/O to sectors {}..{} failed: no member in sync holds them\n",
+                &*self.name,
+                start,
+                start + sectors
+            );
+        }
+    }
+
     /// A host request's member bio failed (any context): one rate-limited
     /// line naming the member and the sector.
     pub(crate) fn host_error(&self, role: usize, sector: u64, write: bool, errno: i32) {
+        if self.may_tell() {
+            self.tell_error("", role, sector, write, errno);
+        }
+    }
+
+    /// Whether a rate-limited host I/O message may be printed now.
+    fn may_tell(&self) -> bool {
         let now = time::now().mono_ms;
         let start = self.window_start_ms.load(Ordering::Relaxed);
         if now.saturating_sub(start) >= WINDOW_MS
@@ -118,9 +227,9 @@ impl Members {
         }
         if self.printed.fetch_add(1, Ordering::Relaxed) >= MESSAGES_PER_WINDOW {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
-        self.tell_error("", role, sector, write, errno);
+        true
     }
 
     /// One line for a member I/O error: what failed (`what`: "" for host
@@ -159,7 +268,7 @@ impl Members {
         sector: u64,
         buf: &mut [u8],
     ) -> Result<(), IoError> {
-        let dev = self.devs.get(role).ok_or(IoError { member: role, errno: -(bindings::EINVAL as i32) })?;
+        let dev = self.dev(role).ok_or(IoError { member: role, errno: -(bindings::EIO as i32) })?;
         region.read(&self.bioset, dev, sector, buf).map_err(|e| self.sync_error(who, false, role, sector, e))
     }
 
@@ -174,15 +283,15 @@ impl Members {
         sector: u64,
         buf: &[u8],
     ) -> Result<(), IoError> {
-        let dev = self.devs.get(role).ok_or(IoError { member: role, errno: -(bindings::EINVAL as i32) })?;
+        let dev = self.dev(role).ok_or(IoError { member: role, errno: -(bindings::EIO as i32) })?;
         region
             .write(&self.bioset, dev, opf_flags, sector, buf)
             .map_err(|e| self.sync_error(who, true, role, sector, e))
     }
 
-    /// Flushes every member's volatile cache, waiting.
+    /// Flushes the volatile cache of every member in sync, waiting.
     pub(crate) fn flush_all(&self, who: Who) -> Result<(), IoError> {
-        for (role, dev) in self.devs.iter().enumerate() {
+        for (role, dev) in self.in_sync() {
             self.bioset.sync_flush(dev).map_err(|e| {
                 pr_err!("{}: flush error {} on member {} (role {})\n", &*self.name, e.to_errno(), self.path(role), role);
                 let _ = who;

@@ -11,10 +11,12 @@ use crate::{
     members::{Members, Who},
     raidmig_core::{
         config::Command,
-        engine::{Engine, EngineConfig, IoError, MemberIo, Stats, Step},
+        engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Stats, Step},
         format::ArrayState,
         pace,
+        record::Record,
         route::View,
+        tail::{superblock_sector, SUPERBLOCK_BYTES},
     },
     sys::{
         disk::Capacity,
@@ -60,6 +62,9 @@ pub(crate) struct Status {
 pub(crate) struct Control {
     #[pin]
     engine: Mutex<Option<Engine>>,
+    /// The superblock record of an array without a migration.
+    #[pin]
+    settled: Mutex<Option<Record>>,
     #[pin]
     commands: Mutex<Commands>,
     #[pin]
@@ -70,11 +75,13 @@ pub(crate) struct Control {
 }
 
 impl Control {
-    /// Control over `engine` (none for a settled array); the thread copies
-    /// at once when `run` (a migration found running, or `start=1`).
-    pub(crate) fn new(engine: Option<Engine>, status: Status, run: bool) -> impl PinInit<Self> {
+    /// Control over `engine` (none for a settled array, which has its
+    /// superblock record in `settled`); the thread copies at once when `run`
+    /// (a migration found running, or `start=1`).
+    pub(crate) fn new(engine: Option<Engine>, settled: Option<Record>, status: Status, run: bool) -> impl PinInit<Self> {
         pin_init!(Control {
             engine <- new_mutex!(engine),
+            settled <- new_mutex!(settled),
             commands <- new_mutex!(Commands { command: None, speed_limit_kbps: 0 }),
             wake <- new_condvar!(),
             status <- new_mutex!(status),
@@ -136,6 +143,56 @@ pub(crate) struct Migration<'a> {
     pub(crate) control: &'a Control,
     /// The disk's capacity, grown at the end.
     pub(crate) capacity: &'a Capacity,
+    /// Fails a member after an error at a sector (write or not): returns
+    /// whether the array still holds every sector.
+    pub(crate) fail_member: &'a dyn Fn(usize, u64, bool) -> bool,
+}
+
+/// Probes the members whose reads failed, then records the failed roles in
+/// the superblocks of the others. A member that fails the probe or the
+/// record is failed too; writes waiting for the record are woken either way.
+fn keep_health(m: &Migration<'_>, buffer: &mut IoBuf) {
+    let members = m.members;
+    let (bytes, region) = buffer.split();
+    let mut io = KernelIo { members, coord: m.coord, region };
+    for role in m.members.take_suspects().iter() {
+        // The superblock slot: a read that any member in sync answers.
+        let sector = superblock_sector(members.device_sectors()[role], 0);
+        if io.read(role, sector, &mut bytes[..SUPERBLOCK_BYTES]).is_err() {
+            (m.fail_member)(role, sector, false);
+        }
+    }
+    let identity = members.identity();
+    for _ in 0..=members.count() {
+        let failed = members.failed();
+        if failed == members.recorded() {
+            return;
+        }
+        let now = time::now();
+        let r = match m.control.engine.lock().as_mut() {
+            Some(engine) => engine.record_failed(&mut io, identity, bytes, failed, now).map_err(|e| match e {
+                EngineError::Io(e) => Some(e),
+                _ => None,
+            }),
+            None => match m.control.settled.lock().as_mut() {
+                Some(record) => record.record(&mut io, identity, failed, now, bytes).map_err(Some),
+                None => Err(None),
+            },
+        };
+        match r {
+            Ok(()) => {
+                members.set_recorded(failed, false);
+                pr_info!("{}: failed members recorded in the superblocks of the others\n", members.name());
+                return;
+            }
+            Err(Some(e)) => {
+                (m.fail_member)(e.member, 0, true);
+            }
+            Err(None) => break,
+        }
+    }
+    pr_err!("{}: cannot record the failed members: no member left to write to\n", members.name());
+    members.set_recorded(members.recorded(), true);
 }
 
 /// Blocking member I/O for the engine, by role.
@@ -187,6 +244,9 @@ pub(crate) fn run(m: &Migration<'_>) {
     let mut running = c.run_at_start && buffer.is_some();
     let mut speed = Speed { since_ms: time::now().mono_ms, bytes: 0 };
     loop {
+        if let Some(buf) = buffer.as_mut() {
+            keep_health(m, buf);
+        }
         let mut guard = c.engine.lock();
         let (Some(engine), Some(buf)) = (guard.as_mut(), buffer.as_mut()) else {
             drop(guard);

@@ -1,6 +1,7 @@
-//! raid5 host writes in the kernel: the core's [`write_stripe`] over
-//! synchronous member I/O, one stripe at a time under a stripe lock, with
-//! buffers allocated when the array is loaded.
+//! raid5 host writes, and reads of a failed member's chunks, in the kernel:
+//! the core's [`write_stripe`] and [`read_reconstructed`] over synchronous
+//! member I/O, one stripe at a time under a stripe lock, with buffers
+//! allocated when the array is loaded.
 //!
 //! No allocation happens on this path, so a raid5 write makes progress under
 //! memory pressure (swap on the volume included): it waits at most for a
@@ -14,7 +15,8 @@ use crate::{
         engine::IoError,
         hostio::Place,
         layout::Geometry,
-        raid5::{buffer_bytes, write_stripe, Raid5Error, StripeIo},
+        health::Roles,
+        raid5::{buffer_bytes, read_reconstructed, write_stripe, Raid5Error, StripeIo},
     },
     sys::{
         iobuf::{IoBuf, Region},
@@ -93,7 +95,8 @@ impl Stripes {
     }
 
     /// Writes logical `[start, start + sectors)`, within one stripe of raid5
-    /// layout `g` at `place`, from the data of request `io`.
+    /// layout `g` at `place`, from the data of request `io`, with the roles
+    /// of `failed` gone.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn write(
         &self,
@@ -101,6 +104,7 @@ impl Stripes {
         io: &InFlight,
         g: &Geometry,
         place: Place,
+        failed: Roles,
         start: u64,
         sectors: u64,
     ) -> Result<(), Raid5Error> {
@@ -111,7 +115,31 @@ impl Stripes {
         let fua = io.request().member_opf() & FUA;
         let mut sio = KernelStripe { members, io, region, fua };
         let base = io.request().sector();
-        write_stripe(&mut sio, g, place, members.device_sectors(), base, start, sectors, bytes)
+        write_stripe(&mut sio, g, place, members.device_sectors(), failed, base, start, sectors, bytes)
+    }
+
+    /// Reads logical `[start, start + sectors)`, within one chunk of raid5
+    /// layout `g` at `place` whose member is in `failed`, into request `io`:
+    /// reconstructed from the rest of the stripe, under the stripe lock (a
+    /// write of the stripe would otherwise change it half-way).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn read_reconstructed(
+        &self,
+        members: &Members,
+        io: &InFlight,
+        g: &Geometry,
+        place: Place,
+        failed: Roles,
+        start: u64,
+        sectors: u64,
+    ) -> Result<(), Raid5Error> {
+        let stripe = (start >> g.chunk_shift()) / g.stripe_chunks_nonzero();
+        let mut slot = self.lock(stripe)?;
+        let Some(buf) = slot.buf.as_mut() else { return Err(Raid5Error::BufferTooSmall) };
+        let (bytes, region) = buf.split();
+        let mut sio = KernelStripe { members, io, region, fua: 0 };
+        let base = io.request().sector();
+        read_reconstructed(&mut sio, g, place, members.device_sectors(), failed, base, start, sectors, bytes)
     }
 }
 
@@ -144,6 +172,19 @@ impl StripeIo for KernelStripe<'_> {
             if lo < hi {
                 let out = &mut buf[((lo - first) << 9) as usize..((hi - first) << 9) as usize];
                 bio.copy_out(lo - b0, out);
+            }
+        }
+    }
+
+    fn to_host(&mut self, offset: u64, buf: &[u8]) {
+        let rq = self.io.request();
+        let first = rq.sector() + offset;
+        let end = first + (buf.len() >> 9) as u64;
+        for bio in rq.bios() {
+            let (b0, b1) = (bio.sector(), bio.sector() + bio.sectors());
+            let (lo, hi) = (b0.max(first), b1.min(end));
+            if lo < hi {
+                bio.copy_in(lo - b0, &buf[((lo - first) << 9) as usize..((hi - first) << 9) as usize]);
             }
         }
     }

@@ -3,10 +3,11 @@
 //! | file | access | content |
 //! |------|--------|---------|
 //! | action | rw | write `start`, `pause`, `resume`; reads `migrate`, `pause` or `idle` |
-//! | state | r | `prepared`, `migrating`, `paused`, `clean` or `failed` |
+//! | state | r | `prepared`, `migrating`, `paused`, `clean`, `degraded` (members failed, every sector held) or `failed` (more failed than the level survives, or the migration stopped on an error) |
 //! | level, source_level | r | layout migrated to, and from |
 //! | chunk_kb | r | chunk size of the target layout |
 //! | members | r | member devices, in role order |
+//! | roles | r | one line per role: role, device (`missing` if none), `in_sync` or `faulty` |
 //! | progress | r | `DONE/TOTAL`, target sectors |
 //! | checkpoint | r | logical sector up to which the target layout is durable |
 //! | units_done, units_staged, checkpoint_writes | r | engine counters (this load) |
@@ -25,7 +26,11 @@
 
 use crate::{
     array::Array,
-    raidmig_core::{config, format::ArrayState},
+    raidmig_core::{
+        config,
+        format::ArrayState,
+        health::{self, RoleState},
+    },
 };
 use core::{cell::UnsafeCell, fmt::Write, mem::MaybeUninit, ptr::addr_of};
 use kernel::{bindings, prelude::*};
@@ -70,14 +75,6 @@ impl Write for Page {
     }
 }
 
-fn state_name(s: ArrayState, failed: bool) -> &'static str {
-    if failed {
-        "failed"
-    } else {
-        s.name()
-    }
-}
-
 /// Writes attribute `K` of `a` to `out`.
 fn show_attr<const K: usize>(a: &Array, out: &mut Page) -> core::fmt::Result {
     let s = a.control().status();
@@ -92,7 +89,7 @@ fn show_attr<const K: usize>(a: &Array, out: &mut Page) -> core::fmt::Result {
             };
             writeln!(out, "{action}")
         }
-        STATE => writeln!(out, "{}", state_name(s.state, s.failed)),
+        STATE => writeln!(out, "{}", health::state_name(s.state, s.failed, a.condition())),
         LEVEL => writeln!(out, "{}", a.target().level().name()),
         SOURCE_LEVEL => writeln!(out, "{}", a.source().level().name()),
         CHUNK_KB => writeln!(out, "{}", a.target().chunk_sectors() / 2),
@@ -103,6 +100,15 @@ fn show_attr<const K: usize>(a: &Array, out: &mut Page) -> core::fmt::Result {
                 write!(out, "{sep}{}", m.path(role))?;
             }
             writeln!(out)
+        }
+        ROLES => {
+            let m = a.members();
+            let failed = m.failed();
+            for role in 0..m.count() {
+                let state = if failed.contains(role) { RoleState::Faulty } else { RoleState::InSync };
+                writeln!(out, "{role} {} {}", m.path(role), state.name())?;
+            }
+            Ok(())
         }
         PROGRESS => {
             let (done, total) = s.view.progress();
@@ -168,7 +174,8 @@ const UNITS_STAGED: usize = 9;
 const CHECKPOINT_WRITES: usize = 10;
 const SPEED: usize = 11;
 const SPEED_LIMIT: usize = 12;
-const N: usize = 13;
+const ROLES: usize = 13;
+const N: usize = 14;
 
 const fn attr(name: &'static CStr, show: ShowFn, store: Option<StoreFn>) -> bindings::device_attribute {
     // SAFETY: an attribute is valid zeroed (no lockdep key: a static one).
@@ -201,6 +208,7 @@ static ATTRS: Shared<[bindings::device_attribute; N]> = Shared(UnsafeCell::new([
     attr(kernel::c_str!("checkpoint_writes"), show::<CHECKPOINT_WRITES>, None),
     attr(kernel::c_str!("speed_kbps"), show::<SPEED>, None),
     attr(kernel::c_str!("speed_limit_max_kbps"), show::<SPEED_LIMIT>, Some(store::<SPEED_LIMIT>)),
+    attr(kernel::c_str!("roles"), show::<ROLES>, None),
 ]));
 
 const fn attr_ptr(i: usize) -> *mut bindings::attribute {
@@ -222,6 +230,7 @@ static ATTR_PTRS: Shared<[*mut bindings::attribute; N + 1]> = Shared(UnsafeCell:
     attr_ptr(10),
     attr_ptr(11),
     attr_ptr(12),
+    attr_ptr(13),
     core::ptr::null_mut(),
 ]));
 

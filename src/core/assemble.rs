@@ -91,6 +91,8 @@ pub struct Assembly {
     /// Roles whose device was given but is not used: recorded faulty, or
     /// stale (more than one update behind).
     pub kicked: Roles,
+    /// The devices (bit per index in the order given) left out so.
+    pub kicked_devices: u32,
 }
 
 /// Assembles the array from each given device's superblock (`sbs[i]` for
@@ -133,6 +135,7 @@ pub fn assemble(
     let mut device_of_role = [u8::MAX; MAX_MEMBERS];
     let mut lagging = 0u32;
     let mut kicked = Roles::NONE;
+    let mut kicked_devices = 0u32;
     let mut stale_device = None;
     for (i, sb) in sbs.iter().enumerate().filter_map(|(i, r)| r.as_ref().ok().map(|sb| (i, sb))) {
         if sb.array_uuid != newest.array_uuid {
@@ -160,6 +163,7 @@ pub fn assemble(
                 stale_device = Some(i);
             }
             kicked = kicked.with(sb.role);
+            kicked_devices |= 1 << i;
             continue;
         }
         if sb.generation == newest.generation {
@@ -188,6 +192,7 @@ pub fn assemble(
         lagging,
         newly_failed: absent.minus(failed),
         kicked,
+        kicked_devices,
     })
 }
 

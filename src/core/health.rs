@@ -14,6 +14,7 @@
 //!   an even member count the pairs `(0, 1), (2, 3), …`, with an odd count
 //!   every two neighbours `(m, m + 1 mod n)` (`raid10.c`, `_enough`).
 
+use super::format::ArrayState;
 use super::layout::{Geometry, Level, MAX_MEMBERS};
 
 /// A set of roles, one bit per role.
@@ -115,6 +116,19 @@ pub fn read_copy(g: &Geometry, logical: u64, failed: Roles) -> Option<usize> {
     (0..copies).map(|k| (first + k) % copies).find(|&c| !failed.contains(g.locate_copy(logical, c).member))
 }
 
+/// The array's state as shown in sysfs: `failed` when more members failed
+/// than the level survives or the migration stopped on an error,
+/// `degraded` when members failed but every sector is held, else the
+/// recorded state.
+pub fn state_name(state: ArrayState, halted: bool, cond: Condition) -> &'static str {
+    match cond {
+        Condition::Failed => "failed",
+        Condition::Degraded => "degraded",
+        Condition::Optimal if halted => "failed",
+        Condition::Optimal => state.name(),
+    }
+}
+
 /// What a role is, as shown per role in sysfs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RoleState {
@@ -194,6 +208,15 @@ mod tests {
         let lost = r5.locate(0).member;
         assert_eq!(read_copy(&r5, 0, Roles::one(lost)), None);
         assert_eq!(read_copy(&r5, 0, Roles::one((lost + 1) % 3)), Some(0));
+    }
+
+    #[test]
+    fn state_names() {
+        assert_eq!(state_name(ArrayState::Clean, false, Condition::Optimal), "clean");
+        assert_eq!(state_name(ArrayState::Clean, false, Condition::Degraded), "degraded");
+        assert_eq!(state_name(ArrayState::Migrating, false, Condition::Failed), "failed");
+        assert_eq!(state_name(ArrayState::Migrating, true, Condition::Optimal), "failed");
+        assert_eq!(state_name(ArrayState::Paused, false, Condition::Optimal), "paused");
     }
 
     #[test]

@@ -262,6 +262,8 @@ pub struct LoadNotes {
     /// Roles whose device was given but left out: recorded faulty before,
     /// or stale (more than one update behind).
     pub kicked: Roles,
+    /// The devices so left out (bit per index in the order given).
+    pub kicked_devices: u32,
     /// A unit left in staging that could not be finished, and the error:
     /// host I/O to it goes to the staging area and the engine is halted.
     pub replay_failed: Option<(u64, IoError)>,
@@ -498,6 +500,7 @@ fn assemble_devices<I: MemberIo>(
         caught_up: assembly.lagging,
         missing: assembly.newly_failed.minus(assembly.kicked),
         kicked: assembly.kicked,
+        kicked_devices: assembly.kicked_devices,
         ..LoadNotes::default()
     };
     let mut array = recover(&assembly, params.engine, now).map_err(LoadError::Engine)?;

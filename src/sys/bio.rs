@@ -20,9 +20,15 @@ use kernel::{bindings, error::to_result, init, prelude::*, types::Opaque};
 #[repr(C)]
 struct BioTag {
     role: u32,
-    write: u32,
+    flags: u32,
     sector: u64,
 }
+
+/// [`BioTag`] flag: the bio writes (data, discard, flush).
+const TAG_WRITE: u32 = 1;
+/// [`BioTag`] flag: what the bio carries has a copy elsewhere (a mirror, or
+/// raid5 parity), so its failure need not fail the request.
+const TAG_REDUNDANT: u32 = 2;
 
 /// Bytes in front of every bio of the set: a multiple of 8, so the bio after
 /// it stays aligned.
@@ -79,12 +85,13 @@ impl BioSet {
 
     /// Submits the part `[skip, skip + sectors)` (relative to the bio's first
     /// sector) of host bio `src` to `member` (of role `role`) at
-    /// `member_sector`.
+    /// `member_sector`; `redundant` when its data has a copy elsewhere.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn submit_clone(
         &self,
         member: &Member,
         role: usize,
+        redundant: bool,
         src: &DataBio<'_>,
         skip: u64,
         sectors: u64,
@@ -106,16 +113,18 @@ impl BioSet {
             (*bio).bi_iter.bi_sector = member_sector;
         }
         // SAFETY: `bio` comes from this bio set, with its front pad.
-        unsafe { submit(bio, role, io) };
+        unsafe { submit(bio, role, redundant, io) };
     }
 
     /// Submits a bio without data to `member` (of role `role`): a flush
     /// when `sectors` is 0, otherwise a discard or write-zeroes of
-    /// `[sector, sector + sectors)`.
+    /// `[sector, sector + sectors)`; `redundant` as for clones.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn submit_dataless(
         &self,
         member: &Member,
         role: usize,
+        redundant: bool,
         opf: bindings::blk_opf_t,
         sector: u64,
         sectors: u64,
@@ -133,7 +142,7 @@ impl BioSet {
             (*bio).bi_iter.bi_size = (sectors << 9) as u32;
         }
         // SAFETY: `bio` comes from this bio set, with its front pad.
-        unsafe { submit(bio, role, io) };
+        unsafe { submit(bio, role, redundant, io) };
     }
 }
 
@@ -267,7 +276,7 @@ impl PinnedDrop for BioSet {
 /// # Safety
 ///
 /// `bio` must be fresh, allocated from a [`BioSet`] (with its front pad).
-unsafe fn submit(bio: *mut bindings::bio, role: usize, io: &InFlight) {
+unsafe fn submit(bio: *mut bindings::bio, role: usize, redundant: bool, io: &InFlight) {
     // SAFETY: nobody else references `bio` yet; its front pad holds a tag;
     // after `submit_bio` it belongs to the block layer until
     // `member_bio_done`.
@@ -276,7 +285,8 @@ unsafe fn submit(bio: *mut bindings::bio, role: usize, io: &InFlight) {
         tag.write(BioTag {
             role: role as u32,
             // `op_is_write`: data-out operations have odd numbers.
-            write: (*bio).bi_opf & 1,
+            flags: if (*bio).bi_opf & 1 != 0 { TAG_WRITE } else { 0 }
+                | if redundant { TAG_REDUNDANT } else { 0 },
             sector: (*bio).bi_iter.bi_sector,
         });
         (*bio).bi_private = io.add_bio();
@@ -286,7 +296,8 @@ unsafe fn submit(bio: *mut bindings::bio, role: usize, io: &InFlight) {
 }
 
 /// Completion of a member bio: account it against its host request, and
-/// report a failure with the member and sector it went to.
+/// report a failure with the member and sector it went to (the request
+/// takes the error unless the array serves it otherwise).
 unsafe extern "C" fn member_bio_done(bio: *mut bindings::bio) {
     // SAFETY: called once by the block layer for a bio built by `submit`,
     // whose front pad holds its tag.
@@ -294,10 +305,15 @@ unsafe extern "C" fn member_bio_done(bio: *mut bindings::bio) {
         let token = (*bio).bi_private;
         let status = (*bio).bi_status;
         let tag = &*bio.cast::<u8>().sub(FRONT_PAD as usize).cast::<BioTag>();
-        let (role, write, sector) = (tag.role as usize, tag.write != 0, tag.sector);
+        let (role, sector) = (tag.role as usize, tag.sector);
+        let (write, redundant) = (tag.flags & TAG_WRITE != 0, tag.flags & TAG_REDUNDANT != 0);
         bindings::bio_put(bio);
+        let mut status = status;
         if status != 0 {
-            request::bio_failed(token, role, sector, write, bindings::blk_status_to_errno(status));
+            let errno = bindings::blk_status_to_errno(status);
+            if !request::bio_failed(token, role, sector, write, redundant, errno) {
+                status = 0;
+            }
         }
         request::bio_finished(token, status);
     }

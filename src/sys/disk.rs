@@ -18,7 +18,7 @@
 
 use crate::sys::{
     member::Member,
-    request::{self, InFlight, PduHooks, Request, PDU_BYTES},
+    request::{self, Disposition, InFlight, PduHooks, Request, PDU_BYTES},
     shim,
 };
 use core::{marker::PhantomData, ptr::addr_of_mut, ptr::NonNull};
@@ -40,8 +40,10 @@ pub(crate) trait RequestHandler: Send + Sync {
     /// A request counted in `epoch` ([`InFlight::count_in`]) ended. Any
     /// context: must not sleep.
     fn released(&self, epoch: u8);
-    /// A member bio of a request failed. Any context: must not sleep.
-    fn member_failed(&self, role: usize, sector: u64, write: bool, errno: i32);
+    /// A member bio of a request failed: what becomes of the request.
+    /// `redundant` when the bio's data has a copy elsewhere. Any context:
+    /// must not sleep.
+    fn member_failed(&self, role: usize, sector: u64, write: bool, redundant: bool, errno: i32) -> Disposition;
     /// Where the disk records itself for capacity changes.
     fn capacity(&self) -> &Capacity;
 }
@@ -81,7 +83,8 @@ impl Capacity {
 struct Hooks<H>(PhantomData<H>);
 
 impl<H: RequestHandler> Hooks<H> {
-    const HOOKS: PduHooks = PduHooks { released: released::<H>, member_failed: member_failed::<H> };
+    const HOOKS: PduHooks =
+        PduHooks { released: released::<H>, member_failed: member_failed::<H>, requeue: requeue };
 }
 
 /// The handler of a request's queue.
@@ -111,10 +114,24 @@ unsafe fn member_failed<H: RequestHandler>(
     role: usize,
     sector: u64,
     write: bool,
+    redundant: bool,
     errno: i32,
-) {
+) -> Disposition {
     // SAFETY: guaranteed by the caller.
-    unsafe { handler::<H>(rq) }.member_failed(role, sector, write, errno);
+    unsafe { handler::<H>(rq) }.member_failed(role, sector, write, redundant, errno)
+}
+
+/// Queues a request's work item again, on the workqueue of its hardware
+/// context (as `queue_rq` did).
+///
+/// # Safety
+///
+/// `rq` must be a started request of a queue created by [`Disk::add`],
+/// handing its only reference to the work item.
+unsafe fn requeue(rq: *mut bindings::request) {
+    // SAFETY: `init_hctx` set the driver data to the workqueue, which lives
+    // until every request is gone.
+    unsafe { request::queue_raw(rq, (*(*rq).mq_hctx).driver_data.cast()) };
 }
 
 /// Queue limits under construction, stacked from the members.

@@ -55,15 +55,59 @@ const INHERITED_FLAGS: bindings::blk_opf_t = bit(bindings::req_flag_bits___REQ_F
 
 const REQ_OP_MASK: bindings::blk_opf_t = (1 << bindings::REQ_OP_BITS) - 1;
 
+/// What becomes of a request whose member bio failed, as the array decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Disposition {
+    /// The request fails with the bio's error.
+    Fail,
+    /// A read: served again once every member bio has ended, avoiding the
+    /// member (its data has a copy elsewhere).
+    Retry,
+    /// A write whose member the array has failed: the request succeeds if
+    /// nothing else fails, but ends only once the failure is recorded
+    /// ([`Phase::Record`]).
+    Absorbed,
+}
+
+/// Which pass over a request the work item makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// The first pass: serve it.
+    Serve,
+    /// A member read failed: serve it again, avoiding [`InFlight::avoid`].
+    Retry,
+    /// A member failed under a write: wait until the array has recorded the
+    /// failure, then end the request (md holds such writes the same way).
+    Record,
+}
+
+/// Passes over a request before it fails: the first, and a retry per copy
+/// a read may still find.
+const MAX_ATTEMPTS: u8 = 4;
+
 /// What the array hears from a request's life, called with the raw
 /// request (the disk's callbacks find the array through its queue).
 pub(crate) struct PduHooks {
     /// The request, counted in `epoch`, ended (any context).
     pub(crate) released: unsafe fn(rq: *mut bindings::request, epoch: u8),
-    /// A member bio of the request failed (any context).
-    pub(crate) member_failed:
-        unsafe fn(rq: *mut bindings::request, role: usize, sector: u64, write: bool, errno: i32),
+    /// A member bio of the request failed (any context): what becomes of the
+    /// request. `redundant` when the bio's data has a copy elsewhere.
+    pub(crate) member_failed: unsafe fn(
+        rq: *mut bindings::request,
+        role: usize,
+        sector: u64,
+        write: bool,
+        redundant: bool,
+        errno: i32,
+    ) -> Disposition,
+    /// Queues the request's work item again (any context).
+    pub(crate) requeue: unsafe fn(rq: *mut bindings::request),
 }
+
+/// Pdu flag: a member read failed; serve the request again.
+const FLAG_RETRY: u8 = 1;
+/// Pdu flag: a member failed under a write; end only once recorded.
+const FLAG_RECORD: u8 = 2;
 
 /// No epoch recorded.
 const NO_EPOCH: u8 = u8::MAX;
@@ -78,6 +122,14 @@ struct Pdu {
     /// The epoch the request is counted in while it runs against the source
     /// layout or a staging area of a migration, or `NO_EPOCH`.
     epoch: u8,
+    /// `FLAG_RETRY`, `FLAG_RECORD`, set by failing member bios.
+    flags: AtomicU8,
+    /// Roles whose reads failed for this request (bit per role).
+    avoid: AtomicU32,
+    /// Passes made, and the current one; written only by whoever holds the
+    /// last reference.
+    attempts: u8,
+    phase: Phase,
     hooks: &'static PduHooks,
 }
 
@@ -168,6 +220,10 @@ impl Request {
             addr_of_mut!((*pdu).pending).write(AtomicU32::new(1));
             addr_of_mut!((*pdu).status).write(AtomicU8::new(0));
             addr_of_mut!((*pdu).epoch).write(NO_EPOCH);
+            addr_of_mut!((*pdu).flags).write(AtomicU8::new(0));
+            addr_of_mut!((*pdu).avoid).write(AtomicU32::new(0));
+            addr_of_mut!((*pdu).attempts).write(1);
+            addr_of_mut!((*pdu).phase).write(Phase::Serve);
         }
         // INVARIANT: the pdu is initialised with the caller's reference.
         InFlight { rq: self, pdu }
@@ -229,6 +285,19 @@ impl DataBio<'_> {
         // (checked), and nobody writes its pages while the request runs.
         unsafe { crate::sys::shim::copy_from_bio(self.bio, (skip << 9) as u32, buf) }
     }
+
+    /// Copies `buf` into the bio's data, from `skip` sectors into it (a
+    /// read served from a reconstruction). Does nothing if the range is not
+    /// within the bio.
+    pub(crate) fn copy_in(&self, skip: u64, buf: &[u8]) {
+        if skip.saturating_add((buf.len() >> 9) as u64) > self.sectors() {
+            return;
+        }
+        // SAFETY: the bio is alive while the request is and holds the range
+        // (checked); a read request's pages are the driver's to fill until
+        // the request ends, and this pass is the only one filling them here.
+        unsafe { crate::sys::shim::copy_to_bio(self.bio, (skip << 9) as u32, buf) }
+    }
 }
 
 /// A started request whose member bios are being counted. Dropping it
@@ -245,7 +314,8 @@ pub(crate) struct InFlight {
 
 impl InFlight {
     /// Queues the request's work item on `wq`; the work function takes the
-    /// request back with [`InFlight::from_work`].
+    /// request back with [`InFlight::from_work`]. (The same is done for a
+    /// further pass by [`PduHooks::requeue`].)
     ///
     /// # Safety
     ///
@@ -265,12 +335,13 @@ impl InFlight {
         unsafe { addr_of_mut!((*self.pdu).work) }
     }
 
-    /// Takes back a request queued with [`InFlight::queue_on`].
+    /// Takes back a request queued with [`InFlight::queue_on`] or
+    /// [`queue_raw`].
     ///
     /// # Safety
     ///
-    /// `work` must be the work item of a request queued by `queue_on`, and
-    /// this must be called once per queueing.
+    /// `work` must be the work item of a request queued by `queue_on` or
+    /// `queue_raw`, and this must be called once per queueing.
     pub(crate) unsafe fn from_work(work: *mut bindings::work_struct) -> InFlight {
         // `work` is the first field of the `#[repr(C)]` pdu.
         let pdu = work.cast::<Pdu>();
@@ -308,12 +379,62 @@ impl InFlight {
         // SAFETY: `pdu` is valid by the type invariant.
         record_status(unsafe { &*self.pdu }, status);
     }
+
+    /// The pass this is.
+    pub(crate) fn phase(&self) -> Phase {
+        // SAFETY: `pdu` is valid; the phase changes only while no reference
+        // but the changer's exists.
+        unsafe { (*self.pdu).phase }
+    }
+
+    /// Roles whose reads failed for this request (bit per role).
+    pub(crate) fn avoid(&self) -> u32 {
+        // SAFETY: `pdu` is valid by the type invariant.
+        unsafe { &(*self.pdu).avoid }.load(Ordering::Acquire)
+    }
+
+    /// Serves the request again once this pass ends, leaving out `role`
+    /// (a read whose member failed since the request was split).
+    pub(crate) fn retry_without(&self, role: usize) {
+        // SAFETY: `pdu` is valid by the type invariant.
+        let p = unsafe { &*self.pdu };
+        p.avoid.fetch_or(1u32.checked_shl(role as u32).unwrap_or(0), Ordering::AcqRel);
+        p.flags.fetch_or(FLAG_RETRY, Ordering::AcqRel);
+    }
+
+    /// A member failed under this write (synchronous member I/O): the
+    /// request ends only once the failure is recorded.
+    pub(crate) fn await_record(&self) {
+        // SAFETY: `pdu` is valid by the type invariant.
+        unsafe { &(*self.pdu).flags }.fetch_or(FLAG_RECORD, Ordering::AcqRel);
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         // SAFETY: the submitter's reference is given up here, once.
         unsafe { put(self.pdu) };
+    }
+}
+
+/// Queues the work item of `rq` on `wq` for another pass.
+///
+/// # Safety
+///
+/// `rq` must be a started request of our tag set whose only reference is
+/// the one given up to the work item here (see `put`); `wq` must be live
+/// until the request ends.
+pub(crate) unsafe fn queue_raw(rq: *mut bindings::request, wq: *mut bindings::workqueue_struct) {
+    // SAFETY: the pdu of `rq` was set up by `init_pdu`; its work item is idle
+    // (its last pass has returned or is returning: queueing a running item
+    // again is allowed).
+    unsafe {
+        let pdu = bindings::blk_mq_rq_to_pdu(rq).cast::<Pdu>();
+        bindings::queue_work_on(
+            bindings::wq_misc_consts_WORK_CPU_UNBOUND as i32,
+            wq,
+            addr_of_mut!((*pdu).work),
+        );
     }
 }
 
@@ -340,6 +461,10 @@ pub(crate) unsafe fn init_pdu(rq: *mut bindings::request, func: bindings::work_f
         let pdu = bindings::blk_mq_rq_to_pdu(rq).cast::<Pdu>();
         addr_of_mut!((*pdu).hooks).write(hooks);
         addr_of_mut!((*pdu).epoch).write(NO_EPOCH);
+        addr_of_mut!((*pdu).flags).write(AtomicU8::new(0));
+        addr_of_mut!((*pdu).avoid).write(AtomicU32::new(0));
+        addr_of_mut!((*pdu).attempts).write(1);
+        addr_of_mut!((*pdu).phase).write(Phase::Serve);
         bindings::init_work_with_key(
             addr_of_mut!((*pdu).work),
             func,
@@ -355,7 +480,9 @@ struct LockClass(Opaque<bindings::lock_class_key>);
 // SAFETY: lock class keys are only used by lockdep, which synchronises itself.
 unsafe impl Sync for LockClass {}
 
-/// Gives up one reference; the last one ends the request.
+/// Gives up one reference; the last one ends the request, or hands it to
+/// its work item again for another pass (a retry after a failed member
+/// read, or the wait for a member failure to be recorded).
 ///
 /// # Safety
 ///
@@ -364,33 +491,89 @@ unsafe impl Sync for LockClass {}
 unsafe fn put(pdu: *mut Pdu) {
     // SAFETY: the caller's reference keeps the request alive.
     let p = unsafe { &*pdu };
-    if p.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-        let status = p.status.load(Ordering::Acquire);
-        // SAFETY: the pdu follows its request.
-        let rq = unsafe { bindings::blk_mq_rq_from_pdu(pdu.cast()) };
-        if p.epoch != NO_EPOCH {
-            // SAFETY: the request is alive until it is ended below; the
-            // hooks were set for its tag set.
-            unsafe { (p.hooks.released)(rq, p.epoch) };
+    if p.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
+        return;
+    }
+    let mut status = p.status.load(Ordering::Acquire);
+    let flags = p.flags.swap(0, Ordering::AcqRel);
+    // A request that fails anyway neither retries nor waits for a record:
+    // nothing is acknowledged.
+    let next = if status != 0 {
+        None
+    } else if flags & FLAG_RETRY != 0 {
+        if p.attempts < MAX_ATTEMPTS {
+            // A record still due outlives the retry.
+            p.flags.fetch_or(flags & FLAG_RECORD, Ordering::AcqRel);
+            Some(Phase::Retry)
+        } else {
+            status = crate::sys::shim::sts_ioerr();
+            None
+        }
+    } else if flags & FLAG_RECORD != 0 {
+        Some(Phase::Record)
+    } else {
+        None
+    };
+    // SAFETY: the pdu follows its request.
+    let rq = unsafe { bindings::blk_mq_rq_from_pdu(pdu.cast()) };
+    if p.epoch != NO_EPOCH {
+        // Released before another pass too: the pass is admitted again, and
+        // the migration thread, which records failures, may be waiting for
+        // this epoch to drain.
+        // SAFETY: the request is alive until it is ended below; the hooks
+        // were set for its tag set.
+        unsafe { (p.hooks.released)(rq, p.epoch) };
+    }
+    match next {
+        Some(phase) => {
+            // SAFETY: this was the last reference: nobody else uses the pdu;
+            // the new one travels with the work item.
+            unsafe {
+                (*pdu).epoch = NO_EPOCH;
+                (*pdu).phase = phase;
+                (*pdu).attempts = (*pdu).attempts.saturating_add(1);
+                p.pending.store(1, Ordering::Release);
+                (p.hooks.requeue)(rq);
+            }
         }
         // SAFETY: this was the last reference: nobody else uses the pdu or
         // the request any more, and it is ended exactly once, here.
-        unsafe { bindings::blk_mq_end_request(rq, status) };
+        None => unsafe { bindings::blk_mq_end_request(rq, status) },
     }
 }
 
-/// Reports the failure of a member bio (before [`bio_finished`] for it).
+/// Reports the failure of a member bio (before [`bio_finished`] for it);
+/// returns whether the request takes the error.
 ///
 /// # Safety
 ///
 /// `token` must come from [`InFlight::add_bio`], its reference not yet given
 /// up.
-pub(crate) unsafe fn bio_failed(token: *mut core::ffi::c_void, role: usize, sector: u64, write: bool, errno: i32) {
+pub(crate) unsafe fn bio_failed(
+    token: *mut core::ffi::c_void,
+    role: usize,
+    sector: u64,
+    write: bool,
+    redundant: bool,
+    errno: i32,
+) -> bool {
     let pdu = token.cast::<Pdu>();
     // SAFETY: the token's reference keeps the request and its pdu alive.
-    unsafe {
+    let (p, disposition) = unsafe {
         let rq = bindings::blk_mq_rq_from_pdu(pdu.cast());
-        ((*pdu).hooks.member_failed)(rq, role, sector, write, errno);
+        (&*pdu, ((*pdu).hooks.member_failed)(rq, role, sector, write, redundant, errno))
+    };
+    match disposition {
+        Disposition::Fail => true,
+        Disposition::Retry => {
+            p.avoid.fetch_or(1u32.checked_shl(role as u32).unwrap_or(0), Ordering::AcqRel);
+            p.flags.fetch_or(FLAG_RETRY, Ordering::AcqRel);
+            false
+        }
+        Disposition::Absorbed => {
+            p.flags.fetch_or(FLAG_RECORD, Ordering::AcqRel);
+            false
+        }
     }
 }
 

@@ -94,6 +94,18 @@ pub(crate) unsafe fn copy_from_bio(bio: *mut bindings::bio, skip: u32, buf: &mut
     unsafe { raidmig_bio_copy(bio.cast(), skip, buf.as_mut_ptr(), buf.len() as u32, false) }
 }
 
+/// Copies `buf` into the data of `bio`, from byte `skip` of it on.
+///
+/// # Safety
+///
+/// `bio` must be a live bio whose data holds `skip + buf.len()` bytes and is
+/// not accessed concurrently.
+pub(crate) unsafe fn copy_to_bio(bio: *mut bindings::bio, skip: u32, buf: &[u8]) {
+    // SAFETY: guaranteed by the caller; `buf` is valid for its length, and
+    // with `to_bio` the C side only reads it.
+    unsafe { raidmig_bio_copy(bio.cast(), skip, buf.as_ptr().cast_mut(), buf.len() as u32, true) }
+}
+
 /// `flush_kernel_vmap_range`: before a device reads or writes vmalloc
 /// memory at `[addr, addr + len)`.
 ///
