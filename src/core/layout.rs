@@ -428,10 +428,17 @@ impl Geometry {
     /// sector reads the same whatever the request, even where a write that
     /// failed on one copy left the copies different; the migration engine
     /// reads a mirrored source the same way.
+    ///
+    /// raid10 alternates copies so that every member serves reads: with an
+    /// even member count, by row of chunk pairs (`2c / n`: with the chunk's
+    /// parity instead, over four members only two of them would ever be
+    /// read); with an odd count, by the chunk's parity.
     pub fn read_copy(&self, logical: u64) -> usize {
         let copies = self.copies() as u64;
+        let n = self.members;
         let unit = match self.level {
             Level::Raid1 => logical >> READ_REGION_SHIFT,
+            Level::Raid10 if n.get() % 2 == 0 => 2 * (logical >> self.chunk_shift()) / n,
             Level::Raid10 => logical >> self.chunk_shift(),
             _ => 0,
         };
@@ -604,6 +611,19 @@ mod tests {
 
     fn raid0(n: usize) -> Geometry {
         Geometry::new(Level::Raid0, n, 128, 128 * 10).unwrap()
+    }
+
+    #[test]
+    fn raid10_reads_use_every_member() {
+        for n in 2..=8 {
+            let g = Geometry::new(Level::Raid10, n, 8, 8 * 64).unwrap();
+            let mut reads = std::vec![0u64; n];
+            for c in 0..g.capacity() / 8 {
+                reads[g.locate_copy(c * 8, g.read_copy(c * 8)).member] += 1;
+            }
+            let (lo, hi) = (reads.iter().min().unwrap(), reads.iter().max().unwrap());
+            assert!(*lo > 0 && hi - lo <= 2, "raid10 over {n}: reads per member {reads:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# disks: 12 96M
+# Member errors from a device-mapper table under role 1 of a clean array
+# (raid1 over 3, raid5 over 3, raid10 over 4), with 16 MiB of data A:
+# 1. a bad 64 KiB range on the member: reads of A are served from the
+#    redundancy (the right bytes, no error), the member stays in sync (it
+#    still answers), dmesg tells the read error;
+# 2. the whole member fails while fio writes and verifies behind A: fio's
+#    verify passes, A reads back, `state` is `degraded`, `roles` shows the
+#    member faulty, dmesg names it.
+# Then raid0 over 2, whose member 1 fails: I/O that needs it fails with EIO
+# at once, I/O on member 0 still works, `state` is `failed`.
+. tests/guest/lib.sh
+
+# table NAME DEV [error START LEN]: maps DEV linearly, with an error range.
+table() {
+  local name=$1 dev=$2 sz; sz=$(blockdev --getsz "$dev")
+  if [ $# -gt 2 ]; then
+    dmsetup load "$name" <<EOT
+0 $4 linear $dev 0
+$4 $5 error
+$(( $4 + $5 )) $(( sz - $4 - $5 )) linear $dev $(( $4 + $5 ))
+EOT
+  else
+    dmsetup load "$name" --table "0 $sz linear $dev 0"
+  fi
+  dmsetup resume "$name"
+}
+
+head -c 16M /dev/urandom > /tmp/A
+next=0
+for layout in "raid1 3" "raid5 3" "raid10 4"; do
+  set -- $layout
+  level=$1 n=$2
+  devs=("${DISKS[@]:$next:$n}")
+  next=$((next + n))
+  bad=${devs[1]}
+  must dmsetup create m1 --table "0 $(blockdev --getsz "$bad") linear $bad 0"
+  members=$(IFS=,; echo "${devs[0]},/dev/mapper/m1${devs[2]:+,${devs[*]:2}}")
+  say "--- $level over $n: members $members"
+  must load members="$members" level="$level" chunk_kb=64 assume_clean=1
+  must wait_dev
+  must dd if=/tmp/A of=/dev/raidmig0 bs=1M oflag=direct status=none
+
+  # 1. A bad range on role 1: member sectors 2176..2304 (row 17 of 64 KiB
+  #    chunks), which hold data of A that reads take from role 1 at every
+  #    level (raid1: 1 MiB region 1; raid5: data, parity is on role 0;
+  #    raid10: the copy read of its chunk). Reads are served from the
+  #    redundancy.
+  mark=$(dmesg | wc -l)
+  must table m1 "$bad" error 2176 128
+  check "$level: A reads back with a bad range on role 1" \
+    bash -c "dd if=/dev/raidmig0 bs=1M count=16 iflag=direct status=none | cmp -s - /tmp/A"
+  sleep 1
+  new=$(dmesg | tail -n +$((mark + 1)))
+  check "$level: dmesg tells the read error" grep -q "read error .* on member /dev/mapper/m1 (role 1)" <<<"$new"
+  check "$level: the member stays in sync (it still answers)" grep -q "^1 /dev/mapper/m1 in_sync" $SYS/roles
+  check "$level: state clean" test "$(cat $SYS/state)" = clean
+
+  # 2. The whole member fails while fio writes and verifies past A.
+  must table m1 "$bad"
+  mark=$(dmesg | wc -l)
+  fio_verify "$level" /dev/raidmig0 --rw=randwrite --bs=4k --iodepth=8 --offset=16M --size=8M &
+  fio_pid=$!
+  sleep 3
+  must dmsetup load m1 --table "0 $(blockdev --getsz "$bad") error"
+  must dmsetup resume m1
+  wait $fio_pid
+  check "$level: state degraded" wait_state degraded 20
+  check "$level: role 1 shown faulty" grep -q "^1 /dev/mapper/m1 faulty" $SYS/roles
+  new=$(dmesg | tail -n +$((mark + 1)))
+  check "$level: dmesg names the failed member" grep -q "member /dev/mapper/m1 (role 1) failed" <<<"$new"
+  check "$level: A reads back degraded" \
+    bash -c "dd if=/dev/raidmig0 bs=1M count=16 iflag=direct status=none | cmp -s - /tmp/A"
+  unload_within 60 || finish
+  must dmsetup remove m1
+done
+
+# raid0: no redundancy.
+d0=${DISKS[$next]} d1=${DISKS[$((next + 1))]}
+must dmsetup create m1 --table "0 $(blockdev --getsz "$d1") linear $d1 0"
+say "--- raid0 over 2: members $d0,/dev/mapper/m1"
+must load members="$d0,/dev/mapper/m1" level=raid0 chunk_kb=64 assume_clean=1
+must wait_dev
+must dd if=/tmp/A of=/dev/raidmig0 bs=1M oflag=direct status=none
+must dmsetup load m1 --table "0 $(blockdev --getsz "$d1") error"
+must dmsetup resume m1
+# Chunk 0 (the first 64 KiB) is on member 0, chunk 1 on member 1.
+check "raid0: a read on member 0 works" \
+  bash -c "dd if=/dev/raidmig0 bs=64k count=1 iflag=direct status=none | cmp -s - <(head -c 65536 /tmp/A)"
+if dd if=/dev/raidmig0 of=/dev/null bs=64k skip=1 count=1 iflag=direct status=none 2>/dev/null; then
+  fail "raid0: a read on the failed member succeeded"
+else
+  ok "raid0: a read on the failed member fails"
+fi
+if dd if=/dev/zero of=/dev/raidmig0 bs=64k seek=1 count=1 oflag=direct conv=notrunc status=none 2>/dev/null; then
+  fail "raid0: a write on the failed member succeeded"
+else
+  ok "raid0: a write on the failed member fails"
+fi
+check "raid0: state failed" test "$(cat $SYS/state)" = failed
+check "raid0: a read on member 0 still works" \
+  bash -c "dd if=/dev/raidmig0 bs=64k count=1 iflag=direct status=none | cmp -s - <(head -c 65536 /tmp/A)"
+unload_within 60 || finish
+must dmsetup remove m1
+finish
