@@ -125,11 +125,17 @@ pub fn assemble(
     // generation and grows the set, and a power cut may leave some members
     // with the first attempt.
     let mut failed = Roles::NONE;
+    let mut rebuild = newest.rebuild;
     for sb in sbs.iter().filter_map(|r| r.as_ref().ok()) {
         if sb.generation == newest.generation {
             failed = failed.union(sb.failed);
+            // Likewise the lowest rebuild position recorded is surely durable.
+            if let (Some(r), Some(o)) = (&mut rebuild, sb.rebuild) {
+                r.position = r.position.min(o.position);
+            }
         }
     }
+    let rebuild = rebuild.filter(|r| !failed.contains(r.role));
     *members = ArrayMembers::new(newest.array_uuid, newest.created_ms, &[], &[]);
     members.count = layout.members();
     let mut device_of_role = [u8::MAX; MAX_MEMBERS];
@@ -180,14 +186,17 @@ pub fn assemble(
     let absent = Roles::first(layout.members()).minus(Roles((0..MAX_MEMBERS).fold(0, |m, r| {
         m | if device_of_role[r] != u8::MAX { 1 << r } else { 0 }
     })));
-    if condition(&layout, failed.union(absent)) == Condition::Failed {
+    // A rebuilding role is not in sync everywhere: it does not count.
+    let rebuild = rebuild.filter(|r| !absent.contains(r.role));
+    let out = failed.union(absent).union(rebuild.map_or(Roles::NONE, |r| Roles::one(r.role)));
+    if condition(&layout, out) == Condition::Failed {
         return match stale_device {
             Some(device) => err(AssembleErrorKind::Stale, device),
             None => err(AssembleErrorKind::WrongCount, sbs.len()),
         };
     }
     Ok(Assembly {
-        newest: Superblock { failed: failed.union(absent), ..newest },
+        newest: Superblock { failed: failed.union(absent), rebuild, ..newest },
         device_of_role,
         lagging,
         newly_failed: absent.minus(failed),
@@ -200,6 +209,7 @@ pub fn assemble(
 mod tests {
     use super::super::format::{ArrayState, MigrationRecord};
     use super::super::layout::{Geometry, Level, RESERVED_TAIL_SECTORS};
+    use super::super::format::Rebuild;
     use super::super::health::Roles;
     use super::super::plan::Migration;
     use super::*;
@@ -223,6 +233,7 @@ mod tests {
                 staged: false,
             }),
             failed: Roles::NONE,
+            rebuild: None,
         }
     }
 
@@ -256,6 +267,19 @@ mod tests {
         let a = assemble(&[Ok(recorded), Ok(sb(1, 11)), Ok(sb(2, 10))], &mut members).unwrap();
         assert_eq!((a.kicked, a.newly_failed, a.newest.failed), (Roles::one(2), Roles::NONE, Roles::one(2)));
         assert_eq!(a.lagging, 0);
+        // A replacement being rebuilt is a member; the lowest position of
+        // the newest generation counts; without its device it is failed.
+        let mut rb = sb(1, 12);
+        rb.rebuild = Some(Rebuild { role: 2, position: 64 });
+        let mut rb2 = sb(0, 12);
+        rb2.rebuild = Some(Rebuild { role: 2, position: 48 });
+        let a = assemble(&[Ok(rb), Ok(rb2), Ok(sb(2, 12))], &mut members).unwrap();
+        assert_eq!(a.newest.rebuild, Some(Rebuild { role: 2, position: 48 }));
+        assert_eq!(a.newest.failed, Roles::NONE);
+        let a = assemble(&[Ok(rb), Ok(rb2)], &mut members).unwrap();
+        assert_eq!((a.newest.rebuild, a.newly_failed), (None, Roles::one(2)));
+        // Rebuilding and another member missing: raid5 cannot count on it.
+        assert_eq!(assemble(&[Ok(rb), Ok(sb(2, 12))], &mut members).unwrap_err().kind, AssembleErrorKind::WrongCount);
         // Two gone: raid5 does not survive it.
         assert_eq!(
             assemble(&[Ok(recorded), Ok(sb(2, 11))], &mut members).unwrap_err().kind,

@@ -360,6 +360,8 @@ impl Engine {
             layout: self.plan.target(),
             migration,
             failed: record.failed,
+            // Roles are rebuilt only once no migration runs.
+            rebuild: None,
         }
     }
 

@@ -7,7 +7,7 @@
 //! |-------:|-----:|-------|
 //! | 0x000 | 8  | magic, the ASCII bytes `RAIDMIGS` |
 //! | 0x008 | 4  | format version, 1 |
-//! | 0x00C | 4  | flags: bit 0 migration record valid, bit 1 a unit is in staging, bit 4 the role table holds a failed role; bit 2 (bitmap in use) and bit 3 (remote mirror leg) are reserved for later versions; any bit this version does not know makes the superblock unsupported (so a module that does not know failed roles refuses an array that has one rather than trust it) |
+//! | 0x00C | 4  | flags: bit 0 migration record valid, bit 1 a unit is in staging, bit 4 the role table holds a role not in sync; bit 2 (bitmap in use) and bit 3 (remote mirror leg) are reserved for later versions; any bit this version does not know makes the superblock unsupported (so a module that does not know failed roles refuses an array that has one rather than trust it) |
 //! | 0x010 | 8  | generation, +1 at every update; the valid copy with the highest one wins |
 //! | 0x018 | 16 | array UUID, the same on every member |
 //! | 0x028 | 16 | member UUID |
@@ -26,8 +26,9 @@
 //! | 0x0B8 | 8  | migration record: number of units |
 //! | 0x0C0 | 8  | migration record: checkpoint, the first unit not yet durable in the target layout |
 //! | 0x0C8 | 8  | migration record: the unit in staging when flag bit 1 is set (always the checkpoint unit), else zero |
-//! | 0x0D0 | 16 | role table: one byte per role, 0 in sync, 1 faulty (failed, or missing at assembly: never read, written or trusted again); zero past the member count, all zero when flag bit 4 is clear |
-//! | 0x0E0 | 32 | reserved, zero |
+//! | 0x0D0 | 16 | role table: one byte per role, 0 in sync, 1 faulty (failed, or missing at assembly: never read, written or trusted again), 2 rebuilding (a replacement, in sync below the rebuild position; at most one role); zero past the member count, all zero when flag bit 4 is clear |
+//! | 0x0E0 | 8  | rebuild position: the logical sector below which the rebuilding role is in sync (a multiple of the stripe's data); zero when no role is rebuilding |
+//! | 0x0E8 | 24 | reserved, zero |
 //! | 0x100 | 256 | reserved for the write-intent bitmap descriptor (version 1: zero) |
 //! | 0x200 | 3580 | reserved for remote mirror legs (version 1: zero) |
 //! | 0xFFC | 4  | CRC32C of bytes 0x000..0xFFC |
@@ -54,6 +55,17 @@ const FLAG_ROLES: u32 = 1 << 4;
 const KNOWN_FLAGS: u32 = FLAG_MIGRATION | FLAG_STAGED | FLAG_ROLES;
 const ROLE_TABLE: usize = 0x0D0;
 const ROLE_FAULTY: u8 = 1;
+const ROLE_REBUILDING: u8 = 2;
+const REBUILD_POSITION: usize = 0x0E0;
+
+/// A role being rebuilt onto a replacement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rebuild {
+    /// The role.
+    pub role: usize,
+    /// The logical sector below which it is in sync.
+    pub position: u64,
+}
 const CRC_OFFSET: usize = SUPERBLOCK_BYTES - 4;
 
 /// The state of an array, as recorded and as shown in sysfs.
@@ -197,6 +209,8 @@ pub struct Superblock {
     pub migration: Option<MigrationRecord>,
     /// Roles recorded faulty.
     pub failed: Roles,
+    /// The role being rebuilt, if any (not among `failed`).
+    pub rebuild: Option<Rebuild>,
 }
 
 fn get_u32(buf: &[u8], at: usize) -> u32 {
@@ -263,6 +277,11 @@ impl Superblock {
             for role in failed.iter() {
                 buf[ROLE_TABLE + role] = ROLE_FAULTY;
             }
+        }
+        if let Some(r) = self.rebuild.filter(|r| r.role < self.layout.members() && !failed.contains(r.role)) {
+            flags |= FLAG_ROLES;
+            buf[ROLE_TABLE + r.role] = ROLE_REBUILDING;
+            put_u64(buf, REBUILD_POSITION, r.position);
         }
         put_u32(buf, 0x00C, flags);
         put_u64(buf, 0x010, self.generation);
@@ -354,12 +373,22 @@ impl Superblock {
             None
         };
         let mut failed = Roles::NONE;
+        let mut rebuild = None;
+        let table = flags & FLAG_ROLES != 0;
         for (role, &code) in buf[ROLE_TABLE..ROLE_TABLE + MAX_MEMBERS].iter().enumerate() {
             match code {
                 0 => {}
-                ROLE_FAULTY if role < layout.members() && flags & FLAG_ROLES != 0 => failed = failed.with(role),
+                ROLE_FAULTY if role < layout.members() && table => failed = failed.with(role),
+                ROLE_REBUILDING if role < layout.members() && table && rebuild.is_none() => {
+                    rebuild = Some(Rebuild { role, position: get_u64(buf, REBUILD_POSITION) })
+                }
                 _ => return Err(FormatError::BadRoleTable),
             }
+        }
+        match rebuild {
+            Some(r) if r.position > layout.capacity() => return Err(FormatError::BadRoleTable),
+            None if get_u64(buf, REBUILD_POSITION) != 0 => return Err(FormatError::BadRoleTable),
+            _ => {}
         }
         let mut array_uuid = [0u8; 16];
         array_uuid.copy_from_slice(&buf[0x018..0x028]);
@@ -377,6 +406,7 @@ impl Superblock {
             layout,
             migration,
             failed,
+            rebuild,
         })
     }
 
@@ -429,6 +459,7 @@ mod tests {
                 staged: true,
             }),
             failed: Roles::NONE,
+            rebuild: None,
         }
     }
 
@@ -480,6 +511,25 @@ mod tests {
         assert_eq!(patch(0x0D0 + 1, 7, true), Err(FormatError::BadRoleTable));
         assert_eq!(patch(0x0D0 + 3, 1, true), Err(FormatError::BadRoleTable));
         assert_eq!(patch(0x0D0 + 1, 1, false), Err(FormatError::BadRoleTable));
+        // A rebuilding role and its position.
+        let rb = Superblock { failed: Roles::one(0), rebuild: Some(Rebuild { role: 2, position: 384 }), ..sample() };
+        rb.encode(&mut buf).unwrap();
+        assert_eq!(&buf[0x0D0..0x0D4], [1, 0, 2, 0]);
+        assert_eq!(get_u64(&buf, 0x0E0), 384);
+        assert_eq!(Superblock::decode(&buf), Ok(rb));
+        // Two rebuilding roles, or a position past the capacity: refused.
+        let patch_rb = |at: usize, v: u8, pos: u64| {
+            let mut b = [0u8; SUPERBLOCK_BYTES];
+            rb.encode(&mut b).unwrap();
+            b[at] = v;
+            put_u64(&mut b, 0x0E0, pos);
+            let crc = crc32c(&b[..CRC_OFFSET]);
+            put_u32(&mut b, CRC_OFFSET, crc);
+            Superblock::decode(&b)
+        };
+        assert_eq!(patch_rb(0x0D0 + 1, 2, 384), Err(FormatError::BadRoleTable));
+        assert_eq!(patch_rb(0x0D0 + 1, 0, 1 << 40), Err(FormatError::BadRoleTable));
+        assert_eq!(patch_rb(0x0D0 + 2, 0, 384), Err(FormatError::BadRoleTable));
     }
 
     #[test]

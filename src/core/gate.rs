@@ -14,6 +14,13 @@
 //! has ended. Requests admitted after the flip see the unit in flight and
 //! wait instead, so nothing routed by an older view can reach a unit while
 //! the engine reads its source or rewrites its rows.
+//!
+//! A rebuild (or any background repair of a settled array) uses the same
+//! epochs with a *repair window*: while one is set, every write is counted;
+//! [`Gate::set_repair`] flips the epoch, and the repair touches the window
+//! only once the old epoch has drained, while writes into the window wait
+//! (invariant 9: nothing written under an older health reaches rows being
+//! rebuilt).
 
 use super::route::{route, Route, View};
 
@@ -43,13 +50,15 @@ pub enum Admission {
 pub struct Gate {
     view: View,
     epoch: u8,
+    /// Logical `[start, end)` a repair works on, if one runs.
+    repair: Option<(u64, u64)>,
 }
 
 impl Gate {
     /// A gate starting with `view` (the engine's first, or a settled
     /// array's).
     pub fn new(view: View) -> Gate {
-        Gate { view, epoch: 0 }
+        Gate { view, epoch: 0, repair: None }
     }
 
     /// The current view.
@@ -76,10 +85,28 @@ impl Gate {
             self.view.request_checkpoint();
             return Admission::WaitCheckpoint;
         }
+        if let Some((a, b)) = self.repair {
+            if write && start < b && start.saturating_add(sectors) > a {
+                wait = true;
+            }
+            counted |= write;
+        }
         if wait {
             return Admission::Wait;
         }
         Admission::Go { view: self.view, epoch: counted.then_some(self.epoch) }
+    }
+
+    /// Repair side: sets (or with `None` ends) the window a repair works on.
+    /// Setting one returns the epoch whose requests must end before the
+    /// repair touches it.
+    pub fn set_repair(&mut self, window: Option<(u64, u64)>) -> Option<u8> {
+        self.repair = window;
+        window.map(|_| {
+            let old = self.epoch;
+            self.epoch ^= 1;
+            old
+        })
     }
 
     /// Engine side: takes a published view. When it puts a unit in flight,
@@ -131,6 +158,22 @@ mod tests {
         assert!(matches!(g.admit(85, 1, false), Admission::Go { epoch: Some(1), .. }));
         assert_eq!(g.publish(&View { copied: 8, ..view(Next::Untouched) }), None);
         assert_eq!(g.publish(&View { copied: 8, ..view(Next::InFlight) }), Some(1));
+    }
+
+    #[test]
+    fn repair_window_holds_writes_and_counts_them() {
+        let mut g = Gate::new(View::clean(super::super::format::ArrayState::Clean, 1000));
+        assert_eq!(g.admit(0, 8, true), Admission::Go { view: g.view(), epoch: None });
+        assert_eq!(g.set_repair(Some((100, 200))), Some(0));
+        assert_eq!(g.admit(150, 8, true), Admission::Wait);
+        assert_eq!(g.admit(96, 8, true), Admission::Wait);
+        // Reads, and writes outside, go; writes are counted in the new epoch.
+        assert!(matches!(g.admit(150, 8, false), Admission::Go { epoch: None, .. }));
+        assert!(matches!(g.admit(200, 8, true), Admission::Go { epoch: Some(1), .. }));
+        assert_eq!(g.set_repair(Some((200, 300))), Some(1));
+        assert!(matches!(g.admit(150, 8, true), Admission::Go { epoch: Some(0), .. }));
+        assert_eq!(g.set_repair(None), None);
+        assert!(matches!(g.admit(250, 8, true), Admission::Go { epoch: None, .. }));
     }
 
     #[test]

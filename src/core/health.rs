@@ -14,7 +14,7 @@
 //!   an even member count the pairs `(0, 1), (2, 3), …`, with an odd count
 //!   every two neighbours `(m, m + 1 mod n)` (`raid10.c`, `_enough`).
 
-use super::format::ArrayState;
+use super::format::{ArrayState, Rebuild};
 use super::layout::{Geometry, Level, MAX_MEMBERS};
 
 /// A set of roles, one bit per role.
@@ -68,6 +68,42 @@ impl Roles {
     /// The roles in the set, lowest first.
     pub fn iter(self) -> impl Iterator<Item = usize> {
         (0..MAX_MEMBERS).filter(move |&r| self.contains(r))
+    }
+}
+
+/// What is not in sync: the failed roles, and a role being rebuilt onto a
+/// replacement, in sync only below its rebuild position.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Roles failed (no device, or one that failed): never read or written.
+    pub failed: Roles,
+    /// The role being rebuilt: read and written below its position, left out
+    /// at and above it (the rebuild fills it in).
+    pub rebuild: Option<Rebuild>,
+}
+
+impl Health {
+    /// Every role not in sync everywhere.
+    pub fn out_of_sync(&self) -> Roles {
+        match self.rebuild {
+            Some(r) => self.failed.with(r.role),
+            None => self.failed,
+        }
+    }
+
+    /// Calls `f(start, sectors, gone)` for the parts of logical
+    /// `[start, start + sectors)` below and at or above the rebuild position,
+    /// with the roles I/O must leave out there.
+    pub fn for_each_part(&self, start: u64, sectors: u64, mut f: impl FnMut(u64, u64, Roles)) {
+        let end = start.saturating_add(sectors);
+        match self.rebuild {
+            Some(r) if r.position > start && r.position < end => {
+                f(start, r.position - start, self.failed);
+                f(r.position, end - r.position, self.out_of_sync());
+            }
+            Some(r) if r.position <= start => f(start, sectors, self.out_of_sync()),
+            _ => f(start, sectors, self.failed),
+        }
     }
 }
 
@@ -136,6 +172,8 @@ pub enum RoleState {
     InSync,
     /// Failed (an error, or missing at assembly): neither read nor written.
     Faulty,
+    /// A replacement being rebuilt: in sync below the rebuild position.
+    Rebuilding,
 }
 
 impl RoleState {
@@ -144,6 +182,7 @@ impl RoleState {
         match self {
             RoleState::InSync => "in_sync",
             RoleState::Faulty => "faulty",
+            RoleState::Rebuilding => "rebuilding",
         }
     }
 }
@@ -208,6 +247,19 @@ mod tests {
         let lost = r5.locate(0).member;
         assert_eq!(read_copy(&r5, 0, Roles::one(lost)), None);
         assert_eq!(read_copy(&r5, 0, Roles::one((lost + 1) % 3)), Some(0));
+    }
+
+    #[test]
+    fn parts_split_at_the_rebuild_position() {
+        let h = Health { failed: Roles::one(0), rebuild: Some(Rebuild { role: 2, position: 100 }) };
+        let mut parts = std::vec::Vec::new();
+        h.for_each_part(90, 20, |s, n, r| parts.push((s, n, r)));
+        assert_eq!(parts, [(90, 10, Roles::one(0)), (100, 10, Roles::one(0).with(2))]);
+        parts.clear();
+        h.for_each_part(0, 100, |s, n, r| parts.push((s, n, r)));
+        h.for_each_part(100, 1, |s, n, r| parts.push((s, n, r)));
+        assert_eq!(parts, [(0, 100, Roles::one(0)), (100, 1, Roles::one(0).with(2))]);
+        assert_eq!(Health::default().out_of_sync(), Roles::NONE);
     }
 
     #[test]

@@ -121,6 +121,7 @@ pub mod parity;
 pub mod plan;
 pub mod prepare;
 pub mod raid5;
+pub mod rebuild;
 pub mod record;
 pub mod route;
 pub mod tail;

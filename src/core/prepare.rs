@@ -131,6 +131,7 @@ pub fn prepared_superblock(plan: &Migration, members: &ArrayMembers, role: usize
         layout: plan.target(),
         migration: Some(MigrationRecord { plan: *plan, checkpoint: 0, staged: false }),
         failed: Roles::NONE,
+        rebuild: None,
     }
 }
 

@@ -10,7 +10,7 @@
 //! generation ([`super::assemble`]).
 
 use super::engine::{IoError, MemberIo, Time};
-use super::format::Superblock;
+use super::format::{Rebuild, Superblock};
 use super::health::Roles;
 use super::members::ArrayMembers;
 use super::tail::{slot_of, superblock_sector, SUPERBLOCK_BYTES};
@@ -41,11 +41,16 @@ impl Record {
         !self.pending
     }
 
+    /// The role being rebuilt, as recorded (or being recorded).
+    pub fn rebuild(&self) -> Option<Rebuild> {
+        self.newest.rebuild
+    }
+
     /// Records the roles of `failed` faulty besides those already recorded:
     /// a new generation, or the one left pending by an error again, written
     /// to every role not failed, then flushed. On an error on role `r` the
     /// record stays pending; the caller fails `r` too (if the level survives
-    /// it) and calls again.
+    /// it) and calls again. A rebuilding role that fails stops its rebuild.
     pub fn record<I: MemberIo>(
         &mut self,
         io: &mut I,
@@ -54,12 +59,31 @@ impl Record {
         now: Time,
         buf: &mut [u8],
     ) -> Result<(), IoError> {
+        let failed = self.newest.failed.union(failed);
+        let rebuild = self.newest.rebuild.filter(|r| !failed.contains(r.role));
+        self.update(io, members, failed, rebuild, now, buf)
+    }
+
+    /// Records exactly `failed` and `rebuild` (a replacement that takes a
+    /// failed role, rebuild progress, its end) as [`Record::record`] does.
+    /// Roles leave `failed` only to be rebuilt; the caller makes everything
+    /// the record claims durable first (the rebuilt rows: a flush).
+    pub fn update<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        failed: Roles,
+        rebuild: Option<Rebuild>,
+        now: Time,
+        buf: &mut [u8],
+    ) -> Result<(), IoError> {
         let buf = buf.get_mut(..SUPERBLOCK_BYTES).ok_or(IoError { member: 0, errno: -22 })?;
         if !self.pending {
             self.newest.generation += 1;
             self.pending = true;
         }
-        self.newest.failed = self.newest.failed.union(failed);
+        self.newest.failed = failed;
+        self.newest.rebuild = rebuild;
         self.newest.updated_ms = now.wall_ms;
         let slot = slot_of(self.newest.generation);
         for role in (0..members.count).filter(|&r| !self.newest.failed.contains(r)) {
@@ -140,6 +164,7 @@ mod tests {
             layout,
             migration: None,
             failed: Roles::NONE,
+            rebuild: None,
         };
         let mut disks = Disks { blocks: vec![HashMap::new(); n], broken: Roles::one(2) };
         let mut rec = Record::new(newest);
