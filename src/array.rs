@@ -17,6 +17,7 @@ use crate::{
         lifecycle::Recovered,
         members::ArrayMembers,
     },
+    spares,
     stripes::Stripes,
     sys::{
         disk::{Capacity, RequestHandler},
@@ -57,18 +58,18 @@ impl Array {
     ) -> Result<impl PinInit<Self, Error>> {
         let view = recovered.view();
         let (source, target) = (recovered.source(), recovered.target());
-        let failed_roles = recovered.failed();
+        let health = recovered.health();
         let (engine, settled, state) = match recovered {
             Recovered::Settled { state, record, .. } => (None, Some(record), state),
             Recovered::Migration(e) => (Some(e), None, e.state()),
         };
         let failed = engine.is_some_and(|e| e.halted());
         let stats = engine.map(|e| e.stats()).unwrap_or_default();
-        let status = Status { state, failed, running: false, view, stats, speed_kbps: 0 };
+        let status = Status { state, failed, running: false, view, stats, speed_kbps: 0, rebuild: None };
         let raid5 = source.level() == Level::Raid5 || target.level() == Level::Raid5;
         let buffers = Stripes::buffers(target.members(), raid5)?;
         Ok(try_pin_init!(Array {
-            members <- Members::new(name, devs, paths, identity, failed_roles),
+            members <- Members::new(name, devs, paths, identity, health)?,
             source,
             target,
             coord <- Coordinator::new(view),
@@ -98,10 +99,12 @@ impl Array {
         &self.control
     }
 
-    /// How the array stands with its failed members.
+    /// How the array stands with its failed members (a role being rebuilt
+    /// is not in sync yet).
     pub(crate) fn condition(&self) -> Condition {
-        let failed = self.members.failed();
-        match (condition(&self.source, failed), condition(&self.target, failed)) {
+        let failed = self.members.health().out_of_sync();
+        let source = if self.control.migrating() { condition(&self.source, failed) } else { Condition::Optimal };
+        match (source, condition(&self.target, failed)) {
             (Condition::Failed, _) | (_, Condition::Failed) => Condition::Failed,
             (Condition::Optimal, Condition::Optimal) => Condition::Optimal,
             _ => Condition::Degraded,
@@ -130,6 +133,17 @@ impl Array {
             self.control.wake();
         }
         cond != Condition::Failed
+    }
+
+    /// Adds the device at `path` as a replacement for a failed role, or as
+    /// a hot spare (sysfs `add`). Not while a migration runs: its rows are
+    /// the engine's.
+    pub(crate) fn add_device(&self, path: &str) -> Result {
+        if self.control.migrating() {
+            pr_err!("{}: cannot add {}: a migration is under way\n", self.members.name(), path);
+            return Err(EBUSY);
+        }
+        spares::add(&self.members, &self.target, path, || self.control.wake())
     }
 
     /// The migration thread's body.

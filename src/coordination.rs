@@ -96,6 +96,18 @@ impl Coordinator {
         }
     }
 
+    /// Repair side: sets the window a rebuild works on (or with `None`
+    /// ends the repair). Setting one returns only once the host writes
+    /// admitted before have ended; writes into the window wait until it
+    /// moves on.
+    pub(crate) fn set_repair(&self, window: Option<(u64, u64)>) {
+        let old = self.gate.lock().set_repair(window);
+        self.changed.notify_all();
+        if let Some(epoch) = old {
+            self.drain.wait_empty(epoch);
+        }
+    }
+
     /// Engine side: whether a host write waits for a checkpoint.
     pub(crate) fn checkpoint_requested(&self) -> bool {
         self.gate.lock().checkpoint_requested()

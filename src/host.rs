@@ -117,17 +117,14 @@ impl Host<'_> {
         }
     }
 
-    /// Roles this pass leaves out: failed ones, and those whose reads
-    /// failed for this request.
-    fn gone(&self, io: &InFlight) -> Roles {
-        self.members.failed().union(Roles(io.avoid()))
-    }
-
     /// Issues the member I/O of logical `[start, start + sectors)` of the
-    /// request, whose data offsets count from `base`.
+    /// request, whose data offsets count from `base`. Each part leaves out
+    /// the roles not in sync there (failed, a rebuilding role at or above
+    /// its position) and those whose reads failed for this request.
     fn range(&self, io: &InFlight, view: &View, access: Access, base: u64, start: u64, sectors: u64) {
         let dev = self.members.device_sectors();
-        let gone = self.gone(io);
+        let health = self.members.health();
+        let avoid = Roles(io.avoid());
         for run in route(view, start, sectors, access != Access::Read) {
             let (g, place) = match run.route {
                 Route::Target => (self.target, Place::Direct),
@@ -140,46 +137,51 @@ impl Host<'_> {
                 }
             };
             let redundant = redundant(g);
-            for_each_op(g, place, dev, gone, access, base, run.start, run.sectors, |op| match op {
-                MemberOp::Data { member, sector, sectors, offset } => {
-                    self.clone_data(io, member, redundant, sector, base + offset, sectors)
-                }
-                MemberOp::Range { member, sector, sectors } => match self.members.dev(member) {
-                    Some(d) => {
-                        let opf = io.request().member_opf();
-                        self.members.bioset().submit_dataless(d, member, redundant, opf, sector, sectors, io);
+            health.for_each_part(run.start, run.sectors, |part, len, gone| {
+                let gone = gone.union(avoid);
+                for_each_op(g, place, &dev, gone, access, base, part, len, |op| match op {
+                    MemberOp::Data { member, sector, sectors, offset } => {
+                        self.clone_data(io, member, redundant, sector, base + offset, sectors)
                     }
-                    None if redundant => {}
-                    None => io.fail(shim::sts_ioerr()),
-                },
-                MemberOp::Stripe { start, sectors, .. } => self.write_stripe(io, g, place, start, sectors),
-                MemberOp::Reconstruct { start, sectors, .. } => {
-                    if self.stripes.read_reconstructed(self.members, io, g, place, self.gone(io), start, sectors).is_err()
-                    {
+                    MemberOp::Range { member, sector, sectors } => match self.members.dev(member) {
+                        Some(d) => {
+                            let opf = io.request().member_opf();
+                            self.members.bioset().submit_dataless(d, member, redundant, opf, sector, sectors, io);
+                        }
+                        None if redundant => {}
+                        None => io.fail(shim::sts_ioerr()),
+                    },
+                    MemberOp::Stripe { start, sectors, .. } => self.write_stripe(io, g, place, gone, start, sectors),
+                    MemberOp::Reconstruct { start, sectors, .. } => {
+                        if self.stripes.read_reconstructed(self.members, io, g, place, gone, start, sectors).is_err() {
+                            io.fail(shim::sts_ioerr());
+                        }
+                    }
+                    MemberOp::Lost { start, sectors } => {
+                        self.members.lost(start, sectors);
                         io.fail(shim::sts_ioerr());
                     }
-                }
-                MemberOp::Lost { start, sectors } => {
-                    self.members.lost(start, sectors);
-                    io.fail(shim::sts_ioerr());
-                }
-                MemberOp::Unsupported => io.fail(shim::sts_notsupp()),
+                    MemberOp::Unsupported => io.fail(shim::sts_notsupp()),
+                });
             });
         }
     }
 
     /// A raid5 write of logical `[start, start + sectors)` within one
-    /// stripe. A member error fails the member and the stripe is written
-    /// again without it, as long as raid5 survives that; the request then
-    /// waits for the failure to be recorded.
-    fn write_stripe(&self, io: &InFlight, g: &Geometry, place: Place, start: u64, sectors: u64) {
+    /// stripe, leaving out the roles of `gone`. A member error fails the
+    /// member and the stripe is written again without it, as long as raid5
+    /// survives that; the request then waits for the failure to be recorded.
+    #[allow(clippy::too_many_arguments)]
+    fn write_stripe(&self, io: &InFlight, g: &Geometry, place: Place, gone: Roles, start: u64, sectors: u64) {
+        let mut gone = gone;
         for _ in 0..2 {
-            match self.stripes.write(self.members, io, g, place, self.members.failed(), start, sectors) {
+            match self.stripes.write(self.members, io, g, place, gone, start, sectors) {
                 Ok(()) => return,
                 Err(Raid5Error::Io(e)) => {
                     if !(self.fail_member)(e.member, start, true) {
                         break;
                     }
+                    gone = gone.with(e.member);
                     io.await_record();
                 }
                 Err(_) => break,

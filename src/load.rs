@@ -141,13 +141,6 @@ fn load_error(e: LoadError, paths: &[&str], level: Option<Level>) -> Error {
     errno(e.errno())
 }
 
-fn random_uuid() -> [u8; 16] {
-    let mut u = [0u8; 16];
-    // SAFETY: `u` is valid for 16 bytes.
-    unsafe { bindings::get_random_bytes(u.as_mut_ptr().cast(), u.len()) };
-    u
-}
-
 /// Tells what the load sequence did beyond the ordinary.
 fn tell(loaded: &Loaded, paths: &[&str], order: &[u8]) {
     let notes = &loaded.notes;
@@ -236,9 +229,9 @@ pub(crate) fn from_params() -> Result<Running> {
         unit_sectors: UNIT_SECTORS,
         engine: migrator::config(),
     };
-    let mut fresh = Fresh { array_uuid: random_uuid(), member_uuids: [[0; 16]; MAX_MEMBERS] };
+    let mut fresh = Fresh { array_uuid: shim::random_uuid(), member_uuids: [[0; 16]; MAX_MEMBERS] };
     for u in fresh.member_uuids[..opened.len()].iter_mut() {
-        *u = random_uuid();
+        *u = shim::random_uuid();
     }
     let loaded = {
         let bioset = KBox::pin_init(BioSet::new(), GFP_KERNEL)?;

@@ -15,8 +15,14 @@
 //! errors are rare and always told.
 
 use crate::{
-    raidmig_core::{engine::IoError, health::Roles, layout::MAX_MEMBERS, members::ArrayMembers},
-    sys::{bio::BioSet, iobuf::Region, member::Member, time},
+    raidmig_core::{
+        engine::IoError,
+        format::Rebuild,
+        health::{Health, Roles},
+        layout::MAX_MEMBERS,
+        members::ArrayMembers,
+    },
+    sys::{bio::BioSet, iobuf::Region, member::Member, once::Once, time},
 };
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::{
@@ -25,6 +31,25 @@ use kernel::{
     str::CString,
     sync::{CondVar, Mutex},
 };
+
+/// Devices a role can have over one load: the one it was loaded with, then
+/// replacements.
+pub(crate) const SLOTS: usize = 4;
+
+/// No role is being rebuilt.
+const NO_REBUILD: u32 = u32::MAX;
+
+/// A device holding a role, and the identity its superblock carries.
+pub(crate) struct Slot {
+    /// The device.
+    pub(crate) dev: Member,
+    /// Its path, for messages.
+    pub(crate) path: CString,
+    /// Its member UUID.
+    pub(crate) uuid: [u8; 16],
+    /// Its size in sectors (locates its tail).
+    pub(crate) device_sectors: u64,
+}
 
 /// What the superblocks record of failed roles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,9 +79,14 @@ const WINDOW_MS: u64 = 5000;
 #[pin_data]
 pub(crate) struct Members {
     name: CString,
-    devs: KVec<Option<Member>>,
-    paths: KVec<CString>,
-    identity: ArrayMembers,
+    /// Each role's devices: the last one set is the role's.
+    roles: KVec<[Once<Slot>; SLOTS]>,
+    /// The identities recorded at load (those of roles without a device
+    /// stay as recorded).
+    base: ArrayMembers,
+    /// The role being rebuilt (`NO_REBUILD`: none) and its position.
+    rebuild_role: AtomicU32,
+    rebuild_pos: AtomicU64,
     #[pin]
     bioset: BioSet,
     window_start_ms: AtomicU64,
@@ -70,24 +100,45 @@ pub(crate) struct Members {
     recorded: Mutex<Recorded>,
     #[pin]
     recorded_changed: CondVar,
+    /// Hot spares: devices added while no role needed one, kept open until
+    /// a member fails.
+    #[pin]
+    spares: Mutex<KVec<Option<KBox<Slot>>>>,
 }
 
 impl Members {
     /// The array `name` over `devs` with their `paths`, in role order (a
     /// role assembled without its device has none), with the identities of
-    /// `identity`; the roles of `failed_roles` are recorded faulty.
+    /// `identity`, and the health the superblocks record.
     pub(crate) fn new(
         name: CString,
         devs: KVec<Option<Member>>,
         paths: KVec<CString>,
         identity: ArrayMembers,
-        failed_roles: Roles,
-    ) -> impl PinInit<Self, Error> {
-        try_pin_init!(Members {
+        health: Health,
+    ) -> Result<impl PinInit<Self, Error>> {
+        let mut roles = KVec::with_capacity(devs.len(), GFP_KERNEL)?;
+        for (role, (dev, path)) in devs.into_iter().zip(paths).enumerate() {
+            let slots: [Once<Slot>; SLOTS] = [const { Once::new() }; SLOTS];
+            if let Some(dev) = dev {
+                let slot = Slot {
+                    dev,
+                    path,
+                    uuid: identity.uuids[role],
+                    device_sectors: identity.device_sectors[role],
+                };
+                let _ = slots[0].set(KBox::new(slot, GFP_KERNEL)?);
+            }
+            roles.push(slots, GFP_KERNEL)?;
+        }
+        let failed_roles = health.failed;
+        let (rebuild_role, rebuild_pos) = health.rebuild.map_or((NO_REBUILD, 0), |r| (r.role as u32, r.position));
+        Ok(try_pin_init!(Members {
             name,
-            devs,
-            paths,
-            identity,
+            roles,
+            base: identity,
+            rebuild_role: AtomicU32::new(rebuild_role),
+            rebuild_pos: AtomicU64::new(rebuild_pos),
             bioset <- BioSet::new(),
             window_start_ms: AtomicU64::new(0),
             printed: AtomicU32::new(0),
@@ -96,7 +147,79 @@ impl Members {
             suspects: AtomicU32::new(0),
             recorded <- new_mutex!(Recorded { roles: failed_roles, broken: false }),
             recorded_changed <- new_condvar!(),
-        })
+            spares <- new_mutex!(KVec::new()),
+        }))
+    }
+
+    /// The role's device and identity, if it has one.
+    pub(crate) fn slot(&self, role: usize) -> Option<&Slot> {
+        self.roles.get(role)?.iter().rev().find_map(Once::get)
+    }
+
+    /// Gives role `role` the device of `slot` (a replacement, to be
+    /// rebuilt); refused when the role had too many devices this load.
+    pub(crate) fn replace(&self, role: usize, slot: KBox<Slot>) -> Result<(), KBox<Slot>> {
+        let Some(slots) = self.roles.get(role) else { return Err(slot) };
+        let Some(free) = slots.iter().position(|s| s.get().is_none()) else { return Err(slot) };
+        slots[free].set(slot)
+    }
+
+    /// Keeps `slot` as a hot spare.
+    pub(crate) fn add_spare(&self, slot: KBox<Slot>) -> Result {
+        let mut spares = self.spares.lock();
+        match spares.iter_mut().find(|s| s.is_none()) {
+            Some(free) => *free = Some(slot),
+            None => spares.push(Some(slot), GFP_KERNEL).map_err(|_| ENOMEM)?,
+        }
+        Ok(())
+    }
+
+    /// Takes a hot spare, if there is one.
+    pub(crate) fn take_spare(&self) -> Option<KBox<Slot>> {
+        self.spares.lock().iter_mut().find_map(Option::take)
+    }
+
+    /// Whether the device numbered `dev` is a member (any slot) or a spare.
+    pub(crate) fn holds_device(&self, dev: u32) -> bool {
+        self.roles.iter().any(|slots| slots.iter().any(|s| s.get().is_some_and(|s| s.dev.dev() == dev)))
+            || self.spares.lock().iter().flatten().any(|s| s.dev.dev() == dev)
+    }
+
+    /// The paths of the hot spares, for sysfs.
+    pub(crate) fn for_each_spare(&self, mut f: impl FnMut(&CStr)) {
+        for s in self.spares.lock().iter().flatten() {
+            f(&s.path);
+        }
+    }
+
+    /// What is not in sync: failed roles, and the role being rebuilt.
+    pub(crate) fn health(&self) -> Health {
+        // Failed first: a rebuild is published before its role leaves the
+        // failed set (see `start_rebuild`), so a role is never seen in sync
+        // on its way from failed to rebuilding.
+        let failed = self.failed();
+        let role = self.rebuild_role.load(Ordering::Acquire);
+        let rebuild = (role != NO_REBUILD)
+            .then(|| Rebuild { role: role as usize, position: self.rebuild_pos.load(Ordering::Acquire) });
+        Health { failed, rebuild: rebuild.filter(|r| !failed.contains(r.role)) }
+    }
+
+    /// Role `role`, failed, is now rebuilt from the start onto its device.
+    pub(crate) fn start_rebuild(&self, role: usize) {
+        self.rebuild_pos.store(0, Ordering::Release);
+        self.rebuild_role.store(role as u32, Ordering::Release);
+        self.failed.fetch_and(!Roles::one(role).0, Ordering::AcqRel);
+    }
+
+    /// The role being rebuilt is in sync below `position`.
+    pub(crate) fn set_rebuild_position(&self, position: u64) {
+        self.rebuild_pos.store(position, Ordering::Release);
+    }
+
+    /// The rebuild ended: its role is in sync everywhere (`done`), or it
+    /// failed (then the role is in the failed set already).
+    pub(crate) fn end_rebuild(&self) {
+        self.rebuild_role.store(NO_REBUILD, Ordering::Release);
     }
 
     /// Failed roles (recorded or not yet).
@@ -155,35 +278,43 @@ impl Members {
 
     /// Number of members.
     pub(crate) fn count(&self) -> usize {
-        self.devs.len()
+        self.roles.len()
     }
 
-    /// The device of role `role`, unless the role has none or has failed.
+    /// The device of role `role`, unless the role has none or has failed
+    /// (a role being rebuilt has its replacement).
     pub(crate) fn dev(&self, role: usize) -> Option<&Member> {
         if self.failed().contains(role) {
             return None;
         }
-        self.devs.get(role).and_then(Option::as_ref)
+        self.slot(role).map(|s| &s.dev)
     }
 
-    /// Roles with a device in sync, and their devices.
+    /// Roles with a device that has not failed, and their devices.
     pub(crate) fn in_sync(&self) -> impl Iterator<Item = (usize, &Member)> {
-        (0..self.devs.len()).filter_map(|role| self.dev(role).map(|d| (role, d)))
+        (0..self.roles.len()).filter_map(|role| self.dev(role).map(|d| (role, d)))
     }
 
     /// The path of the member of role `role`.
     pub(crate) fn path(&self, role: usize) -> &CStr {
-        self.paths.get(role).map_or(kernel::c_str!("?"), |p| &**p)
+        self.slot(role).map_or(kernel::c_str!("missing"), |s| &*s.path)
     }
 
     /// Identities recorded in the superblocks.
-    pub(crate) fn identity(&self) -> &ArrayMembers {
-        &self.identity
+    pub(crate) fn identity(&self) -> ArrayMembers {
+        let mut id = self.base;
+        for role in 0..self.roles.len() {
+            if let Some(s) = self.slot(role) {
+                id.uuids[role] = s.uuid;
+                id.device_sectors[role] = s.device_sectors;
+            }
+        }
+        id
     }
 
     /// Each member's device size (which locates its reserved tail), by role.
-    pub(crate) fn device_sectors(&self) -> &[u64; MAX_MEMBERS] {
-        &self.identity.device_sectors
+    pub(crate) fn device_sectors(&self) -> [u64; MAX_MEMBERS] {
+        self.identity().device_sectors
     }
 
     /// The bio pool.

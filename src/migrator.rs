@@ -8,15 +8,15 @@
 
 use crate::{
     coordination::Coordinator,
+    repair,
     members::{Members, Who},
     raidmig_core::{
         config::Command,
-        engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Stats, Step},
+        engine::{Engine, EngineConfig, IoError, MemberIo, Stats, Step},
         format::ArrayState,
         pace,
         record::Record,
         route::View,
-        tail::{superblock_sector, SUPERBLOCK_BYTES},
     },
     sys::{
         disk::Capacity,
@@ -24,6 +24,7 @@ use crate::{
         kthread, shim, time,
     },
 };
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
     new_condvar, new_mutex,
     prelude::*,
@@ -52,8 +53,10 @@ pub(crate) struct Status {
     pub(crate) view: View,
     /// Engine counters.
     pub(crate) stats: Stats,
-    /// Copy speed over the last unit(s).
+    /// Copy speed over the last unit(s) (or rebuild windows).
     pub(crate) speed_kbps: u64,
+    /// A rebuild under way: the role, and logical sectors done of how many.
+    pub(crate) rebuild: Option<(usize, u64, u64)>,
 }
 
 /// The migration's shared state: the engine, the commands for the thread,
@@ -61,10 +64,10 @@ pub(crate) struct Status {
 #[pin_data]
 pub(crate) struct Control {
     #[pin]
-    engine: Mutex<Option<Engine>>,
+    pub(crate) engine: Mutex<Option<Engine>>,
     /// The superblock record of an array without a migration.
     #[pin]
-    settled: Mutex<Option<Record>>,
+    pub(crate) settled: Mutex<Option<Record>>,
     #[pin]
     commands: Mutex<Commands>,
     #[pin]
@@ -72,6 +75,9 @@ pub(crate) struct Control {
     #[pin]
     status: Mutex<Status>,
     run_at_start: bool,
+    /// A migration is recorded: until it finishes, I/O goes to its source
+    /// layout too.
+    migrating: AtomicBool,
 }
 
 impl Control {
@@ -79,6 +85,7 @@ impl Control {
     /// superblock record in `settled`); the thread copies at once when `run`
     /// (a migration found running, or `start=1`).
     pub(crate) fn new(engine: Option<Engine>, settled: Option<Record>, status: Status, run: bool) -> impl PinInit<Self> {
+        let migrating = engine.is_some_and(|e| e.state() != ArrayState::Clean);
         pin_init!(Control {
             engine <- new_mutex!(engine),
             settled <- new_mutex!(settled),
@@ -86,6 +93,7 @@ impl Control {
             wake <- new_condvar!(),
             status <- new_mutex!(status),
             run_at_start: run,
+            migrating: AtomicBool::new(migrating),
         })
     }
 
@@ -116,8 +124,21 @@ impl Control {
         *self.status.lock()
     }
 
+    /// Whether a migration is recorded (running, paused or stopped). Any
+    /// context.
+    pub(crate) fn migrating(&self) -> bool {
+        self.migrating.load(Ordering::Acquire)
+    }
+
+    /// Shows a rebuild's progress (or its end, with `None`) and speed.
+    pub(crate) fn show_rebuild(&self, rebuild: Option<(usize, u64, u64)>, speed_kbps: u64) {
+        let mut s = self.status.lock();
+        s.rebuild = rebuild;
+        s.speed_kbps = speed_kbps;
+    }
+
     /// Sleeps until a command, a wake-up or `ms` milliseconds.
-    fn idle(&self, ms: u64) {
+    pub(crate) fn idle(&self, ms: u64) {
         let mut guard = self.commands.lock();
         if guard.command.is_none() && !kthread::should_stop() {
             let _ = self.wake.wait_interruptible_timeout(&mut guard, msecs_to_jiffies(ms.min(1000) as u32));
@@ -148,58 +169,11 @@ pub(crate) struct Migration<'a> {
     pub(crate) fail_member: &'a dyn Fn(usize, u64, bool) -> bool,
 }
 
-/// Probes the members whose reads failed, then records the failed roles in
-/// the superblocks of the others. A member that fails the probe or the
-/// record is failed too; writes waiting for the record are woken either way.
-fn keep_health(m: &Migration<'_>, buffer: &mut IoBuf) {
-    let members = m.members;
-    let (bytes, region) = buffer.split();
-    let mut io = KernelIo { members, coord: m.coord, region };
-    for role in m.members.take_suspects().iter() {
-        // The superblock slot: a read that any member in sync answers.
-        let sector = superblock_sector(members.device_sectors()[role], 0);
-        if io.read(role, sector, &mut bytes[..SUPERBLOCK_BYTES]).is_err() {
-            (m.fail_member)(role, sector, false);
-        }
-    }
-    let identity = members.identity();
-    for _ in 0..=members.count() {
-        let failed = members.failed();
-        if failed == members.recorded() {
-            return;
-        }
-        let now = time::now();
-        let r = match m.control.engine.lock().as_mut() {
-            Some(engine) => engine.record_failed(&mut io, identity, bytes, failed, now).map_err(|e| match e {
-                EngineError::Io(e) => Some(e),
-                _ => None,
-            }),
-            None => match m.control.settled.lock().as_mut() {
-                Some(record) => record.record(&mut io, identity, failed, now, bytes).map_err(Some),
-                None => Err(None),
-            },
-        };
-        match r {
-            Ok(()) => {
-                members.set_recorded(failed, false);
-                pr_info!("{}: failed members recorded in the superblocks of the others\n", members.name());
-                return;
-            }
-            Err(Some(e)) => {
-                (m.fail_member)(e.member, 0, true);
-            }
-            Err(None) => break,
-        }
-    }
-    pr_err!("{}: cannot record the failed members: no member left to write to\n", members.name());
-    members.set_recorded(members.recorded(), true);
-}
-
-/// Blocking member I/O for the engine, by role.
-struct KernelIo<'a> {
-    members: &'a Members,
-    coord: &'a Coordinator,
-    region: Region<'a>,
+/// Blocking member I/O for the engine (and the repairs), by role.
+pub(crate) struct KernelIo<'a> {
+    pub(crate) members: &'a Members,
+    pub(crate) coord: &'a Coordinator,
+    pub(crate) region: Region<'a>,
 }
 
 impl MemberIo for KernelIo<'_> {
@@ -243,23 +217,30 @@ pub(crate) fn run(m: &Migration<'_>) {
     };
     let mut running = c.run_at_start && buffer.is_some();
     let mut speed = Speed { since_ms: time::now().mono_ms, bytes: 0 };
+    let mut rebuild = repair::Rebuilding::default();
     loop {
         if let Some(buf) = buffer.as_mut() {
-            keep_health(m, buf);
+            repair::keep_health(m, buf);
         }
         let mut guard = c.engine.lock();
         let (Some(engine), Some(buf)) = (guard.as_mut(), buffer.as_mut()) else {
             drop(guard);
             if kthread::should_stop() {
+                repair::stop(m, &mut rebuild, buffer.as_mut());
                 return;
             }
             c.commands.lock().command = None;
-            c.idle(1000);
+            // No migration: the array's own upkeep.
+            let pause_ms = match buffer.as_mut() {
+                Some(buf) => repair::rebuild_step(m, &mut rebuild, buf),
+                None => None,
+            };
+            c.idle(pause_ms.unwrap_or(1000));
             continue;
         };
         let (bytes, region) = buf.split();
         let mut io = KernelIo { members: m.members, coord: m.coord, region };
-        let members = m.members.identity();
+        let members = &m.members.identity();
 
         if kthread::should_stop() {
             // Unload: checkpoint what is copied; the next load resumes.
@@ -287,6 +268,7 @@ pub(crate) fn run(m: &Migration<'_>) {
         }
 
         let mut throttle_ms = 0u64;
+        let mut finished = false;
         if running {
             if engine.state() == ArrayState::Prepared {
                 pr_info!("{}: migration started\n", name);
@@ -302,6 +284,7 @@ pub(crate) fn run(m: &Migration<'_>) {
                 Ok(Step::Checkpointed) => {}
                 Ok(Step::Finished) => {
                     running = false;
+                    finished = true;
                     let capacity = engine.plan().target().capacity();
                     m.capacity.grow(capacity);
                     pr_info!(
@@ -343,6 +326,14 @@ pub(crate) fn run(m: &Migration<'_>) {
         }
         if now.saturating_sub(speed.since_ms) > 2000 {
             speed = Speed { since_ms: now, bytes: 0 };
+        }
+        if finished {
+            // The array is settled: its superblocks are kept by a record
+            // from now on (failures, rebuilds).
+            let sb = engine.superblock(members, 0, time::now());
+            *c.settled.lock() = Some(Record::new(sb));
+            *guard = None;
+            c.migrating.store(false, Ordering::Release);
         }
         drop(guard);
 

@@ -28,6 +28,8 @@ mod members;
 mod migrator;
 #[path = "core/lib.rs"]
 mod raidmig_core;
+mod repair;
+mod spares;
 mod stripes;
 mod sys;
 mod sysfs;

@@ -115,7 +115,7 @@ impl Stripes {
         let fua = io.request().member_opf() & FUA;
         let mut sio = KernelStripe { members, io, region, fua };
         let base = io.request().sector();
-        write_stripe(&mut sio, g, place, members.device_sectors(), failed, base, start, sectors, bytes)
+        write_stripe(&mut sio, g, place, &members.device_sectors(), failed, base, start, sectors, bytes)
     }
 
     /// Reads logical `[start, start + sectors)`, within one chunk of raid5
@@ -139,7 +139,7 @@ impl Stripes {
         let (bytes, region) = buf.split();
         let mut sio = KernelStripe { members, io, region, fua: 0 };
         let base = io.request().sector();
-        read_reconstructed(&mut sio, g, place, members.device_sectors(), failed, base, start, sectors, bytes)
+        read_reconstructed(&mut sio, g, place, &members.device_sectors(), failed, base, start, sectors, bytes)
     }
 }
 

@@ -2,13 +2,15 @@
 //!
 //! | file | access | content |
 //! |------|--------|---------|
-//! | action | rw | write `start`, `pause`, `resume`; reads `migrate`, `pause` or `idle` |
+//! | action | rw | write `start`, `pause`, `resume`; reads `migrate`, `rebuild`, `pause` or `idle` |
 //! | state | r | `prepared`, `migrating`, `paused`, `clean`, `degraded` (members failed, every sector held) or `failed` (more failed than the level survives, or the migration stopped on an error) |
 //! | level, source_level | r | layout migrated to, and from |
 //! | chunk_kb | r | chunk size of the target layout |
 //! | members | r | member devices, in role order |
-//! | roles | r | one line per role: role, device (`missing` if none), `in_sync` or `faulty` |
-//! | progress | r | `DONE/TOTAL`, target sectors |
+//! | roles | r | one line per role: role, device (`missing` if none), `in_sync`, `faulty` or `rebuilding` (with the logical sector up to which it is rebuilt) |
+//! | add | w | a device path: it replaces the lowest failed role (and is rebuilt), or becomes a hot spare |
+//! | spares | r | the hot spares, one path per line |
+//! | progress | r | `DONE/TOTAL`, target sectors (of the rebuild while one runs) |
 //! | checkpoint | r | logical sector up to which the target layout is durable |
 //! | units_done, units_staged, checkpoint_writes | r | engine counters (this load) |
 //! | speed_kbps | r | copy speed |
@@ -82,6 +84,8 @@ fn show_attr<const K: usize>(a: &Array, out: &mut Page) -> core::fmt::Result {
         ACTION => {
             let action = if s.running {
                 "migrate"
+            } else if s.rebuild.is_some() {
+                "rebuild"
             } else if s.state == ArrayState::Paused && !s.failed {
                 "pause"
             } else {
@@ -103,12 +107,26 @@ fn show_attr<const K: usize>(a: &Array, out: &mut Page) -> core::fmt::Result {
         }
         ROLES => {
             let m = a.members();
-            let failed = m.failed();
+            let health = m.health();
             for role in 0..m.count() {
-                let state = if failed.contains(role) { RoleState::Faulty } else { RoleState::InSync };
-                writeln!(out, "{role} {} {}", m.path(role), state.name())?;
+                match health.rebuild.filter(|r| r.role == role) {
+                    Some(r) => writeln!(out, "{role} {} {} {}", m.path(role), RoleState::Rebuilding.name(), r.position)?,
+                    None => {
+                        let state = if health.failed.contains(role) { RoleState::Faulty } else { RoleState::InSync };
+                        writeln!(out, "{role} {} {}", m.path(role), state.name())?;
+                    }
+                }
             }
             Ok(())
+        }
+        SPARES => {
+            let mut r = Ok(());
+            a.members().for_each_spare(|p| r = r.and_then(|()| writeln!(out, "{}", p)));
+            r
+        }
+        PROGRESS if s.rebuild.is_some() => {
+            let (_, done, total) = s.rebuild.unwrap_or_default();
+            writeln!(out, "{done}/{total}")
         }
         PROGRESS => {
             let (done, total) = s.view.progress();
@@ -137,12 +155,19 @@ unsafe extern "C" fn show<const K: usize>(
 }
 
 /// Takes a write of `input` to attribute `K` of `a`; changes nothing unless
-/// the input is valid.
-fn store_attr<const K: usize>(a: &Array, input: &[u8]) -> Result<(), config::ConfigError> {
+/// the input is valid (`EINVAL` otherwise, or what the change met).
+fn store_attr<const K: usize>(a: &Array, input: &[u8]) -> Result {
+    let invalid = |e: config::ConfigError| {
+        pr_err!("{}: {}\n", a.members().name(), e.message());
+        EINVAL
+    };
     match K {
-        ACTION => config::parse_command(input).map(|c| a.control().command(c)),
-        SPEED_LIMIT => config::parse_speed_limit(input).map(|v| a.control().set_speed_limit_kbps(v)),
-        _ => Err(config::ConfigError::BadCommand),
+        ACTION => config::parse_command(input).map(|c| a.control().command(c)).map_err(invalid),
+        SPEED_LIMIT => {
+            config::parse_speed_limit(input).map(|v| a.control().set_speed_limit_kbps(v)).map_err(invalid)
+        }
+        ADD => a.add_device(config::parse_device_path(input).map_err(invalid)?),
+        _ => Err(EINVAL),
     }
 }
 
@@ -157,7 +182,7 @@ unsafe extern "C" fn store<const K: usize>(
     let (a, input) = unsafe { (array_of(dev), core::slice::from_raw_parts(buf, count)) };
     match store_attr::<K>(a, input) {
         Ok(()) => count as isize,
-        Err(_) => -(bindings::EINVAL as isize),
+        Err(e) => e.to_errno() as isize,
     }
 }
 
@@ -175,7 +200,9 @@ const CHECKPOINT_WRITES: usize = 10;
 const SPEED: usize = 11;
 const SPEED_LIMIT: usize = 12;
 const ROLES: usize = 13;
-const N: usize = 14;
+const ADD: usize = 14;
+const SPARES: usize = 15;
+const N: usize = 16;
 
 const fn attr(name: &'static CStr, show: ShowFn, store: Option<StoreFn>) -> bindings::device_attribute {
     // SAFETY: an attribute is valid zeroed (no lockdep key: a static one).
@@ -209,6 +236,8 @@ static ATTRS: Shared<[bindings::device_attribute; N]> = Shared(UnsafeCell::new([
     attr(kernel::c_str!("speed_kbps"), show::<SPEED>, None),
     attr(kernel::c_str!("speed_limit_max_kbps"), show::<SPEED_LIMIT>, Some(store::<SPEED_LIMIT>)),
     attr(kernel::c_str!("roles"), show::<ROLES>, None),
+    attr(kernel::c_str!("add"), show::<ADD>, Some(store::<ADD>)),
+    attr(kernel::c_str!("spares"), show::<SPARES>, None),
 ]));
 
 const fn attr_ptr(i: usize) -> *mut bindings::attribute {
@@ -231,6 +260,8 @@ static ATTR_PTRS: Shared<[*mut bindings::attribute; N + 1]> = Shared(UnsafeCell:
     attr_ptr(11),
     attr_ptr(12),
     attr_ptr(13),
+    attr_ptr(14),
+    attr_ptr(15),
     core::ptr::null_mut(),
 ]));
 

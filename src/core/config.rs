@@ -24,6 +24,8 @@ pub enum ConfigError {
     BadCommand,
     /// A sysfs write that is not a decimal number in the knob's range.
     BadNumber,
+    /// A sysfs write that is not an absolute device path.
+    BadPath,
 }
 
 impl ConfigError {
@@ -37,6 +39,7 @@ impl ConfigError {
             ConfigError::BadChunk => "chunk_kb must be a power of two from 4 to 4096",
             ConfigError::BadCommand => "unknown command (use start, pause or resume)",
             ConfigError::BadNumber => "not a decimal number in range",
+            ConfigError::BadPath => "not a device path (an absolute path, at most 255 bytes, no blanks)",
         }
     }
 }
@@ -146,6 +149,16 @@ pub fn parse_number(input: &[u8], max: u64) -> Result<u64, ConfigError> {
     }
 }
 
+/// Parses a write of a device path (`add`): absolute, at most 255 bytes,
+/// no blanks or control characters inside.
+pub fn parse_device_path(input: &[u8]) -> Result<&str, ConfigError> {
+    let text = knob_text(input, ConfigError::BadPath)?;
+    if !text.starts_with('/') || text.len() > 255 || text.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(ConfigError::BadPath);
+    }
+    Ok(text)
+}
+
 /// Parses a write to `speed_limit_max_kbps`.
 pub fn parse_speed_limit(input: &[u8]) -> Result<u64, ConfigError> {
     parse_number(input, MAX_SPEED_LIMIT_KBPS)
@@ -221,6 +234,12 @@ mod tests {
         }
         assert_eq!(parse_speed_limit(&[b'1'; 5000]), Err(ConfigError::BadNumber));
         assert!(!ConfigError::BadNumber.message().is_empty());
+        assert_eq!(parse_device_path(b"/dev/sdb\n"), Ok("/dev/sdb"));
+        assert_eq!(parse_device_path(b"/dev/mapper/m1"), Ok("/dev/mapper/m1"));
+        for bad in [&b""[..], b"\n", b"sdb", b"/dev/sd b", b"/dev/sdb\t", b"\xff/dev", b"/dev/\x01"] {
+            assert_eq!(parse_device_path(bad), Err(ConfigError::BadPath), "{bad:?}");
+        }
+        assert_eq!(parse_device_path(&[b'/'; 256]), Err(ConfigError::BadPath));
     }
 
     #[test]

@@ -149,7 +149,11 @@ pub fn condition(g: &Geometry, failed: Roles) -> Condition {
 pub fn read_copy(g: &Geometry, logical: u64, failed: Roles) -> Option<usize> {
     let copies = g.copies();
     let first = g.read_copy(logical);
-    (0..copies).map(|k| (first + k) % copies).find(|&c| !failed.contains(g.locate_copy(logical, c).member))
+    // `first + k` is below twice the copies: wrap without a division (whose
+    // panic path the kernel's objtool does not follow).
+    (0..copies)
+        .map(|k| if first + k >= copies { first + k - copies } else { first + k })
+        .find(|&c| !failed.contains(g.locate_copy(logical, c).member))
 }
 
 /// The array's state as shown in sysfs: `failed` when more members failed

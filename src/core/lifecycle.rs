@@ -26,7 +26,7 @@
 use super::assemble::{assemble, AssembleError, AssembleErrorKind, Assembly};
 use super::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Time};
 use super::format::{ArrayState, FormatError, Superblock};
-use super::health::Roles;
+use super::health::{Health, Roles};
 use super::record::Record;
 use super::layout::{Geometry, GeometryError, Level, MAX_MEMBERS, SECTOR_SHIFT};
 use super::members::ArrayMembers;
@@ -211,6 +211,14 @@ impl Recovered {
         match self {
             Recovered::Settled { record, .. } => record.failed(),
             Recovered::Migration(e) => e.failed(),
+        }
+    }
+
+    /// What is not in sync, as recorded.
+    pub fn health(&self) -> Health {
+        match self {
+            Recovered::Settled { record, .. } => Health { failed: record.failed(), rebuild: record.rebuild() },
+            Recovered::Migration(e) => Health { failed: e.failed(), rebuild: None },
         }
     }
 

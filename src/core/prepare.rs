@@ -135,12 +135,84 @@ pub fn prepared_superblock(plan: &Migration, members: &ArrayMembers, role: usize
     }
 }
 
+/// Why a device cannot join a running array (as a replacement or a spare).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddError {
+    /// It cannot hold the data area and the reserved tail.
+    TooSmall,
+    /// It carries the superblock of another raidmig array.
+    OtherArray,
+    /// It carries a damaged raidmig superblock.
+    Damaged,
+}
+
+impl AddError {
+    /// A sentence for the kernel log (the shell adds the device path).
+    pub fn message(self) -> &'static str {
+        match self {
+            AddError::TooSmall => "device too small: it must hold the data area and the 16 MiB reserved tail",
+            AddError::OtherArray => "device belongs to another raidmig array",
+            AddError::Damaged => "device carries a damaged raidmig superblock; wipe its last 16 MiB first",
+        }
+    }
+}
+
+/// Checks a device of `device_sectors` offered to the array `array_uuid`,
+/// whose data areas are `member_sectors` long, from what its superblock
+/// slots decode to. A former member of this array is welcome (it is rebuilt
+/// in full); one of another array is not.
+pub fn check_addition(
+    device_sectors: u64,
+    slot0: &Result<Superblock, FormatError>,
+    slot1: &Result<Superblock, FormatError>,
+    array_uuid: &[u8; 16],
+    member_sectors: u64,
+) -> Result<(), AddError> {
+    if device_sectors < member_sectors.saturating_add(super::layout::RESERVED_TAIL_SECTORS) {
+        return Err(AddError::TooSmall);
+    }
+    for slot in [slot0, slot1] {
+        match slot {
+            Ok(sb) if sb.array_uuid != *array_uuid => return Err(AddError::OtherArray),
+            Ok(_) | Err(FormatError::Blank | FormatError::BadMagic) => {}
+            Err(_) => return Err(AddError::Damaged),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::layout::RESERVED_TAIL_SECTORS;
     use super::*;
 
     const T: u64 = RESERVED_TAIL_SECTORS;
+
+    fn prepared_sb() -> Superblock {
+        let d = T + 1000;
+        let plan = plan_new(Level::Raid1, 128, &[d, d], 1).unwrap();
+        let members = ArrayMembers::new([1; 16], 0, &[[2; 16], [3; 16]], &[d, d]);
+        prepared_superblock(&plan, &members, 1, 42)
+    }
+
+    #[test]
+    fn additions() {
+        let blank = Err(FormatError::Blank);
+        let ours = Ok(Superblock { array_uuid: [5; 16], ..prepared_sb() });
+        let theirs = Ok(Superblock { array_uuid: [6; 16], ..prepared_sb() });
+        let need = 1000 + T;
+        assert_eq!(check_addition(need, &blank, &blank, &[5; 16], 1000), Ok(()));
+        assert_eq!(check_addition(need - 1, &blank, &blank, &[5; 16], 1000), Err(AddError::TooSmall));
+        assert_eq!(check_addition(need, &ours, &blank, &[5; 16], 1000), Ok(()));
+        assert_eq!(check_addition(need, &blank, &theirs, &[5; 16], 1000), Err(AddError::OtherArray));
+        assert_eq!(
+            check_addition(need, &Err(FormatError::BadChecksum), &blank, &[5; 16], 1000),
+            Err(AddError::Damaged)
+        );
+        for e in [AddError::TooSmall, AddError::OtherArray, AddError::Damaged] {
+            assert!(!e.message().is_empty());
+        }
+    }
 
     #[test]
     fn plans_and_refusals() {
@@ -183,3 +255,4 @@ mod tests {
         assert_eq!(Superblock::decode_slot(&buf, 1), Ok(sb));
     }
 }
+

@@ -13,6 +13,7 @@
 //! - [`request`]: a blk-mq request and the count of its member bios.
 //! - [`disk`]: the blk-mq disk, its tag set and queue limits.
 //! - [`kthread`]: a kernel thread.
+//! - [`once`]: a cell set at most once and read without a lock.
 //! - [`time`]: the clocks.
 
 pub(crate) mod bio;
@@ -21,6 +22,7 @@ pub(crate) mod drain;
 pub(crate) mod iobuf;
 pub(crate) mod kthread;
 pub(crate) mod member;
+pub(crate) mod once;
 pub(crate) mod request;
 pub(crate) mod shim;
 pub(crate) mod time;

@@ -160,3 +160,11 @@ pub(crate) fn gfp_noio() -> bindings::gfp_t {
     // SAFETY: see above.
     unsafe { raidmig_gfp_noio }
 }
+
+/// 16 random bytes (a UUID for an array or a member).
+pub(crate) fn random_uuid() -> [u8; 16] {
+    let mut u = [0u8; 16];
+    // SAFETY: `u` is valid for 16 bytes.
+    unsafe { bindings::get_random_bytes(u.as_mut_ptr().cast(), u.len()) };
+    u
+}

@@ -1,0 +1,229 @@
+//! The array thread's upkeep of redundancy: members whose reads failed are
+//! probed, failed roles are recorded in the superblocks of the others
+//! (writes that saw a member fail are acknowledged only then), and a role
+//! given a replacement is rebuilt window by window by the core's
+//! [`Rebuilder`], its position recorded as it goes.
+//!
+//! Every decision is the core's (what a window is, what its rows hold, when
+//! a position is recorded, what the superblocks say); this file runs it
+//! over blocking member I/O, keeps host writes out of the window being
+//! rebuilt through the coordinator, and tells dmesg and sysfs.
+
+use crate::{
+    migrator::{KernelIo, Migration},
+    raidmig_core::{
+        engine::{EngineError, MemberIo, Time},
+        format::Rebuild,
+        pace,
+        rebuild::{RebuildError, Rebuilder, RecordPace},
+        tail::{superblock_sector, SUPERBLOCK_BYTES},
+    },
+    spares,
+    sys::{iobuf::IoBuf, time},
+};
+use kernel::prelude::*;
+
+/// Probes the members whose reads failed, then records in the superblocks
+/// what is not in sync (failed roles, a rebuild starting or ended). A member
+/// that fails the probe or the record is failed too; writes waiting for the
+/// record are woken either way.
+pub(crate) fn keep_health(m: &Migration<'_>, buffer: &mut IoBuf) {
+    let members = m.members;
+    let (bytes, region) = buffer.split();
+    let mut io = KernelIo { members, coord: m.coord, region };
+    if m.control.engine.lock().is_none() {
+        spares::take_over(members);
+    }
+    for role in members.take_suspects().iter() {
+        // A superblock slot: a read that any working member answers.
+        let sector = superblock_sector(members.device_sectors()[role], 0);
+        if io.read(role, sector, &mut bytes[..SUPERBLOCK_BYTES]).is_err() {
+            (m.fail_member)(role, sector, false);
+        }
+    }
+    for _ in 0..=members.count() {
+        let health = members.health();
+        let identity = members.identity();
+        let now = time::now();
+        let r = match m.control.engine.lock().as_mut() {
+            Some(engine) => {
+                if health.failed == members.recorded() {
+                    return;
+                }
+                engine.record_failed(&mut io, &identity, bytes, health.failed, now).map_err(|e| match e {
+                    EngineError::Io(e) => Some(e),
+                    _ => None,
+                })
+            }
+            None => match m.control.settled.lock().as_mut() {
+                Some(record) => {
+                    let role = |r: Option<Rebuild>| r.map(|r| r.role);
+                    if health.failed == record.failed() && role(health.rebuild) == role(record.rebuild()) {
+                        if health.failed == members.recorded() {
+                            return;
+                        }
+                        Ok(())
+                    } else {
+                        // A rebuild keeps its recorded position; a new one
+                        // starts at 0.
+                        let rebuild = health.rebuild.map(|r| match record.rebuild() {
+                            Some(old) if old.role == r.role => old,
+                            _ => Rebuild { role: r.role, position: 0 },
+                        });
+                        record.update(&mut io, &identity, health.failed, rebuild, now, bytes).map_err(Some)
+                    }
+                }
+                None => Err(None),
+            },
+        };
+        match r {
+            Ok(()) => {
+                if health.failed != members.recorded() {
+                    pr_info!("{}: member failure recorded in the superblocks of the others\n", members.name());
+                }
+                members.set_recorded(health.failed, false);
+                return;
+            }
+            Err(Some(e)) => {
+                (m.fail_member)(e.member, 0, true);
+            }
+            Err(None) => break,
+        }
+    }
+    pr_err!("{}: cannot record the failed members: no member left to write to\n", members.name());
+    members.set_recorded(members.recorded(), true);
+}
+
+/// A rebuild in the thread: the core's rebuilder and its speed.
+#[derive(Default)]
+pub(crate) struct Rebuilding {
+    rebuilder: Option<Rebuilder>,
+    since_ms: u64,
+    bytes: u64,
+}
+
+/// Ends the rebuild in the thread (its role failed, or it is done): host
+/// writes no longer wait for a window.
+fn drop_rebuild(m: &Migration<'_>, state: &mut Rebuilding) {
+    if state.rebuilder.take().is_some() {
+        m.coord.set_repair(None);
+        m.control.show_rebuild(None, 0);
+    }
+}
+
+/// Does the next piece of a rebuild, if one is due: copies a window, records
+/// the position when due, records the role in sync at the end. Returns how
+/// long to pause (the throttle), or `None` when there is nothing to do.
+pub(crate) fn rebuild_step(m: &Migration<'_>, state: &mut Rebuilding, buffer: &mut IoBuf) -> Option<u64> {
+    let members = m.members;
+    let health = members.health();
+    let Some(target) = health.rebuild else {
+        drop_rebuild(m, state);
+        return None;
+    };
+    // Only once the record holds the rebuild (`keep_health` writes it first,
+    // with the replacement's identity): from its recorded position.
+    let recorded = m.control.settled.lock().as_ref().and_then(|r| r.rebuild());
+    let Some(recorded) = recorded.filter(|r| r.role == target.role) else { return Some(100) };
+    let g = m.control.settled.lock().as_ref()?.newest.layout;
+    let now = time::now();
+    if state.rebuilder.is_none_or(|rb| rb.role() != target.role) {
+        state.rebuilder = Some(Rebuilder::new(g, recorded, now));
+        state.since_ms = now.mono_ms;
+        state.bytes = 0;
+        members.set_rebuild_position(recorded.position);
+        pr_info!(
+            "{}: rebuilding role {} onto {} from sector {}\n",
+            members.name(),
+            target.role,
+            members.path(target.role),
+            recorded.position
+        );
+    }
+    let rb = state.rebuilder.as_mut()?;
+    let (bytes, region) = buffer.split();
+    let mut io = KernelIo { members, coord: m.coord, region };
+    let mut window_bytes = 0;
+    if let Some((start, end)) = rb.next_window() {
+        // Writes admitted before now end first; writes into the window wait.
+        m.coord.set_repair(Some((start, end)));
+        match rb.copy_window(&mut io, health.failed, bytes) {
+            Ok(_) => {
+                members.set_rebuild_position(end);
+                m.coord.set_repair(Some((end, end)));
+                window_bytes = (end - start) << 9;
+            }
+            Err(e) => {
+                let why = match e {
+                    RebuildError::Io(e) => {
+                        (m.fail_member)(e.member, 0, true);
+                        "member I/O error"
+                    }
+                    RebuildError::Lost => "no member in sync holds part of it",
+                    RebuildError::BufferTooSmall => "buffer too small",
+                };
+                pr_err!("{}: rebuild of role {} stopped: {}\n", members.name(), target.role, why);
+                if !members.failed().contains(target.role) {
+                    (m.fail_member)(target.role, start, true);
+                }
+                drop_rebuild(m, state);
+                return None;
+            }
+        }
+    }
+    let pace_cfg = RecordPace::default();
+    if rb.record_due(now, pace_cfg) || rb.copied_all() {
+        let position = rb.copied();
+        let done = rb.copied_all();
+        let identity = members.identity();
+        let rebuild = (!done).then_some(Rebuild { role: target.role, position });
+        let r = io.flush().and_then(|()| match m.control.settled.lock().as_mut() {
+            Some(record) => record.update(&mut io, &identity, health.failed, rebuild, now, bytes),
+            None => Ok(()),
+        });
+        match r {
+            Ok(()) => rb.recorded_at(position, now),
+            Err(e) => {
+                (m.fail_member)(e.member, 0, true);
+                return Some(100);
+            }
+        }
+        if done {
+            members.end_rebuild();
+            pr_info!("{}: rebuild of role {} onto {} finished\n", members.name(), target.role, members.path(target.role));
+            drop_rebuild(m, state);
+            return None;
+        }
+    }
+    let now = time::now();
+    state.bytes = state.bytes.saturating_add(window_bytes);
+    let elapsed = now.mono_ms.saturating_sub(state.since_ms);
+    m.control.show_rebuild(Some((target.role, rb.copied(), g.capacity())), pace::kbps(state.bytes, elapsed));
+    if elapsed > 2000 {
+        state.since_ms = now.mono_ms;
+        state.bytes = 0;
+    }
+    Some(pace::throttle_ms(window_bytes, 0, m.control.speed_limit_kbps()))
+}
+
+/// At unload: records how far a rebuild got, so that the next load resumes
+/// there.
+pub(crate) fn stop(m: &Migration<'_>, state: &mut Rebuilding, buffer: Option<&mut IoBuf>) {
+    let (Some(rb), Some(buffer)) = (state.rebuilder, buffer) else { return };
+    let members = m.members;
+    let health = members.health();
+    if rb.copied() > rb.recorded() && health.rebuild.is_some_and(|r| r.role == rb.role()) {
+        let (bytes, region) = buffer.split();
+        let mut io = KernelIo { members, coord: m.coord, region };
+        let identity = members.identity();
+        let rebuild = Some(Rebuild { role: rb.role(), position: rb.copied() });
+        let now: Time = time::now();
+        let r = io.flush().and_then(|()| match m.control.settled.lock().as_mut() {
+            Some(record) => record.update(&mut io, &identity, health.failed, rebuild, now, bytes),
+            None => Ok(()),
+        });
+        if r.is_err() {
+            pr_err!("{}: could not record the rebuild position at unload\n", members.name());
+        }
+    }
+}
