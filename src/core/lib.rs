@@ -75,6 +75,17 @@
 //!    same functions for the load sequence, host admission, the split of
 //!    requests into member I/O, raid5 writes and the migration, so the
 //!    simulator's power cuts test what the kernel runs.
+//! 9. **A role out of sync is never trusted.** A member that fails (a write
+//!    error, a read error it does not answer after, missing or stale at
+//!    assembly) is left out of all I/O at once and recorded faulty in the
+//!    superblocks of the others before any write that saw it fail is
+//!    acknowledged; a faulty or stale member is never assembled as in sync
+//!    again. Reads take a copy in sync or reconstruct a raid5 chunk; writes
+//!    keep every copy and parity in sync consistent. A replacement is in sync
+//!    only below its rebuild position, which is recorded only once the rows
+//!    below it are durable, and rows are rebuilt only once every write
+//!    admitted before has ended ([`health`], [`hostio`], [`raid5`],
+//!    [`assemble`], [`record`], [`rebuild`], [`gate`]).
 //!
 //! # Modules, bottom up
 //!
@@ -92,7 +103,13 @@
 //! - [`lifecycle`]: the load sequence (create, assemble, catch up, finish a
 //!   staged unit).
 //! - [`gate`]: admission of host requests and the drain of old ones.
-//! - [`hostio`], [`raid5`]: a host request as member I/O, and raid5 writes.
+//! - [`health`]: failed roles, what each level survives, which copy a read
+//!   takes.
+//! - [`hostio`], [`raid5`]: a host request as member I/O, and raid5 writes
+//!   and reconstructed reads.
+//! - [`record`], [`rebuild`]: the superblocks of a settled array (failed
+//!   roles, a rebuild's position), and the rebuild of a role onto a
+//!   replacement.
 //!
 //! In the kernel build `--cfg MODULE` is set and this file is a module, not a
 //! crate root, so the crate-level attribute below applies to the host only.
