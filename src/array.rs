@@ -12,6 +12,7 @@ use crate::{
     members::Members,
     migrator::{self, Control, Migration, Status},
     raidmig_core::{
+        config::Command,
         health::{condition, Condition},
         layout::{Geometry, Level},
         lifecycle::Recovered,
@@ -65,7 +66,7 @@ impl Array {
         };
         let failed = engine.is_some_and(|e| e.halted());
         let stats = engine.map(|e| e.stats()).unwrap_or_default();
-        let status = Status { state, failed, running: false, view, stats, speed_kbps: 0, rebuild: None };
+        let status = Status { state, failed, running: false, view, stats, speed_kbps: 0, rebuild: None, scrub: None, mismatches: 0 };
         let raid5 = source.level() == Level::Raid5 || target.level() == Level::Raid5;
         let buffers = Stripes::buffers(target.members(), raid5)?;
         Ok(try_pin_init!(Array {
@@ -144,6 +145,29 @@ impl Array {
             return Err(EBUSY);
         }
         spares::add(&self.members, &self.target, path, || self.control.wake())
+    }
+
+    /// Takes a command written to `action`. A scrub (`check`, `repair`)
+    /// needs every member in sync, no migration and a level with
+    /// redundancy: otherwise `EBUSY` (or `EINVAL`), with a dmesg line.
+    pub(crate) fn command(&self, c: Command) -> Result {
+        let name = self.members.name();
+        if matches!(c, Command::Check | Command::Repair) {
+            if self.control.migrating() {
+                pr_err!("{}: no scrub during a migration\n", name);
+                return Err(EBUSY);
+            }
+            if !(self.target.copies() > 1 || self.target.level().has_parity()) {
+                pr_err!("{}: {} has no redundancy to scrub\n", name, self.target.level().name());
+                return Err(EINVAL);
+            }
+            if !self.members.health().out_of_sync().is_empty() {
+                pr_err!("{}: no scrub while a member is not in sync\n", name);
+                return Err(EBUSY);
+            }
+        }
+        self.control.command(c);
+        Ok(())
     }
 
     /// The migration thread's body.

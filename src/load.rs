@@ -227,6 +227,7 @@ pub(crate) fn from_params() -> Result<Running> {
         force: shim::force(),
         start: shim::start(),
         unit_sectors: UNIT_SECTORS,
+        bitmap_region_sectors: u64::from(shim::bitmap_region_mb()) << 11,
         engine: migrator::config(),
     };
     let mut fresh = Fresh { array_uuid: shim::random_uuid(), member_uuids: [[0; 16]; MAX_MEMBERS] };

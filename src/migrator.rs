@@ -17,6 +17,7 @@ use crate::{
         pace,
         record::Record,
         route::View,
+        scrub::ScrubMode,
     },
     sys::{
         disk::Capacity,
@@ -57,6 +58,10 @@ pub(crate) struct Status {
     pub(crate) speed_kbps: u64,
     /// A rebuild under way: the role, and logical sectors done of how many.
     pub(crate) rebuild: Option<(usize, u64, u64)>,
+    /// A scrub under way: check or repair, logical sectors done of how many.
+    pub(crate) scrub: Option<(ScrubMode, u64, u64)>,
+    /// Sectors the last (or current) scrub found mismatched.
+    pub(crate) mismatches: u64,
 }
 
 /// The migration's shared state: the engine, the commands for the thread,
@@ -134,6 +139,15 @@ impl Control {
     pub(crate) fn show_rebuild(&self, rebuild: Option<(usize, u64, u64)>, speed_kbps: u64) {
         let mut s = self.status.lock();
         s.rebuild = rebuild;
+        s.speed_kbps = speed_kbps;
+    }
+
+    /// Shows a scrub's progress (or its end, with `None`), its mismatches
+    /// and speed.
+    pub(crate) fn show_scrub(&self, scrub: Option<(ScrubMode, u64, u64)>, mismatches: u64, speed_kbps: u64) {
+        let mut s = self.status.lock();
+        s.scrub = scrub;
+        s.mismatches = mismatches;
         s.speed_kbps = speed_kbps;
     }
 
@@ -218,6 +232,7 @@ pub(crate) fn run(m: &Migration<'_>) {
     let mut running = c.run_at_start && buffer.is_some();
     let mut speed = Speed { since_ms: time::now().mono_ms, bytes: 0 };
     let mut rebuild = repair::Rebuilding::default();
+    let mut scrub = repair::Scrubbing::default();
     loop {
         if let Some(buf) = buffer.as_mut() {
             repair::keep_health(m, buf);
@@ -229,10 +244,11 @@ pub(crate) fn run(m: &Migration<'_>) {
                 repair::stop(m, &mut rebuild, buffer.as_mut());
                 return;
             }
-            c.commands.lock().command = None;
-            // No migration: the array's own upkeep.
+            let command = c.commands.lock().command.take();
+            // No migration: the array's own upkeep; a rebuild first.
             let pause_ms = match buffer.as_mut() {
-                Some(buf) => repair::rebuild_step(m, &mut rebuild, buf),
+                Some(buf) => repair::rebuild_step(m, &mut rebuild, buf)
+                    .or_else(|| repair::scrub_step(m, &mut scrub, command, buf)),
                 None => None,
             };
             c.idle(pause_ms.unwrap_or(1000));

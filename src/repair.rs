@@ -1,8 +1,9 @@
 //! The array thread's upkeep of redundancy: members whose reads failed are
 //! probed, failed roles are recorded in the superblocks of the others
-//! (writes that saw a member fail are acknowledged only then), and a role
+//! (writes that saw a member fail are acknowledged only then), a role
 //! given a replacement is rebuilt window by window by the core's
-//! [`Rebuilder`], its position recorded as it goes.
+//! [`Rebuilder`], its position recorded as it goes, and a scrub (`check`,
+//! `repair`) runs window by window by the core's [`Scrubber`].
 //!
 //! Every decision is the core's (what a window is, what its rows hold, when
 //! a position is recorded, what the superblocks say); this file runs it
@@ -15,7 +16,9 @@ use crate::{
         engine::{EngineError, MemberIo, Time},
         format::Rebuild,
         pace,
+        config::Command,
         rebuild::{RebuildError, Rebuilder, RecordPace},
+        scrub::{ScrubError, ScrubMode, Scrubber},
         tail::{superblock_sector, SUPERBLOCK_BYTES},
     },
     spares,
@@ -226,4 +229,87 @@ pub(crate) fn stop(m: &Migration<'_>, state: &mut Rebuilding, buffer: Option<&mu
             pr_err!("{}: could not record the rebuild position at unload\n", members.name());
         }
     }
+}
+
+/// A scrub in the thread.
+#[derive(Default)]
+pub(crate) struct Scrubbing {
+    scrubber: Option<Scrubber>,
+    since_ms: u64,
+    bytes: u64,
+}
+
+/// Starts or stops a scrub on `command` (the caller checked that the array
+/// may scrub), then scrubs the next window of one under way, unless a
+/// member is out of sync (a failure stops it). Returns how long to pause,
+/// or `None` when there is nothing to do.
+pub(crate) fn scrub_step(
+    m: &Migration<'_>,
+    state: &mut Scrubbing,
+    command: Option<Command>,
+    buffer: &mut IoBuf,
+) -> Option<u64> {
+    let members = m.members;
+    let name = members.name();
+    let g = m.control.settled.lock().as_ref()?.newest.layout;
+    let mode = match command {
+        Some(Command::Check) => Some(ScrubMode::Check),
+        Some(Command::Repair) => Some(ScrubMode::Repair),
+        _ => None,
+    };
+    if command == Some(Command::Idle) && state.scrubber.take().is_some() {
+        pr_info!("{}: scrub stopped\n", name);
+        m.coord.set_repair(None);
+        m.control.show_scrub(None, 0, 0);
+    }
+    if let Some(mode) = mode {
+        if state.scrubber.is_none() {
+            state.scrubber = Scrubber::new(g, mode);
+            state.since_ms = time::now().mono_ms;
+            state.bytes = 0;
+            pr_info!("{}: {} started\n", name, if mode == ScrubMode::Check { "check" } else { "repair" });
+        }
+    }
+    let sc = state.scrubber.as_mut()?;
+    if !members.health().out_of_sync().is_empty() {
+        pr_err!("{}: scrub stopped: a member is not in sync\n", name);
+        state.scrubber = None;
+        m.coord.set_repair(None);
+        m.control.show_scrub(None, 0, 0);
+        return None;
+    }
+    let (bytes, region) = buffer.split();
+    let mut io = KernelIo { members, coord: m.coord, region };
+    let Some((start, end)) = sc.next_window() else { return None };
+    m.coord.set_repair(Some((start, end)));
+    let r = sc.scrub_window(&mut io, bytes);
+    m.coord.set_repair(Some((end, end)));
+    let what = if sc.mode() == ScrubMode::Check { "check" } else { "repair" };
+    if let Err(e) = r {
+        if let ScrubError::Io(e) = e {
+            (m.fail_member)(e.member, 0, sc.mode() == ScrubMode::Repair);
+        }
+        pr_err!("{}: {} stopped at sector {} on an I/O error\n", name, what, start);
+        state.scrubber = None;
+        m.coord.set_repair(None);
+        m.control.show_scrub(None, 0, 0);
+        return None;
+    }
+    let now = time::now().mono_ms;
+    state.bytes = state.bytes.saturating_add((end - start) << 9);
+    let elapsed = now.saturating_sub(state.since_ms);
+    let speed = pace::kbps(state.bytes, elapsed);
+    if sc.finished() {
+        pr_info!("{}: {} finished: {} mismatched sectors\n", name, what, sc.mismatches());
+        m.control.show_scrub(None, sc.mismatches(), 0);
+        state.scrubber = None;
+        m.coord.set_repair(None);
+        return None;
+    }
+    m.control.show_scrub(Some((sc.mode(), sc.done(), g.capacity())), sc.mismatches(), speed);
+    if elapsed > 2000 {
+        state.since_ms = now;
+        state.bytes = 0;
+    }
+    Some(pace::throttle_ms((end - start) << 9, 0, m.control.speed_limit_kbps()))
 }

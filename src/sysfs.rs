@@ -2,7 +2,8 @@
 //!
 //! | file | access | content |
 //! |------|--------|---------|
-//! | action | rw | write `start`, `pause`, `resume`; reads `migrate`, `rebuild`, `pause` or `idle` |
+//! | action | rw | write `start`, `pause`, `resume` (a migration), `check`, `repair`, `idle` (a scrub); reads `migrate`, `rebuild`, `check`, `repair`, `pause` or `idle` |
+//! | mismatch_cnt | r | sectors the last scrub found mismatched (md's) |
 //! | state | r | `prepared`, `migrating`, `paused`, `clean`, `degraded` (members failed, every sector held) or `failed` (more failed than the level survives, or the migration stopped on an error) |
 //! | level, source_level | r | layout migrated to, and from |
 //! | chunk_kb | r | chunk size of the target layout |
@@ -10,7 +11,7 @@
 //! | roles | r | one line per role: role, device (`missing` if none), `in_sync`, `faulty` or `rebuilding` (with the logical sector up to which it is rebuilt) |
 //! | add | w | a device path: it replaces the lowest failed role (and is rebuilt), or becomes a hot spare |
 //! | spares | r | the hot spares, one path per line |
-//! | progress | r | `DONE/TOTAL`, target sectors (of the rebuild while one runs) |
+//! | progress | r | `DONE/TOTAL`, target sectors (of the rebuild or scrub while one runs) |
 //! | checkpoint | r | logical sector up to which the target layout is durable |
 //! | units_done, units_staged, checkpoint_writes | r | engine counters (this load) |
 //! | speed_kbps | r | copy speed |
@@ -32,6 +33,7 @@ use crate::{
         config,
         format::ArrayState,
         health::{self, RoleState},
+        scrub::ScrubMode,
     },
 };
 use core::{cell::UnsafeCell, fmt::Write, mem::MaybeUninit, ptr::addr_of};
@@ -86,6 +88,12 @@ fn show_attr<const K: usize>(a: &Array, out: &mut Page) -> core::fmt::Result {
                 "migrate"
             } else if s.rebuild.is_some() {
                 "rebuild"
+            } else if let Some((mode, _, _)) = s.scrub {
+                if mode == ScrubMode::Check {
+                    "check"
+                } else {
+                    "repair"
+                }
             } else if s.state == ArrayState::Paused && !s.failed {
                 "pause"
             } else {
@@ -128,6 +136,11 @@ fn show_attr<const K: usize>(a: &Array, out: &mut Page) -> core::fmt::Result {
             let (_, done, total) = s.rebuild.unwrap_or_default();
             writeln!(out, "{done}/{total}")
         }
+        PROGRESS if s.scrub.is_some() => match s.scrub {
+            Some((_, done, total)) => writeln!(out, "{done}/{total}"),
+            None => Ok(()),
+        },
+        MISMATCH_CNT => writeln!(out, "{}", s.mismatches),
         PROGRESS => {
             let (done, total) = s.view.progress();
             writeln!(out, "{done}/{total}")
@@ -162,7 +175,7 @@ fn store_attr<const K: usize>(a: &Array, input: &[u8]) -> Result {
         EINVAL
     };
     match K {
-        ACTION => config::parse_command(input).map(|c| a.control().command(c)).map_err(invalid),
+        ACTION => a.command(config::parse_command(input).map_err(invalid)?),
         SPEED_LIMIT => {
             config::parse_speed_limit(input).map(|v| a.control().set_speed_limit_kbps(v)).map_err(invalid)
         }
@@ -202,7 +215,8 @@ const SPEED_LIMIT: usize = 12;
 const ROLES: usize = 13;
 const ADD: usize = 14;
 const SPARES: usize = 15;
-const N: usize = 16;
+const MISMATCH_CNT: usize = 16;
+const N: usize = 17;
 
 const fn attr(name: &'static CStr, show: ShowFn, store: Option<StoreFn>) -> bindings::device_attribute {
     // SAFETY: an attribute is valid zeroed (no lockdep key: a static one).
@@ -238,6 +252,7 @@ static ATTRS: Shared<[bindings::device_attribute; N]> = Shared(UnsafeCell::new([
     attr(kernel::c_str!("roles"), show::<ROLES>, None),
     attr(kernel::c_str!("add"), show::<ADD>, Some(store::<ADD>)),
     attr(kernel::c_str!("spares"), show::<SPARES>, None),
+    attr(kernel::c_str!("mismatch_cnt"), show::<MISMATCH_CNT>, None),
 ]));
 
 const fn attr_ptr(i: usize) -> *mut bindings::attribute {
@@ -262,6 +277,7 @@ static ATTR_PTRS: Shared<[*mut bindings::attribute; N + 1]> = Shared(UnsafeCell:
     attr_ptr(13),
     attr_ptr(14),
     attr_ptr(15),
+    attr_ptr(16),
     core::ptr::null_mut(),
 ]));
 

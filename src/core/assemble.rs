@@ -234,6 +234,7 @@ mod tests {
             }),
             failed: Roles::NONE,
             rebuild: None,
+            bitmap_region: None,
         }
     }
 

@@ -37,7 +37,7 @@ impl ConfigError {
             ConfigError::TooManyMembers => "too many members (at most 16)",
             ConfigError::UnknownLevel => "unknown level (use single, raid0, raid1, raid5, raid10)",
             ConfigError::BadChunk => "chunk_kb must be a power of two from 4 to 4096",
-            ConfigError::BadCommand => "unknown command (use start, pause or resume)",
+            ConfigError::BadCommand => "unknown command (use start, pause, resume, check, repair or idle)",
             ConfigError::BadNumber => "not a decimal number in range",
             ConfigError::BadPath => "not a device path (an absolute path, at most 255 bytes, no blanks)",
         }
@@ -110,6 +110,12 @@ pub enum Command {
     Pause,
     /// Resume a paused or halted migration.
     Resume,
+    /// Scrub: read every stripe and count mismatches (md's `check`).
+    Check,
+    /// Scrub and rewrite mismatched copies or parity (md's `repair`).
+    Repair,
+    /// Stop a scrub (md's `idle`).
+    Idle,
 }
 
 /// The text of a sysfs write: UTF-8, at most [`MAX_KNOB_INPUT`] bytes, one
@@ -132,6 +138,9 @@ pub fn parse_command(input: &[u8]) -> Result<Command, ConfigError> {
         "start" => Ok(Command::Start),
         "pause" => Ok(Command::Pause),
         "resume" => Ok(Command::Resume),
+        "check" => Ok(Command::Check),
+        "repair" => Ok(Command::Repair),
+        "idle" => Ok(Command::Idle),
         _ => Err(ConfigError::BadCommand),
     }
 }
@@ -211,6 +220,9 @@ mod tests {
         assert_eq!(parse_command(b"start\n"), Ok(Command::Start));
         assert_eq!(parse_command(b" pause "), Ok(Command::Pause));
         assert_eq!(parse_command(b"resume"), Ok(Command::Resume));
+        assert_eq!(parse_command(b"check\n"), Ok(Command::Check));
+        assert_eq!(parse_command(b"repair"), Ok(Command::Repair));
+        assert_eq!(parse_command(b"idle"), Ok(Command::Idle));
         for bad in [&b""[..], b"\n", b"stop", b"start start", b"\xff\xfe", b"Start", b"start\n\n"] {
             assert_eq!(parse_command(bad), Err(ConfigError::BadCommand), "{bad:?}");
         }

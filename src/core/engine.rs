@@ -214,6 +214,8 @@ pub struct Engine {
     state: ArrayState,
     /// Roles recorded faulty: never written, superblocks included.
     failed: Roles,
+    /// The write-intent bitmap's region, carried for when the array settles.
+    bitmap_region: Option<u64>,
     generation: u64,
     copied: u64,
     checkpoint: u64,
@@ -244,6 +246,7 @@ impl Engine {
             config,
             state,
             failed: sb.failed,
+            bitmap_region: sb.bitmap_region,
             generation: sb.generation,
             copied: record.checkpoint,
             checkpoint: record.checkpoint,
@@ -362,6 +365,7 @@ impl Engine {
             failed: record.failed,
             // Roles are rebuilt only once no migration runs.
             rebuild: None,
+            bitmap_region: self.bitmap_region,
         }
     }
 

@@ -7,7 +7,7 @@
 //! |-------:|-----:|-------|
 //! | 0x000 | 8  | magic, the ASCII bytes `RAIDMIGS` |
 //! | 0x008 | 4  | format version, 1 |
-//! | 0x00C | 4  | flags: bit 0 migration record valid, bit 1 a unit is in staging, bit 4 the role table holds a role not in sync; bit 2 (bitmap in use) and bit 3 (remote mirror leg) are reserved for later versions; any bit this version does not know makes the superblock unsupported (so a module that does not know failed roles refuses an array that has one rather than trust it) |
+//! | 0x00C | 4  | flags: bit 0 migration record valid, bit 1 a unit is in staging, bit 2 a write-intent bitmap is in use, bit 4 the role table holds a role not in sync; bit 3 (remote mirror leg) is reserved for later versions; any bit this version does not know makes the superblock unsupported (so a module that does not know failed roles refuses an array that has one rather than trust it) |
 //! | 0x010 | 8  | generation, +1 at every update; the valid copy with the highest one wins |
 //! | 0x018 | 16 | array UUID, the same on every member |
 //! | 0x028 | 16 | member UUID |
@@ -29,7 +29,8 @@
 //! | 0x0D0 | 16 | role table: one byte per role, 0 in sync, 1 faulty (failed, or missing at assembly: never read, written or trusted again), 2 rebuilding (a replacement, in sync below the rebuild position; at most one role); zero past the member count, all zero when flag bit 4 is clear |
 //! | 0x0E0 | 8  | rebuild position: the logical sector below which the rebuilding role is in sync (a multiple of the stripe's data); zero when no role is rebuilding |
 //! | 0x0E8 | 24 | reserved, zero |
-//! | 0x100 | 256 | reserved for the write-intent bitmap descriptor (version 1: zero) |
+//! | 0x100 | 8  | write-intent bitmap: region size in sectors (a power of two, at least 2048) when flag bit 2 is set, else zero |
+//! | 0x108 | 248 | reserved, zero |
 //! | 0x200 | 3580 | reserved for remote mirror legs (version 1: zero) |
 //! | 0xFFC | 4  | CRC32C of bytes 0x000..0xFFC |
 //!
@@ -42,6 +43,7 @@
 //! member.
 
 use super::crc32c::crc32c;
+use super::bitmap::BitmapGeometry;
 use super::health::Roles;
 use super::layout::{Geometry, GeometryError, Level, MAX_MEMBERS, MAX_MEMBER_SECTORS, RESERVED_TAIL_SECTORS};
 use super::plan::Migration;
@@ -51,8 +53,10 @@ const MAGIC: [u8; 8] = *b"RAIDMIGS";
 const VERSION: u32 = 1;
 const FLAG_MIGRATION: u32 = 1 << 0;
 const FLAG_STAGED: u32 = 1 << 1;
+const FLAG_BITMAP: u32 = 1 << 2;
 const FLAG_ROLES: u32 = 1 << 4;
-const KNOWN_FLAGS: u32 = FLAG_MIGRATION | FLAG_STAGED | FLAG_ROLES;
+const KNOWN_FLAGS: u32 = FLAG_MIGRATION | FLAG_STAGED | FLAG_BITMAP | FLAG_ROLES;
+const BITMAP_REGION: usize = 0x100;
 const ROLE_TABLE: usize = 0x0D0;
 const ROLE_FAULTY: u8 = 1;
 const ROLE_REBUILDING: u8 = 2;
@@ -148,6 +152,8 @@ pub enum FormatError {
     BadMigration,
     /// The role table holds an unknown code, or a role past the member count.
     BadRoleTable,
+    /// The bitmap's region size is not valid for the array.
+    BadBitmap,
     /// The generation does not belong in the slot it was read from.
     WrongSlot,
 }
@@ -168,6 +174,7 @@ impl FormatError {
             FormatError::BadDeviceSize => "superblock device size cannot hold the data area and tail",
             FormatError::BadMigration => "superblock migration record is inconsistent",
             FormatError::BadRoleTable => "superblock role table is invalid",
+            FormatError::BadBitmap => "superblock bitmap descriptor is invalid",
             FormatError::WrongSlot => "superblock generation does not match its slot",
         }
     }
@@ -211,6 +218,9 @@ pub struct Superblock {
     pub failed: Roles,
     /// The role being rebuilt, if any (not among `failed`).
     pub rebuild: Option<Rebuild>,
+    /// The write-intent bitmap's region size in sectors, if the array has
+    /// one.
+    pub bitmap_region: Option<u64>,
 }
 
 fn get_u32(buf: &[u8], at: usize) -> u32 {
@@ -282,6 +292,10 @@ impl Superblock {
             flags |= FLAG_ROLES;
             buf[ROLE_TABLE + r.role] = ROLE_REBUILDING;
             put_u64(buf, REBUILD_POSITION, r.position);
+        }
+        if let Some(region) = self.bitmap_region {
+            flags |= FLAG_BITMAP;
+            put_u64(buf, BITMAP_REGION, region);
         }
         put_u32(buf, 0x00C, flags);
         put_u64(buf, 0x010, self.generation);
@@ -390,6 +404,17 @@ impl Superblock {
             None if get_u64(buf, REBUILD_POSITION) != 0 => return Err(FormatError::BadRoleTable),
             _ => {}
         }
+        let region = get_u64(buf, BITMAP_REGION);
+        let bitmap_region = if flags & FLAG_BITMAP != 0 {
+            if BitmapGeometry::new(layout.capacity(), region).is_none() {
+                return Err(FormatError::BadBitmap);
+            }
+            Some(region)
+        } else if region != 0 {
+            return Err(FormatError::BadBitmap);
+        } else {
+            None
+        };
         let mut array_uuid = [0u8; 16];
         array_uuid.copy_from_slice(&buf[0x018..0x028]);
         let mut member_uuid = [0u8; 16];
@@ -407,6 +432,7 @@ impl Superblock {
             migration,
             failed,
             rebuild,
+            bitmap_region,
         })
     }
 
@@ -460,6 +486,7 @@ mod tests {
             }),
             failed: Roles::NONE,
             rebuild: None,
+            bitmap_region: None,
         }
     }
 
@@ -533,6 +560,28 @@ mod tests {
     }
 
     #[test]
+    fn bitmap_descriptor() {
+        let sb = Superblock { bitmap_region: Some(2048), ..sample() };
+        let mut buf = [0u8; SUPERBLOCK_BYTES];
+        sb.encode(&mut buf).unwrap();
+        assert_eq!(get_u32(&buf, 0x00C) & FLAG_BITMAP, FLAG_BITMAP);
+        assert_eq!(get_u64(&buf, 0x100), 2048);
+        assert_eq!(Superblock::decode(&buf), Ok(sb));
+        for (flag, region) in [(true, 1000u64), (true, 0), (false, 2048)] {
+            let mut b = [0u8; SUPERBLOCK_BYTES];
+            sb.encode(&mut b).unwrap();
+            put_u64(&mut b, 0x100, region);
+            if !flag {
+                let f = get_u32(&b, 0x00C) & !FLAG_BITMAP;
+                put_u32(&mut b, 0x00C, f);
+            }
+            let crc = crc32c(&b[..CRC_OFFSET]);
+            put_u32(&mut b, CRC_OFFSET, crc);
+            assert_eq!(Superblock::decode(&b), Err(FormatError::BadBitmap), "{flag} {region}");
+        }
+    }
+
+    #[test]
     fn distinct_errors() {
         let mut buf = [0u8; SUPERBLOCK_BYTES];
         assert_eq!(Superblock::decode(&buf), Err(FormatError::Blank));
@@ -546,7 +595,7 @@ mod tests {
         // Patch a field and fix the checksum: each check must fire.
         let cases: [(usize, u32, FormatError); 8] = [
             (0x008, 2, FormatError::UnsupportedVersion),
-            (0x00C, 1 << 2 | 3, FormatError::UnsupportedFlags),
+            (0x00C, 1 << 3 | 3, FormatError::UnsupportedFlags),
             (0x060, 9, FormatError::BadLayout),
             (0x068, 96, FormatError::BadLayout),
             (0x038, 3, FormatError::BadRole),

@@ -123,6 +123,7 @@
 extern crate std;
 
 pub mod assemble;
+pub mod bitmap;
 pub mod config;
 pub mod crc32c;
 pub mod engine;
@@ -141,4 +142,5 @@ pub mod raid5;
 pub mod rebuild;
 pub mod record;
 pub mod route;
+pub mod scrub;
 pub mod tail;

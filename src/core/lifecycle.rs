@@ -26,6 +26,7 @@
 use super::assemble::{assemble, AssembleError, AssembleErrorKind, Assembly};
 use super::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Time};
 use super::format::{ArrayState, FormatError, Superblock};
+use super::bitmap::BitmapGeometry;
 use super::health::{Health, Roles};
 use super::record::Record;
 use super::layout::{Geometry, GeometryError, Level, MAX_MEMBERS, SECTOR_SHIFT};
@@ -73,6 +74,9 @@ pub struct LoadParams {
     pub start: bool,
     /// Target data per unit of a new migration, in sectors.
     pub unit_sectors: u64,
+    /// Region of a new array's write-intent bitmap, in sectors (0: no
+    /// bitmap).
+    pub bitmap_region_sectors: u64,
     /// The engine's tuning.
     pub engine: EngineConfig,
 }
@@ -118,6 +122,9 @@ pub enum LoadError {
     },
     /// The recorded migration cannot be resumed.
     Engine(EngineError),
+    /// The bitmap region is not a power of two of at least 1 MiB, or too
+    /// small for the array's size.
+    BadBitmapRegion,
 }
 
 impl LoadError {
@@ -131,6 +138,9 @@ impl LoadError {
             LoadError::SizeChanged { .. } => "member changed size since it joined the array",
             LoadError::Io { .. } => "member I/O error while loading",
             LoadError::Engine(e) => e.message(),
+            LoadError::BadBitmapRegion => {
+                "bitmap region must be a power of two of at least 1 MiB, and large enough for the array"
+            }
         }
     }
 
@@ -167,7 +177,7 @@ impl LoadError {
                 AssembleErrorKind::Stale => Errno::Stale,
                 _ => Errno::Inval,
             },
-            LoadError::SizeChanged { .. } | LoadError::Engine(_) => Errno::Inval,
+            LoadError::SizeChanged { .. } | LoadError::Engine(_) | LoadError::BadBitmapRegion => Errno::Inval,
             LoadError::Io { .. } => Errno::Io,
         }
     }
@@ -397,8 +407,15 @@ fn create<I: MemberIo>(
     }
 
     let members = ArrayMembers::new(fresh.array_uuid, now.wall_ms, &fresh.member_uuids[..n], device_sectors);
+    // A bitmap only where it has a use (a level with redundancy) and fits.
+    let target = plan.target();
+    let bitmap_region = (params.bitmap_region_sectors != 0 && (target.copies() > 1 || target.level().has_parity()))
+        .then_some(params.bitmap_region_sectors);
+    if bitmap_region.is_some_and(|r| BitmapGeometry::new(target.capacity(), r).is_none()) {
+        return Err(LoadError::BadBitmapRegion);
+    }
     let first = |role: usize| {
-        let sb = prepare::prepared_superblock(&plan, &members, role, now.wall_ms);
+        let sb = prepare::prepared_superblock(&plan, &members, role, now.wall_ms, bitmap_region);
         if clean {
             Superblock { state: ArrayState::Clean, migration: None, ..sb }
         } else {

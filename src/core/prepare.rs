@@ -117,8 +117,15 @@ pub fn check_unclaimed(
 }
 
 /// The first superblock (generation 1, written to slot 1) of member `role`
-/// of a prepared migration.
-pub fn prepared_superblock(plan: &Migration, members: &ArrayMembers, role: usize, now_ms: u64) -> Superblock {
+/// of a prepared migration, with a write-intent bitmap of regions of
+/// `bitmap_region` sectors if given.
+pub fn prepared_superblock(
+    plan: &Migration,
+    members: &ArrayMembers,
+    role: usize,
+    now_ms: u64,
+    bitmap_region: Option<u64>,
+) -> Superblock {
     Superblock {
         generation: 1,
         array_uuid: members.array_uuid,
@@ -132,6 +139,7 @@ pub fn prepared_superblock(plan: &Migration, members: &ArrayMembers, role: usize
         migration: Some(MigrationRecord { plan: *plan, checkpoint: 0, staged: false }),
         failed: Roles::NONE,
         rebuild: None,
+        bitmap_region,
     }
 }
 
@@ -192,7 +200,7 @@ mod tests {
         let d = T + 1000;
         let plan = plan_new(Level::Raid1, 128, &[d, d], 1).unwrap();
         let members = ArrayMembers::new([1; 16], 0, &[[2; 16], [3; 16]], &[d, d]);
-        prepared_superblock(&plan, &members, 1, 42)
+        prepared_superblock(&plan, &members, 1, 42, None)
     }
 
     #[test]
@@ -248,7 +256,7 @@ mod tests {
         let d = T + 1000;
         let plan = plan_new(Level::Raid1, 128, &[d, d], 1).unwrap();
         let members = ArrayMembers::new([1; 16], 0, &[[2; 16], [3; 16]], &[d, d]);
-        let sb = prepared_superblock(&plan, &members, 1, 42);
+        let sb = prepared_superblock(&plan, &members, 1, 42, None);
         assert_eq!(check_unclaimed(3, &Ok(sb), &blank), Err(PrepareError::AlreadyMember { device: 3 }));
         let mut buf = [0u8; 4096];
         sb.encode(&mut buf).unwrap();

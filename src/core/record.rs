@@ -165,6 +165,7 @@ mod tests {
             migration: None,
             failed: Roles::NONE,
             rebuild: None,
+            bitmap_region: None,
         };
         let mut disks = Disks { blocks: vec![HashMap::new(); n], broken: Roles::one(2) };
         let mut rec = Record::new(newest);

@@ -44,6 +44,10 @@ static unsigned int checkpoint_ms = 5000;
 module_param(checkpoint_ms, uint, 0444);
 MODULE_PARM_DESC(checkpoint_ms, "Checkpoint at the latest after this many milliseconds (default 5000)");
 
+static unsigned int bitmap_region_mb = 64;
+module_param(bitmap_region_mb, uint, 0444);
+MODULE_PARM_DESC(bitmap_region_mb, "With level=: region of the write-intent bitmap in MiB, a power of two (default 64; 0: no bitmap)");
+
 const char *raidmig_param_members(void) { return members; }
 const char *raidmig_param_level(void) { return level; }
 unsigned int raidmig_param_chunk_kb(void) { return chunk_kb; }
@@ -52,6 +56,7 @@ bool raidmig_param_force(void) { return force; }
 bool raidmig_param_assume_clean(void) { return assume_clean; }
 unsigned int raidmig_param_checkpoint_units(void) { return checkpoint_units; }
 unsigned int raidmig_param_checkpoint_ms(void) { return checkpoint_ms; }
+unsigned int raidmig_param_bitmap_region_mb(void) { return bitmap_region_mb; }
 
 /*
  * Copies between a kernel buffer and the data of a bio, starting @skip bytes

@@ -13,6 +13,7 @@ bool raidmig_param_force(void);
 bool raidmig_param_assume_clean(void);
 unsigned int raidmig_param_checkpoint_units(void);
 unsigned int raidmig_param_checkpoint_ms(void);
+unsigned int raidmig_param_bitmap_region_mb(void);
 void raidmig_bio_copy(struct bio *bio, unsigned int skip, void *buf, unsigned int len, bool to_bio);
 void raidmig_flush_vmap(void *addr, int len);
 void raidmig_invalidate_vmap(void *addr, int len);

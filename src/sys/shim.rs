@@ -12,6 +12,7 @@ extern "C" {
     fn raidmig_param_assume_clean() -> bool;
     fn raidmig_param_checkpoint_units() -> u32;
     fn raidmig_param_checkpoint_ms() -> u32;
+    fn raidmig_param_bitmap_region_mb() -> u32;
     fn raidmig_bio_copy(bio: *mut core::ffi::c_void, skip: u32, buf: *mut u8, len: u32, to_bio: bool);
     fn raidmig_flush_vmap(addr: *mut core::ffi::c_void, len: i32);
     fn raidmig_invalidate_vmap(addr: *mut core::ffi::c_void, len: i32);
@@ -80,6 +81,12 @@ pub(crate) fn checkpoint_units() -> u32 {
 pub(crate) fn checkpoint_ms() -> u32 {
     // SAFETY: a plain getter without preconditions.
     unsafe { raidmig_param_checkpoint_ms() }
+}
+
+/// `bitmap_region_mb=`.
+pub(crate) fn bitmap_region_mb() -> u32 {
+    // SAFETY: a plain getter without preconditions.
+    unsafe { raidmig_param_bitmap_region_mb() }
 }
 
 /// Copies `buf.len()` bytes of `bio`'s data, from `skip` bytes into it,

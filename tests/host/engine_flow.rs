@@ -72,7 +72,7 @@ fn setup(source: Geometry, target: Geometry, unit_rows: u32) -> Setup {
     let mut io = Mem { sectors: vec![HashMap::new(); n], ..Mem::default() };
     let mut buf = vec![0u8; SUPERBLOCK_BYTES];
     for (role, &size) in sizes.iter().enumerate() {
-        prepared_superblock(&plan, &members, role, 0).encode(&mut buf).unwrap();
+        prepared_superblock(&plan, &members, role, 0, None).encode(&mut buf).unwrap();
         io.write(role, superblock_sector(size, 1), &buf).unwrap();
     }
     Setup { io, members, plan }

@@ -641,7 +641,7 @@ impl World {
         if self.cfg.source.is_some() {
             let mut buf = [0u8; SUPERBLOCK_BYTES];
             for role in 0..self.cfg.members {
-                let sb = prepared_superblock(&self.plan, &self.members, role, 0);
+                let sb = prepared_superblock(&self.plan, &self.members, role, 0, None);
                 sb.encode(&mut buf).unwrap();
                 let at = superblock_sector(self.members.device_sectors[role], 1);
                 self.disks[role].write(at, &buf);
@@ -662,6 +662,7 @@ impl World {
             force: false,
             start: true,
             unit_sectors: self.cfg.unit_stripes as u64 * self.target.stripe_sectors(),
+            bitmap_region_sectors: 0,
             engine: self.cfg.engine,
         };
         let sizes: Vec<u64> = self.members.device_sectors[..self.cfg.members].to_vec();
@@ -1080,6 +1081,7 @@ impl World {
             force: false,
             start: false,
             unit_sectors: 0,
+            bitmap_region_sectors: 0,
             engine: self.cfg.engine,
         };
         let fresh = Fresh { array_uuid: [0; 16], member_uuids: [[0; 16]; MAX_MEMBERS] };

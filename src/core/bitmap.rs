@@ -1,0 +1,187 @@
+//! The write-intent bitmap: one bit per *region* of the volume (64 MiB by
+//! default), set and durable on every member in sync before the first write
+//! into a clean region, cleared lazily once the region has been quiet and
+//! its writes are durable. After an unclean shutdown, only the regions whose
+//! bit is set can hold copies or parity that disagree: assembly resyncs
+//! those ([`super::scrub`] in repair mode over them) instead of the whole
+//! array, as md's bitmap does.
+//!
+//! Keeps invariant 10 of the theory (see the crate documentation).
+//!
+//! On disk the bitmap lives in the reserved tail of every member
+//! ([`super::tail::BITMAP_OFFSET`], 4 MiB: 32 Mi regions), bit `r` in byte
+//! `r / 8`, bit `r % 8`, written in 4 KiB blocks; the superblock says a
+//! bitmap is in use and gives the region size (format, flag bit 2).
+//!
+//! Clearing rule ([`may_clear`]): a region's bit may go only when no write
+//! into it is running, none started since the flush that made the earlier
+//! ones durable began, it has been quiet for a while (so that busy regions
+//! do not flip), and no role is out of sync (a member missing for a while
+//! must find the regions written meanwhile still marked).
+
+use super::layout::SECTOR_SHIFT;
+use super::tail::{tail_start, BITMAP_OFFSET, BITMAP_SECTORS};
+
+/// Default region, in sectors (64 MiB).
+pub const DEFAULT_REGION_SECTORS: u64 = 64 << 11;
+
+/// Smallest region, in sectors (1 MiB): larger than any stripe's data.
+pub const MIN_REGION_SECTORS: u64 = 1 << 11;
+
+/// Bytes of one bitmap block (the unit written).
+pub const BLOCK_BYTES: usize = 4096;
+
+/// Regions one block holds.
+pub const REGIONS_PER_BLOCK: u64 = (BLOCK_BYTES * 8) as u64;
+
+/// Most regions the bitmap area holds.
+pub const MAX_REGIONS: u64 = (BITMAP_SECTORS << SECTOR_SHIFT) * 8;
+
+/// How long a region must be quiet before its bit is cleared, in
+/// milliseconds.
+pub const QUIET_MS: u64 = 5000;
+
+/// The bitmap of a volume of `capacity` sectors in regions of
+/// `region_sectors`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BitmapGeometry {
+    region_shift: u32,
+    regions: u64,
+}
+
+impl BitmapGeometry {
+    /// The bitmap for `capacity` sectors with regions of `region_sectors`
+    /// (a power of two, at least [`MIN_REGION_SECTORS`]); `None` if the
+    /// region is not valid or the bitmap area cannot hold the bits.
+    pub fn new(capacity: u64, region_sectors: u64) -> Option<BitmapGeometry> {
+        if !region_sectors.is_power_of_two() || region_sectors < MIN_REGION_SECTORS {
+            return None;
+        }
+        let region_shift = region_sectors.trailing_zeros();
+        let regions = capacity.div_ceil(region_sectors);
+        (regions <= MAX_REGIONS).then_some(BitmapGeometry { region_shift, regions })
+    }
+
+    /// Sectors per region.
+    pub fn region_sectors(&self) -> u64 {
+        1 << self.region_shift
+    }
+
+    /// Number of regions.
+    pub fn regions(&self) -> u64 {
+        self.regions
+    }
+
+    /// Bytes of the in-memory image (whole blocks).
+    pub fn image_bytes(&self) -> usize {
+        (self.regions.div_ceil(REGIONS_PER_BLOCK) as usize).max(1) * BLOCK_BYTES
+    }
+
+    /// The regions `[first, last]` that logical `[start, start + sectors)`
+    /// touches (`sectors` > 0).
+    pub fn regions_of(&self, start: u64, sectors: u64) -> (u64, u64) {
+        let last = start.saturating_add(sectors.max(1)) - 1;
+        (start >> self.region_shift, (last >> self.region_shift).min(self.regions.saturating_sub(1)))
+    }
+
+    /// Logical `[start, end)` of region `r`, within `capacity`.
+    pub fn region_range(&self, r: u64, capacity: u64) -> (u64, u64) {
+        let start = r << self.region_shift;
+        (start.min(capacity), (start + self.region_sectors()).min(capacity))
+    }
+}
+
+/// Whether region `r`'s bit is set in `image`.
+pub fn is_set(image: &[u8], r: u64) -> bool {
+    image.get((r / 8) as usize).is_some_and(|b| b & (1 << (r % 8)) != 0)
+}
+
+/// Sets or clears region `r`'s bit in `image`; returns whether it changed.
+pub fn set(image: &mut [u8], r: u64, on: bool) -> bool {
+    let Some(b) = image.get_mut((r / 8) as usize) else { return false };
+    let mask = 1u8 << (r % 8);
+    let was = *b & mask != 0;
+    if on {
+        *b |= mask;
+    } else {
+        *b &= !mask;
+    }
+    was != on
+}
+
+/// The block of the image that holds region `r`'s bit.
+pub fn block_of(r: u64) -> usize {
+    (r / REGIONS_PER_BLOCK) as usize
+}
+
+/// Member sector of bitmap block `block` on a member of `device_sectors`.
+pub fn block_sector(device_sectors: u64, block: usize) -> u64 {
+    tail_start(device_sectors) + BITMAP_OFFSET + (block as u64) * (BLOCK_BYTES as u64 >> SECTOR_SHIFT)
+}
+
+/// What the clearing rule looks at, per region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionActivity {
+    /// Writes into the region running now.
+    pub running: u32,
+    /// When the last write into it started (monotonic ms).
+    pub last_start_ms: u64,
+}
+
+/// Whether a set bit may be cleared: see the module documentation.
+/// `flush_started_ms` is when the flush that made completed writes durable
+/// began; `all_in_sync` whether every role is in sync.
+pub fn may_clear(a: RegionActivity, flush_started_ms: u64, now_ms: u64, all_in_sync: bool) -> bool {
+    all_in_sync
+        && a.running == 0
+        && a.last_start_ms < flush_started_ms
+        && now_ms.saturating_sub(a.last_start_ms) >= QUIET_MS
+}
+
+/// The dirty regions of `image`, in order.
+pub fn dirty(image: &[u8], regions: u64) -> impl Iterator<Item = u64> + '_ {
+    (0..regions).filter(move |&r| is_set(image, r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_and_bits() {
+        let g = BitmapGeometry::new(1000 * DEFAULT_REGION_SECTORS + 5, DEFAULT_REGION_SECTORS).unwrap();
+        assert_eq!(g.regions(), 1001);
+        assert_eq!(g.image_bytes(), BLOCK_BYTES);
+        assert_eq!(g.regions_of(0, 1), (0, 0));
+        assert_eq!(g.regions_of(DEFAULT_REGION_SECTORS - 1, 2), (0, 1));
+        assert_eq!(g.regions_of(1000 * DEFAULT_REGION_SECTORS, 5), (1000, 1000));
+        assert_eq!(g.region_range(1000, 1000 * DEFAULT_REGION_SECTORS + 5).1, 1000 * DEFAULT_REGION_SECTORS + 5);
+        assert!(BitmapGeometry::new(1 << 40, 1000).is_none());
+        assert!(BitmapGeometry::new(1 << 40, 1024).is_none());
+        // 4 MiB of bits with 1 MiB regions: 32 TiB.
+        assert!(BitmapGeometry::new(MAX_REGIONS * MIN_REGION_SECTORS, MIN_REGION_SECTORS).is_some());
+        assert!(BitmapGeometry::new(MAX_REGIONS * MIN_REGION_SECTORS + 1, MIN_REGION_SECTORS).is_none());
+        let mut image = [0u8; BLOCK_BYTES];
+        assert!(set(&mut image, 9, true));
+        assert!(!set(&mut image, 9, true));
+        assert!(is_set(&image, 9) && !is_set(&image, 8));
+        assert_eq!(image[1], 2);
+        assert_eq!(dirty(&image, 100).collect::<std::vec::Vec<_>>(), [9]);
+        assert!(set(&mut image, 9, false));
+        assert!(!is_set(&image, 9));
+        assert_eq!(block_of(REGIONS_PER_BLOCK), 1);
+        assert_eq!(block_sector(1 << 30, 1), (1 << 30) - super::super::layout::RESERVED_TAIL_SECTORS + BITMAP_OFFSET + 8);
+    }
+
+    #[test]
+    fn clearing_rule() {
+        let quiet = RegionActivity { running: 0, last_start_ms: 100 };
+        assert!(may_clear(quiet, 200, 100 + QUIET_MS, true));
+        // A write running, one started after the flush began, too recent,
+        // or a role out of sync: the bit stays.
+        assert!(!may_clear(RegionActivity { running: 1, ..quiet }, 200, 100 + QUIET_MS, true));
+        assert!(!may_clear(quiet, 100, 100 + QUIET_MS, true));
+        assert!(!may_clear(quiet, 200, 100 + QUIET_MS - 1, true));
+        assert!(!may_clear(quiet, 200, 100 + QUIET_MS, false));
+    }
+}

@@ -1,0 +1,287 @@
+//! Scrubbing (md's `check` and `repair`): every stripe of an array in sync
+//! is read, window after window; copies that differ from the first copy,
+//! or parity that differs from the XOR of the data, are counted
+//! (`mismatch_cnt`, in 512-byte sectors by 4 KiB block as md counts) and,
+//! when repairing, rewritten from the first copy or the data.
+//!
+//! Keeps invariant 9 of the theory (see the crate documentation): a scrub
+//! runs only while every role is in sync, and host writes keep out of the
+//! window being scrubbed through the gate's repair window, so a copy or
+//! parity is compared and rewritten only while nothing else writes it.
+
+use super::engine::{IoError, MemberIo};
+use super::layout::{Content, Geometry, Level, SECTOR_SHIFT};
+use super::parity::xor_into;
+
+/// Logical data per scrub window, in sectors (1 MiB), rounded up to whole
+/// stripes.
+pub const WINDOW_SECTORS: u64 = 2048;
+
+/// Bytes compared at once: a mismatch counts this block's sectors.
+const BLOCK_BYTES: usize = 4096;
+
+/// What a scrub does about a mismatch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScrubMode {
+    /// Count it.
+    Check,
+    /// Count it and rewrite the copy or parity.
+    Repair,
+}
+
+/// Why a window cannot be scrubbed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScrubError {
+    /// A member I/O failed.
+    Io(IoError),
+    /// The buffer cannot hold one sector of every member and a scratch.
+    BufferTooSmall,
+    /// The level has nothing to compare (single, raid0).
+    NoRedundancy,
+}
+
+impl From<IoError> for ScrubError {
+    fn from(e: IoError) -> ScrubError {
+        ScrubError::Io(e)
+    }
+}
+
+/// A scrub under way; see the module documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scrubber {
+    g: Geometry,
+    mode: ScrubMode,
+    done: u64,
+    mismatches: u64,
+}
+
+impl Scrubber {
+    /// A scrub of layout `g` from the start; `None` for a level without
+    /// redundancy.
+    pub fn new(g: Geometry, mode: ScrubMode) -> Option<Scrubber> {
+        matches!(g.level(), Level::Raid1 | Level::Raid5 | Level::Raid10).then_some(Scrubber {
+            g,
+            mode,
+            done: 0,
+            mismatches: 0,
+        })
+    }
+
+    /// Check or repair.
+    pub fn mode(&self) -> ScrubMode {
+        self.mode
+    }
+
+    /// Logical sectors scrubbed.
+    pub fn done(&self) -> u64 {
+        self.done
+    }
+
+    /// Sectors found mismatched (md's `mismatch_cnt`).
+    pub fn mismatches(&self) -> u64 {
+        self.mismatches
+    }
+
+    /// Whether every stripe is scrubbed.
+    pub fn finished(&self) -> bool {
+        self.done >= self.g.capacity()
+    }
+
+    /// The next window, `[start, end)` logical, whole stripes.
+    pub fn next_window(&self) -> Option<(u64, u64)> {
+        let cap = self.g.capacity();
+        if self.done >= cap {
+            return None;
+        }
+        let stripe = self.g.stripe_sectors().max(1);
+        let len = WINDOW_SECTORS.div_ceil(stripe) * stripe;
+        Some((self.done, self.done.saturating_add(len).min(cap)))
+    }
+
+    /// Scrubs the next window and returns it.
+    pub fn scrub_window<I: MemberIo>(&mut self, io: &mut I, buf: &mut [u8]) -> Result<(u64, u64), ScrubError> {
+        let Some((start, end)) = self.next_window() else { return Ok((self.done, self.done)) };
+        let g = self.g;
+        let stripe = g.stripe_sectors().max(1);
+        let rows = g.stripe_rows();
+        let shift = g.chunk_shift();
+        let m0 = ((start / stripe) * rows) << shift;
+        let m1 = ((end.div_ceil(stripe) * rows).min(g.rows())) << shift;
+        let n = g.members();
+        let chunk = g.chunk_sectors() as u64;
+        // Slices of whole 4 KiB blocks: one per member plus a scratch.
+        let per_slice = (((buf.len() >> SECTOR_SHIFT) / (n + 1)) as u64) & !7;
+        if per_slice == 0 {
+            return Err(ScrubError::BufferTooSmall);
+        }
+        let mut x = m0;
+        while x < m1 {
+            let len = per_slice.min(chunk - x % chunk).min(m1 - x);
+            let bytes = (len << SECTOR_SHIFT) as usize;
+            match g.level() {
+                Level::Raid5 => self.parity_slice(io, x, bytes, buf)?,
+                Level::Raid1 | Level::Raid10 => self.copies_slice(io, x, bytes, buf)?,
+                _ => return Err(ScrubError::NoRedundancy),
+            }
+            x += len;
+        }
+        self.done = end;
+        Ok((start, end))
+    }
+
+    /// raid5: parity at member sector `x` against the XOR of the data.
+    fn parity_slice<I: MemberIo>(&mut self, io: &mut I, x: u64, bytes: usize, buf: &mut [u8]) -> Result<(), ScrubError> {
+        let n = self.g.members();
+        let Some(p) = (0..n).find(|&m| matches!(self.g.content(m, x), Content::Parity { .. })) else { return Ok(()) };
+        let (want, rest) = buf.split_at_mut(bytes);
+        let (have, rest) = rest.split_at_mut(bytes);
+        let tmp = &mut rest[..bytes];
+        want.fill(0);
+        for m in (0..n).filter(|&m| m != p) {
+            io.read(m, x, tmp)?;
+            xor_into(want, tmp);
+        }
+        io.read(p, x, have)?;
+        if self.count(want, have) && self.mode == ScrubMode::Repair {
+            io.write(p, x, want)?;
+        }
+        Ok(())
+    }
+
+    /// raid1 and raid10: every other copy of the data at member sector `x`
+    /// of the member holding its first copy, against that copy.
+    fn copies_slice<I: MemberIo>(&mut self, io: &mut I, x: u64, bytes: usize, buf: &mut [u8]) -> Result<(), ScrubError> {
+        let n = self.g.members();
+        for m in 0..n {
+            let Content::Data { logical, copy: 0 } = self.g.content(m, x) else { continue };
+            let (first, rest) = buf.split_at_mut(bytes);
+            let other = &mut rest[..bytes];
+            io.read(m, x, first)?;
+            for c in 1..self.g.copies() {
+                let l = self.g.locate_copy(logical, c);
+                io.read(l.member, l.sector, other)?;
+                if self.count(first, other) && self.mode == ScrubMode::Repair {
+                    io.write(l.member, l.sector, first)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts the 4 KiB blocks where `a` and `b` differ; whether any does.
+    fn count(&mut self, a: &[u8], b: &[u8]) -> bool {
+        let differ = a.chunks(BLOCK_BYTES).zip(b.chunks(BLOCK_BYTES)).filter(|(x, y)| x != y).count() as u64;
+        self.mismatches += differ * (BLOCK_BYTES as u64 >> SECTOR_SHIFT);
+        differ > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::route::View;
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    struct Disks {
+        data: Vec<Vec<u8>>,
+        writes: usize,
+    }
+
+    impl MemberIo for Disks {
+        fn read(&mut self, member: usize, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
+            let at = (sector << SECTOR_SHIFT) as usize;
+            buf.copy_from_slice(&self.data[member][at..at + buf.len()]);
+            Ok(())
+        }
+        fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError> {
+            self.writes += 1;
+            let at = (sector << SECTOR_SHIFT) as usize;
+            self.data[member][at..at + buf.len()].copy_from_slice(buf);
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), IoError> {
+            Ok(())
+        }
+        fn publish(&mut self, _view: &View) {}
+        fn checkpoint_requested(&mut self) -> bool {
+            false
+        }
+    }
+
+    /// A consistent array of `g`: every copy equal, parity the XOR.
+    fn consistent(g: &Geometry) -> Vec<Vec<u8>> {
+        let n = g.members();
+        let bytes = (g.member_sectors() << SECTOR_SHIFT) as usize;
+        let mut data = vec![vec![0u8; bytes]; n];
+        for l in 0..g.capacity() {
+            for c in 0..g.copies() {
+                let loc = g.locate_copy(l, c);
+                let at = (loc.sector << SECTOR_SHIFT) as usize;
+                data[loc.member][at..at + 512].fill((l * 7 + 3) as u8);
+            }
+        }
+        if g.level() == Level::Raid5 {
+            for row in 0..g.member_sectors() {
+                let p = g.parity_member(row >> g.chunk_shift()).unwrap();
+                let at = (row << SECTOR_SHIFT) as usize;
+                let mut v = [0u8; 512];
+                for m in (0..n).filter(|&m| m != p) {
+                    xor_into(&mut v, &data[m][at..at + 512]);
+                }
+                data[p][at..at + 512].copy_from_slice(&v);
+            }
+        }
+        data
+    }
+
+    fn run(s: &mut Scrubber, disks: &mut Disks) {
+        let mut buf = vec![0u8; 8192 * 6];
+        while !s.finished() {
+            s.scrub_window(disks, &mut buf).unwrap();
+        }
+    }
+
+    #[test]
+    fn check_counts_and_repair_fixes_every_damage() {
+        for (level, n) in [(Level::Raid1, 2), (Level::Raid1, 3), (Level::Raid5, 3), (Level::Raid5, 4), (Level::Raid10, 4), (Level::Raid10, 3)] {
+            let g = Geometry::new(level, n, 16, 16 * 40).unwrap();
+            let good = consistent(&g);
+            // A clean array: nothing found, nothing written.
+            let mut disks = Disks { data: good.clone(), writes: 0 };
+            let mut s = Scrubber::new(g, ScrubMode::Repair).unwrap();
+            run(&mut s, &mut disks);
+            assert_eq!((s.mismatches(), disks.writes), (0, 0), "{level:?}/{n}");
+            // Damage two 4 KiB blocks on different members (not copy 0 of
+            // raid1/raid10 data: the first copy is the reference).
+            for member in 0..n {
+                let mut bad = good.clone();
+                let victim = (member + 1) % n;
+                let sector = 8 * 16 + 8;
+                if matches!(g.content(victim, sector), Content::Data { copy: 0, .. }) && g.copies() > 1 {
+                    continue;
+                }
+                bad[victim][(sector << SECTOR_SHIFT) as usize] ^= 0xff;
+                let mut disks = Disks { data: bad.clone(), writes: 0 };
+                let mut s = Scrubber::new(g, ScrubMode::Check).unwrap();
+                run(&mut s, &mut disks);
+                assert_eq!(s.mismatches(), 8, "{level:?}/{n} damage on {victim}");
+                assert_eq!(disks.writes, 0, "check writes nothing");
+                let mut s = Scrubber::new(g, ScrubMode::Repair).unwrap();
+                run(&mut s, &mut disks);
+                assert_eq!(s.mismatches(), 8);
+                // Consistent again: a check finds nothing. Copies come from
+                // the first copy, raid5 parity from the data (as md: a
+                // damaged data block stays as it is, its parity follows).
+                let mut again = Scrubber::new(g, ScrubMode::Check).unwrap();
+                run(&mut again, &mut disks);
+                assert_eq!(again.mismatches(), 0, "{level:?}/{n}: repaired");
+                let parity_hit = matches!(g.content(victim, sector), Content::Parity { .. });
+                if level != Level::Raid5 || parity_hit {
+                    assert_eq!(disks.data, good, "{level:?}/{n}: repaired to the reference");
+                }
+            }
+        }
+        assert!(Scrubber::new(Geometry::new(Level::Raid0, 2, 16, 160).unwrap(), ScrubMode::Check).is_none());
+    }
+}
