@@ -7,6 +7,7 @@
 //! other but what they are given.
 
 use crate::{
+    bitmap::Bitmap,
     coordination::Coordinator,
     host::Host,
     members::Members,
@@ -43,6 +44,8 @@ pub(crate) struct Array {
     control: Control,
     #[pin]
     capacity: Capacity,
+    #[pin]
+    bitmap: Bitmap,
 }
 
 impl Array {
@@ -55,8 +58,10 @@ impl Array {
         paths: KVec<CString>,
         identity: ArrayMembers,
         recovered: Recovered,
+        bitmap_image: Option<KVec<u8>>,
         run: bool,
     ) -> Result<impl PinInit<Self, Error>> {
+        let bitmap_region = recovered.bitmap_region();
         let view = recovered.view();
         let (source, target) = (recovered.source(), recovered.target());
         let health = recovered.health();
@@ -66,7 +71,7 @@ impl Array {
         };
         let failed = engine.is_some_and(|e| e.halted());
         let stats = engine.map(|e| e.stats()).unwrap_or_default();
-        let status = Status { state, failed, running: false, view, stats, speed_kbps: 0, rebuild: None, scrub: None, mismatches: 0 };
+        let status = Status { state, failed, running: false, view, stats, speed_kbps: 0, rebuild: None, scrub: None, mismatches: 0, resync: None };
         let raid5 = source.level() == Level::Raid5 || target.level() == Level::Raid5;
         let buffers = Stripes::buffers(target.members(), raid5)?;
         Ok(try_pin_init!(Array {
@@ -77,7 +82,13 @@ impl Array {
             stripes <- Stripes::new(buffers),
             control <- Control::new(engine, settled, status, run),
             capacity <- Capacity::new(),
+            bitmap <- Bitmap::new(&target, bitmap_region, bitmap_image)?,
         }))
+    }
+
+    /// The write-intent bitmap.
+    pub(crate) fn bitmap(&self) -> &Bitmap {
+        &self.bitmap
     }
 
     /// The members.
@@ -177,6 +188,7 @@ impl Array {
             coord: &self.coord,
             control: &self.control,
             capacity: &self.capacity,
+            bitmap: &self.bitmap,
             fail_member: &|role, sector, write| self.fail_member(role, sector, write),
         });
     }
@@ -190,6 +202,8 @@ impl RequestHandler for Array {
             stripes: &self.stripes,
             source: &self.source,
             target: &self.target,
+            bitmap: &self.bitmap,
+            settled: !self.control.migrating(),
             fail_member: &|role, sector, write| self.fail_member(role, sector, write),
         };
         host.process(io, || self.control.wake());
@@ -197,6 +211,10 @@ impl RequestHandler for Array {
 
     fn released(&self, epoch: u8) {
         self.coord.released(epoch);
+    }
+
+    fn write_ended(&self, first: u32, last: u32) {
+        self.bitmap.end_write(first, last);
     }
 
     fn member_failed(&self, role: usize, sector: u64, write: bool, redundant: bool, errno: i32) -> Disposition {

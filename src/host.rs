@@ -17,6 +17,7 @@
 //! ([`Phase::Record`]).
 
 use crate::{
+    bitmap::Bitmap,
     coordination::Coordinator,
     members::Members,
     raidmig_core::{
@@ -47,6 +48,10 @@ pub(crate) struct Host<'a> {
     pub(crate) source: &'a Geometry,
     /// The layout migrated to.
     pub(crate) target: &'a Geometry,
+    /// The write-intent bitmap.
+    pub(crate) bitmap: &'a Bitmap,
+    /// No migration is recorded: the bitmap is kept.
+    pub(crate) settled: bool,
     /// Fails a member after an error of synchronous member I/O (raid5):
     /// returns whether the array still holds every sector without it.
     pub(crate) fail_member: &'a dyn Fn(usize, u64, bool) -> bool,
@@ -97,6 +102,16 @@ impl Host<'_> {
             );
             return io.fail(shim::sts_ioerr());
         };
+        if write && self.settled && io.phase() == Phase::Serve {
+            match self.bitmap.start_write(self.members, self.fail_member, lo, hi - lo) {
+                Ok(Some((first, last))) => io.mark_regions(first, last),
+                Ok(None) => {}
+                Err(_) => {
+                    pr_err!("{}: write of sectors {}..{} failed: no member took its bitmap bit\n", self.members.name(), lo, hi);
+                    return io.fail(shim::sts_ioerr());
+                }
+            }
+        }
         bio::plugged(|| {
             if ranged {
                 for b in rq.bios() {
@@ -139,6 +154,13 @@ impl Host<'_> {
             let redundant = redundant(g);
             health.for_each_part(run.start, run.sectors, |part, len, gone| {
                 let gone = gone.union(avoid);
+                // A region dirty at load and not yet resynced: mirrors may
+                // differ there, read the copy the resync copies from.
+                let access = if access == Access::Read && self.settled && self.bitmap.unsynced(part, len) {
+                    Access::ReadFirstCopy
+                } else {
+                    access
+                };
                 for_each_op(g, place, &dev, gone, access, base, part, len, |op| match op {
                     MemberOp::Data { member, sector, sectors, offset } => {
                         self.clone_data(io, member, redundant, sector, base + offset, sectors)
@@ -168,26 +190,28 @@ impl Host<'_> {
     }
 
     /// A raid5 write of logical `[start, start + sectors)` within one
-    /// stripe, leaving out the roles of `gone`. A member error fails the
-    /// member and the stripe is written again without it, as long as raid5
-    /// survives that; the request then waits for the failure to be recorded.
+    /// stripe, leaving out the roles of `gone`. A member that fails during
+    /// the write is left out of the rest of it (the core writes the stripe
+    /// whole and consistent without it) and failed; the request then waits
+    /// for the failure to be recorded. A second member lost fails it.
     #[allow(clippy::too_many_arguments)]
     fn write_stripe(&self, io: &InFlight, g: &Geometry, place: Place, gone: Roles, start: u64, sectors: u64) {
-        let mut gone = gone;
-        for _ in 0..2 {
-            match self.stripes.write(self.members, io, g, place, gone, start, sectors) {
-                Ok(()) => return,
-                Err(Raid5Error::Io(e)) => {
-                    if !(self.fail_member)(e.member, start, true) {
-                        break;
-                    }
-                    gone = gone.with(e.member);
+        match self.stripes.write(self.members, io, g, place, gone, start, sectors) {
+            Ok(()) => {}
+            // Written whole and consistent without the member: fail it.
+            Err(Raid5Error::MemberFailed(e)) => {
+                if (self.fail_member)(e.member, start, true) {
                     io.await_record();
+                } else {
+                    io.fail(shim::sts_ioerr());
                 }
-                Err(_) => break,
             }
+            Err(Raid5Error::Io(e)) => {
+                (self.fail_member)(e.member, start, true);
+                io.fail(shim::sts_ioerr());
+            }
+            Err(_) => io.fail(shim::sts_ioerr()),
         }
-        io.fail(shim::sts_ioerr());
     }
 
     /// Sends the request's data of logical `[logical, logical + sectors)`

@@ -14,6 +14,7 @@ use crate::{
     array::Array,
     migrator,
     raidmig_core::{
+        bitmap::{self, BitmapGeometry},
         config::{self, ConfigError},
         engine::{Engine, IoError, MemberIo},
         layout::{Geometry, Level, MAX_MEMBERS, SECTOR_SHIFT},
@@ -262,6 +263,7 @@ pub(crate) fn from_params() -> Result<Running> {
     }
     // Devices left out (not fresh) are closed here, with `slots`.
 
+    let bitmap_image = read_bitmap(&loaded, &members, &role_paths)?;
     let view = loaded.array.view();
     let target = loaded.array.target();
     let limits = limits_for(members.iter().flatten(), &target)?;
@@ -271,7 +273,7 @@ pub(crate) fn from_params() -> Result<Running> {
         Recovered::Migration(e) => Engine::state(e),
     };
     let array = Arc::pin_init(
-        Array::new(name, members, role_paths, loaded.members, loaded.array, loaded.run)?,
+        Array::new(name, members, role_paths, loaded.members, loaded.array, bitmap_image, loaded.run)?,
         GFP_KERNEL,
     )?;
     let disk = Disk::add(kernel::c_str!("raidmig0"), view.volume_sectors, limits, array.clone(), sysfs::groups())?;
@@ -285,6 +287,40 @@ pub(crate) fn from_params() -> Result<Running> {
     );
     let thread = Thread::spawn(kernel::c_str!("raidmig0"), array, |a| a.run_migration())?;
     Ok(Running { _thread: thread, _disk: disk })
+}
+
+/// The write-intent bitmap of a settled array that keeps one: the union of
+/// the images on its members in sync, read before the volume is exposed, so
+/// that the regions an unclean shutdown left dirty are resynced (and read
+/// from their first copy until then).
+fn read_bitmap(loaded: &Loaded, members: &[Option<Member>], paths: &[CString]) -> Result<Option<KVec<u8>>> {
+    if !matches!(loaded.array, Recovered::Settled { .. }) {
+        return Ok(None);
+    }
+    let target = loaded.array.target();
+    let Some(geo) = loaded.array.bitmap_region().and_then(|r| BitmapGeometry::new(target.capacity(), r)) else {
+        return Ok(None);
+    };
+    let out = loaded.array.health().out_of_sync();
+    let mut image = KVec::from_elem(0u8, geo.image_bytes(), GFP_KERNEL)?;
+    let bioset = KBox::pin_init(BioSet::new(), GFP_KERNEL)?;
+    let step = LOAD_BUFFER_BYTES.min(image.len());
+    let mut buf = IoBuf::new(step)?;
+    let (bytes, region) = buf.split();
+    for (role, dev) in members.iter().enumerate() {
+        let Some(dev) = dev.as_ref().filter(|_| !out.contains(role)) else { continue };
+        let first = bitmap::block_sector(loaded.members.device_sectors[role], 0);
+        for off in (0..image.len()).step_by(step) {
+            let n = step.min(image.len() - off);
+            region.read(&bioset, dev, first + (off >> SECTOR_SHIFT) as u64, &mut bytes[..n]).inspect_err(|e| {
+                pr_err!("member {:?}: cannot read its write-intent bitmap: {:?}\n", paths.get(role), e);
+            })?;
+            for (d, s) in image[off..off + n].iter_mut().zip(&bytes[..n]) {
+                *d |= *s;
+            }
+        }
+    }
+    Ok(Some(image))
 }
 
 /// Queue limits: stacked from the members, hints from the layout, a volatile

@@ -7,6 +7,7 @@
 //! turns its outcome into state for sysfs and, at the end, a bigger disk.
 
 use crate::{
+    bitmap::Bitmap,
     coordination::Coordinator,
     repair,
     members::{Members, Who},
@@ -62,6 +63,9 @@ pub(crate) struct Status {
     pub(crate) scrub: Option<(ScrubMode, u64, u64)>,
     /// Sectors the last (or current) scrub found mismatched.
     pub(crate) mismatches: u64,
+    /// A resync under way: logical sectors done in the current region, and
+    /// the volume's size.
+    pub(crate) resync: Option<(u64, u64)>,
 }
 
 /// The migration's shared state: the engine, the commands for the thread,
@@ -142,6 +146,11 @@ impl Control {
         s.speed_kbps = speed_kbps;
     }
 
+    /// Shows a resync's progress (or its end, with `None`).
+    pub(crate) fn show_resync(&self, progress: Option<(u64, u64)>) {
+        self.status.lock().resync = progress;
+    }
+
     /// Shows a scrub's progress (or its end, with `None`), its mismatches
     /// and speed.
     pub(crate) fn show_scrub(&self, scrub: Option<(ScrubMode, u64, u64)>, mismatches: u64, speed_kbps: u64) {
@@ -178,6 +187,8 @@ pub(crate) struct Migration<'a> {
     pub(crate) control: &'a Control,
     /// The disk's capacity, grown at the end.
     pub(crate) capacity: &'a Capacity,
+    /// The write-intent bitmap.
+    pub(crate) bitmap: &'a Bitmap,
     /// Fails a member after an error at a sector (write or not): returns
     /// whether the array still holds every sector.
     pub(crate) fail_member: &'a dyn Fn(usize, u64, bool) -> bool,
@@ -233,6 +244,7 @@ pub(crate) fn run(m: &Migration<'_>) {
     let mut speed = Speed { since_ms: time::now().mono_ms, bytes: 0 };
     let mut rebuild = repair::Rebuilding::default();
     let mut scrub = repair::Scrubbing::default();
+    let mut resync = repair::Resyncing::default();
     loop {
         if let Some(buf) = buffer.as_mut() {
             repair::keep_health(m, buf);
@@ -248,9 +260,12 @@ pub(crate) fn run(m: &Migration<'_>) {
             // No migration: the array's own upkeep; a rebuild first.
             let pause_ms = match buffer.as_mut() {
                 Some(buf) => repair::rebuild_step(m, &mut rebuild, buf)
+                    .or_else(|| repair::resync_step(m, &mut resync, buf))
                     .or_else(|| repair::scrub_step(m, &mut scrub, command, buf)),
                 None => None,
             };
+            let all_in_sync = m.members.health().out_of_sync().is_empty();
+            m.bitmap.clear_quiet(m.members, m.fail_member, all_in_sync);
             c.idle(pause_ms.unwrap_or(1000));
             continue;
         };

@@ -21,6 +21,7 @@
 use kernel::prelude::*;
 
 mod array;
+mod bitmap;
 mod coordination;
 mod host;
 mod load;

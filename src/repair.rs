@@ -313,3 +313,76 @@ pub(crate) fn scrub_step(
     }
     Some(pace::throttle_ms((end - start) << 9, 0, m.control.speed_limit_kbps()))
 }
+
+/// A resync in the thread: the bitmap regions dirty at load, one after the
+/// other, each scrubbed in repair mode (mirrors from the first copy, raid5
+/// parity from the data).
+#[derive(Default)]
+pub(crate) struct Resyncing {
+    region: Option<(u64, Scrubber)>,
+    started: bool,
+    mismatches: u64,
+}
+
+/// Resyncs the next window of a dirty region, if one is left and every
+/// member is in sync. Returns how long to pause, or `None` when there is
+/// nothing to do.
+pub(crate) fn resync_step(m: &Migration<'_>, state: &mut Resyncing, buffer: &mut IoBuf) -> Option<u64> {
+    let members = m.members;
+    let name = members.name();
+    let bm = m.bitmap;
+    if !members.health().out_of_sync().is_empty() {
+        return None;
+    }
+    let g = m.control.settled.lock().as_ref()?.newest.layout;
+    let geo = bm.geometry()?;
+    if state.region.is_none() {
+        let Some(r) = bm.next_unsynced() else {
+            if state.started {
+                pr_info!("{}: resync finished: {} mismatched sectors rewritten\n", name, state.mismatches);
+                state.started = false;
+                m.coord.set_repair(None);
+                m.control.show_resync(None);
+            }
+            return None;
+        };
+        if !state.started {
+            pr_info!("{}: resync of {} dirty bitmap regions started (unclean shutdown)\n", name, bm.unsynced_count());
+            state.started = true;
+            state.mismatches = 0;
+        }
+        let (start, end) = geo.region_range(r, g.capacity());
+        match Scrubber::range(g, ScrubMode::Repair, start, end) {
+            Some(s) => state.region = Some((r, s)),
+            None => {
+                bm.resynced(r);
+                return Some(0);
+            }
+        }
+    }
+    let (r, sc) = state.region.as_mut()?;
+    let (bytes, region) = buffer.split();
+    let mut io = KernelIo { members, coord: m.coord, region };
+    if let Some((start, end)) = sc.next_window() {
+        m.coord.set_repair(Some((start, end)));
+        let res = sc.scrub_window(&mut io, bytes);
+        m.coord.set_repair(Some((end, end)));
+        if let Err(e) = res {
+            if let ScrubError::Io(e) = e {
+                (m.fail_member)(e.member, start, true);
+            }
+            pr_err!("{}: resync stopped at sector {} on an I/O error\n", name, start);
+            state.region = None;
+            m.coord.set_repair(None);
+            m.control.show_resync(None);
+            return None;
+        }
+        m.control.show_resync(Some((sc.done(), g.capacity())));
+    }
+    if sc.finished() {
+        state.mismatches += sc.mismatches();
+        bm.resynced(*r);
+        state.region = None;
+    }
+    Some(pace::throttle_ms(1 << 20, 0, m.control.speed_limit_kbps()))
+}

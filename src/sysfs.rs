@@ -2,8 +2,9 @@
 //!
 //! | file | access | content |
 //! |------|--------|---------|
-//! | action | rw | write `start`, `pause`, `resume` (a migration), `check`, `repair`, `idle` (a scrub); reads `migrate`, `rebuild`, `check`, `repair`, `pause` or `idle` |
+//! | action | rw | write `start`, `pause`, `resume` (a migration), `check`, `repair`, `idle` (a scrub); reads `migrate`, `rebuild`, `resync`, `check`, `repair`, `pause` or `idle` |
 //! | mismatch_cnt | r | sectors the last scrub found mismatched (md's) |
+//! | bitmap | r | `none`, or the write-intent bitmap: region size, dirty regions, regions left to resync |
 //! | state | r | `prepared`, `migrating`, `paused`, `clean`, `degraded` (members failed, every sector held) or `failed` (more failed than the level survives, or the migration stopped on an error) |
 //! | level, source_level | r | layout migrated to, and from |
 //! | chunk_kb | r | chunk size of the target layout |
@@ -88,6 +89,8 @@ fn show_attr<const K: usize>(a: &Array, out: &mut Page) -> core::fmt::Result {
                 "migrate"
             } else if s.rebuild.is_some() {
                 "rebuild"
+            } else if s.resync.is_some() {
+                "resync"
             } else if let Some((mode, _, _)) = s.scrub {
                 if mode == ScrubMode::Check {
                     "check"
@@ -136,11 +139,26 @@ fn show_attr<const K: usize>(a: &Array, out: &mut Page) -> core::fmt::Result {
             let (_, done, total) = s.rebuild.unwrap_or_default();
             writeln!(out, "{done}/{total}")
         }
+        PROGRESS if s.resync.is_some() => match s.resync {
+            Some((done, total)) => writeln!(out, "{done}/{total}"),
+            None => Ok(()),
+        },
         PROGRESS if s.scrub.is_some() => match s.scrub {
             Some((_, done, total)) => writeln!(out, "{done}/{total}"),
             None => Ok(()),
         },
         MISMATCH_CNT => writeln!(out, "{}", s.mismatches),
+        BITMAP => match a.bitmap().geometry().filter(|_| a.bitmap().active()) {
+            Some(g) => writeln!(
+                out,
+                "{} KiB regions: {} of {} dirty, {} to resync",
+                g.region_sectors() / 2,
+                a.bitmap().dirty_count(),
+                g.regions(),
+                a.bitmap().unsynced_count()
+            ),
+            None => writeln!(out, "none"),
+        },
         PROGRESS => {
             let (done, total) = s.view.progress();
             writeln!(out, "{done}/{total}")
@@ -216,7 +234,8 @@ const ROLES: usize = 13;
 const ADD: usize = 14;
 const SPARES: usize = 15;
 const MISMATCH_CNT: usize = 16;
-const N: usize = 17;
+const BITMAP: usize = 17;
+const N: usize = 18;
 
 const fn attr(name: &'static CStr, show: ShowFn, store: Option<StoreFn>) -> bindings::device_attribute {
     // SAFETY: an attribute is valid zeroed (no lockdep key: a static one).
@@ -253,6 +272,7 @@ static ATTRS: Shared<[bindings::device_attribute; N]> = Shared(UnsafeCell::new([
     attr(kernel::c_str!("add"), show::<ADD>, Some(store::<ADD>)),
     attr(kernel::c_str!("spares"), show::<SPARES>, None),
     attr(kernel::c_str!("mismatch_cnt"), show::<MISMATCH_CNT>, None),
+    attr(kernel::c_str!("bitmap"), show::<BITMAP>, None),
 ]));
 
 const fn attr_ptr(i: usize) -> *mut bindings::attribute {
@@ -278,6 +298,7 @@ static ATTR_PTRS: Shared<[*mut bindings::attribute; N + 1]> = Shared(UnsafeCell:
     attr_ptr(14),
     attr_ptr(15),
     attr_ptr(16),
+    attr_ptr(17),
     core::ptr::null_mut(),
 ]));
 

@@ -19,6 +19,8 @@
 //! do not flip), and no role is out of sync (a member missing for a while
 //! must find the regions written meanwhile still marked).
 
+use super::engine::{IoError, MemberIo};
+use super::health::Roles;
 use super::layout::SECTOR_SHIFT;
 use super::tail::{tail_start, BITMAP_OFFSET, BITMAP_SECTORS};
 
@@ -138,6 +140,37 @@ pub fn may_clear(a: RegionActivity, flush_started_ms: u64, now_ms: u64, all_in_s
         && now_ms.saturating_sub(a.last_start_ms) >= QUIET_MS
 }
 
+/// Whether any region's bit is set on any of `roles` (bitmaps of members
+/// in sync, read block by block through `buf`, at least one block).
+pub fn any_set<I: MemberIo>(
+    io: &mut I,
+    roles: Roles,
+    device_sectors: &[u64],
+    geo: &BitmapGeometry,
+    buf: &mut [u8],
+) -> Result<bool, IoError> {
+    let buf = buf.get_mut(..BLOCK_BYTES).ok_or(IoError { member: 0, errno: -22 })?;
+    let blocks = geo.image_bytes() / BLOCK_BYTES;
+    for role in roles.iter() {
+        let device = device_sectors.get(role).copied().unwrap_or(0);
+        for block in 0..blocks {
+            io.read(role, block_sector(device, block), buf)?;
+            let first = block as u64 * REGIONS_PER_BLOCK;
+            if (first..(first + REGIONS_PER_BLOCK).min(geo.regions())).any(|r| is_set(buf, r - first)) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Whether a start must be refused: raid5 shut down uncleanly (bits set)
+/// and degraded has stripes whose parity cannot be trusted to rebuild the
+/// missing member, as md refuses a dirty degraded start (unless forced).
+pub fn refuse_dirty_degraded(parity: bool, dirty: bool, degraded: bool, force: bool) -> bool {
+    parity && dirty && degraded && !force
+}
+
 /// The dirty regions of `image`, in order.
 pub fn dirty(image: &[u8], regions: u64) -> impl Iterator<Item = u64> + '_ {
     (0..regions).filter(move |&r| is_set(image, r))
@@ -171,6 +204,15 @@ mod tests {
         assert!(!is_set(&image, 9));
         assert_eq!(block_of(REGIONS_PER_BLOCK), 1);
         assert_eq!(block_sector(1 << 30, 1), (1 << 30) - super::super::layout::RESERVED_TAIL_SECTORS + BITMAP_OFFSET + 8);
+    }
+
+    #[test]
+    fn dirty_degraded_raid5_is_refused_unless_forced() {
+        assert!(refuse_dirty_degraded(true, true, true, false));
+        assert!(!refuse_dirty_degraded(true, true, true, true));
+        assert!(!refuse_dirty_degraded(false, true, true, false));
+        assert!(!refuse_dirty_degraded(true, false, true, false));
+        assert!(!refuse_dirty_degraded(true, true, false, false));
     }
 
     #[test]

@@ -573,6 +573,11 @@ impl Engine {
         self.halted = false;
     }
 
+    /// The write-intent bitmap's region, for when the array settles.
+    pub fn bitmap_region(&self) -> Option<u64> {
+        self.bitmap_region
+    }
+
     /// Roles recorded faulty (or being recorded).
     pub fn failed(&self) -> Roles {
         self.pending.map_or(self.failed, |p| p.failed)

@@ -26,7 +26,7 @@
 use super::assemble::{assemble, AssembleError, AssembleErrorKind, Assembly};
 use super::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Time};
 use super::format::{ArrayState, FormatError, Superblock};
-use super::bitmap::BitmapGeometry;
+use super::bitmap::{any_set, refuse_dirty_degraded, BitmapGeometry};
 use super::health::{Health, Roles};
 use super::record::Record;
 use super::layout::{Geometry, GeometryError, Level, MAX_MEMBERS, SECTOR_SHIFT};
@@ -125,6 +125,9 @@ pub enum LoadError {
     /// The bitmap region is not a power of two of at least 1 MiB, or too
     /// small for the array's size.
     BadBitmapRegion,
+    /// A raid5 shut down uncleanly (bitmap bits set) is also degraded: its
+    /// parity cannot be trusted (`force` starts it anyway).
+    DirtyDegraded,
 }
 
 impl LoadError {
@@ -138,6 +141,9 @@ impl LoadError {
             LoadError::SizeChanged { .. } => "member changed size since it joined the array",
             LoadError::Io { .. } => "member I/O error while loading",
             LoadError::Engine(e) => e.message(),
+            LoadError::DirtyDegraded => {
+                "raid5 was shut down uncleanly and is degraded: its parity cannot be trusted (force=1 starts it anyway)"
+            }
             LoadError::BadBitmapRegion => {
                 "bitmap region must be a power of two of at least 1 MiB, and large enough for the array"
             }
@@ -179,6 +185,7 @@ impl LoadError {
             },
             LoadError::SizeChanged { .. } | LoadError::Engine(_) | LoadError::BadBitmapRegion => Errno::Inval,
             LoadError::Io { .. } => Errno::Io,
+            LoadError::DirtyDegraded => Errno::Uclean,
         }
     }
 }
@@ -221,6 +228,14 @@ impl Recovered {
         match self {
             Recovered::Settled { record, .. } => record.failed(),
             Recovered::Migration(e) => e.failed(),
+        }
+    }
+
+    /// The write-intent bitmap's region, if the array keeps one.
+    pub fn bitmap_region(&self) -> Option<u64> {
+        match self {
+            Recovered::Settled { record, .. } => record.newest.bitmap_region,
+            Recovered::Migration(e) => e.bitmap_region(),
         }
     }
 
@@ -514,6 +529,22 @@ fn assemble_devices<I: MemberIo>(
     }
     let device_of_role = assembly.device_of_role;
     let mut io = ByRole::new(io, device_of_role);
+    // Before anything is written: a dirty, degraded raid5 is refused.
+    let newest = &assembly.newest;
+    if let (Some(region), None) = (newest.bitmap_region, &newest.migration) {
+        let out = newest.failed.union(newest.rebuild.map_or(Roles::NONE, |r| Roles::one(r.role)));
+        let layout = newest.layout;
+        if !out.is_empty() && layout.level().has_parity() && !params.force {
+            if let Some(geo) = BitmapGeometry::new(layout.capacity(), region) {
+                let in_sync = Roles::first(layout.members()).minus(out);
+                let dirty = any_set(&mut io, in_sync, &members.device_sectors[..], &geo, buf)
+                    .map_err(|e| LoadError::Io { device: device_of_role[e.member.min(MAX_MEMBERS - 1)] as usize, errno: e.errno })?;
+                if refuse_dirty_degraded(true, dirty, true, params.force) {
+                    return Err(LoadError::DirtyDegraded);
+                }
+            }
+        }
+    }
     let device_error = |e: EngineError| match e {
         EngineError::Io(e) => {
             LoadError::Io { device: device_of_role[e.member.min(MAX_MEMBERS - 1)] as usize, errno: e.errno }

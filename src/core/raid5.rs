@@ -53,6 +53,9 @@ pub enum Raid5Error {
     BadRange,
     /// More members failed than raid5 survives.
     Lost,
+    /// Member `e.member` failed during the write; the stripe is written,
+    /// consistent without it: fail the member, do not write again.
+    MemberFailed(IoError),
 }
 
 impl From<IoError> for Raid5Error {
@@ -63,7 +66,17 @@ impl From<IoError> for Raid5Error {
 
 /// Writes logical `[start, start + sectors)`, which lies within one stripe
 /// of raid5 layout `g` at `place`, taking its data from a host request that
-/// starts at logical sector `base`.
+/// starts at logical sector `base`, with the roles of `failed` gone.
+///
+/// A member that fails during the write is left out from there on: a read
+/// error before a slice is written makes that slice (and the rest) a
+/// degraded write; a write error lets the slice's other writes go on, since
+/// its parity already is the XOR of the data every member is to hold. The
+/// stripe is then complete and consistent without that member, and the
+/// caller gets [`Raid5Error::MemberFailed`]: it fails the member and does
+/// not write again. (Stopping half-way instead would leave new data beside
+/// old parity, and reconstructing the failed member from that gives
+/// garbage: the crash simulator found it.)
 #[allow(clippy::too_many_arguments)]
 pub fn write_stripe<S: StripeIo>(
     io: &mut S,
@@ -82,21 +95,97 @@ pub fn write_stripe<S: StripeIo>(
         return Err(Raid5Error::BufferTooSmall);
     }
     let failed = Roles(failed.0 & Roles::first(n).0);
-    match condition(g, failed) {
-        Condition::Optimal => {}
-        Condition::Degraded => {
-            return write_degraded(io, g, &plan, place, device_sectors, failed, base, buf);
-        }
-        Condition::Failed => return Err(Raid5Error::Lost),
+    if condition(g, failed) == Condition::Failed {
+        return Err(Raid5Error::Lost);
     }
-    let row = plan.stripe << g.chunk_shift();
-    let at = |member: usize, sector: u64| place.sector(g, device_sectors, member, sector);
+    let mut lost = failed.iter().next();
+    let mut newly = None;
+    let ctx = Ctx { g, plan: &plan, place, device_sectors, base };
     let mut from = plan.window_start;
     let end = plan.window_start + plan.window_sectors;
     while from < end {
         let to = (from + SLICE_SECTORS).min(end);
         let Some(s) = plan.slice(from, to) else { break };
         from = to;
+        loop {
+            let r = match lost {
+                None => ctx.normal_slice(io, &s, buf),
+                Some(l) => ctx.degraded_slice(io, &s, l, buf),
+            };
+            match (r, lost) {
+                (Ok(()), _) => break,
+                // Nothing of this slice written yet: again, without it.
+                (Err(SliceError::Read(e)), None) => {
+                    lost = Some(e.member);
+                    newly = Some(e);
+                }
+                // Written whole, without it.
+                (Err(SliceError::Write(e)), None) => {
+                    lost = Some(e.member);
+                    newly = Some(e);
+                    break;
+                }
+                (Err(SliceError::Read(e) | SliceError::Write(e) | SliceError::Second(e)), _) => {
+                    return Err(Raid5Error::Io(e))
+                }
+            }
+        }
+    }
+    match newly {
+        Some(e) => Err(Raid5Error::MemberFailed(e)),
+        None => Ok(()),
+    }
+}
+
+/// How a slice of a stripe write went wrong.
+enum SliceError {
+    /// A read failed: nothing of the slice was written.
+    Read(IoError),
+    /// One write failed: every other write of the slice was made.
+    Write(IoError),
+    /// A second member failed in the slice.
+    Second(IoError),
+}
+
+/// What every slice of one stripe write shares.
+struct Ctx<'a> {
+    g: &'a Geometry,
+    plan: &'a StripeWrite,
+    place: Place,
+    device_sectors: &'a [u64; MAX_MEMBERS],
+    base: u64,
+}
+
+impl Ctx<'_> {
+    fn at(&self, member: usize, sector: u64) -> u64 {
+        self.place.sector(self.g, self.device_sectors, member, sector)
+    }
+
+    /// Writes `data` at `sector` of `member`; the first failure is kept in
+    /// `failed_write` and the next ones are fatal.
+    fn write<S: StripeIo>(
+        &self,
+        io: &mut S,
+        member: usize,
+        sector: u64,
+        data: &[u8],
+        failed_write: &mut Option<IoError>,
+    ) -> Result<(), SliceError> {
+        match io.write(member, self.at(member, sector), data) {
+            Ok(()) => Ok(()),
+            Err(e) if failed_write.is_none() => {
+                *failed_write = Some(e);
+                Ok(())
+            }
+            Err(e) => Err(SliceError::Second(e)),
+        }
+    }
+
+    /// A slice with every member in sync: read-modify-write or
+    /// reconstruct-write, as the plan chose.
+    fn normal_slice<S: StripeIo>(&self, io: &mut S, s: &StripeWrite, buf: &mut [u8]) -> Result<(), SliceError> {
+        let (g, n) = (self.g, s.members());
+        let row = self.plan.stripe << g.chunk_shift();
         let w = (s.window_sectors << SECTOR_SHIFT) as usize;
         let (cur, rest) = buf.split_at_mut(n * w);
         let new = &mut rest[..n * w];
@@ -107,7 +196,7 @@ pub fn write_stripe<S: StripeIo>(
         };
         for (m, span) in s.reads() {
             let r = range(span.sector, span.sectors);
-            io.read(m, at(m, span.sector), &mut cur[m * w..][r])?;
+            io.read(m, self.at(m, span.sector), &mut cur[m * w..][r]).map_err(SliceError::Read)?;
         }
         let parity = s.parity_member;
         // The new data, from the host request, in each member's window.
@@ -115,7 +204,7 @@ pub fn write_stripe<S: StripeIo>(
             if let Some(span) = s.covered(m) {
                 if let Content::Data { logical, .. } = g.content(m, span.sector) {
                     let r = range(span.sector, span.sectors);
-                    io.host_data(logical - base, &mut new[m * w..][r]);
+                    io.host_data(logical - self.base, &mut new[m * w..][r]);
                 }
             }
         }
@@ -138,51 +227,28 @@ pub fn write_stripe<S: StripeIo>(
                         cur[m * w..][r.clone()].copy_from_slice(&new[m * w..][r]);
                     }
                 }
-                let (before, after) = cur.split_at_mut(parity * w);
-                let (p, after) = after.split_at_mut(w);
-                p.fill(0);
-                for window in Iterator::chain(before.chunks(w), after.chunks(w)) {
-                    xor_into(p, window);
-                }
+                rebuild_window(cur, parity, w);
             }
         }
+        let mut failed_write = None;
         for m in (0..n).filter(|&m| m != parity) {
             if let Some(span) = s.covered(m) {
-                io.write(m, at(m, span.sector), &new[m * w..][range(span.sector, span.sectors)])?;
+                self.write(io, m, span.sector, &new[m * w..][range(span.sector, span.sectors)], &mut failed_write)?;
             }
         }
-        io.write(parity, at(parity, first), &cur[parity * w..][..w])?;
+        self.write(io, parity, first, &cur[parity * w..][..w], &mut failed_write)?;
+        failed_write.map_or(Ok(()), |e| Err(SliceError::Write(e)))
     }
-    Ok(())
-}
 
-/// A stripe write with member `lost` failed, slice by slice: every other
-/// member's window is read; a lost data member's window is rebuilt as the
-/// XOR of the others; the new data goes over the windows; parity is the XOR
-/// of the data windows; the data and parity of members in sync are written.
-/// With the parity member lost, only the data is written.
-#[allow(clippy::too_many_arguments)]
-fn write_degraded<S: StripeIo>(
-    io: &mut S,
-    g: &Geometry,
-    plan: &StripeWrite,
-    place: Place,
-    device_sectors: &[u64; MAX_MEMBERS],
-    failed: Roles,
-    base: u64,
-    buf: &mut [u8],
-) -> Result<(), Raid5Error> {
-    let n = plan.members();
-    let Some(lost) = failed.iter().next() else { return Err(Raid5Error::Lost) };
-    let row = plan.stripe << g.chunk_shift();
-    let at = |member: usize, sector: u64| place.sector(g, device_sectors, member, sector);
-    let parity = plan.parity_member;
-    let mut from = plan.window_start;
-    let end = plan.window_start + plan.window_sectors;
-    while from < end {
-        let to = (from + SLICE_SECTORS).min(end);
-        let Some(s) = plan.slice(from, to) else { break };
-        from = to;
+    /// A slice with member `lost` gone: every other member's window is
+    /// read; a lost data member's window is rebuilt as the XOR of the
+    /// others; the new data goes over the windows; parity is the XOR of the
+    /// data windows; the data and parity of members in sync are written.
+    /// With the parity member lost, only the data is written.
+    fn degraded_slice<S: StripeIo>(&self, io: &mut S, s: &StripeWrite, lost: usize, buf: &mut [u8]) -> Result<(), SliceError> {
+        let (g, n) = (self.g, s.members());
+        let row = self.plan.stripe << g.chunk_shift();
+        let parity = s.parity_member;
         let first = row + s.window_start;
         let w = (s.window_sectors << SECTOR_SHIFT) as usize;
         let cur = &mut buf[..n * w];
@@ -192,28 +258,30 @@ fn write_degraded<S: StripeIo>(
         };
         if lost != parity {
             for m in (0..n).filter(|&m| m != lost) {
-                io.read(m, at(m, first), &mut cur[m * w..][..w])?;
+                io.read(m, self.at(m, first), &mut cur[m * w..][..w]).map_err(SliceError::Read)?;
             }
             rebuild_window(cur, lost, w);
         }
         for m in (0..n).filter(|&m| m != parity) {
             if let Some(span) = s.covered(m) {
                 if let Content::Data { logical, .. } = g.content(m, span.sector) {
-                    io.host_data(logical - base, &mut cur[m * w..][range(span.sector, span.sectors)]);
+                    io.host_data(logical - self.base, &mut cur[m * w..][range(span.sector, span.sectors)]);
                 }
             }
         }
+        // Any write error here is a second member gone.
+        let mut failed_write = Some(IoError { member: lost, errno: 0 });
         for m in (0..n).filter(|&m| m != parity && m != lost) {
             if let Some(span) = s.covered(m) {
-                io.write(m, at(m, span.sector), &cur[m * w..][range(span.sector, span.sectors)])?;
+                self.write(io, m, span.sector, &cur[m * w..][range(span.sector, span.sectors)], &mut failed_write)?;
             }
         }
         if lost != parity {
             rebuild_window(cur, parity, w);
-            io.write(parity, at(parity, first), &cur[parity * w..][..w])?;
+            self.write(io, parity, first, &cur[parity * w..][..w], &mut failed_write)?;
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Sets window `lost` of `cur` (windows of `w` bytes, one per member) to
@@ -296,6 +364,8 @@ mod tests {
         disks: Vec<HashMap<u64, u8>>,
         data: u8,
         read_back: HashMap<u64, u8>,
+        /// Writes to this member fail.
+        broken: Option<usize>,
     }
 
     impl StripeIo for Mem {
@@ -306,6 +376,9 @@ mod tests {
             Ok(())
         }
         fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError> {
+            if self.broken == Some(member) {
+                return Err(IoError { member, errno: -5 });
+            }
             for (i, c) in buf.chunks(512).enumerate() {
                 self.disks[member].insert(sector + i as u64, c[0]);
             }
@@ -329,7 +402,7 @@ mod tests {
             // A chunk of four slices: writes cross slice boundaries.
             let chunk = 4 * SLICE_SECTORS as u32;
             let g = Geometry::new(Level::Raid5, members, chunk, chunk as u64 * 2).unwrap();
-            let mut mem = Mem { disks: vec![HashMap::new(); members], data: 0, read_back: HashMap::new() };
+            let mut mem = Mem { disks: vec![HashMap::new(); members], data: 0, read_back: HashMap::new(), broken: None };
             let dev = [1u64 << 30; MAX_MEMBERS];
             let mut buf = vec![0u8; buffer_bytes(members)];
             let stripe = g.stripe_sectors();
@@ -362,7 +435,7 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_do() {
         let g = Geometry::new(Level::Raid5, 3, 8, 64).unwrap();
-        let mut mem = Mem { disks: vec![HashMap::new(); 3], data: 0, read_back: HashMap::new() };
+        let mut mem = Mem { disks: vec![HashMap::new(); 3], data: 0, read_back: HashMap::new(), broken: None };
         let dev = [1u64 << 30; MAX_MEMBERS];
         let mut small = vec![0u8; buffer_bytes(3) - 512];
         assert_eq!(
@@ -387,7 +460,7 @@ mod tests {
             let stripe = g.stripe_sectors();
             let chunk = chunk as u64;
             for lost in 0..members {
-                let mut mem = Mem { disks: vec![HashMap::new(); members], data: 0, read_back: HashMap::new() };
+                let mut mem = Mem { disks: vec![HashMap::new(); members], data: 0, read_back: HashMap::new(), broken: None };
                 // What the host last wrote, by logical sector.
                 let mut want: HashMap<u64, u8> = HashMap::new();
                 let writes = [(0, stripe), (5, 300), (chunk - 3, 7), (stripe + 100, stripe - 200), (2 * stripe, 1)];
@@ -438,7 +511,7 @@ mod tests {
     fn degraded_refusals() {
         let g = Geometry::new(Level::Raid5, 3, 8, 64).unwrap();
         let dev = [1u64 << 30; MAX_MEMBERS];
-        let mut mem = Mem { disks: vec![HashMap::new(); 3], data: 0, read_back: HashMap::new() };
+        let mut mem = Mem { disks: vec![HashMap::new(); 3], data: 0, read_back: HashMap::new(), broken: None };
         let mut buf = vec![0u8; buffer_bytes(3)];
         let two = Roles::one(0).with(1);
         assert_eq!(write_stripe(&mut mem, &g, Place::Direct, &dev, two, 0, 0, 4, &mut buf), Err(Raid5Error::Lost));
@@ -451,5 +524,41 @@ mod tests {
             read_reconstructed(&mut mem, &g, Place::Direct, &dev, Roles::one(home), 0, 4, 8, &mut buf),
             Err(Raid5Error::BadRange)
         );
+    }
+
+    /// A member whose write fails half-way through a stripe write: the
+    /// stripe is written whole without it, and every sector of that member,
+    /// written or not, reconstructs as it should (new data where written,
+    /// the old elsewhere).
+    #[test]
+    fn a_member_failing_during_a_write_leaves_the_stripe_consistent() {
+        let g = Geometry::new(Level::Raid5, 3, 16, 16 * 4).unwrap();
+        let dev = [1u64 << 30; MAX_MEMBERS];
+        let mut buf = vec![0u8; buffer_bytes(3)];
+        for victim in 0..3 {
+            let mut mem = Mem { disks: vec![HashMap::new(); 3], data: 40, read_back: HashMap::new(), broken: None };
+            // Old contents: the whole stripe 0 written (logical 0..32).
+            write_stripe(&mut mem, &g, Place::Direct, &dev, Roles::NONE, 0, 0, 32, &mut buf).unwrap();
+            let old: Vec<u8> = (0..32).map(|l| 40u8.wrapping_add(l as u8)).collect();
+            // New data over logical 8..24: the second half of chunk 0 and
+            // the first half of chunk 1, each member covered in part.
+            mem.data = 90;
+            mem.broken = Some(victim);
+            let r = write_stripe(&mut mem, &g, Place::Direct, &dev, Roles::NONE, 8, 8, 16, &mut buf);
+            assert_eq!(r, Err(Raid5Error::MemberFailed(IoError { member: victim, errno: -5 })), "victim {victim}");
+            mem.broken = None;
+            for l in 0..32u64 {
+                let want = if (8..24).contains(&l) { 90u8.wrapping_add((l - 8) as u8) } else { old[l as usize] };
+                let loc = g.locate(l);
+                let got = if loc.member == victim {
+                    mem.read_back.clear();
+                    read_reconstructed(&mut mem, &g, Place::Direct, &dev, Roles::one(victim), l, l, 1, &mut buf).unwrap();
+                    mem.read_back[&0]
+                } else {
+                    mem.disks[loc.member][&loc.sector]
+                };
+                assert_eq!(got, want, "victim {victim}, sector {l}");
+            }
+        }
     }
 }

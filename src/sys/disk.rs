@@ -44,6 +44,9 @@ pub(crate) trait RequestHandler: Send + Sync {
     /// `redundant` when the bio's data has a copy elsewhere. Any context:
     /// must not sleep.
     fn member_failed(&self, role: usize, sector: u64, write: bool, redundant: bool, errno: i32) -> Disposition;
+    /// A write into bitmap regions `first..=last` ended. Any context: must
+    /// not sleep.
+    fn write_ended(&self, first: u32, last: u32);
     /// Where the disk records itself for capacity changes.
     fn capacity(&self) -> &Capacity;
 }
@@ -84,7 +87,7 @@ struct Hooks<H>(PhantomData<H>);
 
 impl<H: RequestHandler> Hooks<H> {
     const HOOKS: PduHooks =
-        PduHooks { released: released::<H>, member_failed: member_failed::<H>, requeue: requeue };
+        PduHooks { released: released::<H>, member_failed: member_failed::<H>, requeue, write_ended: write_ended::<H> };
 }
 
 /// The handler of a request's queue.
@@ -119,6 +122,14 @@ unsafe fn member_failed<H: RequestHandler>(
 ) -> Disposition {
     // SAFETY: guaranteed by the caller.
     unsafe { handler::<H>(rq) }.member_failed(role, sector, write, redundant, errno)
+}
+
+/// # Safety
+///
+/// As for [`handler`].
+unsafe fn write_ended<H: RequestHandler>(rq: *mut bindings::request, first: u32, last: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { handler::<H>(rq) }.write_ended(first, last);
 }
 
 /// Queues a request's work item again, on the workqueue of its hardware

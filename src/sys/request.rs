@@ -102,6 +102,9 @@ pub(crate) struct PduHooks {
     ) -> Disposition,
     /// Queues the request's work item again (any context).
     pub(crate) requeue: unsafe fn(rq: *mut bindings::request),
+    /// The request, a write into bitmap regions `first..=last`
+    /// ([`InFlight::mark_regions`]), ended (any context).
+    pub(crate) write_ended: unsafe fn(rq: *mut bindings::request, first: u32, last: u32),
 }
 
 /// Pdu flag: a member read failed; serve the request again.
@@ -111,6 +114,9 @@ const FLAG_RECORD: u8 = 2;
 
 /// No epoch recorded.
 const NO_EPOCH: u8 = u8::MAX;
+
+/// No bitmap regions recorded.
+const NO_REGIONS: (u32, u32) = (u32::MAX, 0);
 
 /// Per-request driver data: the blk-mq "pdu" that follows `struct request`.
 #[repr(C)]
@@ -126,6 +132,9 @@ struct Pdu {
     flags: AtomicU8,
     /// Roles whose reads failed for this request (bit per role).
     avoid: AtomicU32,
+    /// Bitmap regions the request writes into, first and last, or
+    /// `NO_REGIONS`; set by the submitting path before member I/O.
+    regions: (u32, u32),
     /// Passes made, and the current one; written only by whoever holds the
     /// last reference.
     attempts: u8,
@@ -222,6 +231,7 @@ impl Request {
             addr_of_mut!((*pdu).epoch).write(NO_EPOCH);
             addr_of_mut!((*pdu).flags).write(AtomicU8::new(0));
             addr_of_mut!((*pdu).avoid).write(AtomicU32::new(0));
+            addr_of_mut!((*pdu).regions).write(NO_REGIONS);
             addr_of_mut!((*pdu).attempts).write(1);
             addr_of_mut!((*pdu).phase).write(Phase::Serve);
         }
@@ -380,6 +390,16 @@ impl InFlight {
         record_status(unsafe { &*self.pdu }, status);
     }
 
+    /// Records that the request writes into bitmap regions
+    /// `first..=last`: its end is told through [`PduHooks::write_ended`].
+    /// Called at most once, by the submitting path, before any member bio
+    /// is issued.
+    pub(crate) fn mark_regions(&self, first: u32, last: u32) {
+        // SAFETY: `pdu` is valid by the type invariant; only the submitting
+        // path (this one) writes this field, before member bios exist.
+        unsafe { (*self.pdu).regions = (first, last) };
+    }
+
     /// The pass this is.
     pub(crate) fn phase(&self) -> Phase {
         // SAFETY: `pdu` is valid; the phase changes only while no reference
@@ -463,6 +483,7 @@ pub(crate) unsafe fn init_pdu(rq: *mut bindings::request, func: bindings::work_f
         addr_of_mut!((*pdu).epoch).write(NO_EPOCH);
         addr_of_mut!((*pdu).flags).write(AtomicU8::new(0));
         addr_of_mut!((*pdu).avoid).write(AtomicU32::new(0));
+        addr_of_mut!((*pdu).regions).write(NO_REGIONS);
         addr_of_mut!((*pdu).attempts).write(1);
         addr_of_mut!((*pdu).phase).write(Phase::Serve);
         bindings::init_work_with_key(
@@ -536,9 +557,16 @@ unsafe fn put(pdu: *mut Pdu) {
                 (p.hooks.requeue)(rq);
             }
         }
-        // SAFETY: this was the last reference: nobody else uses the pdu or
-        // the request any more, and it is ended exactly once, here.
-        None => unsafe { bindings::blk_mq_end_request(rq, status) },
+        None => {
+            if p.regions != NO_REGIONS {
+                // SAFETY: the request is alive until it is ended below; the
+                // hooks were set for its tag set.
+                unsafe { (p.hooks.write_ended)(rq, p.regions.0, p.regions.1) };
+            }
+            // SAFETY: this was the last reference: nobody else uses the pdu
+            // or the request any more, and it is ended exactly once, here.
+            unsafe { bindings::blk_mq_end_request(rq, status) }
+        }
     }
 }
 
