@@ -993,7 +993,11 @@ impl World {
                 let r = write_stripe(&mut Stripes { w: self, tag, base }, &g, place, &dev, Roles::NONE, base, start, sectors, &mut buf);
                 match r {
                     Ok(()) => Ok(()),
-                    Err(Raid5Error::Io(e)) => Err(e),
+                    // Member failures are not modelled here: a failed
+                    // member write fails the host request (the stripe is
+                    // written whole without that member, which stays in
+                    // sync with old data: what a failed write may leave).
+                    Err(Raid5Error::Io(e) | Raid5Error::MemberFailed(e)) => Err(e),
                     Err(e) => panic!("raid5 write: {e:?}"),
                 }
             }
