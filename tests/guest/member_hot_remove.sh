@@ -57,7 +57,7 @@ for layout in "raid1 3" "raid5 3" "raid10 4"; do
   check "$level: roles 0 shown in sync" grep -q "^0 ${devs[0]} in_sync" $SYS/roles
   new=$(dmesg | tail -n +$((mark + 1)))
   check "$level: dmesg names the failed member" grep -q "member $victim (role 1) failed" <<<"$new"
-  check "$level: dmesg tells the record" grep -q "failed members recorded" <<<"$new"
+  check "$level: dmesg tells the record" grep -q "member failure recorded in the superblocks of the others" <<<"$new"
   echo 3 > /proc/sys/vm/drop_caches
   check "$level: all 50 files read back" bash -c "cd $mnt/d && md5sum --quiet -c /tmp/sums"
   must umount "$mnt"
