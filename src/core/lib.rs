@@ -85,7 +85,17 @@
 //!    only below its rebuild position, which is recorded only once the rows
 //!    below it are durable, and rows are rebuilt only once every write
 //!    admitted before has ended ([`health`], [`hostio`], [`raid5`],
-//!    [`assemble`], [`record`], [`rebuild`], [`gate`]).
+//!    [`assemble`], [`record`], [`rebuild`], [`gate`]). A raid5 stripe
+//!    write that loses a member half-way is finished without it, so that
+//!    the member's chunk still reconstructs ([`raid5`]).
+//! 10. **Only marked regions can disagree.** A write reaches a region only
+//!    once the region's bit is durable on every member in sync; a bit is
+//!    cleared only after a flush that followed every write into its region,
+//!    and never while a role is out of sync. After a power cut, copies and
+//!    parity can differ only in marked regions, which are resynced (a scrub
+//!    in repair mode) while their mirrors are read from the copy the resync
+//!    copies from; a marked raid5 that is also degraded is not started
+//!    unless forced ([`bitmap`], [`scrub`], [`lifecycle`]).
 //!
 //! # Modules, bottom up
 //!
@@ -110,6 +120,8 @@
 //! - [`record`], [`rebuild`]: the superblocks of a settled array (failed
 //!   roles, a rebuild's position), and the rebuild of a role onto a
 //!   replacement.
+//! - [`bitmap`], [`scrub`]: the write-intent bitmap, and the scrub that
+//!   checks, repairs and resyncs copies and parity.
 //!
 //! In the kernel build `--cfg MODULE` is set and this file is a module, not a
 //! crate root, so the crate-level attribute below applies to the host only.
