@@ -220,10 +220,11 @@ impl RequestHandler for Array {
     fn member_failed(&self, role: usize, sector: u64, write: bool, redundant: bool, errno: i32) -> Disposition {
         self.members.host_error(role, sector, write, errno);
         if !write {
-            // Served again from the redundancy; the array thread checks
-            // whether the member still answers.
+            // Served again from the redundancy; the array thread rewrites
+            // the range from the others (or checks whether the member still
+            // answers).
             if redundant {
-                self.members.suspect(role);
+                self.members.bad_read(role, sector);
                 self.control.wake();
                 return Disposition::Retry;
             }

@@ -39,6 +39,14 @@ pub(crate) const SLOTS: usize = 4;
 /// No role is being rebuilt.
 const NO_REBUILD: u32 = u32::MAX;
 
+/// Failed member reads waiting for the array thread to correct them; more
+/// at once make the member suspect instead (it is probed).
+const BAD_READS: usize = 16;
+
+/// Corrected read errors after which a member is failed (md's
+/// `max_corr_read_errors`).
+pub(crate) const MAX_CORRECTED_READS: u32 = 20;
+
 /// A device holding a role, and the identity its superblock carries.
 pub(crate) struct Slot {
     /// The device.
@@ -49,6 +57,20 @@ pub(crate) struct Slot {
     pub(crate) uuid: [u8; 16],
     /// Its size in sectors (locates its tail).
     pub(crate) device_sectors: u64,
+}
+
+/// What goes wrong on the members, counted from any context.
+struct Troubles {
+    /// Host I/O error messages: the window's start, printed and suppressed.
+    window_start_ms: AtomicU64,
+    printed: AtomicU32,
+    suppressed: AtomicU32,
+    /// Roles whose reads failed since the array thread last probed them.
+    suspects: AtomicU32,
+    /// Failed member reads to correct: `(role + 1) << 56 | sector`, 0 free.
+    bad_reads: [AtomicU64; BAD_READS],
+    /// Read errors corrected since the load, by role.
+    corrected: [AtomicU32; MAX_MEMBERS],
 }
 
 /// What the superblocks record of failed roles.
@@ -89,13 +111,10 @@ pub(crate) struct Members {
     rebuild_pos: AtomicU64,
     #[pin]
     bioset: BioSet,
-    window_start_ms: AtomicU64,
-    printed: AtomicU32,
-    suppressed: AtomicU32,
     /// Failed roles (bit per role): a superset of what is recorded.
     failed: AtomicU32,
-    /// Roles whose reads failed since the array thread last probed them.
-    suspects: AtomicU32,
+    /// Error messages and read errors, counted from any context.
+    t: Troubles,
     #[pin]
     recorded: Mutex<Recorded>,
     #[pin]
@@ -140,11 +159,15 @@ impl Members {
             rebuild_role: AtomicU32::new(rebuild_role),
             rebuild_pos: AtomicU64::new(rebuild_pos),
             bioset <- BioSet::new(),
-            window_start_ms: AtomicU64::new(0),
-            printed: AtomicU32::new(0),
-            suppressed: AtomicU32::new(0),
             failed: AtomicU32::new(failed_roles.0),
-            suspects: AtomicU32::new(0),
+            t: Troubles {
+                window_start_ms: AtomicU64::new(0),
+                printed: AtomicU32::new(0),
+                suppressed: AtomicU32::new(0),
+                suspects: AtomicU32::new(0),
+                bad_reads: [const { AtomicU64::new(0) }; BAD_READS],
+                corrected: [const { AtomicU32::new(0) }; MAX_MEMBERS],
+            },
             recorded <- new_mutex!(Recorded { roles: failed_roles, broken: false }),
             recorded_changed <- new_condvar!(),
             spares <- new_mutex!(KVec::new()),
@@ -237,12 +260,35 @@ impl Members {
     /// A read of role `role` failed (any context): the array thread probes
     /// the member.
     pub(crate) fn suspect(&self, role: usize) {
-        self.suspects.fetch_or(Roles::one(role).0, Ordering::AcqRel);
+        self.t.suspects.fetch_or(Roles::one(role).0, Ordering::AcqRel);
+    }
+
+    /// A read of `sector` of role `role` failed and was served from the
+    /// redundancy (any context): queued for the array thread to rewrite
+    /// from the others; with the queue full, the member is probed instead.
+    pub(crate) fn bad_read(&self, role: usize, sector: u64) {
+        let entry = ((role as u64 + 1) << 56) | (sector & ((1 << 56) - 1));
+        if !self.t.bad_reads.iter().any(|slot| slot.compare_exchange(0, entry, Ordering::AcqRel, Ordering::Relaxed).is_ok()) {
+            self.suspect(role);
+        }
+    }
+
+    /// Takes one failed read to correct: its role and member sector.
+    pub(crate) fn take_bad_read(&self) -> Option<(usize, u64)> {
+        self.t.bad_reads.iter().find_map(|slot| {
+            let e = slot.swap(0, Ordering::AcqRel);
+            (e != 0).then(|| (((e >> 56) - 1) as usize, e & ((1 << 56) - 1)))
+        })
+    }
+
+    /// Counts a corrected read error of role `role`; returns the count.
+    pub(crate) fn corrected(&self, role: usize) -> u32 {
+        self.t.corrected.get(role).map_or(0, |c| c.fetch_add(1, Ordering::AcqRel) + 1)
     }
 
     /// Takes the roles to probe.
     pub(crate) fn take_suspects(&self) -> Roles {
-        Roles(self.suspects.swap(0, Ordering::AcqRel)).minus(self.failed())
+        Roles(self.t.suspects.swap(0, Ordering::AcqRel)).minus(self.failed())
     }
 
     /// Roles durably recorded faulty.
@@ -346,18 +392,18 @@ impl Members {
     /// Whether a rate-limited host I/O message may be printed now.
     fn may_tell(&self) -> bool {
         let now = time::now().mono_ms;
-        let start = self.window_start_ms.load(Ordering::Relaxed);
+        let start = self.t.window_start_ms.load(Ordering::Relaxed);
         if now.saturating_sub(start) >= WINDOW_MS
-            && self.window_start_ms.compare_exchange(start, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            && self.t.window_start_ms.compare_exchange(start, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
-            self.printed.store(0, Ordering::Relaxed);
-            let lost = self.suppressed.swap(0, Ordering::Relaxed);
+            self.t.printed.store(0, Ordering::Relaxed);
+            let lost = self.t.suppressed.swap(0, Ordering::Relaxed);
             if lost > 0 {
                 pr_err!("{}: {} more member I/O error messages suppressed\n", &*self.name, lost);
             }
         }
-        if self.printed.fetch_add(1, Ordering::Relaxed) >= MESSAGES_PER_WINDOW {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        if self.t.printed.fetch_add(1, Ordering::Relaxed) >= MESSAGES_PER_WINDOW {
+            self.t.suppressed.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         true

@@ -11,6 +11,7 @@
 //! rebuilt through the coordinator, and tells dmesg and sysfs.
 
 use crate::{
+    members::MAX_CORRECTED_READS,
     migrator::{KernelIo, Migration},
     raidmig_core::{
         engine::{EngineError, MemberIo, Time},
@@ -34,8 +35,16 @@ pub(crate) fn keep_health(m: &Migration<'_>, buffer: &mut IoBuf) {
     let members = m.members;
     let (bytes, region) = buffer.split();
     let mut io = KernelIo { members, coord: m.coord, region };
-    if m.control.engine.lock().is_none() {
+    let settled = m.control.engine.lock().is_none();
+    if settled {
         spares::take_over(members);
+    }
+    while let Some((role, sector)) = members.take_bad_read() {
+        if settled {
+            correct_read(m, role, sector, bytes, &mut io);
+        } else {
+            members.suspect(role);
+        }
     }
     for role in members.take_suspects().iter() {
         // A superblock slot: a read that any working member answers.
@@ -95,6 +104,50 @@ pub(crate) fn keep_health(m: &Migration<'_>, buffer: &mut IoBuf) {
     }
     pr_err!("{}: cannot record the failed members: no member left to write to\n", members.name());
     members.set_recorded(members.recorded(), true);
+}
+
+/// md's read-error correction: the window around member sector `sector` of
+/// `role`, whose read failed and was served from the redundancy, is written
+/// again onto `role` from the other members (the core's rebuilder over that
+/// one window, host writes held out of it), then read back. A member that
+/// does not take it, or has had too many corrected errors, is failed.
+fn correct_read(m: &Migration<'_>, role: usize, sector: u64, bytes: &mut [u8], io: &mut KernelIo<'_>) {
+    let members = m.members;
+    let health = members.health();
+    if !health.out_of_sync().is_empty() {
+        // Rows of a role being rebuilt, or an array already degraded: the
+        // member is only probed.
+        members.suspect(role);
+        return;
+    }
+    let Some(g) = m.control.settled.lock().as_ref().map(|r| r.newest.layout) else { return };
+    let stripe = g.stripe_sectors().max(1);
+    let row = sector >> g.chunk_shift();
+    let start = (row / g.stripe_rows()) * stripe;
+    let mut rb = Rebuilder::new(g, Rebuild { role, position: start.min(g.capacity()) }, time::now());
+    let Some((s, e)) = rb.next_window() else { return };
+    m.coord.set_repair(Some((s, e)));
+    let r = rb.copy_window(io, health.failed, bytes);
+    m.coord.set_repair(Some((e, e)));
+    let verified = r.is_ok() && io.read(role, sector & !7, &mut bytes[..4096]).is_ok();
+    if !verified {
+        pr_err!("{}: read error at sector {} of member {} could not be corrected\n", members.name(), sector, members.path(role));
+        (m.fail_member)(role, sector, true);
+        return;
+    }
+    let n = members.corrected(role);
+    pr_info!(
+        "{}: read error at sector {} of member {} (role {}) corrected: rewritten from the other members ({} so far)\n",
+        members.name(),
+        sector,
+        members.path(role),
+        role,
+        n
+    );
+    if n > MAX_CORRECTED_READS {
+        pr_err!("{}: member {} had more than {} read errors corrected: failed\n", members.name(), members.path(role), MAX_CORRECTED_READS);
+        (m.fail_member)(role, sector, false);
+    }
 }
 
 /// A rebuild in the thread: the core's rebuilder and its speed.

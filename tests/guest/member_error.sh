@@ -2,9 +2,11 @@
 # disks: 12 96M
 # Member errors from a device-mapper table under role 1 of a clean array
 # (raid1 over 3, raid5 over 3, raid10 over 4), with 16 MiB of data A:
-# 1. a bad 64 KiB range on the member: reads of A are served from the
-#    redundancy (the right bytes, no error), the member stays in sync (it
-#    still answers), dmesg tells the read error;
+# 1. a bad 64 KiB range on the member (its reads fail, its contents are
+#    damaged underneath): reads of A are served from the redundancy (the
+#    right bytes, no error), the range is rewritten from the other members
+#    (md's read-error correction: dmesg tells it, the member's contents are
+#    right again), and the member stays in sync;
 # 2. the whole member fails while fio writes and verifies behind A: fio's
 #    verify passes, A reads back, `state` is `degraded`, `roles` shows the
 #    member faulty, dmesg names it.
@@ -12,19 +14,9 @@
 # at once, I/O on member 0 still works, `state` is `failed`.
 . tests/guest/lib.sh
 
-# table NAME DEV [error START LEN]: maps DEV linearly, with an error range.
+# table NAME DEV: maps DEV linearly again.
 table() {
-  local name=$1 dev=$2 sz; sz=$(blockdev --getsz "$dev")
-  if [ $# -gt 2 ]; then
-    dmsetup load "$name" <<EOT
-0 $4 linear $dev 0
-$4 $5 error
-$(( $4 + $5 )) $(( sz - $4 - $5 )) linear $dev $(( $4 + $5 ))
-EOT
-  else
-    dmsetup load "$name" --table "0 $sz linear $dev 0"
-  fi
-  dmsetup resume "$name"
+  dmsetup load "$1" --table "0 $(blockdev --getsz "$2") linear $2 0" && dmsetup resume "$1"
 }
 
 head -c 16M /dev/urandom > /tmp/A
@@ -45,17 +37,29 @@ for layout in "raid1 3" "raid5 3" "raid10 4"; do
   # 1. A bad range on role 1: member sectors 2176..2304 (row 17 of 64 KiB
   #    chunks), which hold data of A that reads take from role 1 at every
   #    level (raid1: 1 MiB region 1; raid5: data, parity is on role 0;
-  #    raid10: the copy read of its chunk). Reads are served from the
-  #    redundancy.
+  #    raid10: the copy read of its chunk). Its reads fail (dm-flakey
+  #    error_reads; writes go through) and its contents underneath are
+  #    damaged: reads are served from the redundancy, and the range is
+  #    rewritten from the other members (md's read-error correction).
+  good=$(dd if="$bad" bs=512 skip=2176 count=128 iflag=direct status=none | md5sum)
+  must dd if=/dev/urandom of="$bad" bs=512 seek=2176 count=128 oflag=direct conv=notrunc status=none
   mark=$(dmesg | wc -l)
-  must table m1 "$bad" error 2176 128
+  must dmsetup load m1 <<EOT
+0 2176 linear $bad 0
+2176 128 flakey $bad 2176 0 1 1 error_reads
+2304 $(( $(blockdev --getsz "$bad") - 2304 )) linear $bad 2304
+EOT
+  must dmsetup resume m1
   check "$level: A reads back with a bad range on role 1" \
     bash -c "dd if=/dev/raidmig0 bs=1M count=16 iflag=direct status=none | cmp -s - /tmp/A"
-  sleep 1
+  for i in $(seq 1 20); do dmesg | tail -n +$((mark + 1)) | grep -q "corrected: rewritten" && break; sleep 0.5; done
   new=$(dmesg | tail -n +$((mark + 1)))
   check "$level: dmesg tells the read error" grep -q "read error .* on member /dev/mapper/m1 (role 1)" <<<"$new"
-  check "$level: the member stays in sync (it still answers)" grep -q "^1 /dev/mapper/m1 in_sync" $SYS/roles
+  check "$level: dmesg tells the correction" grep -q "read error at sector 2[0-9]* of member /dev/mapper/m1 (role 1) corrected" <<<"$new"
+  check "$level: the member stays in sync" grep -q "^1 /dev/mapper/m1 in_sync" $SYS/roles
   check "$level: state clean" test "$(cat $SYS/state)" = clean
+  check "$level: the damaged range was rewritten right" \
+    test "$(dd if="$bad" bs=512 skip=2176 count=128 iflag=direct status=none | md5sum)" = "$good"
 
   # 2. The whole member fails while fio writes and verifies past A.
   must table m1 "$bad"
