@@ -48,6 +48,7 @@ run module-build-warnings bash -c "! grep -i -e warning -e error '$out/build.log
 if [ $# -eq 0 ]; then
   run host-core cargo test --release -j1
   run host-splat-scanner bash tests/host/splat_scanner.sh
+  run host-stack-frames bash tests/host/stack_frames.sh
   # A checkout under /tmp or /var/tmp runs guests (virtme-ng gives the guest
   # fresh tmpfs there; elsewhere, as under /root or /srv, the guest sees the
   # host's files: `bash tests/host/clone_paths.sh` alone checks those too).

@@ -186,8 +186,20 @@ impl Bitmap {
     /// Clears the bits of regions quiet long enough (the array thread),
     /// unless a role is out of sync. Flushes every member first.
     pub(crate) fn clear_quiet(&self, members: &Members, fail_member: &dyn Fn(usize, u64, bool) -> bool, all_in_sync: bool) {
+        self.clear(members, fail_member, all_in_sync, time::now().mono_ms);
+    }
+
+    /// At unload (no write runs any more): clears every bit whose region
+    /// is resynced, after a flush, so that a clean shutdown leaves nothing
+    /// to resync; unless a role is out of sync.
+    pub(crate) fn clear_at_stop(&self, members: &Members, fail_member: &dyn Fn(usize, u64, bool) -> bool, all_in_sync: bool) {
+        self.clear(members, fail_member, all_in_sync, u64::MAX);
+    }
+
+    /// Clears the bits of regions quiet at `now` (monotonic ms; `u64::MAX`:
+    /// every region without a running write).
+    fn clear(&self, members: &Members, fail_member: &dyn Fn(usize, u64, bool) -> bool, all_in_sync: bool, now: u64) {
         let Some(geo) = self.geo else { return };
-        let now = time::now().mono_ms;
         let quiet = |r: u64| RegionActivity {
             running: self.running[r as usize].load(Ordering::SeqCst),
             last_start_ms: self.last_start_ms[r as usize].load(Ordering::SeqCst),

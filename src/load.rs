@@ -185,6 +185,31 @@ fn tell(loaded: &Loaded, paths: &[&str], order: &[u8]) {
     }
 }
 
+/// Why the load sequence did not give an array.
+enum Failed {
+    /// The core refused.
+    Load(LoadError),
+    /// No memory for its buffers.
+    Kernel(Error),
+}
+
+/// Runs the core's load sequence over the opened members, its outcome on
+/// the heap. A frame of its own (not inlined): insmod's kernel stack holds
+/// it, the sequence and the block I/O under it.
+#[inline(never)]
+fn run_load(opened: &[Member], paths: &[&str], sizes: &[u64], params: &LoadParams) -> Result<KBox<Loaded>, Failed> {
+    let mut fresh = Fresh { array_uuid: shim::random_uuid(), member_uuids: [[0; 16]; MAX_MEMBERS] };
+    for u in fresh.member_uuids[..opened.len()].iter_mut() {
+        *u = shim::random_uuid();
+    }
+    let bioset = KBox::pin_init(BioSet::new(), GFP_KERNEL).map_err(Failed::Kernel)?;
+    let mut buf = IoBuf::new(LOAD_BUFFER_BYTES.max(2 * SUPERBLOCK_BYTES)).map_err(Failed::Kernel)?;
+    let (bytes, region) = buf.split();
+    let mut io = LoadIo { devs: opened, paths, bioset: &bioset, region };
+    let loaded = lifecycle::load(&mut io, sizes, params, &fresh, time::now(), bytes).map_err(Failed::Load)?;
+    KBox::new(loaded, GFP_KERNEL).map_err(|_| Failed::Kernel(ENOMEM))
+}
+
 /// Validates the parameters, opens the members, runs the load sequence and
 /// adds /dev/raidmig0.
 pub(crate) fn from_params() -> Result<Running> {
@@ -231,18 +256,19 @@ pub(crate) fn from_params() -> Result<Running> {
         bitmap_region_sectors: u64::from(shim::bitmap_region_mb()) << 11,
         engine: migrator::config(),
     };
-    let mut fresh = Fresh { array_uuid: shim::random_uuid(), member_uuids: [[0; 16]; MAX_MEMBERS] };
-    for u in fresh.member_uuids[..opened.len()].iter_mut() {
-        *u = shim::random_uuid();
-    }
-    let loaded = {
-        let bioset = KBox::pin_init(BioSet::new(), GFP_KERNEL)?;
-        let mut buf = IoBuf::new(LOAD_BUFFER_BYTES.max(2 * SUPERBLOCK_BYTES))?;
-        let (bytes, region) = buf.split();
-        let mut io = LoadIo { devs: &opened, paths, bioset: &bioset, region };
-        lifecycle::load(&mut io, &sizes[..opened.len()], &params, &fresh, time::now(), bytes)
-            .map_err(|e| load_error(e, paths, level))?
-    };
+    let loaded = run_load(&opened, paths, &sizes[..opened.len()], &params).map_err(|e| match e {
+        Failed::Load(e) => load_error(e, paths, level),
+        Failed::Kernel(e) => e,
+    })?;
+    let bitmap_image = read_bitmap(&loaded, &opened, paths)?;
+    start(loaded, opened, paths, bitmap_image)
+}
+
+/// Puts the members in role order, reads the write-intent bitmap, makes the
+/// array, adds /dev/raidmig0 and starts the array thread. A frame of its
+/// own, off the stack while the load sequence runs.
+#[inline(never)]
+fn start(loaded: KBox<Loaded>, opened: KVec<Member>, paths: &[&str], bitmap_image: Option<KVec<u8>>) -> Result<Running> {
     let n = loaded.members.count;
     tell(&loaded, paths, &loaded.device_of_role[..n]);
 
@@ -263,7 +289,6 @@ pub(crate) fn from_params() -> Result<Running> {
     }
     // Devices left out (not fresh) are closed here, with `slots`.
 
-    let bitmap_image = read_bitmap(&loaded, &members, &role_paths)?;
     let view = loaded.array.view();
     let target = loaded.array.target();
     let limits = limits_for(members.iter().flatten(), &target)?;
@@ -293,7 +318,8 @@ pub(crate) fn from_params() -> Result<Running> {
 /// the images on its members in sync, read before the volume is exposed, so
 /// that the regions an unclean shutdown left dirty are resynced (and read
 /// from their first copy until then).
-fn read_bitmap(loaded: &Loaded, members: &[Option<Member>], paths: &[CString]) -> Result<Option<KVec<u8>>> {
+#[inline(never)]
+fn read_bitmap(loaded: &Loaded, devs: &[Member], paths: &[&str]) -> Result<Option<KVec<u8>>> {
     if !matches!(loaded.array, Recovered::Settled { .. }) {
         return Ok(None);
     }
@@ -307,13 +333,14 @@ fn read_bitmap(loaded: &Loaded, members: &[Option<Member>], paths: &[CString]) -
     let step = LOAD_BUFFER_BYTES.min(image.len());
     let mut buf = IoBuf::new(step)?;
     let (bytes, region) = buf.split();
-    for (role, dev) in members.iter().enumerate() {
-        let Some(dev) = dev.as_ref().filter(|_| !out.contains(role)) else { continue };
+    for role in (0..loaded.members.count).filter(|&r| !out.contains(r)) {
+        let device = loaded.device_of_role[role] as usize;
+        let Some(dev) = devs.get(device) else { continue };
         let first = bitmap::block_sector(loaded.members.device_sectors[role], 0);
         for off in (0..image.len()).step_by(step) {
             let n = step.min(image.len() - off);
             region.read(&bioset, dev, first + (off >> SECTOR_SHIFT) as u64, &mut bytes[..n]).inspect_err(|e| {
-                pr_err!("member {:?}: cannot read its write-intent bitmap: {:?}\n", paths.get(role), e);
+                pr_err!("member {}: cannot read its write-intent bitmap: {:?}\n", paths.get(device).copied().unwrap_or("?"), e);
             })?;
             for (d, s) in image[off..off + n].iter_mut().zip(&bytes[..n]) {
                 *d |= *s;

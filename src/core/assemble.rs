@@ -102,13 +102,24 @@ pub fn assemble(
     sbs: &[Result<Superblock, FormatError>],
     members: &mut ArrayMembers,
 ) -> Result<Assembly, AssembleError> {
+    assemble_with(sbs.len(), |i| sbs[i], members)
+}
+
+/// [`assemble`] over `n` devices whose superblocks `sb_of(i)` gives, as
+/// often as it is asked (the load decodes them again from their bytes
+/// rather than keep sixteen on the kernel stack).
+pub fn assemble_with(
+    n: usize,
+    sb_of: impl Fn(usize) -> Result<Superblock, FormatError>,
+    members: &mut ArrayMembers,
+) -> Result<Assembly, AssembleError> {
     let err = |kind, device| Err(AssembleError { kind, device });
-    if sbs.is_empty() {
+    if n == 0 {
         return err(AssembleErrorKind::NoDevices, 0);
     }
     let mut newest: Option<Superblock> = None;
-    for (i, r) in sbs.iter().enumerate() {
-        match r {
+    for i in 0..n {
+        match &sb_of(i) {
             Err(FormatError::Blank) => return err(AssembleErrorKind::NoSuperblock, i),
             Err(e) => return err(AssembleErrorKind::Unreadable(*e), i),
             Ok(sb) => {
@@ -126,7 +137,7 @@ pub fn assemble(
     // with the first attempt.
     let mut failed = Roles::NONE;
     let mut rebuild = newest.rebuild;
-    for sb in sbs.iter().filter_map(|r| r.as_ref().ok()) {
+    for sb in (0..n).filter_map(|i| sb_of(i).ok()) {
         if sb.generation == newest.generation {
             failed = failed.union(sb.failed);
             // Likewise the lowest rebuild position recorded is surely durable.
@@ -143,7 +154,7 @@ pub fn assemble(
     let mut kicked = Roles::NONE;
     let mut kicked_devices = 0u32;
     let mut stale_device = None;
-    for (i, sb) in sbs.iter().enumerate().filter_map(|(i, r)| r.as_ref().ok().map(|sb| (i, sb))) {
+    for (i, sb) in (0..n).filter_map(|i| sb_of(i).ok().map(|sb| (i, sb))) {
         if sb.array_uuid != newest.array_uuid {
             return err(AssembleErrorKind::Foreign, i);
         }
@@ -159,7 +170,7 @@ pub fn assemble(
         if device_of_role[sb.role] != u8::MAX || kicked.contains(sb.role) {
             return err(AssembleErrorKind::DuplicateRole, i);
         }
-        if (0..i).any(|j| matches!(&sbs[j], Ok(o) if o.member_uuid == sb.member_uuid)) {
+        if (0..i).any(|j| matches!(sb_of(j), Ok(o) if o.member_uuid == sb.member_uuid)) {
             return err(AssembleErrorKind::DuplicateMember, i);
         }
         // Not fresh: recorded faulty, or missed more than the update a power
@@ -181,7 +192,7 @@ pub fn assemble(
         }
         // At most MAX_MEMBERS devices get here (roles are distinct).
         device_of_role[sb.role] = i as u8;
-        members.set_from(sb);
+        members.set_from(&sb);
     }
     let absent = Roles::first(layout.members()).minus(Roles((0..MAX_MEMBERS).fold(0, |m, r| {
         m | if device_of_role[r] != u8::MAX { 1 << r } else { 0 }
@@ -192,7 +203,7 @@ pub fn assemble(
     if condition(&layout, out) == Condition::Failed {
         return match stale_device {
             Some(device) => err(AssembleErrorKind::Stale, device),
-            None => err(AssembleErrorKind::WrongCount, sbs.len()),
+            None => err(AssembleErrorKind::WrongCount, n),
         };
     }
     Ok(Assembly {

@@ -23,7 +23,7 @@
 //! host request for it would otherwise wait for a migration thread that only
 //! starts once the volume exists.
 
-use super::assemble::{assemble, AssembleError, AssembleErrorKind, Assembly};
+use super::assemble::{assemble_with, AssembleError, AssembleErrorKind, Assembly};
 use super::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Time};
 use super::format::{ArrayState, FormatError, Superblock};
 use super::bitmap::{any_set, refuse_dirty_degraded, BitmapGeometry};
@@ -319,8 +319,8 @@ pub struct Loaded {
 
 /// Runs the load sequence over `io`, whose members are the devices in the
 /// order given (their sizes in `device_sectors`). `buf` must hold at least
-/// the engine's minimum buffer and two superblocks; `fresh` gives the
-/// identities of a new array.
+/// the engine's minimum buffer and two superblocks per device; `fresh` gives
+/// the identities of a new array.
 pub fn load<I: MemberIo>(
     io: &mut I,
     device_sectors: &[u64],
@@ -381,6 +381,10 @@ fn first_nonzero<I: MemberIo>(
 /// A new array of `level` over the devices (in role order): a migration of
 /// the first device's data, or a clean array.
 #[allow(clippy::too_many_arguments)]
+// Not inlined (nor `assemble_devices`): `load` runs on the kernel stack of
+// insmod, under block I/O as deep as device-mapper and lockdep make it, so
+// only one of the two frames may be there at a time.
+#[inline(never)]
 fn create<I: MemberIo>(
     io: &mut I,
     device_sectors: &[u64],
@@ -507,6 +511,7 @@ impl<I: MemberIo> MemberIo for ByRole<'_, I> {
 
 /// Assembles the array from the devices' superblocks, brings lagging
 /// members level, and finishes a unit left in staging.
+#[inline(never)]
 fn assemble_devices<I: MemberIo>(
     io: &mut I,
     device_sectors: &[u64],
@@ -515,17 +520,28 @@ fn assemble_devices<I: MemberIo>(
     buf: &mut [u8],
 ) -> Result<Loaded, LoadError> {
     let n = device_sectors.len().min(MAX_MEMBERS);
-    let mut sbs = [Err(FormatError::Blank); MAX_MEMBERS];
-    for (device, sb) in sbs.iter_mut().enumerate().take(n) {
-        let (a, b) = read_slots(io, device, device_sectors[device], buf)?;
-        *sb = Superblock::newest(a, b);
+    // Both slots of every device, side by side in `buf`, decoded when
+    // assembly asks (sixteen decoded superblocks would take 4 KiB of
+    // kernel stack).
+    let per_device = 2 * SUPERBLOCK_BYTES;
+    if buf.len() < n * per_device {
+        return Err(LoadError::Engine(EngineError::BufferTooSmall));
     }
+    for (device, &sectors) in device_sectors.iter().enumerate().take(n) {
+        let both = &mut buf[device * per_device..][..per_device];
+        io.read(device, superblock_sector(sectors, 0), both).map_err(io_error)?;
+    }
+    let raw: &[u8] = buf;
+    let sb_of = |device: usize| {
+        let (a, b) = raw[device * per_device..][..per_device].split_at(SUPERBLOCK_BYTES);
+        Superblock::newest(Superblock::decode_slot(a, 0), Superblock::decode_slot(b, 1))
+    };
     let mut members = ArrayMembers::new([0; 16], 0, &[], &[]);
-    let assembly = assemble(&sbs[..n], &mut members).map_err(LoadError::Assemble)?;
-    for (device, sb) in sbs.iter().enumerate().take(n) {
-        if sb.as_ref().is_ok_and(|sb| sb.device_sectors != device_sectors[device]) {
-            return Err(LoadError::SizeChanged { device });
-        }
+    let assembly = assemble_with(n, sb_of, &mut members).map_err(LoadError::Assemble)?;
+    if let Some(device) =
+        (0..n).find(|&d| sb_of(d).is_ok_and(|sb| sb.device_sectors != device_sectors[d]))
+    {
+        return Err(LoadError::SizeChanged { device });
     }
     let device_of_role = assembly.device_of_role;
     let mut io = ByRole::new(io, device_of_role);

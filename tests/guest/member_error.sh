@@ -2,11 +2,11 @@
 # disks: 12 96M
 # Member errors from a device-mapper table under role 1 of a clean array
 # (raid1 over 3, raid5 over 3, raid10 over 4), with 16 MiB of data A:
-# 1. a bad 64 KiB range on the member (its reads fail, its contents are
-#    damaged underneath): reads of A are served from the redundancy (the
-#    right bytes, no error), the range is rewritten from the other members
-#    (md's read-error correction: dmesg tells it, the member's contents are
-#    right again), and the member stays in sync;
+# 1. a bad 4 KiB block on the member (dm-dust: its reads fail until it is
+#    written; its contents damaged underneath): reads of A are served from
+#    the redundancy (the right bytes, no error), the block is rewritten from
+#    the other members (md's read-error correction: dmesg tells it, the
+#    member's contents are right again), and the member stays in sync;
 # 2. the whole member fails while fio writes and verifies behind A: fio's
 #    verify passes, A reads back, `state` is `degraded`, `roles` shows the
 #    member faulty, dmesg names it.
@@ -27,30 +27,27 @@ for layout in "raid1 3" "raid5 3" "raid10 4"; do
   devs=("${DISKS[@]:$next:$n}")
   next=$((next + n))
   bad=${devs[1]}
-  must dmsetup create m1 --table "0 $(blockdev --getsz "$bad") linear $bad 0"
+  must dmsetup create m1 --table "0 $(blockdev --getsz "$bad") dust $bad 0 512"
   members=$(IFS=,; echo "${devs[0]},/dev/mapper/m1${devs[2]:+,${devs[*]:2}}")
   say "--- $level over $n: members $members"
   must load members="$members" level="$level" chunk_kb=64 assume_clean=1
   must wait_dev
   must dd if=/tmp/A of=/dev/raidmig0 bs=1M oflag=direct status=none
 
-  # 1. A bad range on role 1: member sectors 2176..2304 (row 17 of 64 KiB
+  # 1. A bad 4 KiB on role 1: member sectors 2176..2184 (row 17 of 64 KiB
   #    chunks), which hold data of A that reads take from role 1 at every
   #    level (raid1: 1 MiB region 1; raid5: data, parity is on role 0;
-  #    raid10: the copy read of its chunk). Its reads fail (dm-flakey
-  #    error_reads; writes go through) and its contents underneath are
-  #    damaged: reads are served from the redundancy, and the range is
-  #    rewritten from the other members (md's read-error correction).
-  good=$(dd if="$bad" bs=512 skip=2176 count=128 iflag=direct status=none | md5sum)
-  must dd if=/dev/urandom of="$bad" bs=512 seek=2176 count=128 oflag=direct conv=notrunc status=none
+  #    raid10: the copy read of its chunk). dm-dust bad blocks: reads fail
+  #    until the blocks are written (a drive remapping them), and the
+  #    contents underneath are damaged. Reads are served from the
+  #    redundancy, and the range is rewritten from the other members (md's
+  #    read-error correction).
+  good=$(dd if="$bad" bs=512 skip=2176 count=8 iflag=direct status=none | md5sum)
+  must dd if=/dev/urandom of="$bad" bs=512 seek=2176 count=8 oflag=direct conv=notrunc status=none
   mark=$(dmesg | wc -l)
-  must dmsetup load m1 <<EOT
-0 2176 linear $bad 0
-2176 128 flakey $bad 2176 0 1 1 error_reads
-2304 $(( $(blockdev --getsz "$bad") - 2304 )) linear $bad 2304
-EOT
-  must dmsetup resume m1
-  check "$level: A reads back with a bad range on role 1" \
+  for b in $(seq 2176 2183); do must dmsetup message m1 0 addbadblock $b; done
+  must dmsetup message m1 0 enable
+  check "$level: A reads back with a bad block on role 1" \
     bash -c "dd if=/dev/raidmig0 bs=1M count=16 iflag=direct status=none | cmp -s - /tmp/A"
   for i in $(seq 1 20); do dmesg | tail -n +$((mark + 1)) | grep -q "corrected: rewritten" && break; sleep 0.5; done
   new=$(dmesg | tail -n +$((mark + 1)))
@@ -58,8 +55,8 @@ EOT
   check "$level: dmesg tells the correction" grep -q "read error at sector 2[0-9]* of member /dev/mapper/m1 (role 1) corrected" <<<"$new"
   check "$level: the member stays in sync" grep -q "^1 /dev/mapper/m1 in_sync" $SYS/roles
   check "$level: state clean" test "$(cat $SYS/state)" = clean
-  check "$level: the damaged range was rewritten right" \
-    test "$(dd if="$bad" bs=512 skip=2176 count=128 iflag=direct status=none | md5sum)" = "$good"
+  check "$level: the bad block was rewritten right" \
+    test "$(dd if="$bad" bs=512 skip=2176 count=8 iflag=direct status=none | md5sum)" = "$good"
 
   # 2. The whole member fails while fio writes and verifies past A.
   must table m1 "$bad"

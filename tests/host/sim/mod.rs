@@ -1089,7 +1089,8 @@ impl World {
             engine: self.cfg.engine,
         };
         let fresh = Fresh { array_uuid: [0; 16], member_uuids: [[0; 16]; MAX_MEMBERS] };
-        let mut buf = vec![0u8; self.buffer_size()];
+        // The load holds both superblock slots of every member at once.
+        let mut buf = vec![0u8; self.buffer_size().max(n * 2 * SUPERBLOCK_BYTES)];
         self.exposed = false;
         let now = Time::at(self.now);
         let mut attempts = 0;
