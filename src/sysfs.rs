@@ -15,7 +15,8 @@
 //! | progress | r | `DONE/TOTAL`, target sectors (of the rebuild or scrub while one runs) |
 //! | checkpoint | r | logical sector up to which the target layout is durable |
 //! | units_done, units_staged, checkpoint_writes | r | engine counters (this load) |
-//! | speed_kbps | r | copy speed |
+//! | speed_kbps | r | copy speed (of the migration, rebuild, resync or scrub) |
+//! | eta_seconds | r | time left at that speed, or `none` |
 //! | speed_limit_max_kbps | rw | throttle, 0 for none |
 //!
 //! The attribute group is handed to `device_add_disk`, so the files exist
@@ -34,6 +35,7 @@ use crate::{
         config,
         format::ArrayState,
         health::{self, RoleState},
+        pace,
         scrub::ScrubMode,
     },
 };
@@ -148,6 +150,18 @@ fn show_attr<const K: usize>(a: &Array, out: &mut Page) -> core::fmt::Result {
             None => Ok(()),
         },
         MISMATCH_CNT => writeln!(out, "{}", s.mismatches),
+        ETA => {
+            // Of what runs: a migration, a rebuild, a resync or a scrub.
+            let (done, total) = match (s.rebuild, s.resync, s.scrub) {
+                (Some((_, d, t)), _, _) | (_, Some((d, t)), _) | (_, _, Some((_, d, t))) => (d, t),
+                _ if s.running => s.view.progress(),
+                _ => (0, 0),
+            };
+            match pace::eta_seconds(done, total, s.speed_kbps).filter(|_| total > done) {
+                Some(secs) => writeln!(out, "{secs}"),
+                None => writeln!(out, "none"),
+            }
+        }
         BITMAP => match a.bitmap().geometry().filter(|_| a.bitmap().active()) {
             Some(g) => writeln!(
                 out,
@@ -235,7 +249,8 @@ const ADD: usize = 14;
 const SPARES: usize = 15;
 const MISMATCH_CNT: usize = 16;
 const BITMAP: usize = 17;
-const N: usize = 18;
+const ETA: usize = 18;
+const N: usize = 19;
 
 const fn attr(name: &'static CStr, show: ShowFn, store: Option<StoreFn>) -> bindings::device_attribute {
     // SAFETY: an attribute is valid zeroed (no lockdep key: a static one).
@@ -273,6 +288,7 @@ static ATTRS: Shared<[bindings::device_attribute; N]> = Shared(UnsafeCell::new([
     attr(kernel::c_str!("spares"), show::<SPARES>, None),
     attr(kernel::c_str!("mismatch_cnt"), show::<MISMATCH_CNT>, None),
     attr(kernel::c_str!("bitmap"), show::<BITMAP>, None),
+    attr(kernel::c_str!("eta_seconds"), show::<ETA>, None),
 ]));
 
 const fn attr_ptr(i: usize) -> *mut bindings::attribute {
@@ -299,6 +315,7 @@ static ATTR_PTRS: Shared<[*mut bindings::attribute; N + 1]> = Shared(UnsafeCell:
     attr_ptr(15),
     attr_ptr(16),
     attr_ptr(17),
+    attr_ptr(18),
     core::ptr::null_mut(),
 ]));
 

@@ -1,5 +1,6 @@
-//! Pacing of the migration: the copy speed shown in sysfs, and how long the
-//! migration thread sleeps after a unit to stay under the speed limit.
+//! Pacing of the migration (and of rebuilds, resyncs and scrubs): the speed
+//! and time left shown in sysfs, and how long the thread sleeps after a unit
+//! to stay under the speed limit.
 //!
 //! Every computation saturates: any limit and any clock reading give an
 //! answer, never an overflow (the limit is bounded when written, see
@@ -25,6 +26,15 @@ pub fn kbps(bytes: u64, elapsed_ms: u64) -> u64 {
     bytes.saturating_mul(1000) / elapsed_ms.max(1) / 1024
 }
 
+/// Seconds left to move `total - done` sectors at `speed_kbps` KiB/s;
+/// `None` when nothing moves (no estimate).
+pub fn eta_seconds(done: u64, total: u64, speed_kbps: u64) -> Option<u64> {
+    if speed_kbps == 0 {
+        return None;
+    }
+    Some((total.saturating_sub(done) / 2).div_ceil(speed_kbps))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +53,15 @@ mod tests {
         }
         assert_eq!(kbps(1 << 20, 1000), 1024);
         assert_eq!(kbps(u64::MAX, 0), u64::MAX / 1024);
+    }
+
+    #[test]
+    fn time_left() {
+        // 100 MiB left at 10 MiB/s.
+        assert_eq!(eta_seconds(0, 100 << 11, 10 << 10), Some(10));
+        assert_eq!(eta_seconds(100, 100, 5), Some(0));
+        assert_eq!(eta_seconds(0, 100, 0), None);
+        assert_eq!(eta_seconds(0, u64::MAX, 1), Some(u64::MAX / 2));
+        assert_eq!(eta_seconds(u64::MAX, 0, 1), Some(0));
     }
 }

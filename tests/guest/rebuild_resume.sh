@@ -26,6 +26,8 @@ must bash -c "echo $new > $SYS/add"
 sleep 6
 say "before the unload: progress $(cat $SYS/progress), roles: $(tr '\n' ';' < $SYS/roles)"
 check "raid5: rebuilding before the unload" grep -q "^1 $new rebuilding" $SYS/roles
+check "raid5: speed and time left shown ($(cat $SYS/speed_kbps) KiB/s, $(cat $SYS/eta_seconds) s)" \
+  bash -c "grep -Eqx '[1-9][0-9]*' $SYS/speed_kbps && grep -Eqx '[0-9]+' $SYS/eta_seconds"
 unload_within 60 || finish
 must dmsetup remove m1
 
