@@ -7,7 +7,8 @@
 //!   written, with FUA, to every member in sync before the write goes on
 //!   (under the image's mutex, so blocks are written in the order of the
 //!   image's changes). The count drops when the request ends (any context).
-//! - The array thread clears quiet regions' bits: it flushes every member,
+//! - The array thread clears quiet regions' bits (and every bit at a clean
+//!   unload): it flushes every member,
 //!   then, for regions still quiet and not written since the flush began,
 //!   drops the "durable" mark first and the bit only if no write counted
 //!   itself meanwhile, and writes the blocks. A write that finds the mark
@@ -183,29 +184,29 @@ impl Bitmap {
         }
     }
 
-    /// Clears the bits of regions quiet long enough (the array thread),
-    /// unless a role is out of sync. Flushes every member first.
-    pub(crate) fn clear_quiet(&self, members: &Members, fail_member: &dyn Fn(usize, u64, bool) -> bool, all_in_sync: bool) {
-        self.clear(members, fail_member, all_in_sync, time::now().mono_ms);
+    /// Clears the bits of regions quiet long enough (the array thread).
+    /// Flushes every member first.
+    pub(crate) fn clear_quiet(&self, members: &Members, fail_member: &dyn Fn(usize, u64, bool) -> bool) {
+        self.clear(members, fail_member, time::now().mono_ms);
     }
 
     /// At unload (no write runs any more): clears every bit whose region
     /// is resynced, after a flush, so that a clean shutdown leaves nothing
-    /// to resync; unless a role is out of sync.
-    pub(crate) fn clear_at_stop(&self, members: &Members, fail_member: &dyn Fn(usize, u64, bool) -> bool, all_in_sync: bool) {
-        self.clear(members, fail_member, all_in_sync, u64::MAX);
+    /// to resync (and a set bit at the next load means a crash).
+    pub(crate) fn clear_at_stop(&self, members: &Members, fail_member: &dyn Fn(usize, u64, bool) -> bool) {
+        self.clear(members, fail_member, u64::MAX);
     }
 
     /// Clears the bits of regions quiet at `now` (monotonic ms; `u64::MAX`:
     /// every region without a running write).
-    fn clear(&self, members: &Members, fail_member: &dyn Fn(usize, u64, bool) -> bool, all_in_sync: bool, now: u64) {
+    fn clear(&self, members: &Members, fail_member: &dyn Fn(usize, u64, bool) -> bool, now: u64) {
         let Some(geo) = self.geo else { return };
         let quiet = |r: u64| RegionActivity {
             running: self.running[r as usize].load(Ordering::SeqCst),
             last_start_ms: self.last_start_ms[r as usize].load(Ordering::SeqCst),
         };
         let candidate = |r: u64, flush_ms: u64| {
-            self.marked.get(r) && !self.unsynced.get(r) && bitmap::may_clear(quiet(r), flush_ms, now, all_in_sync)
+            self.marked.get(r) && !self.unsynced.get(r) && bitmap::may_clear(quiet(r), flush_ms, now)
         };
         if !(0..geo.regions()).any(|r| candidate(r, now)) {
             return;

@@ -264,8 +264,7 @@ pub(crate) fn run(m: &Migration<'_>) {
                     .or_else(|| repair::scrub_step(m, &mut scrub, command, buf)),
                 None => None,
             };
-            let all_in_sync = m.members.health().out_of_sync().is_empty();
-            m.bitmap.clear_quiet(m.members, m.fail_member, all_in_sync);
+            m.bitmap.clear_quiet(m.members, m.fail_member);
             c.idle(pause_ms.unwrap_or(1000));
             continue;
         };

@@ -265,8 +265,7 @@ pub(crate) fn rebuild_step(m: &Migration<'_>, state: &mut Rebuilding, buffer: &m
 /// At unload: records how far a rebuild got, so that the next load resumes
 /// there, and clears the write-intent bitmap (nothing writes any more).
 pub(crate) fn stop(m: &Migration<'_>, state: &mut Rebuilding, buffer: Option<&mut IoBuf>) {
-    let all_in_sync = m.members.health().out_of_sync().is_empty();
-    m.bitmap.clear_at_stop(m.members, m.fail_member, all_in_sync);
+    m.bitmap.clear_at_stop(m.members, m.fail_member);
     let (Some(rb), Some(buffer)) = (state.rebuilder, buffer) else { return };
     let members = m.members;
     let health = members.health();

@@ -15,9 +15,12 @@
 //!
 //! Clearing rule ([`may_clear`]): a region's bit may go only when no write
 //! into it is running, none started since the flush that made the earlier
-//! ones durable began, it has been quiet for a while (so that busy regions
-//! do not flip), and no role is out of sync (a member missing for a while
-//! must find the regions written meanwhile still marked).
+//! ones durable began, and it has been quiet for a while (so that busy
+//! regions do not flip). Bits are cleared while degraded too, and at a clean
+//! unload: a bit set at load means an unclean shutdown, which is what the
+//! refusal of a dirty degraded raid5 rests on. (Keeping bits for a member
+//! missing for a while, so that its re-add rebuilds only what was written
+//! meanwhile, would need an "unclean" mark of its own; not done.)
 
 use super::engine::{IoError, MemberIo};
 use super::health::Roles;
@@ -132,10 +135,9 @@ pub struct RegionActivity {
 
 /// Whether a set bit may be cleared: see the module documentation.
 /// `flush_started_ms` is when the flush that made completed writes durable
-/// began; `all_in_sync` whether every role is in sync.
-pub fn may_clear(a: RegionActivity, flush_started_ms: u64, now_ms: u64, all_in_sync: bool) -> bool {
-    all_in_sync
-        && a.running == 0
+/// began.
+pub fn may_clear(a: RegionActivity, flush_started_ms: u64, now_ms: u64) -> bool {
+    a.running == 0
         && a.last_start_ms < flush_started_ms
         && now_ms.saturating_sub(a.last_start_ms) >= QUIET_MS
 }
@@ -218,12 +220,11 @@ mod tests {
     #[test]
     fn clearing_rule() {
         let quiet = RegionActivity { running: 0, last_start_ms: 100 };
-        assert!(may_clear(quiet, 200, 100 + QUIET_MS, true));
-        // A write running, one started after the flush began, too recent,
-        // or a role out of sync: the bit stays.
-        assert!(!may_clear(RegionActivity { running: 1, ..quiet }, 200, 100 + QUIET_MS, true));
-        assert!(!may_clear(quiet, 100, 100 + QUIET_MS, true));
-        assert!(!may_clear(quiet, 200, 100 + QUIET_MS - 1, true));
-        assert!(!may_clear(quiet, 200, 100 + QUIET_MS, false));
+        assert!(may_clear(quiet, 200, 100 + QUIET_MS));
+        // A write running, one started after the flush began, or too
+        // recent: the bit stays.
+        assert!(!may_clear(RegionActivity { running: 1, ..quiet }, 200, 100 + QUIET_MS));
+        assert!(!may_clear(quiet, 100, 100 + QUIET_MS));
+        assert!(!may_clear(quiet, 200, 100 + QUIET_MS - 1));
     }
 }

@@ -90,8 +90,8 @@
 //!    the member's chunk still reconstructs ([`raid5`]).
 //! 10. **Only marked regions can disagree.** A write reaches a region only
 //!    once the region's bit is durable on every member in sync; a bit is
-//!    cleared only after a flush that followed every write into its region,
-//!    and never while a role is out of sync. After a power cut, copies and
+//!    cleared only after a flush that followed every write into its region
+//!    (and every bit at a clean unload). After a power cut, copies and
 //!    parity can differ only in marked regions, which are resynced (a scrub
 //!    in repair mode) while their mirrors are read from the copy the resync
 //!    copies from; a marked raid5 that is also degraded is not started
