@@ -23,7 +23,7 @@
 //! meanwhile, would need an "unclean" mark of its own; not done.)
 
 use super::engine::{IoError, MemberIo};
-use super::health::Roles;
+use super::health::{Health, Roles};
 use super::layout::SECTOR_SHIFT;
 use super::tail::{tail_start, BITMAP_OFFSET, BITMAP_SECTORS};
 
@@ -142,13 +142,15 @@ pub fn may_clear(a: RegionActivity, flush_started_ms: u64, now_ms: u64) -> bool 
         && now_ms.saturating_sub(a.last_start_ms) >= QUIET_MS
 }
 
-/// Whether any region's bit is set on any of `roles` (bitmaps of members
-/// in sync, read block by block through `buf`, at least one block).
+/// Whether the bit of any region from `from` on is set on any of `roles`
+/// (bitmaps of members in sync, read block by block through `buf`, at
+/// least one block).
 pub fn any_set<I: MemberIo>(
     io: &mut I,
     roles: Roles,
     device_sectors: &[u64],
     geo: &BitmapGeometry,
+    from: u64,
     buf: &mut [u8],
 ) -> Result<bool, IoError> {
     let buf = buf.get_mut(..BLOCK_BYTES).ok_or(IoError { member: 0, errno: -22 })?;
@@ -156,9 +158,13 @@ pub fn any_set<I: MemberIo>(
     for role in roles.iter() {
         let device = device_sectors.get(role).copied().unwrap_or(0);
         for block in 0..blocks {
-            io.read(role, block_sector(device, block), buf)?;
             let first = block as u64 * REGIONS_PER_BLOCK;
-            if (first..(first + REGIONS_PER_BLOCK).min(geo.regions())).any(|r| is_set(buf, r - first)) {
+            let last = (first + REGIONS_PER_BLOCK).min(geo.regions());
+            if last <= from {
+                continue;
+            }
+            io.read(role, block_sector(device, block), buf)?;
+            if (first.max(from)..last).any(|r| is_set(buf, r - first)) {
                 return Ok(true);
             }
         }
@@ -166,11 +172,25 @@ pub fn any_set<I: MemberIo>(
     Ok(false)
 }
 
-/// Whether a start must be refused: raid5 shut down uncleanly (bits set)
-/// and degraded has stripes whose parity cannot be trusted to rebuild the
-/// missing member, as md refuses a dirty degraded start (unless forced).
-pub fn refuse_dirty_degraded(parity: bool, dirty: bool, degraded: bool, force: bool) -> bool {
-    parity && dirty && degraded && !force
+/// The first region whose dirt would make a start unsafe: with parity, a
+/// stripe written when the power went may hold data and parity that
+/// disagree, and where a member is out of sync that parity is all there is
+/// to rebuild it from, so md refuses a dirty degraded start. With a role
+/// failed, that is every region; with only a rebuild under way, the regions
+/// reaching its position or beyond (below it every member is in sync and
+/// the resync recomputes the parity). None: no dirt can make it unsafe
+/// (no parity, or nothing out of sync).
+pub fn unsafe_dirt_from(parity: bool, health: &Health, region_sectors: u64) -> Option<u64> {
+    if !parity {
+        return None;
+    }
+    if !health.failed.is_empty() {
+        return Some(0);
+    }
+    // A region [r * size, (r + 1) * size) reaches the position when
+    // (r + 1) * size > position. Positions are stripe-aligned, so a
+    // region ending at or below it has only stripes wholly below it.
+    health.rebuild.map(|r| r.position / region_sectors.max(1))
 }
 
 /// The dirty regions of `image`, in order.
@@ -181,6 +201,7 @@ pub fn dirty(image: &[u8], regions: u64) -> impl Iterator<Item = u64> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use super::super::format::Rebuild;
 
     #[test]
     fn geometry_and_bits() {
@@ -209,12 +230,66 @@ mod tests {
     }
 
     #[test]
-    fn dirty_degraded_raid5_is_refused_unless_forced() {
-        assert!(refuse_dirty_degraded(true, true, true, false));
-        assert!(!refuse_dirty_degraded(true, true, true, true));
-        assert!(!refuse_dirty_degraded(false, true, true, false));
-        assert!(!refuse_dirty_degraded(true, false, true, false));
-        assert!(!refuse_dirty_degraded(true, true, false, false));
+    fn dirt_is_unsafe_where_parity_must_rebuild_a_member() {
+        let clean = Health::default();
+        assert_eq!(unsafe_dirt_from(true, &clean, 2048), None);
+        let failed = Health { failed: Roles::one(1), rebuild: None };
+        assert_eq!(unsafe_dirt_from(true, &failed, 2048), Some(0));
+        assert_eq!(unsafe_dirt_from(false, &failed, 2048), None);
+        let rebuilding = Health { failed: Roles::NONE, rebuild: Some(Rebuild { role: 2, position: 5 * 2048 }) };
+        // Regions 0..4 end at or below the position; region 5 starts there.
+        assert_eq!(unsafe_dirt_from(true, &rebuilding, 2048), Some(5));
+        let mid = Health { failed: Roles::NONE, rebuild: Some(Rebuild { role: 2, position: 5 * 2048 + 256 }) };
+        assert_eq!(unsafe_dirt_from(true, &mid, 2048), Some(5));
+        let both = Health { failed: Roles::one(0), rebuild: Some(Rebuild { role: 2, position: 5 * 2048 }) };
+        assert_eq!(unsafe_dirt_from(true, &both, 2048), Some(0));
+    }
+
+    /// One member's bitmap image, block by block; every read counted.
+    struct OneBitmap {
+        image: std::vec::Vec<u8>,
+        device: u64,
+        reads: usize,
+    }
+
+    impl MemberIo for OneBitmap {
+        fn read(&mut self, member: usize, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
+            assert_eq!(member, 0);
+            let block = ((sector - block_sector(self.device, 0)) / 8) as usize;
+            buf[..BLOCK_BYTES].copy_from_slice(&self.image[block * BLOCK_BYTES..][..BLOCK_BYTES]);
+            self.reads += 1;
+            Ok(())
+        }
+        fn write(&mut self, _: usize, _: u64, _: &[u8]) -> Result<(), IoError> {
+            unreachable!()
+        }
+        fn flush(&mut self) -> Result<(), IoError> {
+            Ok(())
+        }
+        fn publish(&mut self, _: &super::super::route::View) {}
+        fn checkpoint_requested(&mut self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn any_set_looks_from_the_given_region() {
+        let regions = 3 * REGIONS_PER_BLOCK;
+        let g = BitmapGeometry::new(regions * MIN_REGION_SECTORS, MIN_REGION_SECTORS).unwrap();
+        let mut io = OneBitmap { image: std::vec![0; g.image_bytes()], device: 1 << 40, reads: 0 };
+        let mut buf = [0u8; BLOCK_BYTES];
+        let dev = [1u64 << 40];
+        assert!(!any_set(&mut io, Roles::one(0), &dev, &g, 0, &mut buf).unwrap());
+        assert_eq!(io.reads, 3);
+        // A bit in the second block: seen from any region up to it, not past it.
+        let r = REGIONS_PER_BLOCK + 7;
+        set(&mut io.image[BLOCK_BYTES..], 7, true);
+        for (from, seen) in [(0, true), (REGIONS_PER_BLOCK, true), (r, true), (r + 1, false), (2 * REGIONS_PER_BLOCK, false)] {
+            io.reads = 0;
+            assert_eq!(any_set(&mut io, Roles::one(0), &dev, &g, from, &mut buf).unwrap(), seen, "from {from}");
+            // Blocks wholly below `from` are not read.
+            assert!(io.reads <= 3 - (from / REGIONS_PER_BLOCK) as usize, "from {from}: {} reads", io.reads);
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@
 use super::assemble::{assemble_with, AssembleError, AssembleErrorKind, Assembly};
 use super::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Time};
 use super::format::{ArrayState, FormatError, Superblock};
-use super::bitmap::{any_set, refuse_dirty_degraded, BitmapGeometry};
+use super::bitmap::{any_set, unsafe_dirt_from, BitmapGeometry};
 use super::health::{Health, Roles};
 use super::record::Record;
 use super::layout::{Geometry, GeometryError, Level, MAX_MEMBERS, SECTOR_SHIFT};
@@ -142,7 +142,7 @@ impl LoadError {
             LoadError::Io { .. } => "member I/O error while loading",
             LoadError::Engine(e) => e.message(),
             LoadError::DirtyDegraded => {
-                "raid5 was shut down uncleanly and is degraded: its parity cannot be trusted (force=1 starts it anyway)"
+                "raid5 was shut down uncleanly while a member was out of sync where it was written: that parity cannot be trusted to rebuild the member (force=1 starts it anyway)"
             }
             LoadError::BadBitmapRegion => {
                 "bitmap region must be a power of two of at least 1 MiB, and large enough for the array"
@@ -243,7 +243,7 @@ impl Recovered {
     pub fn health(&self) -> Health {
         match self {
             Recovered::Settled { record, .. } => Health { failed: record.failed(), rebuild: record.rebuild() },
-            Recovered::Migration(e) => Health { failed: e.failed(), rebuild: None },
+            Recovered::Migration(e) => Health { failed: e.failed(), rebuild: e.rebuild() },
         }
     }
 
@@ -545,19 +545,20 @@ fn assemble_devices<I: MemberIo>(
     }
     let device_of_role = assembly.device_of_role;
     let mut io = ByRole::new(io, device_of_role);
-    // Before anything is written: a dirty, degraded raid5 is refused.
+    // Before anything is written: a raid5 shut down uncleanly is refused
+    // when a member is out of sync where its bits are set (md's dirty
+    // degraded start), unless forced.
     let newest = &assembly.newest;
     if let (Some(region), None) = (newest.bitmap_region, &newest.migration) {
-        let out = newest.failed.union(newest.rebuild.map_or(Roles::NONE, |r| Roles::one(r.role)));
+        let health = Health { failed: newest.failed, rebuild: newest.rebuild };
         let layout = newest.layout;
-        if !out.is_empty() && layout.level().has_parity() && !params.force {
-            if let Some(geo) = BitmapGeometry::new(layout.capacity(), region) {
-                let in_sync = Roles::first(layout.members()).minus(out);
-                let dirty = any_set(&mut io, in_sync, &members.device_sectors[..], &geo, buf)
-                    .map_err(|e| LoadError::Io { device: device_of_role[e.member.min(MAX_MEMBERS - 1)] as usize, errno: e.errno })?;
-                if refuse_dirty_degraded(true, dirty, true, params.force) {
-                    return Err(LoadError::DirtyDegraded);
-                }
+        let from = unsafe_dirt_from(layout.level().has_parity(), &health, region);
+        if let (Some(from), false, Some(geo)) = (from, params.force, BitmapGeometry::new(layout.capacity(), region)) {
+            let in_sync = Roles::first(layout.members()).minus(health.out_of_sync());
+            let dirty = any_set(&mut io, in_sync, &members.device_sectors[..], &geo, from, buf)
+                .map_err(|e| LoadError::Io { device: device_of_role[e.member.min(MAX_MEMBERS - 1)] as usize, errno: e.errno })?;
+            if dirty {
+                return Err(LoadError::DirtyDegraded);
             }
         }
     }
@@ -593,9 +594,10 @@ fn assemble_devices<I: MemberIo>(
             }
             Err(e) => return Err(LoadError::Engine(e)),
         }
-        // With a role failed the engine cannot copy (a replacement must be
-        // rebuilt first); host I/O is served degraded.
-        run = engine.state() == ArrayState::Migrating && !engine.halted() && engine.failed().is_empty();
+        // With a role out of sync the engine cannot copy: a replacement is
+        // rebuilt first (the thread resumes the migration then); host I/O is
+        // served degraded meanwhile.
+        run = engine.state() == ArrayState::Migrating && !engine.halted() && engine.whole();
     }
     Ok(Loaded { device_of_role, members, array, run, notes })
 }

@@ -94,7 +94,7 @@ must mdadm --zero-superblock "$e0" "$e1" "$e2"
 # refused, nothing written; force=1 starts it.
 for d in $e0 $e1 $e2; do must set_bit5 "$d"; done
 before=$(sums "$e0" "$e2")
-refused "Structure needs cleaning" "raid5 was shut down uncleanly and is degraded" members="$e0,$e2"
+refused "Structure needs cleaning" "raid5 was shut down uncleanly while a member was out of sync" members="$e0,$e2"
 check "raid5: the refused load wrote nothing" test "$before" = "$(sums "$e0" "$e2")"
 must load members="$e0,$e2" force=1
 must wait_dev

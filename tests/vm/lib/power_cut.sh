@@ -1,0 +1,60 @@
+# Shared by the host-driven power cut tests (sourced from tests/vm/NAME.sh):
+# boots a guest, kills its QEMU with SIGKILL at a random moment while it
+# writes, boots it again over the same disks and collects the verdicts.
+#
+# power_cut TAG DISKS SIZE GUEST_SCRIPT [ARGS...]: boot 0 runs
+# `GUEST_SCRIPT 0 ARGS` and must touch $RAIDMIG_OUT/running.0 once the
+# writes run; the host waits 6 to 15 s (from CRASH_SEED), kills QEMU, then
+# boot 1 runs `GUEST_SCRIPT 1 ARGS` to completion. Logs in $out/TAG.
+# Counts failures in $failures; the caller sets $out and $seed.
+
+. tests/guest/splat.sh
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+power_cut() {
+  local tag=$1 n=$2 size=$3 script=$4
+  shift 4
+  local dir=$out/$tag disks gpid delay q rc
+  mkdir -p "$dir"
+  disks=$(mktemp -d /var/tmp/raidmig-cut-disks.XXXXXX)
+  # guest BOOT [ARGS]: runs one boot in the background, sets gpid.
+  guest() {
+    RAIDMIG_OUT=$dir setsid bash scripts/guest.sh --disk-dir "$disks" --disks "$n" --size "$size" -- \
+      bash "$script" "$@" > "$dir/boot$1.log" 2>&1 &
+    gpid=$!
+  }
+  qemu_pid() {
+    local p
+    for p in $(pgrep -f "file=$disks/m0.img"); do
+      case "$(cat /proc/$p/comm 2>/dev/null)" in qemu-system*) echo "$p"; return ;; esac
+    done
+  }
+  guest 0 "$@"
+  for _ in $(seq 1 600); do
+    [ -e "$dir/running.0" ] && break
+    kill -0 $gpid 2>/dev/null || break
+    sleep 1
+  done
+  if [ ! -e "$dir/running.0" ]; then
+    fail "$tag: boot 0 did not start its writes (see $dir/boot0.log)"
+    kill -9 "$(qemu_pid)" 2>/dev/null; wait $gpid
+  else
+    delay=$(awk -v s="$seed" 'BEGIN { srand(s); print int(6 + rand() * 10) }')
+    sleep "$delay"
+    q=$(qemu_pid)
+    if [ -z "$q" ]; then fail "$tag: boot 0: no QEMU to kill (see $dir/boot0.log)"; else
+      echo "$tag: boot 0: SIGKILL to QEMU $delay s into the writes"
+      kill -9 "$q"
+    fi
+    wait $gpid 2>/dev/null
+    guest 1 "$@"
+    wait $gpid; rc=$?
+    [ $rc = 0 ] || fail "$tag: boot 1 failed (rc $rc, see $dir/boot1.log)"
+  fi
+  for b in 0 1; do
+    if [ -e "$dir/dmesg.$b" ] && ! scan_splats "$dir/dmesg.$b"; then fail "$tag: kernel splat in boot $b's dmesg"; fi
+  done
+  grep -h '^\[power_cut' "$dir/boot1.log" 2>/dev/null
+  rm -rf "$disks"
+}
