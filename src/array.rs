@@ -148,13 +148,39 @@ impl Array {
     }
 
     /// Adds the device at `path` as a replacement for a failed role, or as
-    /// a hot spare (sysfs `add`). Not while a migration runs: its rows are
-    /// the engine's.
+    /// a hot spare (sysfs `add`). During a migration, only as the
+    /// replacement of a failed role once the engine holds still (its
+    /// checkpointed units are then rebuilt onto it and the migration
+    /// resumes), and not for a role of the source: what it held that was
+    /// not copied yet has no other copy.
     pub(crate) fn add_device(&self, path: &str) -> Result {
-        if self.control.migrating() {
-            pr_err!("{}: cannot add {}: a migration is under way\n", self.members.name(), path);
-            return Err(EBUSY);
+        let name = self.members.name();
+        let engine = self.control.engine.lock();
+        if let Some(e) = engine.as_ref() {
+            let failed = e.failed();
+            let Some(role) = failed.iter().next() else {
+                if e.halted() {
+                    pr_err!(
+                        "{}: cannot add {}: the migration stopped on an error of a member that holds the only copy of its data: repair it and resume\n",
+                        name,
+                        path
+                    );
+                } else {
+                    pr_err!("{}: cannot add {}: a migration is under way (a replacement is taken only for a failed member)\n", name, path);
+                }
+                return Err(EBUSY);
+            };
+            if e.rebuild().is_some() || !e.settled_for_rebuild() {
+                pr_err!("{}: cannot add {}: the migration is not held yet (try again)\n", name, path);
+                return Err(EBUSY);
+            }
+            if role < self.source.members() && e.view().checkpoint < e.plan().units() {
+                pr_err!("{}: cannot add {}: role {} held source data not yet copied, which is lost\n", name, path, role);
+                return Err(EIO);
+            }
         }
+        // The engine stays locked until the replacement is in place: it
+        // holds still meanwhile.
         spares::add(&self.members, &self.target, path, || self.control.wake())
     }
 

@@ -15,6 +15,7 @@ use crate::{
         config::Command,
         engine::{Engine, EngineConfig, IoError, MemberIo, Stats, Step},
         format::ArrayState,
+        health::{condition, Condition, Roles},
         pace,
         record::Record,
         route::View,
@@ -223,6 +224,44 @@ impl MemberIo for KernelIo<'_> {
     }
 }
 
+/// The engine's member I/O: remembers where a write failed, so that the
+/// thread fails that member, as md fails a member on a write error (a read
+/// error only stops the migration: the source has no other copy of what is
+/// not copied yet).
+struct EngineIo<'a> {
+    io: KernelIo<'a>,
+    write_error: Option<(usize, u64)>,
+}
+
+impl MemberIo for EngineIo<'_> {
+    fn read(&mut self, member: usize, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        self.io.read(member, sector, buf)
+    }
+
+    fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError> {
+        self.io.write(member, sector, buf).inspect_err(|_| self.write_error = Some((member, sector)))
+    }
+
+    fn flush(&mut self) -> Result<(), IoError> {
+        self.io.flush()
+    }
+
+    fn publish(&mut self, view: &View) {
+        self.io.publish(view);
+    }
+
+    fn checkpoint_requested(&mut self) -> bool {
+        self.io.checkpoint_requested()
+    }
+}
+
+/// Whether the array keeps every sector with the roles of `failed` lost:
+/// the copied part in the target layout, the rest in the source's.
+fn survives(engine: &Engine, failed: Roles) -> bool {
+    let plan = engine.plan();
+    condition(&plan.target(), failed) != Condition::Failed && condition(&plan.source(), failed) != Condition::Failed
+}
+
 /// Copy speed, measured over what was copied since the last reset.
 struct Speed {
     since_ms: u64,
@@ -245,6 +284,9 @@ pub(crate) fn run(m: &Migration<'_>) {
     let mut rebuild = repair::Rebuilding::default();
     let mut scrub = repair::Scrubbing::default();
     let mut resync = repair::Resyncing::default();
+    // The migration was stopped by a member failure: it resumes by itself
+    // once a replacement is rebuilt.
+    let mut resume_when_whole = c.engine.lock().as_ref().is_some_and(|e| !e.whole() && e.state() == ArrayState::Migrating);
     loop {
         if let Some(buf) = buffer.as_mut() {
             repair::keep_health(m, buf);
@@ -269,7 +311,7 @@ pub(crate) fn run(m: &Migration<'_>) {
             continue;
         };
         let (bytes, region) = buf.split();
-        let mut io = KernelIo { members: m.members, coord: m.coord, region };
+        let mut io = EngineIo { io: KernelIo { members: m.members, coord: m.coord, region }, write_error: None };
         let members = &m.members.identity();
 
         if kthread::should_stop() {
@@ -277,7 +319,48 @@ pub(crate) fn run(m: &Migration<'_>) {
             if let Err(e) = engine.stop(&mut io, members, bytes, time::now()) {
                 pr_err!("{}: checkpoint at unload failed: {}\n", name, e.message());
             }
+            drop(guard);
+            repair::stop(m, &mut rebuild, buffer.as_mut());
             return;
+        }
+
+        if !engine.whole() {
+            // A role out of sync: the engine holds at a settled point, the
+            // replacement (once added) is rebuilt over the copied part, and
+            // the migration then resumes by itself.
+            if running || engine.state() == ArrayState::Migrating {
+                resume_when_whole = true;
+            }
+            running = false;
+            if !engine.settled_for_rebuild() {
+                if let Err(e) = engine.hold_degraded(&mut io, members, bytes, time::now()) {
+                    pr_err!("{}: migration held degraded: {}\n", name, e.message());
+                }
+            }
+            {
+                let mut s = c.status.lock();
+                s.state = engine.state();
+                s.failed = false;
+                s.running = false;
+                s.view = m.coord.view();
+                s.stats = engine.stats();
+            }
+            let lost_write = io.write_error.filter(|&(role, _)| survives(engine, m.members.failed().with(role)));
+            drop(guard);
+            if let Some((role, sector)) = lost_write {
+                (m.fail_member)(role, sector, true);
+            }
+            let pause_ms = buffer.as_mut().and_then(|buf| repair::rebuild_step(m, &mut rebuild, buf));
+            c.idle(pause_ms.unwrap_or(1000));
+            continue;
+        }
+        if resume_when_whole {
+            resume_when_whole = false;
+            if engine.state() == ArrayState::Migrating {
+                engine.unpause();
+                running = true;
+                pr_info!("{}: every member in sync again: migration resumed\n", name);
+            }
         }
 
         let command = c.commands.lock().command.take();
@@ -329,11 +412,20 @@ pub(crate) fn run(m: &Migration<'_>) {
                 Err(e) => {
                     pr_err!("{}: migration stopped: {}\n", name, e.message());
                     running = false;
-                    // Make what was copied durable if the members still
-                    // allow it, the array still recorded migrating, so that
-                    // the next load retries (as md resumes a reshape); the
-                    // engine's view tells host I/O what it can no longer do.
-                    if engine.stop(&mut io, members, bytes, time::now()).is_err() {
+                    // A member that lost a write is failed where the array
+                    // survives it (recorded by the next round's upkeep; the
+                    // engine then holds degraded). Without redundancy it is
+                    // kept: failing it would lose what it holds, and the
+                    // migration resumes once it is repaired.
+                    let lost_write = io.write_error.take().filter(|&(role, _)| survives(engine, m.members.failed().with(role)));
+                    if let Some((role, sector)) = lost_write {
+                        (m.fail_member)(role, sector, true);
+                    } else if engine.stop(&mut io, members, bytes, time::now()).is_err() {
+                        // Make what was copied durable if the members still
+                        // allow it, the array still recorded migrating, so
+                        // that the next load retries (as md resumes a
+                        // reshape); the engine's view tells host I/O what it
+                        // can no longer do.
                         pr_err!("{}: no checkpoint possible: writes to copied units fail until resumed\n", name);
                     }
                 }

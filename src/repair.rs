@@ -14,8 +14,11 @@ use crate::{
     members::MAX_CORRECTED_READS,
     migrator::{KernelIo, Migration},
     raidmig_core::{
-        engine::{EngineError, MemberIo, Time},
+        engine::{EngineError, IoError, MemberIo, Time},
         format::Rebuild,
+        health::Roles,
+        layout::Geometry,
+        members::ArrayMembers,
         pace,
         config::Command,
         rebuild::{RebuildError, Rebuilder, RecordPace},
@@ -59,10 +62,23 @@ pub(crate) fn keep_health(m: &Migration<'_>, buffer: &mut IoBuf) {
         let now = time::now();
         let r = match m.control.engine.lock().as_mut() {
             Some(engine) => {
-                if health.failed == members.recorded() {
+                let role = |r: Option<Rebuild>| r.map(|r| r.role);
+                let r = if !health.failed.minus(engine.failed()).is_empty() {
+                    engine.record_failed(&mut io, &identity, bytes, health.failed, now)
+                } else if health.failed != engine.failed() || role(health.rebuild) != role(engine.rebuild()) {
+                    // A replacement took a failed role (`add` waits for the
+                    // engine to hold settled): its rebuild starts at 0.
+                    let rebuild = health.rebuild.map(|r| match engine.rebuild() {
+                        Some(old) if old.role == r.role => old,
+                        _ => Rebuild { role: r.role, position: 0 },
+                    });
+                    engine.record_health(&mut io, &identity, bytes, health.failed, rebuild, now)
+                } else if health.failed == members.recorded() {
                     return;
-                }
-                engine.record_failed(&mut io, &identity, bytes, health.failed, now).map_err(|e| match e {
+                } else {
+                    Ok(())
+                };
+                r.map_err(|e| match e {
                     EngineError::Io(e) => Some(e),
                     _ => None,
                 })
@@ -179,12 +195,11 @@ pub(crate) fn rebuild_step(m: &Migration<'_>, state: &mut Rebuilding, buffer: &m
     };
     // Only once the record holds the rebuild (`keep_health` writes it first,
     // with the replacement's identity): from its recorded position.
-    let recorded = m.control.settled.lock().as_ref().and_then(|r| r.rebuild());
+    let (g, end, recorded) = rebuild_frame(m)?;
     let Some(recorded) = recorded.filter(|r| r.role == target.role) else { return Some(100) };
-    let g = m.control.settled.lock().as_ref()?.newest.layout;
     let now = time::now();
     if state.rebuilder.is_none_or(|rb| rb.role() != target.role) {
-        state.rebuilder = Some(Rebuilder::new(g, recorded, now));
+        state.rebuilder = Some(Rebuilder::within(g, recorded, end, now));
         state.since_ms = now.mono_ms;
         state.bytes = 0;
         members.set_rebuild_position(recorded.position);
@@ -233,10 +248,7 @@ pub(crate) fn rebuild_step(m: &Migration<'_>, state: &mut Rebuilding, buffer: &m
         let done = rb.copied_all();
         let identity = members.identity();
         let rebuild = (!done).then_some(Rebuild { role: target.role, position });
-        let r = io.flush().and_then(|()| match m.control.settled.lock().as_mut() {
-            Some(record) => record.update(&mut io, &identity, health.failed, rebuild, now, bytes),
-            None => Ok(()),
-        });
+        let r = io.flush().and_then(|()| record_rebuild(m, &mut io, &identity, health.failed, rebuild, now, bytes));
         match r {
             Ok(()) => rb.recorded_at(position, now),
             Err(e) => {
@@ -254,12 +266,50 @@ pub(crate) fn rebuild_step(m: &Migration<'_>, state: &mut Rebuilding, buffer: &m
     let now = time::now();
     state.bytes = state.bytes.saturating_add(window_bytes);
     let elapsed = now.mono_ms.saturating_sub(state.since_ms);
-    m.control.show_rebuild(Some((target.role, rb.copied(), g.capacity())), pace::kbps(state.bytes, elapsed));
+    m.control.show_rebuild(Some((target.role, rb.copied(), rb.end())), pace::kbps(state.bytes, elapsed));
     if elapsed > 2000 {
         state.since_ms = now.mono_ms;
         state.bytes = 0;
     }
     Some(pace::throttle_ms(window_bytes, 0, m.control.speed_limit_kbps()))
+}
+
+/// What a rebuild works over: the layout, where it ends, and the rebuild
+/// the superblocks record. During a migration: the target layout, up to
+/// the end of the checkpointed units (the engine holds them still while a
+/// role is out of sync); settled: the whole array.
+fn rebuild_frame(m: &Migration<'_>) -> Option<(Geometry, u64, Option<Rebuild>)> {
+    if let Some(e) = m.control.engine.lock().as_ref() {
+        return Some((e.plan().target(), e.rebuild_extent(), e.rebuild()));
+    }
+    let settled = m.control.settled.lock();
+    let record = settled.as_ref()?;
+    Some((record.newest.layout, record.newest.layout.capacity(), record.rebuild()))
+}
+
+/// Records `failed` and `rebuild` in the superblocks: through the engine
+/// during a migration (its record carries the checkpoint), else through the
+/// settled array's record.
+#[allow(clippy::too_many_arguments)]
+fn record_rebuild(
+    m: &Migration<'_>,
+    io: &mut KernelIo<'_>,
+    identity: &ArrayMembers,
+    failed: Roles,
+    rebuild: Option<Rebuild>,
+    now: Time,
+    bytes: &mut [u8],
+) -> Result<(), IoError> {
+    if let Some(e) = m.control.engine.lock().as_mut() {
+        return e.record_health(io, identity, bytes, failed, rebuild, now).map_err(|e| match e {
+            EngineError::Io(e) => e,
+            _ => IoError { member: 0, errno: -22 },
+        });
+    }
+    match m.control.settled.lock().as_mut() {
+        Some(record) => record.update(io, identity, failed, rebuild, now, bytes),
+        None => Ok(()),
+    }
 }
 
 /// At unload: records how far a rebuild got, so that the next load resumes
@@ -275,10 +325,7 @@ pub(crate) fn stop(m: &Migration<'_>, state: &mut Rebuilding, buffer: Option<&mu
         let identity = members.identity();
         let rebuild = Some(Rebuild { role: rb.role(), position: rb.copied() });
         let now: Time = time::now();
-        let r = io.flush().and_then(|()| match m.control.settled.lock().as_mut() {
-            Some(record) => record.update(&mut io, &identity, health.failed, rebuild, now, bytes),
-            None => Ok(()),
-        });
+        let r = io.flush().and_then(|()| record_rebuild(m, &mut io, &identity, health.failed, rebuild, now, bytes));
         if r.is_err() {
             pr_err!("{}: could not record the rebuild position at unload\n", members.name());
         }

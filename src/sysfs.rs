@@ -10,7 +10,7 @@
 //! | chunk_kb | r | chunk size of the target layout |
 //! | members | r | member devices, in role order |
 //! | roles | r | one line per role: role, device (`missing` if none), `in_sync`, `faulty` or `rebuilding` (with the logical sector up to which it is rebuilt) |
-//! | add | w | a device path: it replaces the lowest failed role (and is rebuilt), or becomes a hot spare |
+//! | add | w | a device path: it replaces the lowest failed role (and is rebuilt; during a migration, over the part migrated, then the migration resumes), or becomes a hot spare |
 //! | spares | r | the hot spares, one path per line |
 //! | progress | r | `DONE/TOTAL`, target sectors (of the rebuild or scrub while one runs) |
 //! | checkpoint | r | logical sector up to which the target layout is durable |

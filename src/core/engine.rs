@@ -6,7 +6,11 @@
 //! documentation): source data at or after the durable checkpoint stays
 //! intact, no copied unit is overwritten by host writes before a checkpoint
 //! covers it, a unit is in flight for host I/O while its rows change, and
-//! members are at most one superblock generation apart.
+//! members are at most one superblock generation apart; and invariant 9's
+//! part for migrations: with a role out of sync nothing is copied, the
+//! engine holds at a checkpoint ([`Engine::hold_degraded`]) and a
+//! replacement is rebuilt over the checkpointed units only
+//! ([`Engine::rebuild_extent`]), its progress recorded with the migration.
 //!
 //! It is synchronous and generic over [`MemberIo`], so the kernel thread runs
 //! it with blocking bio I/O and the host simulator runs the very same code over
@@ -40,7 +44,7 @@
 //! unit being recorded in staging stays unsettled, since recovery may finish
 //! it from there.
 
-use super::format::{ArrayState, FormatError, MigrationRecord, Superblock};
+use super::format::{ArrayState, FormatError, MigrationRecord, Rebuild, Superblock};
 use super::health::Roles;
 use super::layout::{Content, SECTOR_SHIFT};
 use super::members::ArrayMembers;
@@ -201,6 +205,7 @@ pub enum Step {
 struct Record {
     state: ArrayState,
     failed: Roles,
+    rebuild: Option<Rebuild>,
     checkpoint: u64,
     staged: bool,
     time: Time,
@@ -214,6 +219,9 @@ pub struct Engine {
     state: ArrayState,
     /// Roles recorded faulty: never written, superblocks included.
     failed: Roles,
+    /// A replacement being rebuilt over the copied part (see
+    /// [`Engine::rebuild_extent`]); the migration waits for it.
+    rebuild: Option<Rebuild>,
     /// The write-intent bitmap's region, carried for when the array settles.
     bitmap_region: Option<u64>,
     generation: u64,
@@ -246,6 +254,7 @@ impl Engine {
             config,
             state,
             failed: sb.failed,
+            rebuild: sb.rebuild,
             bitmap_region: sb.bitmap_region,
             generation: sb.generation,
             copied: record.checkpoint,
@@ -338,6 +347,7 @@ impl Engine {
         let record = self.pending.unwrap_or(Record {
             state: self.state,
             failed: self.failed,
+            rebuild: self.rebuild,
             checkpoint: self.checkpoint,
             staged: self.staged,
             time: now,
@@ -363,8 +373,7 @@ impl Engine {
             layout: self.plan.target(),
             migration,
             failed: record.failed,
-            // Roles are rebuilt only once no migration runs.
-            rebuild: None,
+            rebuild: record.rebuild,
             bitmap_region: self.bitmap_region,
         }
     }
@@ -465,6 +474,11 @@ impl Engine {
             // superblock update).
             ArrayState::Prepared => self.state = ArrayState::Migrating,
             _ => return Ok(Step::Idle),
+        }
+        if !self.whole() {
+            // Units write every role: the migration waits for the
+            // replacement's rebuild (see [`Engine::hold_degraded`]).
+            return Ok(Step::Idle);
         }
         if buf.len() < self.min_buffer_bytes().max(SUPERBLOCK_BYTES) {
             return Err(EngineError::BufferTooSmall);
@@ -602,6 +616,73 @@ impl Engine {
                 self.pending = Some(Record {
                     state: self.state,
                     failed: self.failed.union(failed),
+                    rebuild: self.rebuild,
+                    checkpoint: self.checkpoint,
+                    staged: self.staged,
+                    time: now,
+                });
+            }
+        }
+        if let Some(p) = &mut self.pending {
+            // A rebuilding role that fails stops its rebuild.
+            p.rebuild = p.rebuild.filter(|r| !p.failed.contains(r.role));
+        }
+        self.write_pending(io, members, buf)
+    }
+
+    /// The role being rebuilt, as recorded (or being recorded).
+    pub fn rebuild(&self) -> Option<Rebuild> {
+        self.pending.map_or(self.rebuild, |p| p.rebuild)
+    }
+
+    /// Whether every role is in sync: the migration copies only then (its
+    /// units write every role).
+    pub fn whole(&self) -> bool {
+        self.failed().is_empty() && self.rebuild().is_none()
+    }
+
+    /// Whether a failed role may be given a replacement now: the copied
+    /// part is settled (every copied unit checkpointed, nothing in
+    /// staging, no record pending), so that the rebuild's extent stays put.
+    pub fn settled_for_rebuild(&self) -> bool {
+        self.pending.is_none() && !self.staged && !self.in_flight && self.copied == self.checkpoint
+    }
+
+    /// The logical sectors a rebuild covers during a migration: the
+    /// checkpointed units, the only part the target layout holds (the rest
+    /// is still the source's, whose roles the rebuild does not touch).
+    pub fn rebuild_extent(&self) -> u64 {
+        if self.state == ArrayState::Clean {
+            return self.plan.target().capacity();
+        }
+        self.checkpoint.saturating_mul(self.plan.unit_sectors()).min(self.plan.target().capacity())
+    }
+
+    /// Records exactly `failed` and `rebuild` (a replacement taking a failed
+    /// role, its progress, its end) with the state and checkpoint last
+    /// recorded, as [`Engine::record_failed`] does. Only while the copied
+    /// part is settled ([`Engine::settled_for_rebuild`]); the caller makes
+    /// the rebuilt rows durable first.
+    pub fn record_health<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        failed: Roles,
+        rebuild: Option<Rebuild>,
+        now: Time,
+    ) -> Result<(), EngineError> {
+        match &mut self.pending {
+            Some(p) => {
+                p.failed = failed;
+                p.rebuild = rebuild;
+            }
+            None => {
+                self.generation += 1;
+                self.pending = Some(Record {
+                    state: self.state,
+                    failed,
+                    rebuild,
                     checkpoint: self.checkpoint,
                     staged: self.staged,
                     time: now,
@@ -609,6 +690,48 @@ impl Engine {
             }
         }
         self.write_pending(io, members, buf)
+    }
+
+    /// With a role out of sync the migration cannot copy (its units write
+    /// every role): it holds at a settled point instead, so that a
+    /// replacement can be rebuilt over the copied part. A record left
+    /// pending is written, a unit left in staging is finished on the roles
+    /// in sync (the failed role's rows of it are the rebuild's), and copied
+    /// units are checkpointed. Repeatable; does nothing once settled.
+    pub fn hold_degraded<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        now: Time,
+    ) -> Result<(), EngineError> {
+        let r = self.hold_inner(io, members, buf, now);
+        self.after(io, &r);
+        r
+    }
+
+    fn hold_inner<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        now: Time,
+    ) -> Result<(), EngineError> {
+        self.write_pending(io, members, buf)?;
+        if self.staged {
+            let unit = self.checkpoint;
+            self.in_flight = true;
+            io.publish(&self.view());
+            self.finish_staged(io, members, buf, unit, now)?;
+            self.copied = unit + 1;
+            self.in_flight = false;
+            io.publish(&self.view());
+        }
+        if matches!(self.state, ArrayState::Migrating | ArrayState::Paused) && self.copied > self.checkpoint {
+            let state = self.state;
+            self.write_checkpoint(io, members, buf, now, state)?;
+        }
+        Ok(())
     }
 
     /// Checkpoints before the engine is dropped (module unload), after any
@@ -665,7 +788,7 @@ impl Engine {
             self.write_pending(io, members, buf)?;
         }
         self.generation += 1;
-        self.pending = Some(Record { state, failed: self.failed, checkpoint, staged, time: now });
+        self.pending = Some(Record { state, failed: self.failed, rebuild: self.rebuild, checkpoint, staged, time: now });
         self.write_pending(io, members, buf)
     }
 
@@ -695,6 +818,7 @@ impl Engine {
         }
         self.state = record.state;
         self.failed = record.failed;
+        self.rebuild = record.rebuild;
         self.checkpoint = record.checkpoint;
         self.staged = record.staged;
         self.copied = self.copied.max(record.checkpoint);
@@ -723,7 +847,8 @@ impl Engine {
         if step == 0 {
             return Err(EngineError::BufferTooSmall);
         }
-        for member in 0..target.members() {
+        // Failed roles are left out: their rows of the unit are rebuilt.
+        for member in (0..target.members()).filter(|&m| !self.failed.contains(m)) {
             let staging = staging_sector(members.device_sectors[member]);
             for row in first..first + count {
                 if target.content(member, row * chunk) == Content::Unused {

@@ -65,6 +65,9 @@ impl Default for RecordPace {
 pub struct Rebuilder {
     g: Geometry,
     role: usize,
+    /// Logical sector where the rebuild ends: the capacity, or during a
+    /// migration the end of the part already in the target layout.
+    end: u64,
     /// Logical sector up to which the role's rows are copied (not
     /// necessarily durable).
     copied: u64,
@@ -77,8 +80,20 @@ pub struct Rebuilder {
 impl Rebuilder {
     /// The rebuild of `r` in layout `g`, from its recorded position.
     pub fn new(g: Geometry, r: Rebuild, now: Time) -> Rebuilder {
-        let at = r.position.min(g.capacity());
-        Rebuilder { g, role: r.role, copied: at, recorded: at, windows_since_record: 0, last_record_ms: now.mono_ms }
+        Rebuilder::within(g, r, g.capacity(), now)
+    }
+
+    /// The rebuild of `r` in layout `g` up to logical sector `end` (whole
+    /// stripes: a migration's checkpointed units), from its recorded position.
+    pub fn within(g: Geometry, r: Rebuild, end: u64, now: Time) -> Rebuilder {
+        let end = end.min(g.capacity());
+        let at = r.position.min(end);
+        Rebuilder { g, role: r.role, end, copied: at, recorded: at, windows_since_record: 0, last_record_ms: now.mono_ms }
+    }
+
+    /// Where the rebuild ends.
+    pub fn end(&self) -> u64 {
+        self.end
     }
 
     /// The role being rebuilt.
@@ -98,12 +113,12 @@ impl Rebuilder {
 
     /// Whether every row is copied.
     pub fn copied_all(&self) -> bool {
-        self.copied >= self.g.capacity()
+        self.copied >= self.end
     }
 
     /// The next window to copy, `[start, end)` logical, whole stripes.
     pub fn next_window(&self) -> Option<(u64, u64)> {
-        let cap = self.g.capacity();
+        let cap = self.end;
         if self.copied >= cap {
             return None;
         }

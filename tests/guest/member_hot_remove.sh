@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # disks: 10 96M
+# bus: sata nvme
 # A member hot-removed from a clean array in use (raid1 over 3, raid5 over 3,
 # raid10 over 4, with ext4 and 40 files): every file still reads back, new
 # files can be written and fsync'd, `state` reads `degraded`, `roles` shows
 # the member faulty, dmesg names it; after an unload the array assembles
 # degraded from the remaining members (dmesg says so) and every file,
 # old and new, reads back. The removal is the SCSI device's own
-# (`echo 1 > .../device/delete`), as when a SATA disk is pulled.
+# (`echo 1 > .../device/delete`), as when a SATA disk is pulled, or on NVMe
+# the controller's (`delete_controller`), as when a drive is surprise-removed.
 . tests/guest/lib.sh
 
 mnt=/tmp/mnt
@@ -21,8 +23,18 @@ files() {
   sync -f "$1"
 }
 
-# sysfs_delete DEV: removes the SCSI disk DEV from the guest.
-sysfs_delete() { echo 1 > "/sys/block/$(basename "$1")/device/delete"; }
+# sysfs_delete DEV: removes the disk DEV from the guest (its SCSI device, or
+# its NVMe controller).
+sysfs_delete() {
+  local name; name=$(basename "$1")
+  if [ "$BUS" = nvme ]; then
+    local ctl=/sys/block/$name/device/delete_controller
+    [ -e "$ctl" ] || ctl=/sys/class/nvme/${name%n*}/delete_controller
+    echo 1 > "$ctl"
+  else
+    echo 1 > "/sys/block/$name/device/delete"
+  fi
+}
 
 next=0
 for layout in "raid1 3" "raid5 3" "raid10 4"; do

@@ -1,62 +1,117 @@
 #!/usr/bin/env bash
-# disks: 3 256M
-# A member I/O error during a migration: the second member sits on a
-# device-mapper table with an error range in its data area. The migration
-# must stop in state "failed" with a dmesg line naming the member and the
-# sector, every byte of the volume must stay readable as it was, and a reload
-# must still assemble the array. Once the member is repaired (the error range
-# mapped again), "resume" finishes the migration with the data intact.
+# disks: 6 256M
+# A member I/O error during a migration: a new member sits on a
+# device-mapper table with an error range in its data area.
+# 1. raid5 (redundant): the write error fails the member (dmesg names it,
+#    the role and the sector; `roles` shows it faulty; `state` degraded); the
+#    migration holds at a checkpoint while every byte of the volume stays
+#    readable as it was, also after a reload with the member still bad. A
+#    replacement added through `add` is rebuilt over the part already
+#    migrated, the migration then resumes by itself and ends clean with the
+#    data intact, and md's check over the members finds no mismatch. A
+#    replacement for a role is refused while the migration is running with
+#    every member in sync (nothing to replace).
+# 2. raid0 (no redundancy): failing the member would lose what it holds, so
+#    it is kept; the migration stops in state "failed", and once the member
+#    is repaired (the error range mapped again) "resume" finishes it.
 . tests/guest/lib.sh
-d0=${DISKS[0]} d1=${DISKS[1]} d2=${DISKS[2]}
 
+bad=$(( 100 * 2048 ))   # 1 MiB of errors at 100 MiB into the member
+
+# bad_member NAME DEV: DEV mapped through NAME with the error range.
+bad_member() {
+  local sz; sz=$(blockdev --getsz "$2")
+  must dmsetup create "$1" <<EOT
+0 $bad linear $2 0
+$bad 2048 error
+$((bad + 2048)) $((sz - bad - 2048)) linear $2 $((bad + 2048))
+EOT
+}
+
+# 1. raid5.
+d0=${DISKS[0]} d1=${DISKS[1]} d2=${DISKS[2]} new=${DISKS[3]}
 data=$(data_area $d0)
-sz=$(blockdev --getsz $d1)
-bad=$(( 100 * 2048 ))     # 1 MiB of errors at 100 MiB into the member
-
 must dd if=/dev/urandom of=$d0 bs=1M count=$((data / 2048)) oflag=direct status=none
 want=$(head -c $((data * 512)) $d0 | md5sum)
-must dmsetup create bad <<EOT
-0 $bad linear $d1 0
-$bad 2048 error
-$((bad + 2048)) $((sz - bad - 2048)) linear $d1 $((bad + 2048))
-EOT
+bad_member bad $d1
 
 mark=$(dmesg | wc -l)
 must load members=$d0,/dev/mapper/bad,$d2 level=raid5
 must wait_dev
 echo start > $SYS/action
-check "migration failed on the error range" wait_state failed 600
-line=$(dmesg | tail -n +$((mark + 1)) | grep -m1 'raidmig: raidmig0: migration .* error .* on member /dev/mapper/bad')
+sleep 1
+check "raid5: no replacement while every member is in sync" bash -c "! echo $new > $SYS/add"
+check "raid5: the member failed on the error range: degraded" wait_state degraded 600
+new_lines=$(dmesg | tail -n +$((mark + 1)))
+line=$(grep -m1 'member /dev/mapper/bad (role 1) failed after a write error at sector' <<<"$new_lines")
 say "dmesg: $line"
-at=$(sed -n 's/.* at sector \([0-9]*\)$/\1/p' <<<"$line")
+at=$(sed -n 's/.* at sector \([0-9]*\):.*/\1/p' <<<"$line")
 # The failed write starts in the error range or up to one unit (8 MiB at
 # most) before it.
-check "dmesg names the member and a sector at the error range ($at)" \
+check "raid5: dmesg names the member, role and a sector at the error range ($at)" \
   test -n "$at" -a "${at:-0}" -gt $((bad - 16384)) -a "${at:-0}" -lt $((bad + 2048))
+check "raid5: roles show it faulty" grep -q "^1 /dev/mapper/bad faulty" $SYS/roles
+sleep 2
 p=$(cat $SYS/progress)
-check "migration stopped part way ($p)" test "${p%/*}" -lt "${p#*/}" -a "${p%/*}" -gt 0
-check "volume still has the source's size" test "$(blockdev --getsz /dev/raidmig0)" = $data
-check "every byte of the volume readable as before" test "$(md5sum < /dev/raidmig0)" = "$want"
-must unload
+check "raid5: migration held part way ($p)" test "${p%/*}" -lt "${p#*/}" -a "${p%/*}" -gt 0
+check "raid5: volume still has the source's size" test "$(blockdev --getsz /dev/raidmig0)" = $data
+check "raid5: every byte of the volume readable as before" test "$(md5sum < /dev/raidmig0)" = "$want"
+unload_within 60 || finish
 
-# Reload while the member is still bad: the array assembles (paused by the
-# failure, or failing again if it resumes) and the data stays readable.
-must load members=$d2,/dev/mapper/bad,$d0
+# Reload while the member is still bad: it was recorded faulty, so the
+# array assembles degraded without it, the data readable.
+must load members=$d0,/dev/mapper/bad,$d2
 must wait_dev
-[ "$(cat $SYS/state)" = migrating ] && wait_state failed 600
-st=$(cat $SYS/state)
-check "reassembled, stopped ($st)" test "$st" = paused -o "$st" = failed
-check "data readable after the reload" test "$(md5sum < /dev/raidmig0)" = "$want"
+check "raid5: reassembled degraded ($(cat $SYS/state))" test "$(cat $SYS/state)" = degraded
+check "raid5: data readable after the reload" test "$(md5sum < /dev/raidmig0)" = "$want"
 
-# Repair the member (map the range again) and resume.
-must dmsetup load bad --table "0 $sz linear $d1 0"
-must dmsetup resume bad
+# A replacement: rebuilt over the migrated part, then the migration resumes.
+mark=$(dmesg | wc -l)
+echo 0 > $SYS/speed_limit_max_kbps
+must bash -c "echo $new > $SYS/add"
+check "raid5: migration finished after the rebuild" wait_state clean 900
+new_lines=$(dmesg | tail -n +$((mark + 1)))
+say "$(grep -E 'replaces|rebuild|resumed|finished' <<<"$new_lines" | sed 's/^\[[^]]*\] //' | tr '\n' ';')"
+check "raid5: the replacement was rebuilt" grep -q "rebuild of role 1 onto $new finished" <<<"$new_lines"
+check "raid5: the migration resumed by itself" grep -q "migration resumed" <<<"$new_lines"
+check "raid5: roles all in sync" test "$(grep -c in_sync $SYS/roles)" = 3
+check "raid5: capacity is raid5's" test "$(blockdev --getsz /dev/raidmig0)" = $((2 * data))
+check "raid5: data intact after the migration" test "$(head -c $((data * 512)) /dev/raidmig0 | md5sum)" = "$want"
+cap=$(blockdev --getsz /dev/raidmig0)
+unload_within 60 || finish
+must dmsetup remove bad
+must mdadm --create /dev/md0 --run --quiet --assume-clean --metadata=1.0 --bitmap=none --level=5 \
+  --layout=left-symmetric --chunk=64 --size=$((cap / 2 / 2)) --raid-devices=3 "$d0" "$new" "$d2"
+echo check > /sys/block/md0/md/sync_action
+sleep 1
+for i in $(seq 1 600); do [ "$(cat /sys/block/md0/md/sync_action)" = idle ] && break; sleep 1; done
+check "raid5: md check mismatch_cnt $(cat /sys/block/md0/md/mismatch_cnt)" test "$(cat /sys/block/md0/md/mismatch_cnt)" = 0
+check "raid5: md reads the data" test "$(head -c $((data * 512)) /dev/md0 | md5sum)" = "$want"
+must mdadm --stop /dev/md0
+
+# 2. raid0.
+e0=${DISKS[4]} e1=${DISKS[5]}
+data=$(data_area $e0)
+must dd if=/dev/urandom of=$e0 bs=1M count=$((data / 2048)) oflag=direct status=none
+want=$(head -c $((data * 512)) $e0 | md5sum)
+bad_member bad0 $e1
+sz=$(blockdev --getsz $e1)
+mark=$(dmesg | wc -l)
+must load members=$e0,/dev/mapper/bad0 level=raid0
+must wait_dev
+echo start > $SYS/action
+check "raid0: migration failed on the error range" wait_state failed 600
+line=$(dmesg | tail -n +$((mark + 1)) | grep -m1 'raidmig: raidmig0: migration .* error .* on member /dev/mapper/bad0')
+say "dmesg: $line"
+check "raid0: dmesg names the member" test -n "$line"
+check "raid0: the member is kept" grep -q "^1 /dev/mapper/bad0 in_sync" $SYS/roles
+check "raid0: every byte of the volume readable as before" test "$(md5sum < /dev/raidmig0)" = "$want"
+must dmsetup load bad0 --table "0 $sz linear $e1 0"
+must dmsetup resume bad0
 echo resume > $SYS/action
-# The migration thread takes the command up asynchronously.
-for _ in $(seq 1 100); do [ "$(cat $SYS/state)" = failed ] || [ "$(cat $SYS/state)" = paused ] || break; sleep 0.1; done
-check "migration finished after the repair" wait_state clean 900
-check "capacity is raid5's" test "$(blockdev --getsz /dev/raidmig0)" = $((2 * data))
-check "data intact after the migration" test "$(head -c $((data * 512)) /dev/raidmig0 | md5sum)" = "$want"
-must unload
-dmsetup remove bad
+for _ in $(seq 1 100); do [ "$(cat $SYS/state)" = failed ] || break; sleep 0.1; done
+check "raid0: migration finished after the repair" wait_state clean 900
+check "raid0: data intact after the migration" test "$(head -c $((data * 512)) /dev/raidmig0 | md5sum)" = "$want"
+unload_within 60 || finish
+must dmsetup remove bad0
 finish

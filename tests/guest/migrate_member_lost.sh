@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# disks: 4 96M
+# disks: 6 96M
 # A member lost during a migration from a plain disk to raid1:
 # 1. the new member (role 1) fails: the migration stops, dmesg names the
-#    member, and every sector of the volume still reads back as the plain
-#    disk had it (from the source, or the copied part's first copy);
+#    member, `roles` shows it faulty, and every sector of the volume still
+#    reads back as the plain disk had it (from the source, or the copied
+#    part's first copy); a replacement added then is rebuilt over the copied
+#    part, the migration resumes by itself and ends clean, the data intact;
 # 2. the source disk (role 0) fails: that is a real loss where the data was
 #    not copied yet: reads there fail with EIO at once (never hang), reads of
 #    the copied part are served by the new member, `state` reads `failed`,
 #    dmesg names the member. rmmod completes in both cases.
-# (A replacement rebuilt during the migration, which then resumes by
-# itself, is not there yet.)
+#    A replacement for the source is refused (what it held that was not
+#    copied yet has no other copy: the member is to be repaired).
 . tests/guest/lib.sh
 
 # source_with_data DEV: random data over DEV's data area (its tail stays
@@ -39,6 +41,18 @@ say "after the failure: action $(cat $SYS/action), state $(cat $SYS/state), role
 check "new member lost: the migration stopped" test "$(cat $SYS/action)" != migrate
 check "new member lost: dmesg names it" grep -q "error -5 on member /dev/mapper/m1 (role 1)" <<<"$new"
 check "new member lost: the whole volume reads back" timeout 120 cmp -s /dev/raidmig0 /tmp/src
+check "new member lost: roles show it faulty" grep -q "^1 /dev/mapper/m1 faulty" $SYS/roles
+check "new member lost: state degraded" test "$(cat $SYS/state)" = degraded
+mark=$(dmesg | wc -l)
+must bash -c "echo ${DISKS[4]} > $SYS/add"
+echo 0 > $SYS/speed_limit_max_kbps
+check "new member replaced: the migration finished" wait_state clean 600
+new=$(dmesg | tail -n +$((mark + 1)))
+say "after the replacement: $(grep -E 'replaces|rebuild|resumed|finished' <<<"$new" | sed 's/^\[[^]]*\] //' | tr '\n' ';')"
+check "new member replaced: the migration resumed by itself" grep -q "migration resumed" <<<"$new"
+check "new member replaced: the volume reads back" timeout 120 cmp -s /dev/raidmig0 /tmp/src
+check "new member replaced: the replacement holds the copy" \
+  bash -c "head -c $(stat -c %s /tmp/src) ${DISKS[4]} | cmp -s - /tmp/src"
 unload_within 60 || finish
 must dmsetup remove m1
 
@@ -70,6 +84,9 @@ for i in $(seq 1 30); do [ "$(cat $SYS/state)" = failed ] && break; sleep 1; don
 check "source lost: state failed" test "$(cat $SYS/state)" = failed
 new=$(dmesg | tail -n +$((mark + 1)))
 check "source lost: dmesg names the member" grep -q "error -5 on member /dev/mapper/m0 (role 0)" <<<"$new"
+out=$(bash -c "echo ${DISKS[5]} > $SYS/add" 2>&1)
+check "source lost: a replacement for it is refused ($out)" test -n "$out"
+check "source lost: dmesg says why" bash -c "dmesg | tail -n +$((mark + 1)) | grep -q 'cannot add ${DISKS[5]}: the migration stopped on an error of a member that holds the only copy'"
 # The first MiB was copied before the failure: the new member serves it.
 if [ "${copied:-0}" -ge 2048 ]; then
   check "source lost: the copied part reads back from the new member" \

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # disks: 12 96M
+# bus: sata nvme
 # A replacement rebuilt while host writes go on: raid1 over 2, raid5 over 3
 # and raid10 over 4, made clean with 24 MiB of data A, role 1 behind a
 # device-mapper table. Role 1 fails (its table turns to errors under a

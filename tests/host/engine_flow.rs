@@ -79,6 +79,14 @@ fn setup(source: Geometry, target: Geometry, unit_rows: u32) -> Setup {
 }
 
 fn load(io: &mut Mem, members: &ArrayMembers) -> Superblock {
+    let (newest, found) = assemble_all(io, members);
+    assert_eq!(&found, members);
+    newest
+}
+
+/// The newest superblock of the array on `members`' devices and the members
+/// assembly found (a failed role's is left out).
+fn assemble_all(io: &mut Mem, members: &ArrayMembers) -> (Superblock, ArrayMembers) {
     let sbs: Vec<_> = (0..members.count)
         .map(|role| {
             let mut slots = Vec::new();
@@ -92,8 +100,7 @@ fn load(io: &mut Mem, members: &ArrayMembers) -> Superblock {
         .collect();
     let mut found = ArrayMembers::new([0; 16], 0, &[], &[]);
     let newest = assemble(&sbs, &mut found).unwrap().newest;
-    assert_eq!(&found, members);
-    newest
+    (newest, found)
 }
 
 fn raid1_from_single(rows: u64) -> Setup {
@@ -277,4 +284,147 @@ fn failed_superblock_update_is_retried_at_the_same_generation() {
     while e.step(&mut s.io, &s.members, &mut buf, Time::at(0)).unwrap() != Step::Finished {}
     assert_eq!(load(&mut s.io, &s.members).state, ArrayState::Clean);
     assert_eq!(e.stats().units_staged, 1);
+}
+
+/// A member failing during a migration, as the kernel's thread handles it:
+/// the engine halts on the write error, the failure is recorded, the engine
+/// holds at a settled point (a unit left in staging finished on the roles
+/// in sync, copied units checkpointed) and copies nothing while a role is
+/// out of sync; a replacement is recorded rebuilding and rebuilt over the
+/// checkpointed part only ([`Engine::rebuild_extent`]), with an unload and
+/// reassembly half-way through the rebuild; then the migration resumes and
+/// finishes. Every logical sector must hold the source's data, and the
+/// redundancy must agree (raid5 parity, raid1 and raid10 copies), for every
+/// level and for a failure at each unit (direct copies, and the staged units
+/// of raid5's indirect start).
+#[test]
+fn member_failure_during_migration_is_rebuilt_and_resumed() {
+    use raidmig_core::format::Rebuild;
+    use raidmig_core::health::Roles;
+    use raidmig_core::rebuild::Rebuilder;
+
+    let rows = 24u64;
+    let (mut cases, mut staged_cases) = (0, 0);
+    for (level, n) in [(Level::Raid1, 2), (Level::Raid5, 3), (Level::Raid5, 4), (Level::Raid10, 4), (Level::Raid10, 3)] {
+        for fail_at in 0..6u64 {
+            for role in 1..n {
+                let source = Geometry::new(Level::Single, 1, 8, rows * 8).unwrap();
+                let target = Geometry::new(level, n, 8, rows * 8).unwrap();
+                let mut s = setup(source, target, target.stripe_rows() as u32);
+                let what = format!("{level:?} over {n}, role {role} fails at unit {fail_at}");
+                // The source's data: every logical sector tagged.
+                let tag = |l: u64| {
+                    let mut b = [0u8; 512];
+                    b[..8].copy_from_slice(&l.to_le_bytes());
+                    b[8] = 0xA5;
+                    b
+                };
+                for l in 0..source.capacity() {
+                    s.io.sectors[0].insert(l, tag(l));
+                }
+                let cfg = EngineConfig { max_units_between_checkpoints: 3, max_ms_between_checkpoints: u64::MAX, ..EngineConfig::default() };
+                let mut e = Engine::resume(&load(&mut s.io, &s.members), cfg, Time::at(0)).unwrap();
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut units = 0;
+                while units < fail_at {
+                    match e.step(&mut s.io, &s.members, &mut buf, Time::at(0)).unwrap() {
+                        Step::Copied(_) | Step::Replayed(_) => units += 1,
+                        Step::Finished => break,
+                        _ => {}
+                    }
+                }
+                // The role's data rows start failing writes (staging, in the
+                // tail, still takes them: a staged unit is then left half
+                // finished).
+                s.io.fail_writes = Some((role, 0, target.member_sectors()));
+                let mut halted = false;
+                for _ in 0..4 {
+                    match e.step(&mut s.io, &s.members, &mut buf, Time::at(0)) {
+                        Err(EngineError::Io(err)) => {
+                            assert_eq!(err.member, role, "{what}");
+                            halted = true;
+                            break;
+                        }
+                        Ok(Step::Finished) => break,
+                        Ok(_) => {}
+                        Err(other) => panic!("{what}: {other:?}"),
+                    }
+                }
+                if !halted {
+                    continue;
+                }
+                assert!(e.halted(), "{what}");
+                cases += 1;
+                staged_cases += e.staged() as u32;
+                // The thread records the failure, then holds.
+                e.record_failed(&mut s.io, &s.members, &mut buf, Roles::one(role), Time::at(1)).unwrap();
+                assert!(!e.whole(), "{what}");
+                e.hold_degraded(&mut s.io, &s.members, &mut buf, Time::at(1)).unwrap();
+                assert!(e.settled_for_rebuild(), "{what}");
+                assert_eq!(e.step(&mut s.io, &s.members, &mut buf, Time::at(2)), Ok(Step::Idle), "{what}: copies while degraded");
+                let checkpoint = e.view().checkpoint;
+                assert!(e.view().copied == checkpoint && !e.staged(), "{what}");
+                let sb = assemble_all(&mut s.io, &s.members).0;
+                assert_eq!((sb.failed, sb.migration.unwrap().checkpoint), (Roles::one(role), checkpoint), "{what}");
+                // A replacement: an empty disk with an identity of its own.
+                s.io.fail_writes = None;
+                s.io.sectors[role] = HashMap::new();
+                s.members.uuids[role] = [0x70 + role as u8; 16];
+                e.record_health(&mut s.io, &s.members, &mut buf, Roles::NONE, Some(Rebuild { role, position: 0 }), Time::at(3)).unwrap();
+                let extent = e.rebuild_extent();
+                assert_eq!(extent, (checkpoint * e.plan().unit_sectors()).min(target.capacity()), "{what}");
+                let mut rb = Rebuilder::within(target, e.rebuild().unwrap(), extent, Time::at(3));
+                let mut windows = 0;
+                while !rb.copied_all() {
+                    rb.copy_window(&mut s.io, Roles::NONE, &mut buf).unwrap();
+                    windows += 1;
+                    if windows == 2 {
+                        // Recorded half-way, then an unload and a new
+                        // assembly: the rebuild resumes where recorded.
+                        let at = rb.copied();
+                        e.record_health(&mut s.io, &s.members, &mut buf, Roles::NONE, Some(Rebuild { role, position: at }), Time::at(4)).unwrap();
+                        let sb = assemble_all(&mut s.io, &s.members).0;
+                        assert_eq!(sb.rebuild, Some(Rebuild { role, position: at }), "{what}");
+                        e = Engine::resume(&sb, cfg, Time::at(4)).unwrap();
+                        assert_eq!((e.rebuild(), e.rebuild_extent()), (Some(Rebuild { role, position: at }), extent), "{what}");
+                        assert_eq!(e.step(&mut s.io, &s.members, &mut buf, Time::at(4)), Ok(Step::Idle), "{what}");
+                        rb = Rebuilder::within(target, e.rebuild().unwrap(), e.rebuild_extent(), Time::at(4));
+                    }
+                }
+                e.record_health(&mut s.io, &s.members, &mut buf, Roles::NONE, None, Time::at(5)).unwrap();
+                assert!(e.whole(), "{what}");
+                // The migration resumes and finishes.
+                e.unpause();
+                let mut finished = false;
+                for _ in 0..10 * e.plan().units() + 10 {
+                    if e.step(&mut s.io, &s.members, &mut buf, Time::at(6)).unwrap() == Step::Finished {
+                        finished = true;
+                        break;
+                    }
+                }
+                assert!(finished, "{what}: the migration did not finish");
+                // Every logical sector, from every copy, holds the source's data.
+                let mut b = vec![0u8; 512];
+                for l in 0..target.capacity() {
+                    let want = if l < source.capacity() { tag(l) } else { [0u8; 512] };
+                    for c in 0..target.copies() {
+                        let at = target.locate_copy(l, c);
+                        s.io.read(at.member, at.sector, &mut b).unwrap();
+                        assert!(b[..] == want[..], "{what}: logical {l} copy {c} on member {} differs", at.member);
+                    }
+                }
+                if level == Level::Raid5 {
+                    for x in 0..target.member_sectors() {
+                        let mut acc = [0u8; 512];
+                        for m in 0..n {
+                            s.io.read(m, x, &mut b).unwrap();
+                            acc.iter_mut().zip(&b).for_each(|(a, v)| *a ^= v);
+                        }
+                        assert!(acc.iter().all(|&v| v == 0), "{what}: parity wrong at member sector {x}");
+                    }
+                }
+            }
+        }
+    }
+    assert!(cases >= 60 && staged_cases > 0, "{cases} failures, {staged_cases} in staging");
 }
