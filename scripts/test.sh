@@ -60,8 +60,10 @@ fi
 # Guest tests run in batches: one guest for several tests, each on disks of
 # its own (tests/guest/batch.sh), as long as they want the same bus and
 # memory and the batch has at most MAX_BATCH_DISKS disks (taken first fit,
-# so that the disk names stay within /dev/sda to /dev/sdx).
+# so that the disk names stay within /dev/sda to /dev/sdx). NVMe disks are
+# PCI devices each, and a guest's PCI bus has room for about 20 of them.
 MAX_BATCH_DISKS=24
+MAX_NVME_BATCH_DISKS=16
 guest_runs=()   # "LABEL DIR SCRIPT COUNT SIZE BUS MEMORY", in the order asked
 others=()       # host-driven VM tests and host tests, run after the guests
 plan_guest_test() {   # plan_guest_test NAME [BUS]: one guest test on one bus, or on each it declares
@@ -88,7 +90,8 @@ plan_guest_test() {   # plan_guest_test NAME [BUS]: one guest test on one bus, o
 # guest.
 batch_no=0
 run_batches() {
-  local bus=$1 memory=$2 run remaining=() take sizes args base i label dir script count size b m
+  local bus=$1 memory=$2 run remaining=() take sizes args base i label dir script count size b m max=$MAX_BATCH_DISKS
+  [ "$bus" = nvme ] && max=$MAX_NVME_BATCH_DISKS
   for run in "${guest_runs[@]}"; do
     read -r label dir script count size b m <<<"$run"
     [ "$b" = "$bus" ] && [ "$m" = "$memory" ] && remaining+=("$run")
@@ -98,7 +101,7 @@ run_batches() {
     for run in "${remaining[@]}"; do
       read -r label dir script count size b m <<<"$run"
       # First fit: every test, in order, that still fits.
-      [ ${#take[@]} -eq 0 ] || [ $((base + count)) -le $MAX_BATCH_DISKS ] || continue
+      [ ${#take[@]} -eq 0 ] || [ $((base + count)) -le $max ] || continue
       take+=("$run")
       for i in $(seq 1 "$count"); do sizes+=" $size"; done
       args+=("$label" "$dir" "$script" "$base" "$count")

@@ -13,7 +13,7 @@ use crate::{
     members::Members,
     migrator::{self, Control, Migration, Status},
     raidmig_core::{
-        config::Command,
+        config::{Command, RemoveTarget},
         health::{condition, Condition},
         layout::{Geometry, Level},
         lifecycle::Recovered,
@@ -23,11 +23,16 @@ use crate::{
     stripes::Stripes,
     sys::{
         disk::{Capacity, RequestHandler},
-        member::Member,
+        member::{self, Member},
         request::{Disposition, InFlight},
+        time,
     },
 };
-use kernel::{prelude::*, str::CString};
+use kernel::{
+    fmt,
+    prelude::*,
+    str::{CStr, CString},
+};
 
 /// A running array.
 #[pin_data]
@@ -182,6 +187,70 @@ impl Array {
         // The engine stays locked until the replacement is in place: it
         // holds still meanwhile.
         spares::add(&self.members, &self.target, path, || self.control.wake())
+    }
+
+    /// Removes what `target` names (sysfs `remove`, md's `--remove`): see
+    /// [`Array::remove_device`]; `failed` releases the device of every
+    /// faulty role (also one whose device node is gone).
+    pub(crate) fn remove(&self, target: RemoveTarget<'_>) -> Result {
+        let path = match target {
+            RemoveTarget::Path(p) => return self.remove_device(p),
+            RemoveTarget::Failed => kernel::c_str!("failed"),
+        };
+        let failed = self.members.failed();
+        let mut devs = KVec::new();
+        for role in failed.iter() {
+            if let Some(dev) = self.members.current_device(role) {
+                self.members.request_removal(role, dev);
+                devs.push((role, dev), GFP_KERNEL)?;
+            }
+        }
+        self.control.wake();
+        self.wait_released(path, &devs)
+    }
+
+    /// Waits up to 10 s for the array thread to release `devs`.
+    fn wait_released(&self, path: &CStr, devs: &[(usize, u32)]) -> Result {
+        let name = self.members.name();
+        for _ in 0..100 {
+            if devs.iter().all(|&(_, dev)| self.members.device_released(dev)) {
+                for &(role, _) in devs {
+                    pr_info!("{}: faulty member of role {} removed: its device is released\n", name, role);
+                }
+                return Ok(());
+            }
+            time::sleep_ms(100);
+        }
+        pr_err!("{}: {} not released yet: host I/O did not drain (it is released when it does)\n", name, path);
+        Err(EBUSY)
+    }
+
+    /// Removes the device at `path`: a hot spare is dropped; a faulty
+    /// member's device (or one a replacement took over from) is released by
+    /// the array thread (once its failure is recorded and every host request
+    /// started before has ended), waited for here up to 10 s. A member in
+    /// sync is refused (`EBUSY`), a device that is neither `ENODEV`.
+    pub(crate) fn remove_device(&self, path: &str) -> Result {
+        let name = self.members.name();
+        let cpath = CString::try_from_fmt(fmt!("{}", path))?;
+        let dev = member::lookup(&cpath).inspect_err(|_| {
+            pr_err!("{}: cannot remove {}: no such block device\n", name, path);
+        })?;
+        if self.members.remove_spare(dev) {
+            pr_info!("{}: hot spare {} removed\n", name, path);
+            return Ok(());
+        }
+        let Some((role, current)) = self.members.role_of_device(dev) else {
+            pr_err!("{}: cannot remove {}: not a member or spare of this array\n", name, path);
+            return Err(ENODEV);
+        };
+        if current && !self.members.failed().contains(role) {
+            pr_err!("{}: cannot remove {}: role {} is not faulty (only a faulty member or a spare is removed)\n", name, path, role);
+            return Err(EBUSY);
+        }
+        self.members.request_removal(role, dev);
+        self.control.wake();
+        self.wait_released(&cpath, &[(role, dev)])
     }
 
     /// Takes a command written to `action`. A scrub (`check`, `repair`)

@@ -123,6 +123,11 @@ pub(crate) struct Members {
     /// a member fails.
     #[pin]
     spares: Mutex<KVec<Option<KBox<Slot>>>>,
+    /// Faulty roles whose device is to be released (sysfs `remove`), by the
+    /// array thread.
+    removals: AtomicU32,
+    /// The device each removal is for.
+    removal_devs: [AtomicU32; MAX_MEMBERS],
 }
 
 impl Members {
@@ -171,6 +176,8 @@ impl Members {
             recorded <- new_mutex!(Recorded { roles: failed_roles, broken: false }),
             recorded_changed <- new_condvar!(),
             spares <- new_mutex!(KVec::new()),
+            removals: AtomicU32::new(0),
+            removal_devs: [const { AtomicU32::new(0) }; MAX_MEMBERS],
         }))
     }
 
@@ -202,10 +209,88 @@ impl Members {
         self.spares.lock().iter_mut().find_map(Option::take)
     }
 
-    /// Whether the device numbered `dev` is a member (any slot) or a spare.
+    /// Whether the device numbered `dev` is a member (any slot not
+    /// released: a replaced device stays held until the unload) or a spare.
     pub(crate) fn holds_device(&self, dev: u32) -> bool {
-        self.roles.iter().any(|slots| slots.iter().any(|s| s.get().is_some_and(|s| s.dev.dev() == dev)))
+        let held = |s: &Slot| s.dev.dev() == dev && !s.dev.released();
+        self.roles.iter().any(|slots| slots.iter().filter_map(Once::get).any(held))
             || self.spares.lock().iter().flatten().any(|s| s.dev.dev() == dev)
+    }
+
+    /// The role one of whose devices (not released) is the one numbered
+    /// `dev`, and whether it is the role's current device (else a replacement
+    /// took over from it).
+    pub(crate) fn role_of_device(&self, dev: u32) -> Option<(usize, bool)> {
+        let held = |s: &Slot| s.dev.dev() == dev && !s.dev.released();
+        (0..self.roles.len()).find_map(|role| {
+            let current = self.slot(role).is_some_and(held);
+            (current || self.roles[role].iter().filter_map(Once::get).any(held)).then_some((role, current))
+        })
+    }
+
+    /// Drops the hot spare numbered `dev`, releasing its device; returns
+    /// whether there was one (no I/O ever goes to a spare).
+    pub(crate) fn remove_spare(&self, dev: u32) -> bool {
+        let mut spares = self.spares.lock();
+        match spares.iter_mut().find(|s| s.as_ref().is_some_and(|s| s.dev.dev() == dev)) {
+            Some(s) => {
+                drop(s.take());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks the array thread to release device `dev` of role `role` (its
+    /// faulty current device, or one a replacement took over from).
+    pub(crate) fn request_removal(&self, role: usize, dev: u32) {
+        if let Some(d) = self.removal_devs.get(role) {
+            d.store(dev, Ordering::Release);
+            self.removals.fetch_or(Roles::one(role).0, Ordering::AcqRel);
+        }
+    }
+
+    /// The removals asked for, taken: roles and devices.
+    pub(crate) fn take_removals(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        let roles = Roles(self.removals.swap(0, Ordering::AcqRel));
+        roles.iter().map(|role| (role, self.removal_devs[role].load(Ordering::Acquire)))
+    }
+
+    /// The device number of role `role`'s current device, if it has one
+    /// not released.
+    pub(crate) fn current_device(&self, role: usize) -> Option<u32> {
+        self.slot(role).filter(|s| !s.dev.released()).map(|s| s.dev.dev())
+    }
+
+    /// Whether device `dev` is one of the array's and released (or not
+    /// there at all).
+    pub(crate) fn device_released(&self, dev: u32) -> bool {
+        self.role_of_device(dev).is_none()
+    }
+
+    /// Releases device `dev` of role `role`: the array thread's, once the
+    /// role's failure is recorded and every host request started before it
+    /// failed has ended. Returns whether it did.
+    pub(crate) fn release(&self, role: usize, dev: u32) -> bool {
+        let Some(slots) = self.roles.get(role) else { return false };
+        let current = self.slot(role).map(|s| s as *const Slot);
+        let Some(s) = slots.iter().filter_map(Once::get).find(|s| s.dev.dev() == dev && !s.dev.released()) else {
+            return false;
+        };
+        if current == Some(s as *const Slot) && !self.failed().contains(role) {
+            return false;
+        }
+        // SAFETY: the device is out of use: either the role's current one
+        // with the role failed (`dev()` no longer hands it out, and a failed
+        // role leaves the failed set only with a new device, `replace` then
+        // `start_rebuild`, which `slot` then returns), or an earlier one a
+        // replacement took over from (never handed out again). The caller,
+        // the array thread, holds no I/O of its own on it and waited for
+        // every host request started before it went out of use to end (host
+        // bios end before their request). What reads a released slot
+        // afterwards uses only its device number and path.
+        unsafe { s.dev.release() };
+        true
     }
 
     /// The paths of the hot spares, for sysfs.
@@ -341,9 +426,14 @@ impl Members {
         (0..self.roles.len()).filter_map(|role| self.dev(role).map(|d| (role, d)))
     }
 
-    /// The path of the member of role `role`.
+    /// The path of the member of role `role` (`missing` without a device,
+    /// `removed` once released).
     pub(crate) fn path(&self, role: usize) -> &CStr {
-        self.slot(role).map_or(kernel::c_str!("missing"), |s| &*s.path)
+        match self.slot(role) {
+            None => kernel::c_str!("missing"),
+            Some(s) if s.dev.released() => kernel::c_str!("removed"),
+            Some(s) => &s.path,
+        }
     }
 
     /// Identities recorded in the superblocks.

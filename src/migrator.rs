@@ -291,6 +291,7 @@ pub(crate) fn run(m: &Migration<'_>) {
         if let Some(buf) = buffer.as_mut() {
             repair::keep_health(m, buf);
         }
+        repair::release_removed(m);
         let mut guard = c.engine.lock();
         let (Some(engine), Some(buf)) = (guard.as_mut(), buffer.as_mut()) else {
             drop(guard);

@@ -122,6 +122,23 @@ pub(crate) fn keep_health(m: &Migration<'_>, buffer: &mut IoBuf) {
     members.set_recorded(members.recorded(), true);
 }
 
+/// Releases the devices `remove` asked for (a faulty role's, once its
+/// failure is recorded, or one a replacement took over from): after every
+/// host request started so far has ended (the queue frozen and thawed),
+/// none can still have a bio on them. A failure not recorded yet, or a
+/// drain that timed out, is tried again at the next round.
+pub(crate) fn release_removed(m: &Migration<'_>) {
+    let members = m.members;
+    for (role, dev) in members.take_removals() {
+        let Some((_, current)) = members.role_of_device(dev) else { continue };
+        if (current && !members.recorded().contains(role)) || !m.capacity.quiesce(5000) {
+            members.request_removal(role, dev);
+            continue;
+        }
+        members.release(role, dev);
+    }
+}
+
 /// md's read-error correction: the window around member sector `sector` of
 /// `role`, whose read failed and was served from the redundancy, is written
 /// again onto `role` from the other members (the core's rebuilder over that

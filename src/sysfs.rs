@@ -10,6 +10,7 @@
 //! | chunk_kb | r | chunk size of the target layout |
 //! | members | r | member devices, in role order |
 //! | roles | r | one line per role: role, device (`missing` if none), `in_sync`, `faulty` or `rebuilding` (with the logical sector up to which it is rebuilt) |
+//! | remove | w | a device path: a hot spare is dropped, a faulty member's device released (a member in sync is refused); `failed`: every faulty member's |
 //! | add | w | a device path: it replaces the lowest failed role (and is rebuilt; during a migration, over the part migrated, then the migration resumes), or becomes a hot spare |
 //! | spares | r | the hot spares, one path per line |
 //! | progress | r | `DONE/TOTAL`, target sectors (of the rebuild or scrub while one runs) |
@@ -212,6 +213,7 @@ fn store_attr<const K: usize>(a: &Array, input: &[u8]) -> Result {
             config::parse_speed_limit(input).map(|v| a.control().set_speed_limit_kbps(v)).map_err(invalid)
         }
         ADD => a.add_device(config::parse_device_path(input).map_err(invalid)?),
+        REMOVE => a.remove(config::parse_remove(input).map_err(invalid)?),
         _ => Err(EINVAL),
     }
 }
@@ -250,7 +252,8 @@ const SPARES: usize = 15;
 const MISMATCH_CNT: usize = 16;
 const BITMAP: usize = 17;
 const ETA: usize = 18;
-const N: usize = 19;
+const REMOVE: usize = 19;
+const N: usize = 20;
 
 const fn attr(name: &'static CStr, show: ShowFn, store: Option<StoreFn>) -> bindings::device_attribute {
     // SAFETY: an attribute is valid zeroed (no lockdep key: a static one).
@@ -289,6 +292,7 @@ static ATTRS: Shared<[bindings::device_attribute; N]> = Shared(UnsafeCell::new([
     attr(kernel::c_str!("mismatch_cnt"), show::<MISMATCH_CNT>, None),
     attr(kernel::c_str!("bitmap"), show::<BITMAP>, None),
     attr(kernel::c_str!("eta_seconds"), show::<ETA>, None),
+    attr(kernel::c_str!("remove"), show::<REMOVE>, Some(store::<REMOVE>)),
 ]));
 
 const fn attr_ptr(i: usize) -> *mut bindings::attribute {
@@ -316,6 +320,7 @@ static ATTR_PTRS: Shared<[*mut bindings::attribute; N + 1]> = Shared(UnsafeCell:
     attr_ptr(16),
     attr_ptr(17),
     attr_ptr(18),
+    attr_ptr(19),
     core::ptr::null_mut(),
 ]));
 

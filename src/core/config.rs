@@ -168,6 +168,24 @@ pub fn parse_device_path(input: &[u8]) -> Result<&str, ConfigError> {
     Ok(text)
 }
 
+/// What a write to `remove` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoveTarget<'a> {
+    /// Every faulty member (md's `failed` keyword): also those whose device
+    /// node is gone (a disk pulled).
+    Failed,
+    /// The device at this path.
+    Path(&'a str),
+}
+
+/// Parses a write to `remove`: a device path or `failed`.
+pub fn parse_remove(input: &[u8]) -> Result<RemoveTarget<'_>, ConfigError> {
+    if knob_text(input, ConfigError::BadPath)? == "failed" {
+        return Ok(RemoveTarget::Failed);
+    }
+    parse_device_path(input).map(RemoveTarget::Path)
+}
+
 /// Parses a write to `speed_limit_max_kbps`.
 pub fn parse_speed_limit(input: &[u8]) -> Result<u64, ConfigError> {
     parse_number(input, MAX_SPEED_LIMIT_KBPS)
@@ -181,6 +199,15 @@ pub fn first_duplicate<T: PartialEq>(items: &[T]) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remove_takes_a_path_or_failed() {
+        assert_eq!(parse_remove(b"failed\n"), Ok(RemoveTarget::Failed));
+        assert_eq!(parse_remove(b"/dev/sdb\n"), Ok(RemoveTarget::Path("/dev/sdb")));
+        assert_eq!(parse_remove(b"sdb"), Err(ConfigError::BadPath));
+        assert_eq!(parse_remove(b"failed now"), Err(ConfigError::BadPath));
+        assert_eq!(parse_remove(b""), Err(ConfigError::BadPath));
+    }
 
     #[test]
     fn members_split_and_trim() {

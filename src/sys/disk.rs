@@ -28,6 +28,7 @@ use kernel::{
     init, new_mutex,
     prelude::*,
     sync::{Arc, Mutex},
+    time::msecs_to_jiffies,
     types::Opaque,
 };
 
@@ -79,6 +80,24 @@ impl Capacity {
             // SAFETY: recorded by `Disk::add` and cleared, under this lock,
             // before the disk is deleted.
             unsafe { bindings::set_capacity_and_notify(d.as_ptr(), sectors) };
+        }
+    }
+
+    /// Waits until every host request started so far has ended (the queue
+    /// frozen, then thawed at once), at most `ms` milliseconds; returns
+    /// whether they all ended. New requests wait meanwhile. True at once
+    /// without a disk (nothing to wait for).
+    pub(crate) fn quiesce(&self, ms: u32) -> bool {
+        let disk = self.disk.lock();
+        let Some(d) = *disk else { return true };
+        // SAFETY: the disk lives while recorded (see `grow`), and so does
+        // its queue; a freeze started here is ended here.
+        unsafe {
+            let q = (*d.as_ptr()).queue;
+            bindings::blk_freeze_queue_start(q);
+            let frozen = bindings::blk_mq_freeze_queue_wait_timeout(q, msecs_to_jiffies(ms) as _) > 0;
+            bindings::blk_mq_unfreeze_queue(q);
+            frozen
         }
     }
 }

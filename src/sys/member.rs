@@ -5,6 +5,7 @@
 //! to use a member that someone else holds fails with `EBUSY`.
 
 use crate::sys::shim;
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{bindings, error::from_err_ptr, prelude::*, str::CStr};
 
 /// The holder of every member's exclusive claim (one array per module load).
@@ -14,11 +15,16 @@ static HOLDER: u8 = 0;
 ///
 /// # Invariants
 ///
-/// `file` is a block device file opened by `bdev_file_open_by_path` and not
-/// yet released, and `bdev` is its block device.
+/// Until `released` is set, `file` is a block device file opened by
+/// `bdev_file_open_by_path` and `bdev` is its block device; `dev` is its
+/// device number. Once `released` is set (by [`Member::release`], whose
+/// caller guarantees it), only [`Member::dev`] and [`Member::released`] are
+/// called.
 pub(crate) struct Member {
     file: *mut bindings::file,
     bdev: *mut bindings::block_device,
+    dev: u32,
+    released: AtomicBool,
 }
 
 // SAFETY: the block device file and block device may be used from any thread;
@@ -45,8 +51,32 @@ impl Member {
         .map_err(|e| if e == ENOENT { ENODEV } else { e })?;
         // SAFETY: `file` is an open block device file.
         let bdev = unsafe { bindings::file_bdev(file) };
-        // INVARIANT: `file` was just opened and `bdev` is its block device.
-        Ok(Member { file, bdev })
+        // SAFETY: `bdev` is the open file's block device; `bd_dev` is
+        // constant while it is open.
+        let dev = unsafe { (*bdev).bd_dev };
+        // INVARIANT: `file` was just opened, `bdev` is its block device and
+        // `dev` its number.
+        Ok(Member { file, bdev, dev, released: AtomicBool::new(false) })
+    }
+
+    /// Closes the device before the member goes (a faulty member removed
+    /// from the array): someone else may open it from then on.
+    ///
+    /// # Safety
+    ///
+    /// No bio built from this member is in flight, and none of its methods
+    /// but [`Member::dev`] and [`Member::released`] is called from now on.
+    pub(crate) unsafe fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            // SAFETY: `file` is open (not released before, by the swap);
+            // the caller guarantees that nothing uses it any more.
+            unsafe { bindings::bdev_fput(self.file) };
+        }
+    }
+
+    /// Whether the device was released.
+    pub(crate) fn released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
     }
 
     /// The raw block device, for building bios in the bio wrapper.
@@ -61,11 +91,10 @@ impl Member {
         unsafe { (*self.bdev).bd_nr_sectors }
     }
 
-    /// Device number, to tell whether two paths name the same disk.
+    /// Device number, to tell whether two paths name the same disk (also
+    /// once released).
     pub(crate) fn dev(&self) -> u32 {
-        // SAFETY: `bdev` is valid by the type invariant and `bd_dev` is
-        // constant while it is open.
-        unsafe { (*self.bdev).bd_dev }
+        self.dev
     }
 
     /// Whether the member accepts discards.
@@ -78,7 +107,20 @@ impl Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
-        // SAFETY: by the type invariant `file` is open; it is released once.
-        unsafe { bindings::bdev_fput(self.file) };
+        // SAFETY: nothing uses the member any more (it goes); if not
+        // released yet, `file` is open by the type invariant.
+        unsafe { self.release() };
     }
+}
+
+/// The device number of the block device at `path`, without opening it
+/// (a member's device is held exclusively).
+pub(crate) fn lookup(path: &CStr) -> Result<u32> {
+    let mut dev: bindings::dev_t = 0;
+    // SAFETY: `path` is NUL-terminated; `dev` is a valid place to write.
+    let r = unsafe { bindings::lookup_bdev(path.as_char_ptr(), &mut dev) };
+    if r < 0 {
+        return Err(Error::from_errno(r));
+    }
+    Ok(dev)
 }

@@ -10,3 +10,9 @@ pub(crate) fn now() -> Time {
     let (mono, wall) = unsafe { (bindings::ktime_get_mono_fast_ns(), bindings::ktime_get_real_fast_ns()) };
     Time { mono_ms: mono / 1_000_000, wall_ms: wall / 1_000_000 }
 }
+
+/// Sleeps `ms` milliseconds (process context).
+pub(crate) fn sleep_ms(ms: u32) {
+    // SAFETY: called from process context (a sysfs write, a kernel thread).
+    unsafe { bindings::msleep(ms) };
+}

@@ -8,7 +8,8 @@
 # degraded from the remaining members (dmesg says so) and every file,
 # old and new, reads back. The removal is the SCSI device's own
 # (`echo 1 > .../device/delete`), as when a SATA disk is pulled, or on NVMe
-# the controller's (`delete_controller`), as when a drive is surprise-removed.
+# the PCI function's (`.../device/device/remove`), as a hot-unplug. Then
+# `echo failed > remove` releases it, as `mdadm --remove ... failed` does.
 . tests/guest/lib.sh
 
 mnt=/tmp/mnt
@@ -24,13 +25,11 @@ files() {
 }
 
 # sysfs_delete DEV: removes the disk DEV from the guest (its SCSI device, or
-# its NVMe controller).
+# its NVMe controller's PCI function).
 sysfs_delete() {
   local name; name=$(basename "$1")
   if [ "$BUS" = nvme ]; then
-    local ctl=/sys/block/$name/device/delete_controller
-    [ -e "$ctl" ] || ctl=/sys/class/nvme/${name%n*}/delete_controller
-    echo 1 > "$ctl"
+    echo 1 > "/sys/block/$name/device/device/remove"
   else
     echo 1 > "/sys/block/$name/device/delete"
   fi
@@ -70,6 +69,10 @@ for layout in "raid1 3" "raid5 3" "raid10 4"; do
   new=$(dmesg | tail -n +$((mark + 1)))
   check "$level: dmesg names the failed member" grep -q "member $victim (role 1) failed" <<<"$new"
   check "$level: dmesg tells the record" grep -q "member failure recorded in the superblocks of the others" <<<"$new"
+  # The pulled disk has no device node left: md's `failed` keyword removes
+  # it, releasing what the array held of it, while the filesystem is in use.
+  check "$level: 'failed' written to remove" bash -c "echo failed > $SYS/remove"
+  check "$level: role 1 shown removed" grep -q "^1 removed faulty" $SYS/roles
   echo 3 > /proc/sys/vm/drop_caches
   check "$level: all 50 files read back" bash -c "cd $mnt/d && md5sum --quiet -c /tmp/sums"
   must umount "$mnt"

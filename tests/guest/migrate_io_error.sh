@@ -7,8 +7,10 @@
 #    migration holds at a checkpoint while every byte of the volume stays
 #    readable as it was, also after a reload with the member still bad. A
 #    replacement added through `add` is rebuilt over the part already
-#    migrated, the migration then resumes by itself and ends clean with the
-#    data intact, and md's check over the members finds no mismatch. A
+#    migrated (an unload half-way: the next load resumes the rebuild from
+#    its recorded position), the migration then resumes by itself and ends
+#    clean with the data intact, and md's check over the members finds no
+#    mismatch. A
 #    replacement for a role is refused while the migration is running with
 #    every member in sync (nothing to replace).
 # 2. raid0 (no redundancy): failing the member would lose what it holds, so
@@ -65,10 +67,22 @@ must wait_dev
 check "raid5: reassembled degraded ($(cat $SYS/state))" test "$(cat $SYS/state)" = degraded
 check "raid5: data readable after the reload" test "$(md5sum < /dev/raidmig0)" = "$want"
 
-# A replacement: rebuilt over the migrated part, then the migration resumes.
+# A replacement: rebuilt over the migrated part, then the migration
+# resumes. An unload half-way through the rebuild: the next load (with the
+# replacement among the members) resumes it from its recorded position.
 mark=$(dmesg | wc -l)
-echo 0 > $SYS/speed_limit_max_kbps
+echo 8192 > $SYS/speed_limit_max_kbps
 must bash -c "echo $new > $SYS/add"
+sleep 7
+say "before the unload: roles: $(tr '\n' ';' < $SYS/roles) progress $(cat $SYS/progress)"
+check "raid5: the replacement is rebuilding" grep -q "^1 $new rebuilding" $SYS/roles
+unload_within 60 || finish
+must load members=$d0,$new,$d2
+must wait_dev
+new_lines=$(dmesg | tail -n +$((mark + 1)))
+from=$(grep -o "rebuilding role 1 onto $new from sector [0-9]*" <<<"$new_lines" | tail -1 | awk '{print $NF}')
+check "raid5: the rebuild resumed past the start after the reload (sector ${from:-none})" test "${from:-0}" -gt 0
+echo 0 > $SYS/speed_limit_max_kbps
 check "raid5: migration finished after the rebuild" wait_state clean 900
 new_lines=$(dmesg | tail -n +$((mark + 1)))
 say "$(grep -E 'replaces|rebuild|resumed|finished' <<<"$new_lines" | sed 's/^\[[^]]*\] //' | tr '\n' ';')"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# disks: 7 96M
+# disks: 9 96M
 # 1. A rebuild interrupted by an unload resumes where it was recorded: raid5
 #    over 3 with 32 MiB of data A, role 1 failed, a replacement added with
 #    the rebuild throttled; the module is unloaded half-way; reloaded with
@@ -8,6 +8,9 @@
 # 2. A hot spare added in advance takes over at once: raid1 over 2 with a
 #    spare; role 0 fails under a write; the spare is rebuilt without anyone
 #    asking, and the array ends clean with A intact.
+# `remove` releases a faulty member's device (device-mapper can then take it
+# down), the device a spare took over from, and a spare; it refuses a member
+# in sync and a device that is not the array's.
 . tests/guest/lib.sh
 
 head -c 32M /dev/urandom > /tmp/A
@@ -20,6 +23,12 @@ must dmsetup load m1 --table "0 $(blockdev --getsz "$d1") error"
 must dmsetup resume m1
 must dd if=/tmp/A of=/dev/raidmig0 bs=1M count=1 oflag=direct conv=notrunc status=none
 check "raid5: degraded" wait_state degraded 20
+# The faulty member removed (md's --remove): its device is released at
+# once, so device-mapper can take its table down; a member in sync is not.
+check "raid5: a member in sync is not removed" bash -c "! echo $d0 > $SYS/remove"
+must bash -c "echo /dev/mapper/m1 > $SYS/remove"
+check "raid5: the removed member's device is free" dmsetup remove m1
+check "raid5: roles show it removed ($(sed -n 2p $SYS/roles))" grep -q "^1 removed faulty" $SYS/roles
 echo 4096 > $SYS/speed_limit_max_kbps
 must bash -c "echo $new > $SYS/add"
 # 160 MiB of volume at 4 MiB/s: well under way after 6 s, far from done.
@@ -29,7 +38,6 @@ check "raid5: rebuilding before the unload" grep -q "^1 $new rebuilding" $SYS/ro
 check "raid5: speed and time left shown ($(cat $SYS/speed_kbps) KiB/s, $(cat $SYS/eta_seconds) s)" \
   bash -c "grep -Eqx '[1-9][0-9]*' $SYS/speed_kbps && grep -Eqx '[0-9]+' $SYS/eta_seconds"
 unload_within 60 || finish
-must dmsetup remove m1
 
 mark=$(dmesg | wc -l)
 must load members="$d0,$new,$d2"
@@ -70,6 +78,16 @@ check "raid1: dmesg tells the take-over" grep -q "hot spare $spare takes over ro
 check "raid1: role 0 is the spare, in sync" grep -q "^0 $spare in_sync" $SYS/roles
 check "raid1: no spare left" test -z "$(cat $SYS/spares)"
 check "raid1: A reads back" bash -c "dd if=/dev/raidmig0 bs=1M count=32 iflag=direct status=none | cmp -s - /tmp/A"
+# The device the spare took over from is removed and released; a spare
+# added and removed again is free for anyone.
+must bash -c "echo /dev/mapper/m0 > $SYS/remove"
+check "raid1: the replaced device is free" dmsetup remove m0
+spare2=${DISKS[7]}
+must bash -c "echo $spare2 > $SYS/add"
+check "raid1: a second spare listed" grep -qx "$spare2" $SYS/spares
+must bash -c "echo $spare2 > $SYS/remove"
+check "raid1: the spare removed" test -z "$(cat $SYS/spares)"
+check "raid1: the removed spare is free (opened exclusively)" python3 -c "import os; os.close(os.open('$spare2', os.O_RDWR | os.O_EXCL))"
+check "raid1: removing a device that is not the array's fails" bash -c "! echo ${DISKS[8]} > $SYS/remove"
 unload_within 60 || finish
-must dmsetup remove m0
 finish
