@@ -14,7 +14,8 @@ use crate::{
     migrator::{self, Control, Migration, Status},
     raidmig_core::{
         config::{Command, RemoveTarget},
-        health::{condition, Condition},
+        format::ArrayState,
+        health::{condition, Condition, Health},
         layout::{Geometry, Level},
         lifecycle::Recovered,
         members::ArrayMembers,
@@ -34,11 +35,23 @@ use kernel::{
     str::{CStr, CString},
 };
 
+/// The members, initialised in a frame of their own.
+#[inline(never)]
+fn boxed_members(
+    name: CString,
+    devs: KVec<Option<Member>>,
+    paths: KVec<CString>,
+    identity: ArrayMembers,
+    health: Health,
+) -> Result<Pin<KBox<Members>>> {
+    KBox::pin_init(Members::new(name, devs, paths, identity, health)?, GFP_KERNEL)
+}
+
 /// A running array.
 #[pin_data]
 pub(crate) struct Array {
-    #[pin]
-    members: Members,
+    /// Boxed: its initializer is large, and the load runs on insmod's stack.
+    members: Pin<KBox<Members>>,
     source: Geometry,
     target: Geometry,
     #[pin]
@@ -56,13 +69,16 @@ pub(crate) struct Array {
 impl Array {
     /// An array named `name` over `devs` (in role order, with their
     /// `paths`; none for a role assembled without its device) as the load
-    /// sequence left it; the migration runs at once when `run`.
+    /// sequence left it in `recovered`, whose engine or record the caller
+    /// installs next ([`Control::install`]: moved once, not through the
+    /// initializer's layers on the stack); the migration runs at once when
+    /// `run`.
     pub(crate) fn new(
         name: CString,
         devs: KVec<Option<Member>>,
         paths: KVec<CString>,
         identity: ArrayMembers,
-        recovered: Recovered,
+        recovered: &Recovered,
         bitmap_image: Option<KVec<u8>>,
         run: bool,
     ) -> Result<impl PinInit<Self, Error>> {
@@ -70,22 +86,23 @@ impl Array {
         let view = recovered.view();
         let (source, target) = (recovered.source(), recovered.target());
         let health = recovered.health();
-        let (engine, settled, state) = match recovered {
-            Recovered::Settled { state, record, .. } => (None, Some(record), state),
-            Recovered::Migration(e) => (Some(e), None, e.state()),
+        let (engine, state) = match recovered {
+            Recovered::Settled { state, .. } => (None, *state),
+            Recovered::Migration(e) => (Some(e), e.state()),
         };
         let failed = engine.is_some_and(|e| e.halted());
         let stats = engine.map(|e| e.stats()).unwrap_or_default();
+        let migrating = engine.is_some_and(|e| e.state() != ArrayState::Clean);
         let status = Status { state, failed, running: false, view, stats, speed_kbps: 0, rebuild: None, scrub: None, mismatches: 0, resync: None };
         let raid5 = source.level() == Level::Raid5 || target.level() == Level::Raid5;
         let buffers = Stripes::buffers(target.members(), raid5)?;
         Ok(try_pin_init!(Array {
-            members <- Members::new(name, devs, paths, identity, health)?,
+            members: boxed_members(name, devs, paths, identity, health)?,
             source,
             target,
             coord <- Coordinator::new(view),
             stripes <- Stripes::new(buffers),
-            control <- Control::new(engine, settled, status, run),
+            control <- Control::new(status, run, migrating),
             capacity <- Capacity::new(),
             bitmap <- Bitmap::new(&target, bitmap_region, bitmap_image)?,
         }))
@@ -186,7 +203,10 @@ impl Array {
         }
         // The engine stays locked until the replacement is in place: it
         // holds still meanwhile.
-        spares::add(&self.members, &self.target, path, || self.control.wake())
+        // The bitmap marks host writes only once settled: no re-add during a
+        // migration.
+        let has_bitmap = self.bitmap.active() && engine.is_none();
+        spares::add(&self.members, &self.target, has_bitmap, path, || self.control.wake())
     }
 
     /// Removes what `target` names (sysfs `remove`, md's `--remove`): see

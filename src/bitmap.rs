@@ -184,29 +184,39 @@ impl Bitmap {
         }
     }
 
-    /// Clears the bits of regions quiet long enough (the array thread).
+    /// Clears the bits of regions quiet long enough (the array thread),
+    /// unless a role is out of sync (its re-add rebuilds from the bits).
     /// Flushes every member first.
     pub(crate) fn clear_quiet(&self, members: &Members, fail_member: &dyn Fn(usize, u64, bool) -> bool) {
-        self.clear(members, fail_member, time::now().mono_ms);
+        let all_in_sync = members.health().out_of_sync().is_empty();
+        self.clear(members, fail_member, time::now().mono_ms, all_in_sync);
+    }
+
+    /// Whether a re-added member's rebuild may skip logical `[start, end)`
+    /// (no bit set there); false without a bitmap.
+    pub(crate) fn readd_skips(&self, start: u64, end: u64) -> bool {
+        let Some(geo) = self.geo else { return false };
+        let guard = self.image.lock();
+        guard.as_ref().is_some_and(|image| bitmap::readd_skips(&geo, &image.bytes, start, end))
     }
 
     /// At unload (no write runs any more): clears every bit whose region
     /// is resynced, after a flush, so that a clean shutdown leaves nothing
     /// to resync (and a set bit at the next load means a crash).
     pub(crate) fn clear_at_stop(&self, members: &Members, fail_member: &dyn Fn(usize, u64, bool) -> bool) {
-        self.clear(members, fail_member, u64::MAX);
+        self.clear(members, fail_member, u64::MAX, true);
     }
 
     /// Clears the bits of regions quiet at `now` (monotonic ms; `u64::MAX`:
     /// every region without a running write).
-    fn clear(&self, members: &Members, fail_member: &dyn Fn(usize, u64, bool) -> bool, now: u64) {
+    fn clear(&self, members: &Members, fail_member: &dyn Fn(usize, u64, bool) -> bool, now: u64, all_in_sync: bool) {
         let Some(geo) = self.geo else { return };
         let quiet = |r: u64| RegionActivity {
             running: self.running[r as usize].load(Ordering::SeqCst),
             last_start_ms: self.last_start_ms[r as usize].load(Ordering::SeqCst),
         };
         let candidate = |r: u64, flush_ms: u64| {
-            self.marked.get(r) && !self.unsynced.get(r) && bitmap::may_clear(quiet(r), flush_ms, now)
+            self.marked.get(r) && !self.unsynced.get(r) && bitmap::may_clear(quiet(r), flush_ms, now, all_in_sync)
         };
         if !(0..geo.regions()).any(|r| candidate(r, now)) {
             return;

@@ -297,10 +297,7 @@ fn start(loaded: KBox<Loaded>, opened: KVec<Member>, paths: &[&str], bitmap_imag
         Recovered::Settled { state, .. } => *state,
         Recovered::Migration(e) => Engine::state(e),
     };
-    let array = Arc::pin_init(
-        Array::new(name, members, role_paths, loaded.members, loaded.array, bitmap_image, loaded.run)?,
-        GFP_KERNEL,
-    )?;
+    let array = new_array(name, members, role_paths, &loaded, bitmap_image)?;
     let disk = Disk::add(kernel::c_str!("raidmig0"), view.volume_sectors, limits, array.clone(), sysfs::groups())?;
     pr_info!(
         "raidmig0: {} over {} members, chunk {} KiB, {} MiB, {}\n",
@@ -312,6 +309,24 @@ fn start(loaded: KBox<Loaded>, opened: KVec<Member>, paths: &[&str], bitmap_imag
     );
     let thread = Thread::spawn(kernel::c_str!("raidmig0"), array, |a| a.run_migration())?;
     Ok(Running { _thread: thread, _disk: disk })
+}
+
+/// The array itself, initialised in place: a frame of its own (the
+/// initializer's temporaries take a few KiB of stack).
+#[inline(never)]
+fn new_array(
+    name: CString,
+    members: KVec<Option<Member>>,
+    role_paths: KVec<CString>,
+    loaded: &Loaded,
+    bitmap_image: Option<KVec<u8>>,
+) -> Result<Arc<Array>> {
+    let array = Arc::pin_init(
+        Array::new(name, members, role_paths, loaded.members, &loaded.array, bitmap_image, loaded.run)?,
+        GFP_KERNEL,
+    )?;
+    array.control().install(loaded.array);
+    Ok(array)
 }
 
 /// The write-intent bitmap of a settled array that keeps one: the union of

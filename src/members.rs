@@ -24,7 +24,7 @@ use crate::{
     },
     sys::{bio::BioSet, iobuf::Region, member::Member, once::Once, time},
 };
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::{
     bindings, new_condvar, new_mutex,
     prelude::*,
@@ -128,6 +128,11 @@ pub(crate) struct Members {
     removals: AtomicU32,
     /// The device each removal is for.
     removal_devs: [AtomicU32; MAX_MEMBERS],
+    /// Roles failed during this load (not those missing at assembly): the
+    /// bitmap has kept what was written since, for a re-add.
+    failed_live: AtomicU32,
+    /// The rebuild under way is a re-add (only dirty regions are copied).
+    readd: AtomicBool,
 }
 
 impl Members {
@@ -178,6 +183,8 @@ impl Members {
             spares <- new_mutex!(KVec::new()),
             removals: AtomicU32::new(0),
             removal_devs: [const { AtomicU32::new(0) }; MAX_MEMBERS],
+            failed_live: AtomicU32::new(0),
+            readd: AtomicBool::new(false),
         }))
     }
 
@@ -314,6 +321,14 @@ impl Members {
 
     /// Role `role`, failed, is now rebuilt from the start onto its device.
     pub(crate) fn start_rebuild(&self, role: usize) {
+        self.begin_rebuild(role, false);
+    }
+
+    /// Publishes the rebuild of failed role `role` (a re-add or not) before
+    /// the role leaves the failed set.
+    fn begin_rebuild(&self, role: usize, readd: bool) {
+        self.readd.store(readd, Ordering::Release);
+        self.failed_live.fetch_and(!Roles::one(role).0, Ordering::AcqRel);
         self.rebuild_pos.store(0, Ordering::Release);
         self.rebuild_role.store(role as u32, Ordering::Release);
         self.failed.fetch_and(!Roles::one(role).0, Ordering::AcqRel);
@@ -324,9 +339,26 @@ impl Members {
         self.rebuild_pos.store(position, Ordering::Release);
     }
 
+    /// Role `role`, failed, gets its own former device back: rebuilt from
+    /// the start, but only where the bitmap marks writes since it failed.
+    pub(crate) fn start_readd(&self, role: usize) {
+        self.begin_rebuild(role, true);
+    }
+
+    /// Whether the rebuild under way is a re-add.
+    pub(crate) fn readd(&self) -> bool {
+        self.readd.load(Ordering::Acquire)
+    }
+
+    /// Whether role `role` failed during this load.
+    pub(crate) fn failed_this_load(&self, role: usize) -> bool {
+        Roles(self.failed_live.load(Ordering::Acquire)).contains(role)
+    }
+
     /// The rebuild ended: its role is in sync everywhere (`done`), or it
     /// failed (then the role is in the failed set already).
     pub(crate) fn end_rebuild(&self) {
+        self.readd.store(false, Ordering::Release);
         self.rebuild_role.store(NO_REBUILD, Ordering::Release);
     }
 
@@ -339,6 +371,7 @@ impl Members {
     /// now. The caller tells why and wakes the array thread to record it.
     pub(crate) fn fail(&self, role: usize) -> bool {
         let bit = Roles::one(role).0;
+        self.failed_live.fetch_or(bit, Ordering::AcqRel);
         self.failed.fetch_or(bit, Ordering::AcqRel) & bit == 0
     }
 

@@ -14,6 +14,7 @@ use crate::{
     raidmig_core::{
         config::Command,
         engine::{Engine, EngineConfig, IoError, MemberIo, Stats, Step},
+        lifecycle::Recovered,
         format::ArrayState,
         health::{condition, Condition, Roles},
         pace,
@@ -91,20 +92,29 @@ pub(crate) struct Control {
 }
 
 impl Control {
-    /// Control over `engine` (none for a settled array, which has its
-    /// superblock record in `settled`); the thread copies at once when `run`
-    /// (a migration found running, or `start=1`).
-    pub(crate) fn new(engine: Option<Engine>, settled: Option<Record>, status: Status, run: bool) -> impl PinInit<Self> {
-        let migrating = engine.is_some_and(|e| e.state() != ArrayState::Clean);
+    /// Control without an engine or record yet ([`Control::install`] puts
+    /// them in before the thread starts); the thread copies at once when
+    /// `run` (a migration found running, or `start=1`); `migrating`: a
+    /// migration is recorded.
+    pub(crate) fn new(status: Status, run: bool, migrating: bool) -> impl PinInit<Self> {
         pin_init!(Control {
-            engine <- new_mutex!(engine),
-            settled <- new_mutex!(settled),
+            engine <- new_mutex!(None),
+            settled <- new_mutex!(None),
             commands <- new_mutex!(Commands { command: None, speed_limit_kbps: 0 }),
             wake <- new_condvar!(),
             status <- new_mutex!(status),
             run_at_start: run,
             migrating: AtomicBool::new(migrating),
         })
+    }
+
+    /// Installs what the load sequence recovered: the migration's engine,
+    /// or a settled array's superblock record.
+    pub(crate) fn install(&self, recovered: Recovered) {
+        match recovered {
+            Recovered::Migration(e) => *self.engine.lock() = Some(e),
+            Recovered::Settled { record, .. } => *self.settled.lock() = Some(record),
+        }
     }
 
     /// Queues a command for the thread.

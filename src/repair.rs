@@ -189,6 +189,9 @@ pub(crate) struct Rebuilding {
     rebuilder: Option<Rebuilder>,
     since_ms: u64,
     bytes: u64,
+    /// Windows copied and skipped (a re-add skips clean regions).
+    copied: u64,
+    skipped: u64,
 }
 
 /// Ends the rebuild in the thread (its role failed, or it is done): host
@@ -219,6 +222,8 @@ pub(crate) fn rebuild_step(m: &Migration<'_>, state: &mut Rebuilding, buffer: &m
         state.rebuilder = Some(Rebuilder::within(g, recorded, end, now));
         state.since_ms = now.mono_ms;
         state.bytes = 0;
+        state.copied = 0;
+        state.skipped = 0;
         members.set_rebuild_position(recorded.position);
         pr_info!(
             "{}: rebuilding role {} onto {} from sector {}\n",
@@ -235,11 +240,25 @@ pub(crate) fn rebuild_step(m: &Migration<'_>, state: &mut Rebuilding, buffer: &m
     if let Some((start, end)) = rb.next_window() {
         // Writes admitted before now end first; writes into the window wait.
         m.coord.set_repair(Some((start, end)));
-        match rb.copy_window(&mut io, health.failed, bytes) {
+        // A re-added member holds already what it held when it failed: only
+        // regions the bitmap marks (written since) are copied. The marks are
+        // final for this window: writes into it wait, those before ended.
+        let skip = members.readd() && m.bitmap.readd_skips(start, end);
+        let r = if skip {
+            rb.skip_window();
+            state.skipped += 1;
+            Ok((start, end))
+        } else {
+            state.copied += 1;
+            rb.copy_window(&mut io, health.failed, bytes)
+        };
+        match r {
             Ok(_) => {
                 members.set_rebuild_position(end);
                 m.coord.set_repair(Some((end, end)));
-                window_bytes = (end - start) << 9;
+                if !skip {
+                    window_bytes = (end - start) << 9;
+                }
             }
             Err(e) => {
                 let why = match e {
@@ -274,8 +293,18 @@ pub(crate) fn rebuild_step(m: &Migration<'_>, state: &mut Rebuilding, buffer: &m
             }
         }
         if done {
+            let readd = members.readd();
             members.end_rebuild();
             pr_info!("{}: rebuild of role {} onto {} finished\n", members.name(), target.role, members.path(target.role));
+            if readd {
+                pr_info!(
+                    "{}: re-add of role {}: {} windows copied, {} skipped (clean in the bitmap)\n",
+                    members.name(),
+                    target.role,
+                    state.copied,
+                    state.skipped
+                );
+            }
             drop_rebuild(m, state);
             return None;
         }

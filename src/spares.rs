@@ -11,7 +11,7 @@ use crate::{
     members::{Members, Slot},
     raidmig_core::{
         layout::Geometry,
-        prepare::{check_addition, AddError},
+        prepare::{classify_addition, may_readd, AddError},
         tail::{superblock_sector, SUPERBLOCK_BYTES},
         format::Superblock,
     },
@@ -22,7 +22,7 @@ use kernel::{fmt, prelude::*, str::CString};
 /// Opens and checks the device at `path` for the array over `members` in
 /// layout `g`, and makes it the replacement of the lowest failed role when
 /// no rebuild runs, or a hot spare. `wake` wakes the array thread.
-pub(crate) fn add(members: &Members, g: &Geometry, path: &str, wake: impl Fn()) -> Result {
+pub(crate) fn add(members: &Members, g: &Geometry, has_bitmap: bool, path: &str, wake: impl Fn()) -> Result {
     let name = members.name();
     let cpath = CString::try_from_fmt(fmt!("{}", path))?;
     let dev = Member::open(&cpath).inspect_err(|e| {
@@ -41,24 +41,42 @@ pub(crate) fn add(members: &Members, g: &Geometry, path: &str, wake: impl Fn()) 
     })?;
     let (a, b) = bytes.split_at(SUPERBLOCK_BYTES);
     let (a, b) = (Superblock::decode_slot(a, 0), Superblock::decode_slot(b, 1));
-    if let Err(e) = check_addition(sectors, &a, &b, &identity.array_uuid, g.member_sectors()) {
-        pr_err!("{}: cannot add {}: {}\n", name, path, e.message());
-        return Err(match e {
-            AddError::TooSmall => ENOSPC,
-            AddError::OtherArray => EEXIST,
-            AddError::Damaged => Error::from_errno(-(kernel::bindings::EUCLEAN as i32)),
-        });
-    }
-    let slot = KBox::new(Slot { dev, path: cpath, uuid: shim::random_uuid(), device_sectors: sectors }, GFP_KERNEL)?;
+    let addition = match classify_addition(sectors, &a, &b, &identity.array_uuid, g.member_sectors()) {
+        Ok(addition) => addition,
+        Err(e) => {
+            pr_err!("{}: cannot add {}: {}\n", name, path, e.message());
+            return Err(match e {
+                AddError::TooSmall => ENOSPC,
+                AddError::OtherArray => EEXIST,
+                AddError::Damaged => Error::from_errno(-(kernel::bindings::EUCLEAN as i32)),
+            });
+        }
+    };
     let health = members.health();
-    match health.failed.iter().next().filter(|_| health.rebuild.is_none()) {
+    let role = health.failed.iter().next().filter(|_| health.rebuild.is_none());
+    // A member that failed during this load, back as itself: only what was
+    // written since it failed is rebuilt (the bitmap kept it).
+    let readd = role.is_some_and(|r| {
+        may_readd(addition, r, &identity.uuids[r], members.failed_this_load(r), has_bitmap)
+    });
+    let uuid = match role {
+        Some(r) if readd => identity.uuids[r],
+        _ => shim::random_uuid(),
+    };
+    let slot = KBox::new(Slot { dev, path: cpath, uuid, device_sectors: sectors }, GFP_KERNEL)?;
+    match role {
         Some(role) => {
             if members.replace(role, slot).is_err() {
                 pr_err!("{}: cannot add {}: role {} had too many devices since the load\n", name, path, role);
                 return Err(EBUSY);
             }
-            members.start_rebuild(role);
-            pr_info!("{}: {} replaces role {}: it is rebuilt\n", name, path, role);
+            if readd {
+                members.start_readd(role);
+                pr_info!("{}: {} re-added to role {}: only what was written since it failed is rebuilt\n", name, path, role);
+            } else {
+                members.start_rebuild(role);
+                pr_info!("{}: {} replaces role {}: it is rebuilt\n", name, path, role);
+            }
         }
         None => {
             members.add_spare(slot)?;

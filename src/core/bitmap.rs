@@ -15,12 +15,14 @@
 //!
 //! Clearing rule ([`may_clear`]): a region's bit may go only when no write
 //! into it is running, none started since the flush that made the earlier
-//! ones durable began, and it has been quiet for a while (so that busy
-//! regions do not flip). Bits are cleared while degraded too, and at a clean
-//! unload: a bit set at load means an unclean shutdown, which is what the
-//! refusal of a dirty degraded raid5 rests on. (Keeping bits for a member
-//! missing for a while, so that its re-add rebuilds only what was written
-//! meanwhile, would need an "unclean" mark of its own; not done.)
+//! ones durable began, it has been quiet for a while (so that busy regions
+//! do not flip), and every role is in sync: while a member is missing (or
+//! being rebuilt), the bits of what was written meanwhile stay, so that the
+//! member, re-added within the same load, is rebuilt only there
+//! ([`readd_skips`]). At a clean unload every bit is cleared: a bit set at
+//! load means an unclean shutdown, which is what the resync and the refusal
+//! of a dirty degraded raid5 rest on (so a member missing across a reload
+//! is rebuilt in full).
 
 use super::engine::{IoError, MemberIo};
 use super::health::{Health, Roles};
@@ -136,10 +138,24 @@ pub struct RegionActivity {
 /// Whether a set bit may be cleared: see the module documentation.
 /// `flush_started_ms` is when the flush that made completed writes durable
 /// began.
-pub fn may_clear(a: RegionActivity, flush_started_ms: u64, now_ms: u64) -> bool {
-    a.running == 0
+pub fn may_clear(a: RegionActivity, flush_started_ms: u64, now_ms: u64, all_in_sync: bool) -> bool {
+    all_in_sync
+        && a.running == 0
         && a.last_start_ms < flush_started_ms
         && now_ms.saturating_sub(a.last_start_ms) >= QUIET_MS
+}
+
+/// Whether a rebuild of a re-added member may skip logical `[start, end)`:
+/// none of its regions' bits is set in `image`. Only for a member re-added
+/// within the load it failed in: bits are kept from its failure on (see
+/// the clearing rule), so a clean region holds on it what it held when it
+/// failed, which is what the others hold.
+pub fn readd_skips(geo: &BitmapGeometry, image: &[u8], start: u64, end: u64) -> bool {
+    if end <= start {
+        return true;
+    }
+    let (first, last) = geo.regions_of(start, end - start);
+    !(first..=last).any(|r| is_set(image, r))
 }
 
 /// Whether the bit of any region from `from` on is set on any of `roles`
@@ -230,6 +246,19 @@ mod tests {
     }
 
     #[test]
+    fn readd_skips_only_clean_regions() {
+        let g = BitmapGeometry::new(100 * MIN_REGION_SECTORS, MIN_REGION_SECTORS).unwrap();
+        let mut image = [0u8; BLOCK_BYTES];
+        set(&mut image, 3, true);
+        let r = MIN_REGION_SECTORS;
+        assert!(readd_skips(&g, &image, 0, 3 * r));
+        assert!(!readd_skips(&g, &image, 0, 3 * r + 1));
+        assert!(!readd_skips(&g, &image, 3 * r + 5, 3 * r + 6));
+        assert!(readd_skips(&g, &image, 4 * r, 10 * r));
+        assert!(readd_skips(&g, &image, 5, 5));
+    }
+
+    #[test]
     fn dirt_is_unsafe_where_parity_must_rebuild_a_member() {
         let clean = Health::default();
         assert_eq!(unsafe_dirt_from(true, &clean, 2048), None);
@@ -295,11 +324,13 @@ mod tests {
     #[test]
     fn clearing_rule() {
         let quiet = RegionActivity { running: 0, last_start_ms: 100 };
-        assert!(may_clear(quiet, 200, 100 + QUIET_MS));
+        assert!(may_clear(quiet, 200, 100 + QUIET_MS, true));
+        // A role out of sync keeps every bit (a re-add rebuilds from them).
+        assert!(!may_clear(quiet, 200, 100 + QUIET_MS, false));
         // A write running, one started after the flush began, or too
         // recent: the bit stays.
-        assert!(!may_clear(RegionActivity { running: 1, ..quiet }, 200, 100 + QUIET_MS));
-        assert!(!may_clear(quiet, 100, 100 + QUIET_MS));
-        assert!(!may_clear(quiet, 200, 100 + QUIET_MS - 1));
+        assert!(!may_clear(RegionActivity { running: 1, ..quiet }, 200, 100 + QUIET_MS, true));
+        assert!(!may_clear(quiet, 100, 100 + QUIET_MS, true));
+        assert!(!may_clear(quiet, 200, 100 + QUIET_MS - 1, true));
     }
 }

@@ -99,7 +99,11 @@
 //!    parity can differ only in marked regions, which are resynced (a scrub
 //!    in repair mode) while their mirrors are read from the copy the resync
 //!    copies from; a marked raid5 that is also degraded is not started
-//!    unless forced ([`bitmap`], [`scrub`], [`lifecycle`]).
+//!    unless forced ([`bitmap`], [`scrub`], [`lifecycle`]). While a role
+//!    is out of sync no bit is cleared (every bit goes at a clean unload),
+//!    so a member re-added as itself within the load it failed in differs
+//!    from the others only in marked regions, and its rebuild copies only
+//!    those ([`bitmap::readd_skips`], [`prepare::may_readd`]).
 //!
 //! # Modules, bottom up
 //!

@@ -165,10 +165,54 @@ impl AddError {
     }
 }
 
+/// What a device offered to the array was, as its superblock tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addition {
+    /// Blank, or of no array: rebuilt in full.
+    Fresh,
+    /// A member of this array: its role and identity when it last wrote.
+    Former { role: usize, member_uuid: [u8; 16] },
+}
+
 /// Checks a device of `device_sectors` offered to the array `array_uuid`,
 /// whose data areas are `member_sectors` long, from what its superblock
-/// slots decode to. A former member of this array is welcome (it is rebuilt
-/// in full); one of another array is not.
+/// slots decode to, and tells what it was. A former member of this array
+/// is welcome; one of another array is not.
+pub fn classify_addition(
+    device_sectors: u64,
+    slot0: &Result<Superblock, FormatError>,
+    slot1: &Result<Superblock, FormatError>,
+    array_uuid: &[u8; 16],
+    member_sectors: u64,
+) -> Result<Addition, AddError> {
+    check_addition(device_sectors, slot0, slot1, array_uuid, member_sectors)?;
+    Ok(match Superblock::newest(*slot0, *slot1) {
+        Ok(sb) => Addition::Former { role: sb.role, member_uuid: sb.member_uuid },
+        Err(_) => Addition::Fresh,
+    })
+}
+
+/// Whether a former member of role `role` with identity `member_uuid` may
+/// be re-added to failed role `failed_role` with only the regions written
+/// since it failed rebuilt: the same role and identity (no replacement took
+/// the role since), a failure within this load (the bitmap has kept every
+/// region written since; see [`super::bitmap`]), and a bitmap.
+pub fn may_readd(
+    addition: Addition,
+    failed_role: usize,
+    recorded_uuid: &[u8; 16],
+    failed_this_load: bool,
+    has_bitmap: bool,
+) -> bool {
+    matches!(addition, Addition::Former { role, member_uuid } if role == failed_role && member_uuid == *recorded_uuid)
+        && failed_this_load
+        && has_bitmap
+}
+
+/// Checks a device of `device_sectors` offered to the array `array_uuid`,
+/// whose data areas are `member_sectors` long, from what its superblock
+/// slots decode to. A former member of this array is welcome; one of
+/// another array is not.
 pub fn check_addition(
     device_sectors: u64,
     slot0: &Result<Superblock, FormatError>,
@@ -195,6 +239,23 @@ mod tests {
     use super::*;
 
     const T: u64 = RESERVED_TAIL_SECTORS;
+
+    #[test]
+    fn a_former_member_is_readded_only_as_itself_within_the_load() {
+        let sb = prepared_sb();
+        let d = T + 1000;
+        let blank = Err(FormatError::Blank);
+        let former = classify_addition(d, &Ok(Superblock { role: 1, member_uuid: [3; 16], ..sb }), &blank, &sb.array_uuid, 1000);
+        assert_eq!(former, Ok(Addition::Former { role: 1, member_uuid: [3; 16] }));
+        assert_eq!(classify_addition(d, &blank, &blank, &sb.array_uuid, 1000), Ok(Addition::Fresh));
+        let f = former.unwrap();
+        assert!(may_readd(f, 1, &[3; 16], true, true));
+        assert!(!may_readd(f, 0, &[3; 16], true, true), "another role");
+        assert!(!may_readd(f, 1, &[9; 16], true, true), "the role was replaced since");
+        assert!(!may_readd(f, 1, &[3; 16], false, true), "failed before this load");
+        assert!(!may_readd(f, 1, &[3; 16], true, false), "no bitmap");
+        assert!(!may_readd(Addition::Fresh, 1, &[3; 16], true, true));
+    }
 
     fn prepared_sb() -> Superblock {
         let d = T + 1000;
