@@ -68,6 +68,8 @@ pub struct Rebuilder {
     /// Logical sector where the rebuild ends: the capacity, or during a
     /// migration the end of the part already in the target layout.
     end: u64,
+    /// Logical data per window, before rounding up to whole stripes.
+    window: u64,
     /// Logical sector up to which the role's rows are copied (not
     /// necessarily durable).
     copied: u64,
@@ -88,7 +90,23 @@ impl Rebuilder {
     pub fn within(g: Geometry, r: Rebuild, end: u64, now: Time) -> Rebuilder {
         let end = end.min(g.capacity());
         let at = r.position.min(end);
-        Rebuilder { g, role: r.role, end, copied: at, recorded: at, windows_since_record: 0, last_record_ms: now.mono_ms }
+        Rebuilder {
+            g,
+            role: r.role,
+            end,
+            window: WINDOW_SECTORS,
+            copied: at,
+            recorded: at,
+            windows_since_record: 0,
+            last_record_ms: now.mono_ms,
+        }
+    }
+
+    /// The same rebuild in windows of `sectors` of logical data (rounded up
+    /// to whole stripes): simulations over small arrays.
+    pub fn with_window(mut self, sectors: u64) -> Rebuilder {
+        self.window = sectors.max(1);
+        self
     }
 
     /// Where the rebuild ends.
@@ -123,7 +141,7 @@ impl Rebuilder {
             return None;
         }
         let stripe = self.g.stripe_sectors().max(1);
-        let len = WINDOW_SECTORS.div_ceil(stripe) * stripe;
+        let len = self.window.div_ceil(stripe) * stripe;
         Some((self.copied, self.copied.saturating_add(len).min(cap)))
     }
 
