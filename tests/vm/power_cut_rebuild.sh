@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A power cut during a rebuild, driven from the host, for raid5 over 3 and
-# raid1 over 2: the first boot (tests/vm/guest/power_cut_rebuild.sh) fills
+# A power cut during a rebuild, driven from the host, for raid5 over 3,
+# raid1 over 2 and raid10 over 4: the first boot (tests/vm/guest/power_cut_rebuild.sh) fills
 # the volume, fails role 1, adds a replacement with the rebuild throttled
 # and runs fio random writes; the host kills QEMU with SIGKILL in the middle
 # of the rebuild. The second boot assembles with the replacement: the
@@ -9,7 +9,7 @@
 # position was being written, and then forced), ends clean, every fio job
 # that completed reads back, and raidmig's and md's checks find no mismatch.
 #
-#   tests/vm/power_cut_rebuild.sh     (RAIDMIG_OUT: log directory; CRASH_SEED)
+#   tests/vm/power_cut_rebuild.sh [LEVEL...]   (RAIDMIG_OUT: log directory; CRASH_SEED)
 set -uo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
@@ -19,7 +19,8 @@ out=${RAIDMIG_OUT:-$(mktemp -d /var/tmp/raidmig-cut.XXXXXX)}
 mkdir -p "$out"
 seed=${CRASH_SEED:-$(( $(date +%s) % 100000 ))}
 echo "power cut during a rebuild: seed $seed, logs in $out"
-power_cut raid5 4 128M tests/vm/guest/power_cut_rebuild.sh raid5
-power_cut raid1 4 128M tests/vm/guest/power_cut_rebuild.sh raid1
+for level in ${*:-raid5 raid1 raid10}; do
+  power_cut $level 5 128M tests/vm/guest/power_cut_rebuild.sh $level
+done
 [ $failures = 0 ] && { echo "PASS"; exit 0; }
 echo "FAILED ($failures)"; exit 1

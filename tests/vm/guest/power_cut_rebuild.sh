@@ -13,11 +13,13 @@
 # fsync), dmesg.BOOT and running.0.
 . tests/guest/lib.sh
 boot=$1 level=$2
-d0=${DISKS[0]} d1=${DISKS[1]} d2=${DISKS[2]} new=${DISKS[3]}
+d0=${DISKS[0]} d1=${DISKS[1]} d2=${DISKS[2]} d3=${DISKS[3]} new=${DISKS[4]}
 case $level in
   raid1) span=40 old="$d0,/dev/mapper/m1" now="$d0,$new" md="--level=1 --raid-devices=2 $d0 $new" ;;
   raid5) span=60 old="$d0,/dev/mapper/m1,$d2" now="$d0,$new,$d2"
          md="--level=5 --layout=left-symmetric --chunk=64 --raid-devices=3 $d0 $new $d2" ;;
+  raid10) span=60 old="$d0,/dev/mapper/m1,$d2,$d3" now="$d0,$new,$d2,$d3"
+         md="--level=10 --layout=n2 --chunk=64 --raid-devices=4 $d0 $new $d2 $d3" ;;
 esac
 dump_dmesg() { dmesg > "$OUT/dmesg.$boot"; }
 
@@ -95,7 +97,7 @@ check "$level: $n completed fio jobs verified" test $n -gt $((span / 2))
 cap=$(blockdev --getsz /dev/raidmig0)
 unload_within 60 || { dump_dmesg; finish; }
 per=$cap
-[ $level = raid5 ] && per=$((cap / 2))
+[ $level = raid1 ] || per=$((cap / 2))
 must mdadm --create /dev/md0 --run --quiet --assume-clean --metadata=1.0 --bitmap=none --size=$((per / 2)) $md
 echo check > /sys/block/md0/md/sync_action
 sleep 1
