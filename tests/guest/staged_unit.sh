@@ -5,8 +5,9 @@
 # overwrites its own source, so it is copied through the staging area in the
 # members' reserved tails. The third member sits on a device-mapper table
 # whose first 2048 sectors (its rows of unit 0) give I/O errors: the copy of
-# unit 0 from staging to its rows fails and the migration stops, failed,
-# with unit 0 recorded in staging.
+# unit 0 from staging to its rows fails: the member is failed (as md fails
+# a member on a write error) and the migration stops at its checkpoint,
+# degraded, with unit 0 recorded in staging.
 #   io:     host I/O to unit 0 must end promptly: a read returns the original
 #           data (from staging) or EIO; a 4 KiB write succeeds or fails with
 #           EIO, and if it succeeded it reads back and survives to the end;
@@ -15,9 +16,11 @@
 #           (the partition scan reads unit 0: it must not wait for a
 #           migration thread that only starts after the disk is added), and
 #           unit 0 must read back as it was.
-#   repair: with the member mapped again, a load must return promptly, the
-#           migration resume by itself and end clean, and the whole original
-#           data area (with the 4 KiB write, if acknowledged) read back.
+#   repair: with the member mapped again, a load must return promptly and
+#           leave the member out (recorded faulty: never trusted again by
+#           itself); added back through sysfs, it is rebuilt, the migration
+#           resumes by itself and ends clean, and the whole original data
+#           area (with the 4 KiB write, if acknowledged) reads back.
 # Arguments select phases (default: io reload repair), to look at one defect
 # alone.
 . tests/guest/lib.sh
@@ -55,7 +58,7 @@ mark=$(dmesg | wc -l)
 must load members=$d0,$d1,/dev/mapper/bad2 level=raid5 chunk_kb=64
 must wait_dev
 echo start > $SYS/action
-check "migration failed on the member's rows of unit 0" wait_state failed 120
+check "migration stopped, degraded, on the member's rows of unit 0" wait_state degraded 120
 line=$(dmesg | tail -n +$((mark + 1)) | grep -m1 'raidmig: .* error .* on member /dev/mapper/bad2')
 say "dmesg: $line"
 check "dmesg names the failing member" test -n "$line"
@@ -126,10 +129,12 @@ if has repair; then
   [ $rc = 0 ] || { fail "load after the repair refused (insmod status $rc): $(dmesg | tail -n +$((mark + 1)) | grep raidmig | tr '\n' '|')"; finish; }
   ok "load after the repair returned"
   must wait_dev
+  check "member recorded faulty is left out after the repair ($(cat $SYS/state))" test "$(cat $SYS/state)" = degraded
+  must bash -c "echo /dev/mapper/bad2 > $SYS/add"
   st=
-  for _ in $(seq 1 50); do st=$(cat $SYS/state); [ "$st" = migrating ] || [ "$st" = clean ] && break; sleep 0.1; done
-  check "migration resumed by itself after the repair ($st)" test "$st" = migrating -o "$st" = clean
-  check "migration reached clean after the repair" wait_state clean 300
+  for _ in $(seq 1 50); do st=$(cat $SYS/state); [ "$st" != degraded ] && break; sleep 0.1; done
+  check "added back: rebuilding or migrating ($st)" test "$st" = rebuilding -o "$st" = migrating -o "$st" = clean
+  check "migration resumed by itself and reached clean after the rebuild" wait_state clean 300
   say "after the repair: state $(cat $SYS/state), progress $(cat $SYS/progress), units_staged $(cat $SYS/units_staged)"
   check "capacity is raid5's" test "$(blockdev --getsz /dev/raidmig0)" = $((2 * data))
   volume_reads $((data * 512)) 120
