@@ -170,8 +170,17 @@ impl AddError {
 pub enum Addition {
     /// Blank, or of no array: rebuilt in full.
     Fresh,
-    /// A member of this array: its role and identity when it last wrote.
-    Former { role: usize, member_uuid: [u8; 16] },
+    /// A member of this array: its role and identity when it last wrote,
+    /// and whether it was in sync then (not a replacement whose rebuild had
+    /// not ended: past its rebuild position it holds nothing valid).
+    Former {
+        /// The role it held.
+        role: usize,
+        /// Its identity.
+        member_uuid: [u8; 16],
+        /// In sync when it last wrote its superblock.
+        in_sync: bool,
+    },
 }
 
 /// Checks a device of `device_sectors` offered to the array `array_uuid`,
@@ -187,7 +196,11 @@ pub fn classify_addition(
 ) -> Result<Addition, AddError> {
     check_addition(device_sectors, slot0, slot1, array_uuid, member_sectors)?;
     Ok(match Superblock::newest(*slot0, *slot1) {
-        Ok(sb) => Addition::Former { role: sb.role, member_uuid: sb.member_uuid },
+        Ok(sb) => Addition::Former {
+            role: sb.role,
+            member_uuid: sb.member_uuid,
+            in_sync: !sb.failed.contains(sb.role) && sb.rebuild.is_none_or(|r| r.role != sb.role),
+        },
         Err(_) => Addition::Fresh,
     })
 }
@@ -195,7 +208,8 @@ pub fn classify_addition(
 /// Whether a former member of role `role` with identity `member_uuid` may
 /// be re-added to failed role `failed_role` with only the regions written
 /// since it failed rebuilt: the same role and identity (no replacement took
-/// the role since), a failure within this load (the bitmap has kept every
+/// the role since), in sync when it left (a replacement that failed during
+/// its rebuild is rebuilt in full), a failure within this load (the bitmap has kept every
 /// region written since; see [`super::bitmap`]), and a bitmap.
 pub fn may_readd(
     addition: Addition,
@@ -204,7 +218,7 @@ pub fn may_readd(
     failed_this_load: bool,
     has_bitmap: bool,
 ) -> bool {
-    matches!(addition, Addition::Former { role, member_uuid } if role == failed_role && member_uuid == *recorded_uuid)
+    matches!(addition, Addition::Former { role, member_uuid, in_sync: true } if role == failed_role && member_uuid == *recorded_uuid)
         && failed_this_load
         && has_bitmap
 }
@@ -235,6 +249,7 @@ pub fn check_addition(
 
 #[cfg(test)]
 mod tests {
+    use super::super::format::Rebuild;
     use super::super::layout::RESERVED_TAIL_SECTORS;
     use super::*;
 
@@ -246,7 +261,7 @@ mod tests {
         let d = T + 1000;
         let blank = Err(FormatError::Blank);
         let former = classify_addition(d, &Ok(Superblock { role: 1, member_uuid: [3; 16], ..sb }), &blank, &sb.array_uuid, 1000);
-        assert_eq!(former, Ok(Addition::Former { role: 1, member_uuid: [3; 16] }));
+        assert_eq!(former, Ok(Addition::Former { role: 1, member_uuid: [3; 16], in_sync: true }));
         assert_eq!(classify_addition(d, &blank, &blank, &sb.array_uuid, 1000), Ok(Addition::Fresh));
         let f = former.unwrap();
         assert!(may_readd(f, 1, &[3; 16], true, true));
@@ -255,6 +270,15 @@ mod tests {
         assert!(!may_readd(f, 1, &[3; 16], false, true), "failed before this load");
         assert!(!may_readd(f, 1, &[3; 16], true, false), "no bitmap");
         assert!(!may_readd(Addition::Fresh, 1, &[3; 16], true, true));
+        // A replacement whose rebuild had not ended when it left.
+        let rebuilding = Superblock { role: 1, member_uuid: [3; 16], rebuild: Some(Rebuild { role: 1, position: 64 }), ..sb };
+        let r = classify_addition(d, &Ok(rebuilding), &blank, &sb.array_uuid, 1000).unwrap();
+        assert_eq!(r, Addition::Former { role: 1, member_uuid: [3; 16], in_sync: false });
+        assert!(!may_readd(r, 1, &[3; 16], true, true), "never in sync");
+        // Another role's rebuild says nothing against it.
+        let other = Superblock { rebuild: Some(Rebuild { role: 2, position: 64 }), ..rebuilding };
+        let o = classify_addition(d, &Ok(other), &blank, &sb.array_uuid, 1000).unwrap();
+        assert!(may_readd(o, 1, &[3; 16], true, true));
     }
 
     fn prepared_sb() -> Superblock {

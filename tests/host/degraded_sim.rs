@@ -23,6 +23,7 @@ use raidmig_core::health::{condition, Condition, Health, Roles};
 use raidmig_core::hostio::{for_each_op, Access, MemberOp, Place};
 use raidmig_core::layout::{Geometry, Level, MAX_MEMBERS, RESERVED_TAIL_SECTORS};
 use raidmig_core::members::ArrayMembers;
+use raidmig_core::prepare::{classify_addition, may_readd};
 use raidmig_core::raid5::{buffer_bytes, read_reconstructed, write_stripe, Raid5Error, StripeIo};
 use raidmig_core::rebuild::{RebuildError, Rebuilder, RecordPace};
 use raidmig_core::record::Record;
@@ -202,6 +203,8 @@ struct World {
     /// Re-adds done, and windows they skipped.
     readds: u64,
     skipped: u64,
+    /// Former members added back and rebuilt in full (not re-addable).
+    full_readds: u64,
     rng: Rng,
     tag: u64,
     now: u64,
@@ -245,6 +248,7 @@ impl World {
             uuids_made: 0,
             readds: 0,
             skipped: 0,
+            full_readds: 0,
             rng: Rng(seed | 1),
             tag: 0,
             now: 0,
@@ -397,15 +401,18 @@ impl World {
         result
     }
 
-    /// Adds a replacement for the lowest failed role: a fresh disk, the
-    /// record first, then the rebuild from 0.
-    fn replace(&mut self) {
+    /// Adds a replacement for the lowest failed role: a fresh disk (or,
+    /// `fresh` false, the one it has, as it is), the record first, then the
+    /// rebuild from 0.
+    fn replace(&mut self, fresh: bool) {
         let Some(role) = self.health.failed.iter().next() else { return };
         if self.health.rebuild.is_some() {
             return;
         }
         self.log.push(format!("replace {role}"));
-        self.disks.d[role] = Disk::default();
+        if fresh {
+            self.disks.d[role] = Disk::default();
+        }
         // A new identity of its own (never one a member had).
         self.uuids_made += 1;
         let mut uuid = [0x40u8; 16];
@@ -422,18 +429,36 @@ impl World {
         self.rebuilder = Some(Rebuilder::new(self.g, Rebuild { role, position: 0 }, Time::at(self.now)).with_window(SIM_WINDOW));
     }
 
-    /// The lowest failed role, failed since the last power cut, gets its own
-    /// disk back (its volatile cache lost as it dropped off): rebuilt only
-    /// where stripes were written since the last clean point, as the
-    /// kernel's re-add rebuilds only the regions its bitmap marks.
+    /// The lowest failed role gets its own disk back (its volatile cache
+    /// lost as it dropped off). Whether only what was written since it left
+    /// is rebuilt (the stripes written since the last clean point, as the
+    /// kernel's re-add rebuilds only the regions its bitmap marks) or all of
+    /// it is the core's decision, from the disk's own superblock, as the
+    /// kernel's `add` decides.
     fn readd(&mut self) {
         let Some(role) = self.health.failed.iter().next() else { return };
-        if self.health.rebuild.is_some() || !self.failed_live.contains(role) {
+        if self.health.rebuild.is_some() {
+            return;
+        }
+        self.disks.d[role].dead = false;
+        self.disks.d[role].cache.clear();
+        let mut slots = Vec::new();
+        for slot in 0..2 {
+            let mut b = vec![0u8; SUPERBLOCK_BYTES];
+            self.disks.read(role, superblock_sector(DEV, slot), &mut b).unwrap();
+            slots.push(Superblock::decode_slot(&b, slot));
+        }
+        let addition = classify_addition(DEV, &slots[0], &slots[1], &self.members.array_uuid, self.g.member_sectors())
+            .expect("its own disk is welcome back");
+        if !may_readd(addition, role, &self.members.uuids[role], self.failed_live.contains(role), true) {
+            // Rebuilt in full, as a replacement (the kernel gives it a new
+            // identity), over whatever it holds.
+            self.log.push(format!("re-add {role} refused: rebuilt in full"));
+            self.full_readds += 1;
+            self.replace(false);
             return;
         }
         self.log.push(format!("re-add {role}"));
-        self.disks.d[role].dead = false;
-        self.disks.d[role].cache.clear();
         self.health.failed = self.health.failed.minus(Roles::one(role));
         self.health.rebuild = Some(Rebuild { role, position: 0 });
         self.readd = true;
@@ -587,8 +612,9 @@ impl World {
     }
 }
 
-/// One random story; returns the re-adds done and the windows they skipped.
-fn run(level: Level, n: usize, seed: u64) -> (u64, u64) {
+/// One random story; returns the re-adds done, the windows they skipped
+/// and the former members rebuilt in full.
+fn run(level: Level, n: usize, seed: u64) -> (u64, u64, u64) {
     let mut w = World::new(level, n, seed);
     let cap = w.g.capacity();
     let mut cuts = 0;
@@ -610,6 +636,13 @@ fn run(level: Level, n: usize, seed: u64) -> (u64, u64) {
                 w.disks.d[m].dead = true;
                 w.log.push(format!("dies {m}"));
             }
+            65..=68 if w.health.failed.is_empty() && w.rng.below(2) == 0 => {
+                // The member being rebuilt dies (the others are in sync).
+                if let Some(r) = w.health.rebuild {
+                    w.disks.d[r.role].dead = true;
+                    w.log.push(format!("dies {} while rebuilt", r.role));
+                }
+            }
             69..=76 => {
                 // Its replacement arrives (a dead member found by a write
                 // was failed and recorded).
@@ -620,12 +653,12 @@ fn run(level: Level, n: usize, seed: u64) -> (u64, u64) {
                 }
                 if w.health.failed.iter().any(|m| w.disks.d[m].dead) {
                     let role = w.health.failed.iter().next().unwrap();
-                    if w.failed_live.contains(role) && w.rng.below(2) == 0 {
+                    if w.rng.below(2) == 0 {
                         // The same disk comes back.
                         w.readd();
                     } else {
                         w.disks.d[role].dead = false;
-                        w.replace();
+                        w.replace(true);
                     }
                 }
             }
@@ -654,7 +687,7 @@ fn run(level: Level, n: usize, seed: u64) -> (u64, u64) {
                 w.disks.d[m].dead = false;
             }
         }
-        w.replace();
+        w.replace(true);
         while w.rebuilder.is_some() {
             w.rebuild_step();
         }
@@ -675,20 +708,68 @@ fn run(level: Level, n: usize, seed: u64) -> (u64, u64) {
         w.health = saved;
     }
     assert!(cuts > 0 || seed == 0);
-    (w.readds, w.skipped)
+    (w.readds, w.skipped, w.full_readds)
 }
 
 #[test]
 fn failures_rebuilds_and_resyncs_survive_power_cuts() {
-    let (mut readds, mut skipped) = (0, 0);
+    let (mut readds, mut skipped, mut full) = (0, 0, 0);
     for seed in 1..=12u64 {
         for (level, n) in [(Level::Raid1, 2), (Level::Raid1, 3), (Level::Raid5, 3), (Level::Raid5, 4), (Level::Raid10, 4), (Level::Raid10, 3)] {
-            let (r, k) = run(level, n, seed);
+            let (r, k, f) = run(level, n, seed);
             readds += r;
             skipped += k;
+            full += f;
         }
     }
-    eprintln!("{readds} re-adds, {skipped} windows skipped");
-    // Members came back and were re-added, skipping clean stripes.
-    assert!(readds > 20 && skipped > 20, "{readds} re-adds, {skipped} windows skipped");
+    eprintln!("{readds} re-adds, {skipped} windows skipped, {full} former members rebuilt in full");
+    // Members came back and were re-added, skipping clean stripes; others
+    // (a replacement that died before its rebuild ended, or one that failed
+    // in an earlier load) were rebuilt in full.
+    assert!(readds > 20 && skipped > 5 && full > 5, "{readds} re-adds, {skipped} windows skipped, {full} in full");
+}
+
+/// A replacement that dies before its rebuild ends and is then added back
+/// holds nothing valid past its rebuild position: it must be rebuilt in
+/// full, not as a re-add that skips the regions not written since (its
+/// identity is the role's, but it was never in sync).
+#[test]
+fn replacement_that_died_during_its_rebuild_is_rebuilt_in_full() {
+    for (level, n) in [(Level::Raid1, 2), (Level::Raid5, 3), (Level::Raid10, 4)] {
+        let mut w = World::new(level, n, 7);
+        let cap = w.g.capacity();
+        for start in (0..cap).step_by(32) {
+            w.host_write(start, 32.min(cap - start));
+        }
+        w.host_flush();
+        w.resync();
+        assert!(w.dirty.is_empty());
+        // Role 1 dies and is failed by a write; a fresh disk replaces it.
+        w.disks.d[1].dead = true;
+        w.host_write(0, 8);
+        assert!(w.health.failed.contains(1));
+        w.replace(true);
+        w.rebuild_step();
+        let position = w.health.rebuild.expect("rebuild under way").position;
+        assert!(position > 0 && position < cap);
+        // It dies in turn, a write fails it, and it is added back.
+        w.disks.d[1].dead = true;
+        w.host_write(0, 8);
+        assert!(w.health.failed.contains(1) && w.health.rebuild.is_none());
+        w.host_flush();
+        w.readd();
+        while w.rebuilder.is_some() {
+            w.rebuild_step();
+        }
+        assert_eq!(w.full_readds, 1, "{level:?}: a replacement that never was in sync was re-added");
+        let mut h = Health::default();
+        for lost in (0..n).filter(|&r| r != 1) {
+            h.failed = Roles::one(lost);
+            if condition(&w.g, h.failed) == Condition::Failed {
+                continue;
+            }
+            w.health = h;
+            w.verify(&format!("{level:?}: role {lost} lost after the rebuild"));
+        }
+    }
 }
