@@ -7,7 +7,7 @@
 //! other but what they are given.
 
 use crate::{
-    bitmap::Bitmap,
+    bitmap::{Bitmap, BitmapImages},
     coordination::Coordinator,
     host::Host,
     members::Members,
@@ -79,7 +79,7 @@ impl Array {
         paths: KVec<CString>,
         identity: ArrayMembers,
         recovered: &Recovered,
-        bitmap_image: Option<KVec<u8>>,
+        bitmap_image: Option<BitmapImages>,
         run: bool,
     ) -> Result<impl PinInit<Self, Error>> {
         let bitmap_region = recovered.bitmap_region();

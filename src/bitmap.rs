@@ -33,11 +33,17 @@ use kernel::{bindings, new_mutex, prelude::*, sync::Mutex};
 
 const FUA: bindings::blk_opf_t = 1 << bindings::req_flag_bits___REQ_FUA;
 
-/// The on-disk image and the buffer its blocks are written from.
+/// The on-disk images (live and kept, see the core's `bitmap`) and the
+/// buffer their blocks are written from.
 struct Image {
     bytes: KVec<u8>,
+    kept: KVec<u8>,
     buf: IoBuf,
 }
+
+/// The live and kept images as read at load (each the union over the
+/// members in sync).
+pub(crate) type BitmapImages = (KVec<u8>, KVec<u8>);
 
 /// One bit per region, set and tested from any context.
 struct Bits(KVec<AtomicU64>);
@@ -80,9 +86,14 @@ pub(crate) struct Bitmap {
 
 impl Bitmap {
     /// The bitmap of layout `g` with regions of `region` sectors (none if
-    /// `None`), starting from `loaded`, the image read from the members:
-    /// its set bits are durable and their regions unsynced.
-    pub(crate) fn new(g: &Geometry, region: Option<u64>, loaded: Option<KVec<u8>>) -> Result<impl PinInit<Self, Error>> {
+    /// `None`), starting from `loaded`, the live and kept images read from
+    /// the members: the live image's set bits are durable and their regions
+    /// unsynced.
+    pub(crate) fn new(
+        g: &Geometry,
+        region: Option<u64>,
+        loaded: Option<BitmapImages>,
+    ) -> Result<impl PinInit<Self, Error>> {
         let geo = region.and_then(|r| BitmapGeometry::new(g.capacity(), r));
         let regions = geo.map_or(0, |b| b.regions());
         let marked = Bits::new(regions)?;
@@ -95,17 +106,19 @@ impl Bitmap {
         }
         let image = match geo {
             Some(b) => {
-                let mut bytes = match loaded {
+                let (mut bytes, mut kept) = match loaded {
                     Some(v) => v,
-                    None => KVec::new(),
+                    None => (KVec::new(), KVec::new()),
                 };
-                let missing = b.image_bytes().saturating_sub(bytes.len());
-                bytes.extend_with(missing, 0, GFP_KERNEL)?;
+                for v in [&mut bytes, &mut kept] {
+                    let missing = b.image_bytes().saturating_sub(v.len());
+                    v.extend_with(missing, 0, GFP_KERNEL)?;
+                }
                 for r in bitmap::dirty(&bytes, regions) {
                     marked.set(r, true);
                     unsynced.set(r, true);
                 }
-                Some(Image { bytes, buf: IoBuf::new(BLOCK_BYTES)? })
+                Some(Image { bytes, kept, buf: IoBuf::new(BLOCK_BYTES)? })
             }
             None => None,
         };
@@ -170,7 +183,7 @@ impl Bitmap {
             return Ok(());
         }
         bitmap::set(&mut image.bytes, r, true);
-        write_block(members, fail_member, image, bitmap::block_of(r))?;
+        write_block(members, fail_member, image, Half::Live, bitmap::block_of(r))?;
         self.marked.set(r, true);
         Ok(())
     }
@@ -193,17 +206,33 @@ impl Bitmap {
     }
 
     /// Whether a re-added member's rebuild may skip logical `[start, end)`
-    /// (no bit set there); false without a bitmap.
+    /// (no bit set there in either image); false without a bitmap.
     pub(crate) fn readd_skips(&self, start: u64, end: u64) -> bool {
         let Some(geo) = self.geo else { return false };
         let guard = self.image.lock();
-        guard.as_ref().is_some_and(|image| bitmap::readd_skips(&geo, &image.bytes, start, end))
+        guard.as_ref().is_some_and(|image| bitmap::readd_skips(&geo, &image.bytes, &image.kept, start, end))
     }
 
     /// At unload (no write runs any more): clears every bit whose region
     /// is resynced, after a flush, so that a clean shutdown leaves nothing
-    /// to resync (and a set bit at the next load means a crash).
+    /// to resync (and a set bit at the next load means a crash). With a
+    /// role out of sync the bits are merged into the kept image first, made
+    /// durable before any is cleared, for the role's re-add after the next
+    /// load; with every role in sync the kept image is zeroed.
     pub(crate) fn clear_at_stop(&self, members: &Members, fail_member: &dyn Fn(usize, u64, bool) -> bool) {
+        let all_in_sync = members.health().out_of_sync().is_empty();
+        {
+            let mut guard = self.image.lock();
+            let Some(image) = guard.as_mut() else { return };
+            let Image { bytes, kept, .. } = &mut *image;
+            for block in bitmap::keep_at_stop(bytes, kept, all_in_sync) {
+                // Written with FUA: durable before any live bit goes.
+                if write_block(members, fail_member, image, Half::Kept, block).is_err() {
+                    pr_err!("{}: cannot record the bitmap kept for a re-add: bits left set\n", members.name());
+                    return;
+                }
+            }
+        }
         self.clear(members, fail_member, u64::MAX, true);
     }
 
@@ -243,12 +272,12 @@ impl Bitmap {
             bitmap::set(&mut image.bytes, r, false);
             let block = bitmap::block_of(r);
             if dirty_block.is_some_and(|b| b != block) {
-                let _ = write_block(members, fail_member, image, dirty_block.unwrap_or(0));
+                let _ = write_block(members, fail_member, image, Half::Live, dirty_block.unwrap_or(0));
             }
             dirty_block = Some(block);
         }
         if let Some(b) = dirty_block {
-            let _ = write_block(members, fail_member, image, b);
+            let _ = write_block(members, fail_member, image, Half::Live, b);
         }
     }
 
@@ -282,18 +311,31 @@ impl Bitmap {
     }
 }
 
-/// Writes block `block` of the image to every member in sync, with FUA. A
-/// member whose write fails is failed; an error only if none took it.
+/// Which of the two images.
+#[derive(Clone, Copy)]
+enum Half {
+    Live,
+    Kept,
+}
+
+/// Writes block `block` of the live or kept image to every member in sync,
+/// with FUA. A member whose write fails is failed; an error only if none
+/// took it.
 fn write_block(
     members: &Members,
     fail_member: &dyn Fn(usize, u64, bool) -> bool,
     image: &mut Image,
+    half: Half,
     block: usize,
 ) -> Result {
-    let Image { bytes, buf } = image;
+    let Image { bytes, kept, buf } = image;
     let (out, region) = buf.split();
     let from = block * BLOCK_BYTES;
-    let Some(src) = bytes.get(from..from + BLOCK_BYTES) else { return Err(EINVAL) };
+    let src = match half {
+        Half::Live => bytes.get(from..from + BLOCK_BYTES),
+        Half::Kept => kept.get(from..from + BLOCK_BYTES),
+    };
+    let Some(src) = src else { return Err(EINVAL) };
     out[..BLOCK_BYTES].copy_from_slice(src);
     let identity = members.identity();
     let mut written = 0;
@@ -301,7 +343,10 @@ fn write_block(
         if members.dev(role).is_none() {
             continue;
         }
-        let sector = bitmap::block_sector(identity.device_sectors[role], block);
+        let sector = match half {
+            Half::Live => bitmap::block_sector(identity.device_sectors[role], block),
+            Half::Kept => bitmap::kept_block_sector(identity.device_sectors[role], block),
+        };
         match members.write(Who::Migration, &region, role, FUA, sector, &out[..BLOCK_BYTES]) {
             Ok(()) => written += 1,
             Err(e) => {

@@ -12,6 +12,7 @@
 
 use crate::{
     array::Array,
+    bitmap::BitmapImages,
     migrator,
     raidmig_core::{
         bitmap::{self, BitmapGeometry},
@@ -268,7 +269,7 @@ pub(crate) fn from_params() -> Result<Running> {
 /// array, adds /dev/raidmig0 and starts the array thread. A frame of its
 /// own, off the stack while the load sequence runs.
 #[inline(never)]
-fn start(loaded: KBox<Loaded>, opened: KVec<Member>, paths: &[&str], bitmap_image: Option<KVec<u8>>) -> Result<Running> {
+fn start(loaded: KBox<Loaded>, opened: KVec<Member>, paths: &[&str], bitmap_image: Option<BitmapImages>) -> Result<Running> {
     let n = loaded.members.count;
     tell(&loaded, paths, &loaded.device_of_role[..n]);
 
@@ -319,7 +320,7 @@ fn new_array(
     members: KVec<Option<Member>>,
     role_paths: KVec<CString>,
     loaded: &Loaded,
-    bitmap_image: Option<KVec<u8>>,
+    bitmap_image: Option<BitmapImages>,
 ) -> Result<Arc<Array>> {
     let array = Arc::pin_init(
         Array::new(name, members, role_paths, loaded.members, &loaded.array, bitmap_image, loaded.run)?,
@@ -329,12 +330,14 @@ fn new_array(
     Ok(array)
 }
 
-/// The write-intent bitmap of a settled array that keeps one: the union of
-/// the images on its members in sync, read before the volume is exposed, so
-/// that the regions an unclean shutdown left dirty are resynced (and read
-/// from their first copy until then).
+/// The write-intent bitmap of a settled array that keeps one: for each of
+/// its live and kept images, the union of the images on its members in
+/// sync, read before the volume is exposed, so that the regions an unclean
+/// shutdown left dirty are resynced (and read from their first copy until
+/// then), and a member out of sync can be re-added with only the regions
+/// written since it left rebuilt.
 #[inline(never)]
-fn read_bitmap(loaded: &Loaded, devs: &[Member], paths: &[&str]) -> Result<Option<KVec<u8>>> {
+fn read_bitmap(loaded: &Loaded, devs: &[Member], paths: &[&str]) -> Result<Option<BitmapImages>> {
     if !matches!(loaded.array, Recovered::Settled { .. }) {
         return Ok(None);
     }
@@ -343,26 +346,29 @@ fn read_bitmap(loaded: &Loaded, devs: &[Member], paths: &[&str]) -> Result<Optio
         return Ok(None);
     };
     let out = loaded.array.health().out_of_sync();
-    let mut image = KVec::from_elem(0u8, geo.image_bytes(), GFP_KERNEL)?;
+    let mut live = KVec::from_elem(0u8, geo.image_bytes(), GFP_KERNEL)?;
+    let mut kept = KVec::from_elem(0u8, geo.image_bytes(), GFP_KERNEL)?;
     let bioset = KBox::pin_init(BioSet::new(), GFP_KERNEL)?;
-    let step = LOAD_BUFFER_BYTES.min(image.len());
+    let step = LOAD_BUFFER_BYTES.min(live.len());
     let mut buf = IoBuf::new(step)?;
     let (bytes, region) = buf.split();
     for role in (0..loaded.members.count).filter(|&r| !out.contains(r)) {
         let device = loaded.device_of_role[role] as usize;
         let Some(dev) = devs.get(device) else { continue };
-        let first = bitmap::block_sector(loaded.members.device_sectors[role], 0);
-        for off in (0..image.len()).step_by(step) {
-            let n = step.min(image.len() - off);
-            region.read(&bioset, dev, first + (off >> SECTOR_SHIFT) as u64, &mut bytes[..n]).inspect_err(|e| {
-                pr_err!("member {}: cannot read its write-intent bitmap: {:?}\n", paths.get(device).copied().unwrap_or("?"), e);
-            })?;
-            for (d, s) in image[off..off + n].iter_mut().zip(&bytes[..n]) {
-                *d |= *s;
+        let sectors = loaded.members.device_sectors[role];
+        for (image, first) in [(&mut live, bitmap::block_sector(sectors, 0)), (&mut kept, bitmap::kept_block_sector(sectors, 0))] {
+            for off in (0..image.len()).step_by(step) {
+                let n = step.min(image.len() - off);
+                region.read(&bioset, dev, first + (off >> SECTOR_SHIFT) as u64, &mut bytes[..n]).inspect_err(|e| {
+                    pr_err!("member {}: cannot read its write-intent bitmap: {:?}\n", paths.get(device).copied().unwrap_or("?"), e);
+                })?;
+                for (d, s) in image[off..off + n].iter_mut().zip(&bytes[..n]) {
+                    *d |= *s;
+                }
             }
         }
     }
-    Ok(Some(image))
+    Ok(Some((live, kept)))
 }
 
 /// Queue limits: stacked from the members, hints from the layout, a volatile

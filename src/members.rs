@@ -128,9 +128,6 @@ pub(crate) struct Members {
     removals: AtomicU32,
     /// The device each removal is for.
     removal_devs: [AtomicU32; MAX_MEMBERS],
-    /// Roles failed during this load (not those missing at assembly): the
-    /// bitmap has kept what was written since, for a re-add.
-    failed_live: AtomicU32,
     /// The rebuild under way is a re-add (only dirty regions are copied).
     readd: AtomicBool,
 }
@@ -183,7 +180,6 @@ impl Members {
             spares <- new_mutex!(KVec::new()),
             removals: AtomicU32::new(0),
             removal_devs: [const { AtomicU32::new(0) }; MAX_MEMBERS],
-            failed_live: AtomicU32::new(0),
             readd: AtomicBool::new(false),
         }))
     }
@@ -328,7 +324,6 @@ impl Members {
     /// the role leaves the failed set.
     fn begin_rebuild(&self, role: usize, readd: bool) {
         self.readd.store(readd, Ordering::Release);
-        self.failed_live.fetch_and(!Roles::one(role).0, Ordering::AcqRel);
         self.rebuild_pos.store(0, Ordering::Release);
         self.rebuild_role.store(role as u32, Ordering::Release);
         self.failed.fetch_and(!Roles::one(role).0, Ordering::AcqRel);
@@ -340,7 +335,7 @@ impl Members {
     }
 
     /// Role `role`, failed, gets its own former device back: rebuilt from
-    /// the start, but only where the bitmap marks writes since it failed.
+    /// the start, but only where the bitmap marks writes since it left.
     pub(crate) fn start_readd(&self, role: usize) {
         self.begin_rebuild(role, true);
     }
@@ -348,11 +343,6 @@ impl Members {
     /// Whether the rebuild under way is a re-add.
     pub(crate) fn readd(&self) -> bool {
         self.readd.load(Ordering::Acquire)
-    }
-
-    /// Whether role `role` failed during this load.
-    pub(crate) fn failed_this_load(&self, role: usize) -> bool {
-        Roles(self.failed_live.load(Ordering::Acquire)).contains(role)
     }
 
     /// The rebuild ended: its role is in sync everywhere (`done`), or it
@@ -371,7 +361,6 @@ impl Members {
     /// now. The caller tells why and wakes the array thread to record it.
     pub(crate) fn fail(&self, role: usize) -> bool {
         let bit = Roles::one(role).0;
-        self.failed_live.fetch_or(bit, Ordering::AcqRel);
         self.failed.fetch_or(bit, Ordering::AcqRel) & bit == 0
     }
 

@@ -54,11 +54,10 @@ pub(crate) fn add(members: &Members, g: &Geometry, has_bitmap: bool, path: &str,
     };
     let health = members.health();
     let role = health.failed.iter().next().filter(|_| health.rebuild.is_none());
-    // A member that failed during this load, back as itself: only what was
-    // written since it failed is rebuilt (the bitmap kept it).
-    let readd = role.is_some_and(|r| {
-        may_readd(addition, r, &identity.uuids[r], members.failed_this_load(r), has_bitmap)
-    });
+    // A member that left in sync, back as itself (in this load or a later
+    // one): only what was written since it left is rebuilt (the bitmap kept
+    // it).
+    let readd = role.is_some_and(|r| may_readd(addition, r, &identity.uuids[r], has_bitmap));
     let uuid = match role {
         Some(r) if readd => identity.uuids[r],
         _ => shim::random_uuid(),
@@ -72,7 +71,7 @@ pub(crate) fn add(members: &Members, g: &Geometry, has_bitmap: bool, path: &str,
             }
             if readd {
                 members.start_readd(role);
-                pr_info!("{}: {} re-added to role {}: only what was written since it failed is rebuilt\n", name, path, role);
+                pr_info!("{}: {} re-added to role {}: only what was written since it left is rebuilt\n", name, path, role);
             } else {
                 members.start_rebuild(role);
                 pr_info!("{}: {} replaces role {}: it is rebuilt\n", name, path, role);

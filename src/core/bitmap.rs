@@ -18,16 +18,23 @@
 //! ones durable began, it has been quiet for a while (so that busy regions
 //! do not flip), and every role is in sync: while a member is missing (or
 //! being rebuilt), the bits of what was written meanwhile stay, so that the
-//! member, re-added within the same load, is rebuilt only there
-//! ([`readd_skips`]). At a clean unload every bit is cleared: a bit set at
+//! member, re-added, is rebuilt only there ([`readd_skips`]).
+//!
+//! At a clean unload every bit of the live image is cleared: a bit set at
 //! load means an unclean shutdown, which is what the resync and the refusal
-//! of a dirty degraded raid5 rest on (so a member missing across a reload
-//! is rebuilt in full).
+//! of a dirty degraded raid5 rest on. So that a member missing across
+//! reloads can still be re-added, the live bits are first merged into the
+//! *kept* image ([`keep_at_stop`]), in the second half of the bitmap area,
+//! when a role is out of sync; the kept image is zeroed at a clean unload
+//! with every role in sync. A re-add skips only regions clear in both
+//! images: from the moment a member leaves in sync, every region written
+//! since has its bit set in one of them, whatever loads and power cuts
+//! come between.
 
 use super::engine::{IoError, MemberIo};
 use super::health::{Health, Roles};
 use super::layout::SECTOR_SHIFT;
-use super::tail::{tail_start, BITMAP_OFFSET, BITMAP_SECTORS};
+use super::tail::{tail_start, BITMAP_OFFSET, KEPT_OFFSET};
 
 /// Default region, in sectors (64 MiB).
 pub const DEFAULT_REGION_SECTORS: u64 = 64 << 11;
@@ -41,8 +48,8 @@ pub const BLOCK_BYTES: usize = 4096;
 /// Regions one block holds.
 pub const REGIONS_PER_BLOCK: u64 = (BLOCK_BYTES * 8) as u64;
 
-/// Most regions the bitmap area holds.
-pub const MAX_REGIONS: u64 = (BITMAP_SECTORS << SECTOR_SHIFT) * 8;
+/// Most regions an image (half the bitmap area) holds.
+pub const MAX_REGIONS: u64 = (KEPT_OFFSET << SECTOR_SHIFT) * 8;
 
 /// How long a region must be quiet before its bit is cleared, in
 /// milliseconds.
@@ -121,9 +128,59 @@ pub fn block_of(r: u64) -> usize {
     (r / REGIONS_PER_BLOCK) as usize
 }
 
-/// Member sector of bitmap block `block` on a member of `device_sectors`.
+/// Member sector of block `block` of the live image on a member of
+/// `device_sectors`.
 pub fn block_sector(device_sectors: u64, block: usize) -> u64 {
     tail_start(device_sectors) + BITMAP_OFFSET + (block as u64) * (BLOCK_BYTES as u64 >> SECTOR_SHIFT)
+}
+
+/// Member sector of block `block` of the kept image.
+pub fn kept_block_sector(device_sectors: u64, block: usize) -> u64 {
+    block_sector(device_sectors, block) + KEPT_OFFSET
+}
+
+/// At a clean unload, before the live image is cleared: with a role out of
+/// sync (`all_in_sync` false) the live bits are merged into `kept`, else
+/// `kept` is zeroed. Returns the blocks of `kept` that changed (those are
+/// written, durable, before any live bit is cleared). The images have the
+/// same length, at most [`MAX_REGIONS`] bits.
+pub fn keep_at_stop(live: &[u8], kept: &mut [u8], all_in_sync: bool) -> ChangedBlocks {
+    let mut changed = ChangedBlocks { bits: [0; CHANGED_WORDS], next: 0 };
+    for (i, (k, l)) in kept.iter_mut().zip(live).enumerate() {
+        let new = if all_in_sync { 0 } else { *k | *l };
+        if new != *k {
+            *k = new;
+            let block = i / BLOCK_BYTES;
+            if let Some(w) = changed.bits.get_mut(block / 64) {
+                *w |= 1 << (block % 64);
+            }
+        }
+    }
+    changed
+}
+
+const CHANGED_WORDS: usize = (MAX_REGIONS / REGIONS_PER_BLOCK).div_ceil(64) as usize;
+
+/// The blocks of an image that changed, in order (an iterator that owns
+/// its state, so the image can be written while it runs).
+#[derive(Clone, Debug)]
+pub struct ChangedBlocks {
+    bits: [u64; CHANGED_WORDS],
+    next: usize,
+}
+
+impl Iterator for ChangedBlocks {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        while self.next < CHANGED_WORDS * 64 {
+            let b = self.next;
+            self.next += 1;
+            if self.bits[b / 64] & (1 << (b % 64)) != 0 {
+                return Some(b);
+            }
+        }
+        None
+    }
 }
 
 /// What the clearing rule looks at, per region.
@@ -146,16 +203,16 @@ pub fn may_clear(a: RegionActivity, flush_started_ms: u64, now_ms: u64, all_in_s
 }
 
 /// Whether a rebuild of a re-added member may skip logical `[start, end)`:
-/// none of its regions' bits is set in `image`. Only for a member re-added
-/// within the load it failed in: bits are kept from its failure on (see
-/// the clearing rule), so a clean region holds on it what it held when it
-/// failed, which is what the others hold.
-pub fn readd_skips(geo: &BitmapGeometry, image: &[u8], start: u64, end: u64) -> bool {
+/// none of its regions' bits is set in the live image `live` nor in the
+/// kept image `kept`. Only for a member that left in sync: bits are kept
+/// from its departure on (see the clearing rule), so a clean region holds
+/// on it what it held when it left, which is what the others hold.
+pub fn readd_skips(geo: &BitmapGeometry, live: &[u8], kept: &[u8], start: u64, end: u64) -> bool {
     if end <= start {
         return true;
     }
     let (first, last) = geo.regions_of(start, end - start);
-    !(first..=last).any(|r| is_set(image, r))
+    !(first..=last).any(|r| is_set(live, r) || is_set(kept, r))
 }
 
 /// Whether the bit of any region from `from` on is set on any of `roles`
@@ -243,19 +300,61 @@ mod tests {
         assert!(!is_set(&image, 9));
         assert_eq!(block_of(REGIONS_PER_BLOCK), 1);
         assert_eq!(block_sector(1 << 30, 1), (1 << 30) - super::super::layout::RESERVED_TAIL_SECTORS + BITMAP_OFFSET + 8);
+        assert_eq!(kept_block_sector(1 << 30, 1), block_sector(1 << 30, 1) + 4096);
     }
 
     #[test]
-    fn readd_skips_only_clean_regions() {
+    fn readd_skips_only_regions_clear_in_both_images() {
         let g = BitmapGeometry::new(100 * MIN_REGION_SECTORS, MIN_REGION_SECTORS).unwrap();
-        let mut image = [0u8; BLOCK_BYTES];
-        set(&mut image, 3, true);
+        let mut live = [0u8; BLOCK_BYTES];
+        let mut kept = [0u8; BLOCK_BYTES];
+        set(&mut live, 3, true);
+        set(&mut kept, 7, true);
         let r = MIN_REGION_SECTORS;
-        assert!(readd_skips(&g, &image, 0, 3 * r));
-        assert!(!readd_skips(&g, &image, 0, 3 * r + 1));
-        assert!(!readd_skips(&g, &image, 3 * r + 5, 3 * r + 6));
-        assert!(readd_skips(&g, &image, 4 * r, 10 * r));
-        assert!(readd_skips(&g, &image, 5, 5));
+        assert!(readd_skips(&g, &live, &kept, 0, 3 * r));
+        assert!(!readd_skips(&g, &live, &kept, 0, 3 * r + 1));
+        assert!(!readd_skips(&g, &live, &kept, 3 * r + 5, 3 * r + 6));
+        assert!(readd_skips(&g, &live, &kept, 4 * r, 7 * r));
+        assert!(!readd_skips(&g, &live, &kept, 4 * r, 10 * r), "set in the kept image only");
+        assert!(readd_skips(&g, &live, &kept, 8 * r, 10 * r));
+        assert!(readd_skips(&g, &live, &kept, 5, 5));
+    }
+
+    /// The first blocks an iterator yields (at most four), and how many.
+    fn first4(it: impl Iterator<Item = usize>) -> ([usize; 4], usize) {
+        let mut out = [usize::MAX; 4];
+        let mut n = 0;
+        for b in it {
+            if let Some(o) = out.get_mut(n) {
+                *o = b;
+            }
+            n += 1;
+        }
+        (out, n)
+    }
+
+    #[test]
+    fn kept_image_carries_live_bits_while_a_role_is_out_of_sync() {
+        let mut live = [0u8; 3 * BLOCK_BYTES];
+        let mut kept = [0u8; 3 * BLOCK_BYTES];
+        set(&mut live, 5, true);
+        set(&mut live, 2 * REGIONS_PER_BLOCK + 1, true);
+        let (changed, n) = first4(keep_at_stop(&live, &mut kept, false));
+        assert_eq!(changed[..n], [0, 2]);
+        assert!(is_set(&kept, 5) && is_set(&kept, 2 * REGIONS_PER_BLOCK + 1));
+        // Merged, never replaced: a later load's bits add to them.
+        let mut later = [0u8; 3 * BLOCK_BYTES];
+        set(&mut later, REGIONS_PER_BLOCK + 9, true);
+        set(&mut later, 5, true);
+        let (changed, n) = first4(keep_at_stop(&later, &mut kept, false));
+        assert_eq!(changed[..n], [1]);
+        assert!(is_set(&kept, 5) && is_set(&kept, REGIONS_PER_BLOCK + 9) && is_set(&kept, 2 * REGIONS_PER_BLOCK + 1));
+        assert_eq!(keep_at_stop(&later, &mut kept, false).count(), 0, "nothing new: nothing to write");
+        // Every role in sync again: the kept image goes.
+        let (changed, n) = first4(keep_at_stop(&later, &mut kept, true));
+        assert_eq!(changed[..n], [0, 1, 2]);
+        assert!(kept.iter().all(|&b| b == 0));
+        assert_eq!(keep_at_stop(&live, &mut kept, true).count(), 0);
     }
 
     #[test]

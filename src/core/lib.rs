@@ -100,10 +100,12 @@
 //!    in repair mode) while their mirrors are read from the copy the resync
 //!    copies from; a marked raid5 that is also degraded is not started
 //!    unless forced ([`bitmap`], [`scrub`], [`lifecycle`]). While a role
-//!    is out of sync no bit is cleared (every bit goes at a clean unload),
-//!    so a member re-added as itself within the load it failed in differs
-//!    from the others only in marked regions, and its rebuild copies only
-//!    those ([`bitmap::readd_skips`], [`prepare::may_readd`]).
+//!    is out of sync no bit is cleared, and a clean unload merges the live
+//!    bits into the kept image before clearing them, so a member that left
+//!    in sync and comes back as itself, in the same load or a later one,
+//!    differs from the others only in regions marked in either image, and
+//!    its rebuild copies only those ([`bitmap::readd_skips`],
+//!    [`bitmap::keep_at_stop`], [`prepare::may_readd`]).
 //!
 //! # Modules, bottom up
 //!

@@ -207,19 +207,13 @@ pub fn classify_addition(
 
 /// Whether a former member of role `role` with identity `member_uuid` may
 /// be re-added to failed role `failed_role` with only the regions written
-/// since it failed rebuilt: the same role and identity (no replacement took
+/// since it left rebuilt: the same role and identity (no replacement took
 /// the role since), in sync when it left (a replacement that failed during
-/// its rebuild is rebuilt in full), a failure within this load (the bitmap has kept every
-/// region written since; see [`super::bitmap`]), and a bitmap.
-pub fn may_readd(
-    addition: Addition,
-    failed_role: usize,
-    recorded_uuid: &[u8; 16],
-    failed_this_load: bool,
-    has_bitmap: bool,
-) -> bool {
+/// its rebuild is rebuilt in full), and a bitmap, which has kept every
+/// region written since, in this load or earlier ones (see
+/// [`super::bitmap`]).
+pub fn may_readd(addition: Addition, failed_role: usize, recorded_uuid: &[u8; 16], has_bitmap: bool) -> bool {
     matches!(addition, Addition::Former { role, member_uuid, in_sync: true } if role == failed_role && member_uuid == *recorded_uuid)
-        && failed_this_load
         && has_bitmap
 }
 
@@ -264,21 +258,20 @@ mod tests {
         assert_eq!(former, Ok(Addition::Former { role: 1, member_uuid: [3; 16], in_sync: true }));
         assert_eq!(classify_addition(d, &blank, &blank, &sb.array_uuid, 1000), Ok(Addition::Fresh));
         let f = former.unwrap();
-        assert!(may_readd(f, 1, &[3; 16], true, true));
-        assert!(!may_readd(f, 0, &[3; 16], true, true), "another role");
-        assert!(!may_readd(f, 1, &[9; 16], true, true), "the role was replaced since");
-        assert!(!may_readd(f, 1, &[3; 16], false, true), "failed before this load");
-        assert!(!may_readd(f, 1, &[3; 16], true, false), "no bitmap");
-        assert!(!may_readd(Addition::Fresh, 1, &[3; 16], true, true));
+        assert!(may_readd(f, 1, &[3; 16], true));
+        assert!(!may_readd(f, 0, &[3; 16], true), "another role");
+        assert!(!may_readd(f, 1, &[9; 16], true), "the role was replaced since");
+        assert!(!may_readd(f, 1, &[3; 16], false), "no bitmap");
+        assert!(!may_readd(Addition::Fresh, 1, &[3; 16], true));
         // A replacement whose rebuild had not ended when it left.
         let rebuilding = Superblock { role: 1, member_uuid: [3; 16], rebuild: Some(Rebuild { role: 1, position: 64 }), ..sb };
         let r = classify_addition(d, &Ok(rebuilding), &blank, &sb.array_uuid, 1000).unwrap();
         assert_eq!(r, Addition::Former { role: 1, member_uuid: [3; 16], in_sync: false });
-        assert!(!may_readd(r, 1, &[3; 16], true, true), "never in sync");
+        assert!(!may_readd(r, 1, &[3; 16], true), "never in sync");
         // Another role's rebuild says nothing against it.
         let other = Superblock { rebuild: Some(Rebuild { role: 2, position: 64 }), ..rebuilding };
         let o = classify_addition(d, &Ok(other), &blank, &sb.array_uuid, 1000).unwrap();
-        assert!(may_readd(o, 1, &[3; 16], true, true));
+        assert!(may_readd(o, 1, &[3; 16], true));
     }
 
     fn prepared_sb() -> Superblock {

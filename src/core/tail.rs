@@ -11,7 +11,8 @@
 //! | 0      | 8       | 4 KiB | superblock slot 0 (even generations) |
 //! | 8      | 8       | 4 KiB | superblock slot 1 (odd generations) |
 //! | 16     | 2032    | ~1 MiB | reserved, zero |
-//! | 2048   | 8192    | 4 MiB | write-intent bitmap region (reserved for mirror legs on remote arrays; unused, zero in version 1) |
+//! | 2048   | 4096    | 2 MiB | write-intent bitmap: the live image (zero when the array keeps none) |
+//! | 6144   | 4096    | 2 MiB | write-intent bitmap: the kept image, regions written while a role was out of sync, carried across clean shutdowns for a re-add (zero when the array keeps none) |
 //! | 10240  | 6144    | 3 MiB | reserved, zero |
 //! | 16384  | 16384   | 8 MiB | staging area: this member's rows of the unit in staging |
 //!
@@ -31,8 +32,11 @@ pub const SUPERBLOCK_BYTES: usize = 4096;
 pub const SUPERBLOCK_SECTORS: u64 = 8;
 /// Offset of the write-intent bitmap region in the tail, in sectors.
 pub const BITMAP_OFFSET: u64 = 2048;
-/// Size of the write-intent bitmap region, in sectors.
+/// Size of the write-intent bitmap region, in sectors: the live image, then
+/// the kept image, half each.
 pub const BITMAP_SECTORS: u64 = 8192;
+/// Offset of the kept image within the bitmap region, in sectors.
+pub const KEPT_OFFSET: u64 = BITMAP_SECTORS / 2;
 /// Offset of the staging area in the tail, in sectors.
 pub const STAGING_OFFSET: u64 = 16384;
 /// Size of the staging area, in sectors (8 MiB).

@@ -190,12 +190,11 @@ struct World {
     rebuilder: Option<Rebuilder>,
     oracle: Oracle,
     /// Stripes' logical ranges written since the last clean point (the
-    /// write-intent bitmap's regions, at stripe granularity). Clean points
-    /// come only while every role is in sync, as bits are cleared only then.
+    /// write-intent bitmap's regions, at stripe granularity: its live and
+    /// kept images together). Clean points come only while every role is in
+    /// sync, as bits are cleared only then, in a load or at a clean unload;
+    /// power cuts and clean reloads with a role out of sync keep them.
     dirty: BTreeSet<u64>,
-    /// Roles failed since the last power cut (the load they failed in): a
-    /// re-add of one of them may rebuild only the dirty stripes.
-    failed_live: Roles,
     /// The rebuild under way is such a re-add.
     readd: bool,
     /// Identities given to replacements so far.
@@ -205,6 +204,11 @@ struct World {
     skipped: u64,
     /// Former members added back and rebuilt in full (not re-addable).
     full_readds: u64,
+    /// Loads so far, the load each role last failed in, and re-adds of a
+    /// role that failed in an earlier load.
+    loads: u64,
+    failed_in: [u64; MAX_MEMBERS],
+    readds_across: u64,
     rng: Rng,
     tag: u64,
     now: u64,
@@ -243,12 +247,14 @@ impl World {
             rebuilder: None,
             oracle: Oracle { allowed: HashMap::new(), undefined: HashMap::new() },
             dirty: BTreeSet::new(),
-            failed_live: Roles::NONE,
             readd: false,
             uuids_made: 0,
             readds: 0,
             skipped: 0,
             full_readds: 0,
+            loads: 0,
+            failed_in: [0; MAX_MEMBERS],
+            readds_across: 0,
             rng: Rng(seed | 1),
             tag: 0,
             now: 0,
@@ -348,8 +354,8 @@ impl World {
     /// Fails role `m` and records it (a rebuild of it stops).
     fn fail(&mut self, m: usize) {
         self.log.push(format!("fail {m}"));
+        self.failed_in[m] = self.loads;
         self.health.failed = self.health.failed.with(m);
-        self.failed_live = self.failed_live.with(m);
         if self.health.rebuild.is_some_and(|r| r.role == m) {
             self.health.rebuild = None;
             self.rebuilder = None;
@@ -421,7 +427,6 @@ impl World {
         self.health.failed = self.health.failed.minus(Roles::one(role));
         self.health.rebuild = Some(Rebuild { role, position: 0 });
         self.readd = false;
-        self.failed_live = self.failed_live.minus(Roles::one(role));
         let mut buf = vec![0u8; SUPERBLOCK_BYTES];
         self.record
             .update(&mut self.disks, &self.members, self.health.failed, self.health.rebuild, Time::at(self.now), &mut buf)
@@ -450,7 +455,7 @@ impl World {
         }
         let addition = classify_addition(DEV, &slots[0], &slots[1], &self.members.array_uuid, self.g.member_sectors())
             .expect("its own disk is welcome back");
-        if !may_readd(addition, role, &self.members.uuids[role], self.failed_live.contains(role), true) {
+        if !may_readd(addition, role, &self.members.uuids[role], true) {
             // Rebuilt in full, as a replacement (the kernel gives it a new
             // identity), over whatever it holds.
             self.log.push(format!("re-add {role} refused: rebuilt in full"));
@@ -459,11 +464,13 @@ impl World {
             return;
         }
         self.log.push(format!("re-add {role}"));
+        if self.failed_in[role] != self.loads {
+            self.readds_across += 1;
+        }
         self.health.failed = self.health.failed.minus(Roles::one(role));
         self.health.rebuild = Some(Rebuild { role, position: 0 });
         self.readd = true;
         self.readds += 1;
-        self.failed_live = self.failed_live.minus(Roles::one(role));
         let mut buf = vec![0u8; SUPERBLOCK_BYTES];
         self.record
             .update(&mut self.disks, &self.members, self.health.failed, self.health.rebuild, Time::at(self.now), &mut buf)
@@ -554,9 +561,12 @@ impl World {
             self.record.record(&mut self.disks, &members, a.newly_failed, Time::at(self.now), &mut buf).unwrap();
         }
         self.rebuilder = self.health.rebuild.map(|r| Rebuilder::new(self.g, r, Time::at(self.now)).with_window(SIM_WINDOW));
-        // A new load: a rebuild resumes in full, and nothing failed in it yet.
+        // A new load: a rebuild resumes in full.
         self.readd = false;
-        self.failed_live = Roles::NONE;
+        self.loads += 1;
+        for r in a.newly_failed.iter() {
+            self.failed_in[r] = self.loads;
+        }
         // Resync what was written since the last clean point, if every role
         // is in sync (else it is resynced once the rebuild ends, below).
         if self.health.out_of_sync().is_empty() {
@@ -578,6 +588,18 @@ impl World {
             );
             self.oracle.settle(l, b);
         }
+    }
+
+    /// A clean unload and a load: everything flushed; with every role in
+    /// sync the bits go (what a crash left unsynced is resynced, which the
+    /// kernel does at the next load), else they are kept for a re-add.
+    fn clean_reload(&mut self) {
+        self.log.push("clean reload".into());
+        self.host_flush();
+        if self.health.out_of_sync().is_empty() {
+            self.resync();
+        }
+        self.power_cut_and_recover();
     }
 
     /// A resync (the write-intent bitmap's, at stripe granularity).
@@ -612,9 +634,9 @@ impl World {
     }
 }
 
-/// One random story; returns the re-adds done, the windows they skipped
-/// and the former members rebuilt in full.
-fn run(level: Level, n: usize, seed: u64) -> (u64, u64, u64) {
+/// One random story; returns the re-adds done, the windows they skipped,
+/// the former members rebuilt in full and the re-adds across loads.
+fn run(level: Level, n: usize, seed: u64) -> (u64, u64, u64, u64) {
     let mut w = World::new(level, n, seed);
     let cap = w.g.capacity();
     let mut cuts = 0;
@@ -663,10 +685,14 @@ fn run(level: Level, n: usize, seed: u64) -> (u64, u64, u64) {
                 }
             }
             77..=92 => w.rebuild_step(),
-            _ => {
+            93..=96 => {
                 w.power_cut_and_recover();
                 cuts += 1;
                 w.verify("after a power cut");
+            }
+            _ => {
+                w.clean_reload();
+                w.verify("after a clean reload");
             }
         }
         if w.rebuilder.is_none() && w.health.out_of_sync().is_empty() && !w.dirty.is_empty() && step % 50 == 0 {
@@ -708,25 +734,26 @@ fn run(level: Level, n: usize, seed: u64) -> (u64, u64, u64) {
         w.health = saved;
     }
     assert!(cuts > 0 || seed == 0);
-    (w.readds, w.skipped, w.full_readds)
+    (w.readds, w.skipped, w.full_readds, w.readds_across)
 }
 
 #[test]
 fn failures_rebuilds_and_resyncs_survive_power_cuts() {
-    let (mut readds, mut skipped, mut full) = (0, 0, 0);
+    let (mut readds, mut skipped, mut full, mut across) = (0, 0, 0, 0);
     for seed in 1..=12u64 {
         for (level, n) in [(Level::Raid1, 2), (Level::Raid1, 3), (Level::Raid5, 3), (Level::Raid5, 4), (Level::Raid10, 4), (Level::Raid10, 3)] {
-            let (r, k, f) = run(level, n, seed);
+            let (r, k, f, a) = run(level, n, seed);
+            across += a;
             readds += r;
             skipped += k;
             full += f;
         }
     }
-    eprintln!("{readds} re-adds, {skipped} windows skipped, {full} former members rebuilt in full");
+    eprintln!("{readds} re-adds ({across} of a role failed in an earlier load), {skipped} windows skipped, {full} former members rebuilt in full");
     // Members came back and were re-added, skipping clean stripes; others
     // (a replacement that died before its rebuild ended, or one that failed
     // in an earlier load) were rebuilt in full.
-    assert!(readds > 20 && skipped > 5 && full > 5, "{readds} re-adds, {skipped} windows skipped, {full} in full");
+    assert!(readds > 20 && across > 10 && skipped > 20 && full > 5, "{readds} re-adds ({across} across loads), {skipped} windows skipped, {full} in full");
 }
 
 /// A replacement that dies before its rebuild ends and is then added back
