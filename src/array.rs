@@ -206,7 +206,8 @@ impl Array {
         // The bitmap marks host writes only once settled: no re-add during a
         // migration.
         let has_bitmap = self.bitmap.active() && engine.is_none();
-        spares::add(&self.members, &self.target, has_bitmap, path, || self.control.wake())
+        let newest = if engine.is_none() { self.control.settled.lock().map(|r| r.newest) } else { None };
+        spares::add(&self.members, &self.target, has_bitmap, newest, path, || self.control.wake())
     }
 
     /// Removes what `target` names (sysfs `remove`, md's `--remove`): see

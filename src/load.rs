@@ -13,6 +13,7 @@
 use crate::{
     array::Array,
     bitmap::BitmapImages,
+    members::Slot,
     migrator,
     raidmig_core::{
         bitmap::{self, BitmapGeometry},
@@ -288,7 +289,16 @@ fn start(loaded: KBox<Loaded>, opened: KVec<Member>, paths: &[&str], bitmap_imag
         members.push(member, GFP_KERNEL)?;
         role_paths.push(CString::try_from_fmt(fmt!("{}", path))?, GFP_KERNEL)?;
     }
-    // Devices left out (not fresh) are closed here, with `slots`.
+    // Hot spares of the array, kept aside until it exists; devices left out
+    // (not fresh) are closed here, with `slots`.
+    let mut spares = KVec::new();
+    for (device, slot) in slots.iter_mut().enumerate() {
+        if loaded.notes.spare_devices & (1 << device) != 0 {
+            if let Some(dev) = slot.take() {
+                spares.push((device, dev), GFP_KERNEL)?;
+            }
+        }
+    }
 
     let view = loaded.array.view();
     let target = loaded.array.target();
@@ -299,6 +309,14 @@ fn start(loaded: KBox<Loaded>, opened: KVec<Member>, paths: &[&str], bitmap_imag
         Recovered::Migration(e) => Engine::state(e),
     };
     let array = new_array(name, members, role_paths, &loaded, bitmap_image)?;
+    for (device, dev) in spares {
+        let path = CString::try_from_fmt(fmt!("{}", paths[device]))?;
+        let device_sectors = dev.sectors();
+        // A spare gets a new identity each load (it holds no data).
+        let slot = KBox::new(Slot { dev, path, uuid: shim::random_uuid(), device_sectors }, GFP_KERNEL)?;
+        array.members().add_spare(slot)?;
+        pr_info!("raidmig0: {} is a hot spare\n", paths[device]);
+    }
     let disk = Disk::add(kernel::c_str!("raidmig0"), view.volume_sectors, limits, array.clone(), sysfs::groups())?;
     pr_info!(
         "raidmig0: {} over {} members, chunk {} KiB, {} MiB, {}\n",

@@ -3,26 +3,38 @@
 //! for a failed role, rebuilt by the array thread, or a hot spare that takes
 //! over at once when a member fails.
 //!
-//! Nothing is written to the device here: the array thread records the
-//! replacement in every superblock (the device's included) before it
-//! rebuilds anything onto it.
+//! Nothing is written to a replacement here: the array thread records it
+//! in every superblock (the device's included) before it rebuilds anything
+//! onto it. A hot spare gets a spare's superblock (the core's
+//! `spare_slots`), with FUA, before it is taken: a later load given the
+//! device holds it as a spare again, as mdadm assembles spares.
 
 use crate::{
     members::{Members, Slot},
     raidmig_core::{
         layout::Geometry,
-        prepare::{classify_addition, may_readd, AddError},
+        prepare::{classify_addition, may_readd, spare_slots, AddError},
         tail::{superblock_sector, SUPERBLOCK_BYTES},
         format::Superblock,
     },
     sys::{iobuf::IoBuf, member::Member, shim},
 };
-use kernel::{fmt, prelude::*, str::CString};
+use kernel::{bindings, fmt, prelude::*, str::CString};
+
+const FUA: bindings::blk_opf_t = 1 << bindings::req_flag_bits___REQ_FUA;
 
 /// Opens and checks the device at `path` for the array over `members` in
 /// layout `g`, and makes it the replacement of the lowest failed role when
-/// no rebuild runs, or a hot spare. `wake` wakes the array thread.
-pub(crate) fn add(members: &Members, g: &Geometry, has_bitmap: bool, path: &str, wake: impl Fn()) -> Result {
+/// no rebuild runs, or a hot spare (recorded on it when the array is
+/// settled, `newest` its superblock). `wake` wakes the array thread.
+pub(crate) fn add(
+    members: &Members,
+    g: &Geometry,
+    has_bitmap: bool,
+    newest: Option<Superblock>,
+    path: &str,
+    wake: impl Fn(),
+) -> Result {
     let name = members.name();
     let cpath = CString::try_from_fmt(fmt!("{}", path))?;
     let dev = Member::open(&cpath).inspect_err(|e| {
@@ -78,6 +90,13 @@ pub(crate) fn add(members: &Members, g: &Geometry, has_bitmap: bool, path: &str,
             }
         }
         None => {
+            if let Some(newest) = newest {
+                let sector = superblock_sector(slot.device_sectors, 0);
+                spare_slots(&newest, slot.uuid, slot.device_sectors, bytes).map_err(|_| EINVAL)?;
+                region.write(members.bioset(), &slot.dev, FUA, sector, &bytes[..2 * SUPERBLOCK_BYTES]).inspect_err(|_| {
+                    pr_err!("{}: cannot add {}: its spare superblock cannot be written\n", name, path);
+                })?;
+            }
             members.add_spare(slot)?;
             pr_info!("{}: {} added as a hot spare\n", name, path);
         }

@@ -14,8 +14,12 @@
 //! left out (md "kicks" it); roles left out or missing are failed roles of
 //! the assembled array, which assembles *degraded* when its level survives
 //! them ([`condition`]) and is refused otherwise.
+//!
+//! A device whose superblock says it is a hot spare of this array
+//! ([`SPARE_ROLE`]) holds no role and takes no part in the generation
+//! count: it is handed back as a spare, as md assembles spares.
 
-use super::format::{FormatError, Superblock};
+use super::format::{FormatError, Superblock, SPARE_ROLE};
 use super::health::{condition, Condition, Roles};
 use super::layout::MAX_MEMBERS;
 use super::members::ArrayMembers;
@@ -93,6 +97,8 @@ pub struct Assembly {
     pub kicked: Roles,
     /// The devices (bit per index in the order given) left out so.
     pub kicked_devices: u32,
+    /// The devices (bit per index) that are hot spares of this array.
+    pub spare_devices: u32,
 }
 
 /// Assembles the array from each given device's superblock (`sbs[i]` for
@@ -122,6 +128,7 @@ pub fn assemble_with(
         match &sb_of(i) {
             Err(FormatError::Blank) => return err(AssembleErrorKind::NoSuperblock, i),
             Err(e) => return err(AssembleErrorKind::Unreadable(*e), i),
+            Ok(sb) if sb.role == SPARE_ROLE => {}
             Ok(sb) => {
                 if newest.is_none_or(|n| sb.generation > n.generation) {
                     newest = Some(*sb);
@@ -129,7 +136,8 @@ pub fn assemble_with(
             }
         }
     }
-    let Some(newest) = newest else { return err(AssembleErrorKind::NoDevices, 0) };
+    // Only spares: no member to assemble from.
+    let Some(newest) = newest else { return err(AssembleErrorKind::WrongCount, n) };
     let layout = newest.layout;
     // Every superblock of the newest generation is trusted for the roles it
     // records faulty: a record retried after a further failure keeps its
@@ -137,7 +145,7 @@ pub fn assemble_with(
     // with the first attempt.
     let mut failed = Roles::NONE;
     let mut rebuild = newest.rebuild;
-    for sb in (0..n).filter_map(|i| sb_of(i).ok()) {
+    for sb in (0..n).filter_map(|i| sb_of(i).ok()).filter(|sb| sb.role != SPARE_ROLE) {
         if sb.generation == newest.generation {
             failed = failed.union(sb.failed);
             // Likewise the lowest rebuild position recorded is surely durable.
@@ -153,10 +161,19 @@ pub fn assemble_with(
     let mut lagging = 0u32;
     let mut kicked = Roles::NONE;
     let mut kicked_devices = 0u32;
+    let mut spare_devices = 0u32;
     let mut stale_device = None;
     for (i, sb) in (0..n).filter_map(|i| sb_of(i).ok().map(|sb| (i, sb))) {
         if sb.array_uuid != newest.array_uuid {
             return err(AssembleErrorKind::Foreign, i);
+        }
+        let duplicate = (0..i).any(|j| matches!(sb_of(j), Ok(o) if o.member_uuid == sb.member_uuid));
+        if sb.role == SPARE_ROLE {
+            if duplicate {
+                return err(AssembleErrorKind::DuplicateMember, i);
+            }
+            spare_devices |= 1 << i;
+            continue;
         }
         let shape_agrees = sb.layout == layout
             && sb.created_ms == newest.created_ms
@@ -170,7 +187,7 @@ pub fn assemble_with(
         if device_of_role[sb.role] != u8::MAX || kicked.contains(sb.role) {
             return err(AssembleErrorKind::DuplicateRole, i);
         }
-        if (0..i).any(|j| matches!(sb_of(j), Ok(o) if o.member_uuid == sb.member_uuid)) {
+        if duplicate {
             return err(AssembleErrorKind::DuplicateMember, i);
         }
         // Not fresh: recorded faulty, or missed more than the update a power
@@ -213,6 +230,7 @@ pub fn assemble_with(
         newly_failed: absent.minus(failed),
         kicked,
         kicked_devices,
+        spare_devices,
     })
 }
 
@@ -297,6 +315,31 @@ mod tests {
             assemble(&[Ok(recorded), Ok(sb(2, 11))], &mut members).unwrap_err().kind,
             AssembleErrorKind::WrongCount
         );
+    }
+
+    #[test]
+    fn spares_are_handed_back_and_take_no_part() {
+        let mut members = ArrayMembers::new([0; 16], 0, &[], &[]);
+        // A spare added at an older generation, given first.
+        let spare = Superblock { role: SPARE_ROLE, member_uuid: [9; 16], generation: 3, ..sb(0, 3) };
+        let a = assemble(&[Ok(spare), Ok(sb(0, 10)), Ok(sb(1, 10)), Ok(sb(2, 10))], &mut members).unwrap();
+        assert_eq!(a.spare_devices, 0b1);
+        assert_eq!(&a.device_of_role[..3], &[1, 2, 3]);
+        assert_eq!((a.lagging, a.kicked_devices, a.newly_failed), (0, 0, Roles::NONE));
+        assert_eq!(a.newest.generation, 10);
+        // A spare does not stand in for a missing member.
+        let a = assemble(&[Ok(sb(0, 10)), Ok(spare), Ok(sb(2, 10))], &mut members).unwrap();
+        assert_eq!((a.spare_devices, a.newly_failed), (0b10, Roles::one(1)));
+        // A spare of another array, or the same spare twice, is refused; so
+        // are spares alone.
+        let foreign = Superblock { array_uuid: [7; 16], ..spare };
+        let kind = |sbs: &[Result<Superblock, FormatError>]| {
+            let mut members = ArrayMembers::new([0; 16], 0, &[], &[]);
+            assemble(sbs, &mut members).map(|_| ()).unwrap_err().kind
+        };
+        assert_eq!(kind(&[Ok(sb(0, 10)), Ok(sb(1, 10)), Ok(foreign)]), AssembleErrorKind::Foreign);
+        assert_eq!(kind(&[Ok(sb(0, 10)), Ok(spare), Ok(spare)]), AssembleErrorKind::DuplicateMember);
+        assert_eq!(kind(&[Ok(spare)]), AssembleErrorKind::WrongCount);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! | 0x010 | 8  | generation, +1 at every update; the valid copy with the highest one wins |
 //! | 0x018 | 16 | array UUID, the same on every member |
 //! | 0x028 | 16 | member UUID |
-//! | 0x038 | 4  | role: this member's index in the array (0 = the first member, which held the data before the migration) |
+//! | 0x038 | 4  | role: this member's index in the array (0 = the first member, which held the data before the migration); 0xFFFFFFFF on a hot spare (a device added to the array, holding no role: the rest of its superblock is the array's at the time it was added) |
 //! | 0x03C | 4  | array state: 1 prepared, 2 migrating, 3 paused, 4 clean, 5 failed |
 //! | 0x040 | 8  | this member's device size in sectors when the array was made (locates the tail; at most 2^49) |
 //! | 0x048 | 8  | creation time, milliseconds since the Unix epoch |
@@ -48,6 +48,9 @@ use super::health::Roles;
 use super::layout::{Geometry, GeometryError, Level, MAX_MEMBERS, MAX_MEMBER_SECTORS, RESERVED_TAIL_SECTORS};
 use super::plan::Migration;
 use super::tail::{slot_of, SUPERBLOCK_BYTES};
+
+/// The role of a hot spare's superblock (a device that holds no role).
+pub const SPARE_ROLE: usize = usize::MAX;
 
 const MAGIC: [u8; 8] = *b"RAIDMIGS";
 const VERSION: u32 = 1;
@@ -301,7 +304,7 @@ impl Superblock {
         put_u64(buf, 0x010, self.generation);
         buf[0x018..0x028].copy_from_slice(&self.array_uuid);
         buf[0x028..0x038].copy_from_slice(&self.member_uuid);
-        put_u32(buf, 0x038, self.role as u32);
+        put_u32(buf, 0x038, if self.role == SPARE_ROLE { u32::MAX } else { self.role as u32 });
         put_u32(buf, 0x03C, self.state.code());
         put_u64(buf, 0x040, self.device_sectors);
         put_u64(buf, 0x048, self.created_ms);
@@ -340,10 +343,11 @@ impl Superblock {
             return Err(FormatError::UnsupportedFlags);
         }
         let layout = get_layout(buf, 0x060)?;
-        let role = get_u32(buf, 0x038) as usize;
-        if role >= layout.members() {
-            return Err(FormatError::BadRole);
-        }
+        let role = match get_u32(buf, 0x038) {
+            u32::MAX => SPARE_ROLE,
+            r if (r as usize) < layout.members() => r as usize,
+            _ => return Err(FormatError::BadRole),
+        };
         let state = ArrayState::from_code(get_u32(buf, 0x03C)).ok_or(FormatError::BadState)?;
         let device_sectors = get_u64(buf, 0x040);
         if device_sectors < layout.member_sectors().saturating_add(RESERVED_TAIL_SECTORS)
@@ -504,6 +508,20 @@ mod tests {
         clean.encode(&mut buf).unwrap();
         assert_eq!(Superblock::decode(&buf), Ok(clean));
         assert!(buf[0x080..0x0D0].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn spare_role() {
+        let spare = Superblock { role: SPARE_ROLE, migration: None, state: ArrayState::Clean, ..sample() };
+        let mut buf = [0u8; SUPERBLOCK_BYTES];
+        spare.encode(&mut buf).unwrap();
+        assert_eq!(get_u32(&buf, 0x038), u32::MAX);
+        assert_eq!(Superblock::decode(&buf), Ok(spare));
+        // Any other role past the member count is refused.
+        put_u32(&mut buf, 0x038, u32::MAX - 1);
+        let crc = crc32c(&buf[..0xFFC]);
+        put_u32(&mut buf, 0xFFC, crc);
+        assert_eq!(Superblock::decode(&buf), Err(FormatError::BadRole));
     }
 
     #[test]

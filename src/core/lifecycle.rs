@@ -297,6 +297,8 @@ pub struct LoadNotes {
     pub kicked: Roles,
     /// The devices so left out (bit per index in the order given).
     pub kicked_devices: u32,
+    /// The devices that are hot spares of the array (bit per index).
+    pub spare_devices: u32,
     /// A unit left in staging that could not be finished, and the error:
     /// host I/O to it goes to the staging area and the engine is halted.
     pub replay_failed: Option<(u64, IoError)>,
@@ -574,6 +576,7 @@ fn assemble_devices<I: MemberIo>(
         missing: assembly.newly_failed.minus(assembly.kicked),
         kicked: assembly.kicked,
         kicked_devices: assembly.kicked_devices,
+        spare_devices: assembly.spare_devices,
         ..LoadNotes::default()
     };
     let mut array = recover(&assembly, params.engine, now).map_err(LoadError::Engine)?;

@@ -8,7 +8,8 @@
 //! reserved tail) must be zero, which [`must_be_zero`] gives to the shell.
 
 use super::health::Roles;
-use super::format::{ArrayState, FormatError, MigrationRecord, Superblock};
+use super::format::{ArrayState, FormatError, MigrationRecord, Superblock, SPARE_ROLE};
+use super::tail::{slot_of, SUPERBLOCK_BYTES};
 use super::layout::{Geometry, GeometryError, Level, MAX_MEMBERS};
 use super::members::ArrayMembers;
 use super::plan::{Migration, PlanError};
@@ -141,6 +142,32 @@ pub fn prepared_superblock(
         rebuild: None,
         bitmap_region,
     }
+}
+
+/// The two superblock slots a device gets when it becomes a hot spare of
+/// the settled array whose newest superblock is `newest`: the array's
+/// superblock with the spare's identity, size and [`SPARE_ROLE`] in the
+/// slot of its generation, the other slot zeroed (so that nothing a former
+/// life left there outranks it). `buf` holds both slots, slot 0 first, as
+/// they lie on the device ([`SUPERBLOCK_BYTES`] each). The next load that
+/// is given the device hands it back as a spare ([`super::assemble`]).
+pub fn spare_slots(newest: &Superblock, member_uuid: [u8; 16], device_sectors: u64, buf: &mut [u8]) -> Result<(), FormatError> {
+    if buf.len() < 2 * SUPERBLOCK_BYTES {
+        return Err(FormatError::BadDeviceSize);
+    }
+    let sb = Superblock {
+        member_uuid,
+        role: SPARE_ROLE,
+        device_sectors,
+        migration: None,
+        failed: Roles::NONE,
+        rebuild: None,
+        ..*newest
+    };
+    let (a, b) = buf[..2 * SUPERBLOCK_BYTES].split_at_mut(SUPERBLOCK_BYTES);
+    let (mine, other) = if slot_of(sb.generation) == 0 { (a, b) } else { (b, a) };
+    other.fill(0);
+    sb.encode(mine)
 }
 
 /// Why a device cannot join a running array (as a replacement or a spare).
@@ -279,6 +306,24 @@ mod tests {
         let plan = plan_new(Level::Raid1, 128, &[d, d], 1).unwrap();
         let members = ArrayMembers::new([1; 16], 0, &[[2; 16], [3; 16]], &[d, d]);
         prepared_superblock(&plan, &members, 1, 42, None)
+    }
+
+    #[test]
+    fn spare_slots_decode_as_a_spare_of_the_array() {
+        let clean = Superblock { migration: None, state: ArrayState::Clean, generation: 12, ..prepared_sb() };
+        for generation in [12, 13] {
+            let newest = Superblock { generation, ..clean };
+            let mut buf = [0xEEu8; 2 * SUPERBLOCK_BYTES];
+            spare_slots(&newest, [8; 16], clean.device_sectors + 64, &mut buf).unwrap();
+            let (a, b) = buf.split_at(SUPERBLOCK_BYTES);
+            let (a, b) = (Superblock::decode_slot(a, 0), Superblock::decode_slot(b, 1));
+            let sb = Superblock::newest(a, b).unwrap();
+            assert_eq!((sb.role, sb.member_uuid, sb.generation, sb.array_uuid), (SPARE_ROLE, [8; 16], generation, clean.array_uuid));
+            assert!([a, b].iter().filter(|s| s.is_err()).count() == 1, "the other slot is blank");
+            // Offered again later (say, after a reload): welcome, not a re-add.
+            let add = classify_addition(clean.device_sectors + 64, &a, &b, &clean.array_uuid, clean.layout.member_sectors()).unwrap();
+            assert!(!may_readd(add, 1, &[8; 16], true));
+        }
     }
 
     #[test]

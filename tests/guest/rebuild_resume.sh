@@ -6,8 +6,10 @@
 #    the replacement among the members, the rebuild resumes from a position
 #    past 0 (dmesg) and ends clean; A reads back; md check finds no mismatch.
 # 2. A hot spare added in advance takes over at once: raid1 over 2 with a
-#    spare; role 0 fails under a write; the spare is rebuilt without anyone
-#    asking, and the array ends clean with A intact.
+#    spare, kept across a reload (given with the members, it is a spare
+#    again, as mdadm assembles spares); role 0 fails under a write; the
+#    spare is rebuilt without anyone asking, and the array ends clean with A
+#    intact.
 # `remove` releases a faulty member's device (device-mapper can then take it
 # down), the device a spare took over from, and a spare; it refuses a member
 # in sync and a device that is not the array's.
@@ -68,6 +70,14 @@ must dd if=/tmp/A of=/dev/raidmig0 bs=1M oflag=direct status=none
 must bash -c "echo $spare > $SYS/add"
 check "raid1: the spare is listed" grep -qx "$spare" $SYS/spares
 check "raid1: still clean with a spare" test "$(cat $SYS/state)" = clean
+# The spare is recorded on it: a load given it holds it as a spare again.
+unload_within 60 || finish
+mark=$(dmesg | wc -l)
+must load members="/dev/mapper/m0,$e1,$spare"
+must wait_dev
+check "raid1: a spare again after a reload ($(cat $SYS/spares))" grep -qx "$spare" $SYS/spares
+check "raid1: dmesg names the spare at load" bash -c "dmesg | tail -n +$((mark + 1)) | grep -q '$spare is a hot spare'"
+check "raid1: clean after the reload with a spare" test "$(cat $SYS/state)" = clean
 mark=$(dmesg | wc -l)
 must dmsetup load m0 --table "0 $(blockdev --getsz "$e0") error"
 must dmsetup resume m0
