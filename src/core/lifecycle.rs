@@ -33,7 +33,7 @@ use super::layout::{Geometry, GeometryError, Level, MAX_MEMBERS, SECTOR_SHIFT};
 use super::members::ArrayMembers;
 use super::prepare::{self, PrepareError};
 use super::route::View;
-use super::tail::{slot_of, superblock_sector, SUPERBLOCK_BYTES};
+use super::tail::{slot_of, superblock_sector, tail_start, BITMAP_OFFSET, BITMAP_SECTORS, SUPERBLOCK_BYTES};
 
 /// Target data per migration unit, in sectors (1 MiB): big enough that
 /// per-unit costs (a flush now and then, host requests waiting for the unit
@@ -380,6 +380,31 @@ fn first_nonzero<I: MemberIo>(
     Ok(None)
 }
 
+/// Makes sectors `[start, start + sectors)` of `device` read as zeros,
+/// writing only where they do not already (a joining disk's tail may hold
+/// whatever its former life left there).
+fn zero_range<I: MemberIo>(
+    io: &mut I,
+    device: usize,
+    start: u64,
+    sectors: u64,
+    buf: &mut [u8],
+) -> Result<(), LoadError> {
+    let end = start + sectors;
+    let per_write = ((buf.len() >> SECTOR_SHIFT) as u64).min(2048);
+    while let Some(at) = first_nonzero(io, device, start, sectors, buf)? {
+        let mut at = at & !7;
+        while at < end {
+            let n = (end - at).min(per_write);
+            let bytes = &mut buf[..(n << SECTOR_SHIFT) as usize];
+            bytes.fill(0);
+            io.write(device, at, bytes).map_err(io_error)?;
+            at += n;
+        }
+    }
+    Ok(())
+}
+
 /// A new array of `level` over the devices (in role order): a migration of
 /// the first device's data, or a clean array.
 #[allow(clippy::too_many_arguments)]
@@ -443,6 +468,14 @@ fn create<I: MemberIo>(
             sb
         }
     };
+    // The bitmap area (both images) starts zero on every member: bits a
+    // former life left there would read as an unclean shutdown, or as
+    // regions to rebuild on a re-add.
+    if bitmap_region.is_some() {
+        for (device, &sectors) in device_sectors.iter().enumerate() {
+            zero_range(io, device, tail_start(sectors) + BITMAP_OFFSET, BITMAP_SECTORS, buf)?;
+        }
+    }
     // Joining members first, the first member (the user's data) last: a
     // cut in between leaves the user's disk without a superblock.
     let sb_buf = &mut buf[..SUPERBLOCK_BYTES];

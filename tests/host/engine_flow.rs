@@ -667,3 +667,42 @@ fn member_failure_during_migration_survives_power_cuts() {
     }
     assert!(cuts_run > 300, "{cuts_run} cuts");
 }
+
+/// A new array starts with a zero bitmap area on every member (both
+/// images), whatever a joining disk's former life left there: stale bits
+/// would read as an unclean shutdown at the next load, or as regions to
+/// rebuild on a re-add. Nothing else of a joining disk's tail is touched
+/// before its superblock.
+#[test]
+fn creation_zeroes_the_bitmap_area() {
+    use raidmig_core::lifecycle::{load as load_array, Fresh, LoadParams};
+    use raidmig_core::tail::{tail_start, BITMAP_OFFSET, BITMAP_SECTORS, KEPT_OFFSET};
+    let dev = 64 * 2048 + RESERVED_TAIL_SECTORS;
+    let mut io = Mem { sectors: vec![HashMap::new(); 2], ..Mem::default() };
+    let tail = tail_start(dev);
+    let garbage = [0x5Au8; 512];
+    for s in [BITMAP_OFFSET, BITMAP_OFFSET + 7, BITMAP_OFFSET + KEPT_OFFSET + 100, BITMAP_OFFSET + BITMAP_SECTORS - 1] {
+        io.sectors[1].insert(tail + s, garbage);
+    }
+    // Past the bitmap area (the staging area): left as it is.
+    io.sectors[1].insert(tail + BITMAP_OFFSET + BITMAP_SECTORS, garbage);
+    let params = LoadParams {
+        level: Some(Level::Raid1),
+        chunk_sectors: 128,
+        assume_clean: false,
+        force: false,
+        start: false,
+        unit_sectors: 2048,
+        bitmap_region_sectors: 2048,
+        engine: EngineConfig::default(),
+    };
+    let fresh = Fresh { array_uuid: [4; 16], member_uuids: [[5; 16]; 16] };
+    let mut buf = vec![0u8; 256 * 1024];
+    load_array(&mut io, &[dev, dev], &params, &fresh, Time::at(1), &mut buf).unwrap();
+    for m in 0..2 {
+        for s in BITMAP_OFFSET..BITMAP_OFFSET + BITMAP_SECTORS {
+            assert!(io.sectors[m].get(&(tail + s)).is_none_or(|b| b.iter().all(|&x| x == 0)), "member {m} sector {s} of the tail");
+        }
+    }
+    assert_eq!(io.sectors[1].get(&(tail + BITMAP_OFFSET + BITMAP_SECTORS)), Some(&garbage));
+}
