@@ -69,7 +69,8 @@ pub(crate) fn add(
     // A member that left in sync, back as itself (in this load or a later
     // one): only what was written since it left is rebuilt (the bitmap kept
     // it).
-    let readd = role.is_some_and(|r| may_readd(addition, r, &identity.uuids[r], has_bitmap));
+    let readd_floor = newest.map_or(u64::MAX, |n| n.readd_floor);
+    let readd = role.is_some_and(|r| may_readd(addition, r, &identity.uuids[r], readd_floor, has_bitmap));
     let uuid = match role {
         Some(r) if readd => identity.uuids[r],
         _ => shim::random_uuid(),

@@ -264,6 +264,7 @@ mod tests {
             failed: Roles::NONE,
             rebuild: None,
             bitmap_region: None,
+            readd_floor: 0,
         }
     }
 

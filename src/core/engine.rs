@@ -375,6 +375,9 @@ impl Engine {
             failed: record.failed,
             rebuild: record.rebuild,
             bitmap_region: self.bitmap_region,
+            // The bitmap covers nothing a migration writes: no member that
+            // leaves during one may be re-added from it.
+            readd_floor: self.generation,
         }
     }
 

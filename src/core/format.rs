@@ -28,7 +28,8 @@
 //! | 0x0C8 | 8  | migration record: the unit in staging when flag bit 1 is set (always the checkpoint unit), else zero |
 //! | 0x0D0 | 16 | role table: one byte per role, 0 in sync, 1 faulty (failed, or missing at assembly: never read, written or trusted again), 2 rebuilding (a replacement, in sync below the rebuild position; at most one role); zero past the member count, all zero when flag bit 4 is clear |
 //! | 0x0E0 | 8  | rebuild position: the logical sector below which the rebuilding role is in sync (a multiple of the stripe's data); zero when no role is rebuilding |
-//! | 0x0E8 | 24 | reserved, zero |
+//! | 0x0E8 | 8  | re-add floor: the generation from which every role has been continuously out of sync if out of sync now: the last generation at which a role came back in sync (a rebuild ended) or a migration wrote (the bitmap covers no write of a migration); a former member that left in sync at a generation below it is rebuilt in full, never re-added from the bitmap |
+//! | 0x0F0 | 16 | reserved, zero |
 //! | 0x100 | 8  | write-intent bitmap: region size in sectors (a power of two, at least 2048) when flag bit 2 is set, else zero |
 //! | 0x108 | 248 | reserved, zero |
 //! | 0x200 | 3580 | reserved for remote mirror legs (version 1: zero) |
@@ -61,6 +62,7 @@ const FLAG_ROLES: u32 = 1 << 4;
 const KNOWN_FLAGS: u32 = FLAG_MIGRATION | FLAG_STAGED | FLAG_BITMAP | FLAG_ROLES;
 const BITMAP_REGION: usize = 0x100;
 const ROLE_TABLE: usize = 0x0D0;
+const READD_FLOOR: usize = 0x0E8;
 const ROLE_FAULTY: u8 = 1;
 const ROLE_REBUILDING: u8 = 2;
 const REBUILD_POSITION: usize = 0x0E0;
@@ -224,6 +226,9 @@ pub struct Superblock {
     /// The write-intent bitmap's region size in sectors, if the array has
     /// one.
     pub bitmap_region: Option<u64>,
+    /// The re-add floor (see the table above): a former member whose own
+    /// superblock is older left before the bitmap's cover began.
+    pub readd_floor: u64,
 }
 
 fn get_u32(buf: &[u8], at: usize) -> u32 {
@@ -301,6 +306,7 @@ impl Superblock {
             put_u64(buf, BITMAP_REGION, region);
         }
         put_u32(buf, 0x00C, flags);
+        put_u64(buf, READD_FLOOR, self.readd_floor);
         put_u64(buf, 0x010, self.generation);
         buf[0x018..0x028].copy_from_slice(&self.array_uuid);
         buf[0x028..0x038].copy_from_slice(&self.member_uuid);
@@ -437,6 +443,7 @@ impl Superblock {
             failed,
             rebuild,
             bitmap_region,
+            readd_floor: get_u64(buf, READD_FLOOR),
         })
     }
 
@@ -491,6 +498,7 @@ mod tests {
             failed: Roles::NONE,
             rebuild: None,
             bitmap_region: None,
+            readd_floor: 3,
         }
     }
 
@@ -536,7 +544,8 @@ mod tests {
         // without the table wrote it.
         sample().encode(&mut buf).unwrap();
         assert_eq!(get_u32(&buf, 0x00C) & FLAG_ROLES, 0);
-        assert!(buf[0x0D0..0x100].iter().all(|&b| b == 0));
+        assert!(buf[0x0D0..0x0E8].iter().all(|&b| b == 0) && buf[0x0F0..0x100].iter().all(|&b| b == 0));
+        assert_eq!(get_u64(&buf, 0x0E8), sample().readd_floor);
         // A role past the member count is not recorded.
         Superblock { failed: Roles::one(5), ..sample() }.encode(&mut buf).unwrap();
         assert_eq!(Superblock::decode(&buf).map(|s| s.failed), Ok(Roles::NONE));

@@ -141,6 +141,7 @@ pub fn prepared_superblock(
         failed: Roles::NONE,
         rebuild: None,
         bitmap_region,
+        readd_floor: 1,
     }
 }
 
@@ -207,6 +208,8 @@ pub enum Addition {
         member_uuid: [u8; 16],
         /// In sync when it last wrote its superblock.
         in_sync: bool,
+        /// The generation of that superblock.
+        generation: u64,
     },
 }
 
@@ -227,20 +230,27 @@ pub fn classify_addition(
             role: sb.role,
             member_uuid: sb.member_uuid,
             in_sync: !sb.failed.contains(sb.role) && sb.rebuild.is_none_or(|r| r.role != sb.role),
+            generation: sb.generation,
         },
         Err(_) => Addition::Fresh,
     })
 }
 
-/// Whether a former member of role `role` with identity `member_uuid` may
-/// be re-added to failed role `failed_role` with only the regions written
-/// since it left rebuilt: the same role and identity (no replacement took
-/// the role since), in sync when it left (a replacement that failed during
-/// its rebuild is rebuilt in full), and a bitmap, which has kept every
-/// region written since, in this load or earlier ones (see
-/// [`super::bitmap`]).
-pub fn may_readd(addition: Addition, failed_role: usize, recorded_uuid: &[u8; 16], has_bitmap: bool) -> bool {
-    matches!(addition, Addition::Former { role, member_uuid, in_sync: true } if role == failed_role && member_uuid == *recorded_uuid)
+/// Whether a former member of role `role` may be re-added to failed role
+/// `failed_role` with only the regions written since it left rebuilt: the
+/// same role, in sync when it left (a replacement that failed during its
+/// rebuild is rebuilt in full), left at or after the array's re-add floor
+/// `readd_floor` (from then on its role has been out of sync without a
+/// break, so no bit was cleared and no migration wrote: the bitmap, kept
+/// across loads, holds every region written since; see
+/// [`super::bitmap`]), the identity recorded for the role if the array
+/// knows it (`recorded_uuid`, zero when the role was absent at assembly),
+/// and a bitmap.
+pub fn may_readd(addition: Addition, failed_role: usize, recorded_uuid: &[u8; 16], readd_floor: u64, has_bitmap: bool) -> bool {
+    matches!(addition, Addition::Former { role, member_uuid, in_sync: true, generation }
+        if role == failed_role
+            && generation >= readd_floor
+            && (member_uuid == *recorded_uuid || *recorded_uuid == [0; 16]))
         && has_bitmap
 }
 
@@ -282,23 +292,26 @@ mod tests {
         let d = T + 1000;
         let blank = Err(FormatError::Blank);
         let former = classify_addition(d, &Ok(Superblock { role: 1, member_uuid: [3; 16], ..sb }), &blank, &sb.array_uuid, 1000);
-        assert_eq!(former, Ok(Addition::Former { role: 1, member_uuid: [3; 16], in_sync: true }));
+        assert_eq!(former, Ok(Addition::Former { role: 1, member_uuid: [3; 16], in_sync: true, generation: 1 }));
         assert_eq!(classify_addition(d, &blank, &blank, &sb.array_uuid, 1000), Ok(Addition::Fresh));
         let f = former.unwrap();
-        assert!(may_readd(f, 1, &[3; 16], true));
-        assert!(!may_readd(f, 0, &[3; 16], true), "another role");
-        assert!(!may_readd(f, 1, &[9; 16], true), "the role was replaced since");
-        assert!(!may_readd(f, 1, &[3; 16], false), "no bitmap");
-        assert!(!may_readd(Addition::Fresh, 1, &[3; 16], true));
+        let g = prepared_sb().generation;
+        assert!(may_readd(f, 1, &[3; 16], g, true));
+        assert!(may_readd(f, 1, &[0; 16], g, true), "identity not known (absent at assembly)");
+        assert!(!may_readd(f, 0, &[3; 16], g, true), "another role");
+        assert!(!may_readd(f, 1, &[9; 16], g, true), "the role was replaced since");
+        assert!(!may_readd(f, 1, &[3; 16], g + 1, true), "left before a role came back in sync");
+        assert!(!may_readd(f, 1, &[3; 16], g, false), "no bitmap");
+        assert!(!may_readd(Addition::Fresh, 1, &[3; 16], g, true));
         // A replacement whose rebuild had not ended when it left.
         let rebuilding = Superblock { role: 1, member_uuid: [3; 16], rebuild: Some(Rebuild { role: 1, position: 64 }), ..sb };
         let r = classify_addition(d, &Ok(rebuilding), &blank, &sb.array_uuid, 1000).unwrap();
-        assert_eq!(r, Addition::Former { role: 1, member_uuid: [3; 16], in_sync: false });
-        assert!(!may_readd(r, 1, &[3; 16], true), "never in sync");
+        assert_eq!(r, Addition::Former { role: 1, member_uuid: [3; 16], in_sync: false, generation: 1 });
+        assert!(!may_readd(r, 1, &[3; 16], 0, true), "never in sync");
         // Another role's rebuild says nothing against it.
         let other = Superblock { rebuild: Some(Rebuild { role: 2, position: 64 }), ..rebuilding };
         let o = classify_addition(d, &Ok(other), &blank, &sb.array_uuid, 1000).unwrap();
-        assert!(may_readd(o, 1, &[3; 16], true));
+        assert!(may_readd(o, 1, &[3; 16], 0, true));
     }
 
     fn prepared_sb() -> Superblock {
@@ -322,7 +335,7 @@ mod tests {
             assert!([a, b].iter().filter(|s| s.is_err()).count() == 1, "the other slot is blank");
             // Offered again later (say, after a reload): welcome, not a re-add.
             let add = classify_addition(clean.device_sectors + 64, &a, &b, &clean.array_uuid, clean.layout.member_sectors()).unwrap();
-            assert!(!may_readd(add, 1, &[8; 16], true));
+            assert!(!may_readd(add, 1, &[8; 16], 0, true));
         }
     }
 

@@ -82,6 +82,11 @@ impl Record {
             self.newest.generation += 1;
             self.pending = true;
         }
+        // A role back in sync: bits may be cleared from now on, so no
+        // member that left before may be re-added from them.
+        if self.newest.rebuild.is_some_and(|r| rebuild.is_none_or(|n| n.role != r.role) && !failed.contains(r.role)) {
+            self.newest.readd_floor = self.newest.generation;
+        }
         self.newest.failed = failed;
         self.newest.rebuild = rebuild;
         self.newest.updated_ms = now.wall_ms;
@@ -166,6 +171,7 @@ mod tests {
             failed: Roles::NONE,
             rebuild: None,
             bitmap_region: None,
+            readd_floor: 6,
         };
         let mut disks = Disks { blocks: vec![HashMap::new(); n], broken: Roles::one(2) };
         let mut rec = Record::new(newest);

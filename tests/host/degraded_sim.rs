@@ -208,6 +208,9 @@ struct World {
     /// role that failed in an earlier load.
     loads: u64,
     failed_in: [u64; MAX_MEMBERS],
+    /// Roles whose member identity the kernel knows: assembled with a
+    /// device, or given one since (a role absent at assembly is not).
+    known: Roles,
     readds_across: u64,
     rng: Rng,
     tag: u64,
@@ -237,6 +240,7 @@ impl World {
             failed: Roles::NONE,
             rebuild: None,
             bitmap_region: None,
+            readd_floor: 1,
         };
         let mut w = World {
             g,
@@ -254,6 +258,7 @@ impl World {
             full_readds: 0,
             loads: 0,
             failed_in: [0; MAX_MEMBERS],
+            known: Roles::first(n),
             readds_across: 0,
             rng: Rng(seed | 1),
             tag: 0,
@@ -427,6 +432,7 @@ impl World {
         self.health.failed = self.health.failed.minus(Roles::one(role));
         self.health.rebuild = Some(Rebuild { role, position: 0 });
         self.readd = false;
+        self.known = self.known.with(role);
         let mut buf = vec![0u8; SUPERBLOCK_BYTES];
         self.record
             .update(&mut self.disks, &self.members, self.health.failed, self.health.rebuild, Time::at(self.now), &mut buf)
@@ -455,7 +461,8 @@ impl World {
         }
         let addition = classify_addition(DEV, &slots[0], &slots[1], &self.members.array_uuid, self.g.member_sectors())
             .expect("its own disk is welcome back");
-        if !may_readd(addition, role, &self.members.uuids[role], true) {
+        let recorded = if self.known.contains(role) { self.members.uuids[role] } else { [0; 16] };
+        if !may_readd(addition, role, &recorded, self.record.newest.readd_floor, true) {
             // Rebuilt in full, as a replacement (the kernel gives it a new
             // identity), over whatever it holds.
             self.log.push(format!("re-add {role} refused: rebuilt in full"));
@@ -464,6 +471,7 @@ impl World {
             return;
         }
         self.log.push(format!("re-add {role}"));
+        self.known = self.known.with(role);
         if self.failed_in[role] != self.loads {
             self.readds_across += 1;
         }
@@ -564,6 +572,7 @@ impl World {
         // A new load: a rebuild resumes in full.
         self.readd = false;
         self.loads += 1;
+        self.known = Roles((0..n).fold(0, |m, r| m | if a.device_of_role[r] != u8::MAX { 1 << r } else { 0 }));
         for r in a.newly_failed.iter() {
             self.failed_in[r] = self.loads;
         }
@@ -789,6 +798,64 @@ fn replacement_that_died_during_its_rebuild_is_rebuilt_in_full() {
             w.rebuild_step();
         }
         assert_eq!(w.full_readds, 1, "{level:?}: a replacement that never was in sync was re-added");
+        let mut h = Health::default();
+        for lost in (0..n).filter(|&r| r != 1) {
+            h.failed = Roles::one(lost);
+            if condition(&w.g, h.failed) == Condition::Failed {
+                continue;
+            }
+            w.health = h;
+            w.verify(&format!("{level:?}: role {lost} lost after the rebuild"));
+        }
+    }
+}
+
+/// The original member of a role comes back after a replacement took the
+/// role, was rebuilt in full (every role in sync again, so bits were
+/// cleared since) and failed in turn, and after a reload (the array does
+/// not know the role's identity any more). It must be rebuilt in full: it
+/// left before the array's re-add floor.
+#[test]
+fn original_member_back_after_its_replacement_failed_is_rebuilt_in_full() {
+    for (level, n) in [(Level::Raid1, 2), (Level::Raid5, 3), (Level::Raid10, 4)] {
+        let mut w = World::new(level, n, 11);
+        let cap = w.g.capacity();
+        for start in (0..cap).step_by(32) {
+            w.host_write(start, 32.min(cap - start));
+        }
+        w.host_flush();
+        w.resync();
+        // Role 1's original disk drops off and is put on the shelf.
+        w.disks.d[1].dead = true;
+        w.host_write(0, 8);
+        assert!(w.health.failed.contains(1));
+        let mut original = w.disks.d[1].clone();
+        original.dead = false;
+        original.cache.clear();
+        // A replacement, rebuilt to the end; every role in sync, writes
+        // everywhere, a clean point (bits cleared).
+        w.replace(true);
+        while w.rebuilder.is_some() {
+            w.rebuild_step();
+        }
+        for start in (0..cap).step_by(32) {
+            w.host_write(start, 16.min(cap - start));
+        }
+        w.host_flush();
+        w.resync();
+        assert!(w.dirty.is_empty());
+        // The replacement dies; a reload; the original disk is added back.
+        w.disks.d[1].dead = true;
+        w.host_write(0, 8);
+        assert!(w.health.failed.contains(1));
+        w.clean_reload();
+        w.disks.d[1] = original;
+        w.disks.d[1].dead = true;
+        w.readd();
+        while w.rebuilder.is_some() {
+            w.rebuild_step();
+        }
+        assert_eq!(w.full_readds, 1, "{level:?}: a member from before the replacement was re-added from the bitmap");
         let mut h = Health::default();
         for lost in (0..n).filter(|&r| r != 1) {
             h.failed = Roles::one(lost);
