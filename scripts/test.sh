@@ -31,10 +31,16 @@ mkdir -p "$out"
 # The module build must be warning-free (compiler and objtool).
 make clean > /dev/null 2>&1
 make -s > "$out/build.log" 2>&1 || { cat "$out/build.log"; echo "module build failed" >&2; exit 1; }
+. tests/guest/splat.sh   # SPLAT_RE, for why()
 passed=0 failed=0 failures=()
 record() {   # record NAME RC SECONDS
   if [ "$2" = 0 ]; then passed=$((passed + 1)); echo "PASS  $1 (${3}s)"
-  else failed=$((failed + 1)); failures+=("$1"); echo "FAIL  $1 (${3}s, log: $out/$1.log)"; fi
+  else failed=$((failed + 1)); failures+=("$1"); echo "FAIL  $1 (${3}s, log: $out/$1.log)"; why "$out/$1.log"; fi
+}
+# why LOG: the lines of a failed test's log that say why (its failed checks,
+# splats, panics), so that the summary alone tells it when the logs are gone.
+why() {
+  grep -a -E -e 'FAIL|panicked at|error(\[E[0-9]+\])?:' -e "$SPLAT_RE" "$1" 2>/dev/null | head -n 12 | cut -c1-200 | sed 's/^/      | /'
 }
 run() {      # run NAME CMD...: runs one test, its output in $out/NAME.log
   local name=$1; shift
