@@ -26,14 +26,17 @@ wait_clean() {
 # The user's data: the first member's data area, filled.
 dd if=/dev/urandom of=/dev/sda bs=1M count=$((data / 2048)) oflag=direct status=none
 
-# A raw sequential copy of the data area from one member to another.
+# A raw sequential copy of the data area from one member to another, the
+# reads and the writes overlapping (two dd processes on a pipe), as a copy
+# that keeps both disks busy can run.
 t0=$(now)
-dd if=/dev/sda of=/dev/sdb bs=1M count=$((data / 2048)) iflag=direct oflag=direct status=none
+dd if=/dev/sda bs=1M count=$((data / 2048)) iflag=direct status=none |
+  dd of=/dev/sdb bs=1M iflag=fullblock oflag=direct status=none
 t1=$(now)
 raw=$(mbps $data "$t0" "$t1")
 echo "raw copy: $raw MB/s"
 
-# migrate LEVEL MEMBERS: an idle migration from start to clean.
+# migrate LEVEL MEMBERS SHARE: an idle migration from start to clean.
 migrate() {
   local d; for d in ${2//,/ }; do zero_tail "$d"; done
   insmod $KO members="$2" level="$1" chunk_kb=64
@@ -42,13 +45,18 @@ migrate() {
   echo start > $SYS/action
   wait_clean
   t1=$(now)
-  echo "$1 $(mbps $data "$t0" "$t1") $(cat $SYS/units_done) $(cat $SYS/units_staged) $(cat $SYS/checkpoint_writes)" | tee -a $res/migrations
+  echo "$1 $3 $(mbps $data "$t0" "$t1") $(cat $SYS/units_done) $(cat $SYS/units_staged) $(cat $SYS/checkpoint_writes)" | tee -a $res/migrations
   rmmod raidmig
 }
 : > $res/migrations
-migrate raid0 /dev/sda,/dev/sdb,/dev/sdc
-migrate raid5 /dev/sda,/dev/sdb,/dev/sdc
-migrate raid10 /dev/sda,/dev/sdb,/dev/sdc,/dev/sdd
+# The floor (issue 9): the source disk reads all the data once and writes
+# its own share of the new layout, so it moves (1 + share) of the data; the
+# floor is the raw copy rate divided by that. share: raid1 0 (the data is
+# in place), raid0 over k 1/k, raid5 over k 1/(k-1), raid10 near-2 over k 2/k.
+migrate raid0 /dev/sda,/dev/sdb,/dev/sdc 1/3
+migrate raid1 /dev/sda,/dev/sdb 0
+migrate raid5 /dev/sda,/dev/sdb,/dev/sdc 1/2
+migrate raid10 /dev/sda,/dev/sdb,/dev/sdc,/dev/sdd 2/4
 
 # 4k random reads on the volume: idle (prepared, not started), then while a
 # migration to raid5 runs.
@@ -76,20 +84,26 @@ rmmod raidmig
 
 python3 - "$raw" "$idle" "$busy" "$under_load" "$state_after" "$data" "$res/migrations" <<'PY'
 import sys
+from fractions import Fraction
 raw, idle, busy, under_load, state, data, migrations = sys.argv[1:]
 raw = float(raw)
+floors = {}
 print()
 print(f"migration of a {int(data) * 512 >> 20} MiB data area (one guest, software emulation: read the ratios)")
-print(f"{'what':<44}{'MB/s':>10}{'/ raw copy':>12}{'units':>8}{'staged':>8}{'ckpts':>8}")
-print(f"{'raw sequential copy sda -> sdb (dd 1M)':<44}{raw:>10.1f}{1:>12.2f}")
+print(f"{'what':<42}{'MB/s':>8}{'/ raw':>7}{'floor':>8}{'/ floor':>9}{'target':>8}{'units':>7}{'staged':>7}{'ckpts':>7}")
+print(f"{'raw copy sda -> sdb (dd | dd, 1M)':<42}{raw:>8.1f}{1:>7.2f}")
 for line in open(migrations):
-    level, mb, units, staged, ck = line.split()
-    print(f"{'migration single -> ' + level + ' (idle)':<44}{float(mb):>10.1f}{float(mb) / raw:>12.2f}{units:>8}{staged:>8}{ck:>8}")
-print(f"{'migration single -> raid5 under 4k randread':<44}{float(under_load):>10.1f}{float(under_load) / raw:>12.2f}")
+    level, share, mb, units, staged, ck = line.split()
+    floor = raw / (1 + float(Fraction(share)))
+    floors[level] = floor
+    mb = float(mb)
+    print(f"{'single -> ' + level + ' (idle)':<42}{mb:>8.1f}{mb / raw:>7.2f}{floor:>8.1f}{mb / floor:>9.2f}{0.9:>8.2f}{units:>7}{staged:>7}{ck:>7}")
+ul = float(under_load)
+print(f"{'single -> raid5 under 4k randread qd32':<42}{ul:>8.1f}{ul / raw:>7.2f}{floors['raid5']:>8.1f}{ul / floors['raid5']:>9.2f}{0.5:>8.2f}")
 print()
-print(f"{'host 4k random read, iodepth 32':<44}{'IOPS':>10}{'/ idle':>12}")
-print(f"{'idle volume (raid5 prepared)':<44}{float(idle):>10.0f}{1:>12.2f}")
-print(f"{'during the migration to raid5':<44}{float(busy):>10.0f}{float(busy) / float(idle):>12.2f}")
+print(f"{'host 4k random read, iodepth 32':<42}{'IOPS':>8}{'/ idle':>9}{'target':>8}")
+print(f"{'idle volume (raid5 prepared)':<42}{float(idle):>8.0f}{1:>9.2f}")
+print(f"{'during the migration to raid5':<42}{float(busy):>8.0f}{float(busy) / float(idle):>9.2f}{0.7:>8.2f}")
 if state != "migrating":
     print(f"note: the migration was '{state}' when the loaded run ended (it finished early)")
 PY

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark (not a test) of the migration, from one guest run: migration
-# throughput (single -> raid0, raid5, raid10) against a raw sequential copy
-# between two members, and host 4k random read IOPS during a migration
-# against the same load on the idle volume. Guests run under software
-# emulation: compare the ratios, not the absolute figures.
+# throughput (single -> raid0, raid1, raid5, raid10) against a raw copy
+# between two members and against its floor (issue 9), and host 4k random
+# read IOPS during a migration against the same load on the idle volume.
+# Guests run under software emulation: compare the ratios, not the absolute
+# figures.
 #
 #   scripts/bench-migration.sh [--size MEMBER_SIZE] [--runtime SECONDS]
 set -euo pipefail

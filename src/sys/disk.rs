@@ -358,7 +358,10 @@ impl TagSet {
                 (*raw).queue_depth = queue_depth;
                 (*raw).numa_node = bindings::NUMA_NO_NODE;
                 (*raw).cmd_size = PDU_BYTES;
-                (*raw).flags = bindings::BLK_MQ_F_SHOULD_MERGE;
+                // No I/O scheduler by default, as md and dm-linear: the
+                // members' own queues schedule; one here only delays and
+                // reorders what they would (blk-mq still merges in the plug).
+                (*raw).flags = bindings::BLK_MQ_F_SHOULD_MERGE | bindings::BLK_MQ_F_NO_SCHED_BY_DEFAULT;
                 (*raw).driver_data = wq.cast();
                 to_result(bindings::blk_mq_alloc_tag_set(raw))
             }
