@@ -16,7 +16,7 @@
 
 use crate::{
     raidmig_core::{
-        engine::IoError,
+        engine::{IoError, Transfer},
         format::Rebuild,
         health::{Health, Roles},
         layout::MAX_MEMBERS,
@@ -576,6 +576,63 @@ impl Members {
         region
             .write(&self.bioset, dev, opf_flags, sector, buf)
             .map_err(|e| self.sync_error(who, true, role, sector, e))
+    }
+
+    /// The devices of the roles of `batch`, looked up once (a role may
+    /// fail meanwhile: the batch then still has the device it started
+    /// with), or `None` if one has none.
+    fn batch_devices(&self, batch: &[Transfer]) -> Option<[Option<&Member>; MAX_MEMBERS]> {
+        let mut devs = [None; MAX_MEMBERS];
+        for t in batch {
+            let d = devs.get_mut(t.member)?;
+            if d.is_none() {
+                *d = Some(self.dev(t.member)?);
+            }
+        }
+        Some(devs)
+    }
+
+    /// Reads the transfers of `batch` into `buf` (a slice of `region`'s
+    /// buffer), submitted together, waiting for all. After a failure they
+    /// are read again one by one, which finds (and tells, as one of `who`)
+    /// the member that fails.
+    pub(crate) fn read_all(
+        &self,
+        who: Who,
+        region: &Region<'_>,
+        buf: &mut [u8],
+        batch: &[Transfer],
+    ) -> Result<(), IoError> {
+        if let Some(devs) = self.batch_devices(batch) {
+            let ranges = batch.iter().filter_map(|t| Some((devs[t.member]?, t.sector, t.at, t.len)));
+            if region.read_batch(&self.bioset, buf, ranges).is_ok() {
+                return Ok(());
+            }
+        }
+        let mut first = Ok(());
+        for t in batch {
+            let r = self.read(who, region, t.member, t.sector, &mut buf[t.at..t.at + t.len]);
+            first = first.and(r);
+        }
+        first
+    }
+
+    /// Writes the transfers of `batch` from `buf`, as
+    /// [`Members::read_all`] reads them (a write done again is the same
+    /// write).
+    pub(crate) fn write_all(&self, who: Who, region: &Region<'_>, buf: &[u8], batch: &[Transfer]) -> Result<(), IoError> {
+        if let Some(devs) = self.batch_devices(batch) {
+            let ranges = batch.iter().filter_map(|t| Some((devs[t.member]?, t.sector, t.at, t.len)));
+            if region.write_batch(&self.bioset, buf, ranges).is_ok() {
+                return Ok(());
+            }
+        }
+        let mut first = Ok(());
+        for t in batch {
+            let r = self.write(who, region, t.member, 0, t.sector, &buf[t.at..t.at + t.len]);
+            first = first.and(r);
+        }
+        first
     }
 
     /// Flushes the volatile cache of every member in sync, waiting.

@@ -13,7 +13,7 @@ use crate::{
     members::{Members, Who},
     raidmig_core::{
         config::Command,
-        engine::{Engine, EngineConfig, IoError, MemberIo, Stats, Step},
+        engine::{Engine, EngineConfig, IoError, MemberIo, Stats, Step, Transfer},
         lifecycle::Recovered,
         format::ArrayState,
         health::{condition, Condition, Roles},
@@ -221,6 +221,14 @@ impl MemberIo for KernelIo<'_> {
         self.members.write(Who::Migration, &self.region, member, 0, sector, buf)
     }
 
+    fn read_all(&mut self, buf: &mut [u8], batch: &[Transfer]) -> Result<(), IoError> {
+        self.members.read_all(Who::Migration, &self.region, buf, batch)
+    }
+
+    fn write_all(&mut self, buf: &[u8], batch: &[Transfer]) -> Result<(), IoError> {
+        self.members.write_all(Who::Migration, &self.region, buf, batch)
+    }
+
     fn flush(&mut self) -> Result<(), IoError> {
         self.members.flush_all(Who::Migration)
     }
@@ -249,7 +257,22 @@ impl MemberIo for EngineIo<'_> {
     }
 
     fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError> {
-        self.io.write(member, sector, buf).inspect_err(|_| self.write_error = Some((member, sector)))
+        // The first failure of a batch is the one returned.
+        self.io.write(member, sector, buf).inspect_err(|_| {
+            self.write_error.get_or_insert((member, sector));
+        })
+    }
+
+    fn read_all(&mut self, buf: &mut [u8], batch: &[Transfer]) -> Result<(), IoError> {
+        self.io.read_all(buf, batch)
+    }
+
+    fn write_all(&mut self, buf: &[u8], batch: &[Transfer]) -> Result<(), IoError> {
+        // The first failure of a batch is the one returned.
+        self.io.write_all(buf, batch).inspect_err(|e| {
+            let sector = batch.iter().find(|t| t.member == e.member).map_or(0, |t| t.sector);
+            self.write_error.get_or_insert((e.member, sector));
+        })
     }
 
     fn flush(&mut self) -> Result<(), IoError> {

@@ -15,9 +15,15 @@
 //! It is synchronous and generic over [`MemberIo`], so the kernel thread runs
 //! it with blocking bio I/O and the host simulator runs the very same code over
 //! in-memory members with a volatile cache. Unit data moves through one
-//! caller-provided buffer; a unit is processed a stripe at a time, and a stripe
-//! in slices of its chunks when the buffer is smaller than a stripe (raid5
-//! parity is computed per slice).
+//! caller-provided buffer; a unit is processed a group of stripes at a time
+//! (as many as the buffer holds), and a stripe in slices of its chunks when
+//! the buffer is smaller than a stripe (raid5 parity is computed per slice).
+//! A group's reads are one batch and its writes another
+//! ([`MemberIo::read_all`], [`MemberIo::write_all`]), which the kernel
+//! submits together: within a unit copied in place no write overwrites
+//! anything the unit still reads, and nothing of the unit counts before the
+//! flush that precedes its checkpoint, so their order does not matter (the
+//! simulator lands them in random order).
 //!
 //! Per unit (see [`super::plan`] for the classification):
 //!
@@ -78,16 +84,56 @@ pub struct IoError {
     pub errno: i32,
 }
 
+/// One member transfer of a batch: `len` bytes (a multiple of 512) at byte
+/// `at` of the caller's buffer, from or to `sector` of `member`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Transfer {
+    /// The member (role).
+    pub member: usize,
+    /// Its first sector.
+    pub sector: u64,
+    /// Where in the buffer.
+    pub at: usize,
+    /// How many bytes.
+    pub len: usize,
+}
+
 /// Block I/O on the members, by role, and the link to host I/O.
 ///
 /// Reads and writes are synchronous and may sit in a volatile cache until
 /// [`MemberIo::flush`], which must make every completed write of every member
-/// durable before it returns.
+/// durable before it returns. A batch ([`MemberIo::read_all`],
+/// [`MemberIo::write_all`]) returns once all of its transfers have ended; they
+/// may run at the same time and end in any order, so a caller batches only
+/// transfers whose order does not matter for crash safety (writes that a
+/// later flush orders, reads into distinct parts of the buffer).
 pub trait MemberIo {
     /// Reads `buf.len()` bytes (a multiple of 512) from `sector` of `member`.
     fn read(&mut self, member: usize, sector: u64, buf: &mut [u8]) -> Result<(), IoError>;
     /// Writes `buf` at `sector` of `member`.
     fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError>;
+    /// Reads every transfer of `batch` into its part of `buf` (the parts do
+    /// not overlap). Every transfer is attempted; the first error is
+    /// returned. The kernel submits them together.
+    fn read_all(&mut self, buf: &mut [u8], batch: &[Transfer]) -> Result<(), IoError> {
+        let mut first = Ok(());
+        for t in batch {
+            let r = self.read(t.member, t.sector, &mut buf[t.at..t.at + t.len]);
+            first = first.and(r);
+        }
+        first
+    }
+    /// Writes every transfer of `batch` from its part of `buf`. Every
+    /// transfer is attempted; the first error is returned. The kernel
+    /// submits them together.
+    fn write_all(&mut self, buf: &[u8], batch: &[Transfer]) -> Result<(), IoError> {
+        let mut first = Ok(());
+        for t in batch {
+            let r = self.write(t.member, t.sector, &buf[t.at..t.at + t.len]);
+            first = first.and(r);
+        }
+        first
+    }
     /// Flushes the volatile caches of all members.
     fn flush(&mut self) -> Result<(), IoError>;
     /// Publishes the engine's view to host I/O (see [`View::absorb`]). When
@@ -209,6 +255,60 @@ struct Record {
     checkpoint: u64,
     staged: bool,
     time: Time,
+}
+
+/// Transfers a batch holds before it is submitted.
+const BATCH: usize = 32;
+
+/// Member transfers gathered to be submitted together; a full batch is
+/// submitted at once.
+struct Batch {
+    t: [Transfer; BATCH],
+    n: usize,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch { t: [Transfer::default(); BATCH], n: 0 }
+    }
+
+    /// Adds a read into `buf` (submitted when the batch is full).
+    fn read<I: MemberIo>(&mut self, io: &mut I, buf: &mut [u8], t: Transfer) -> Result<(), IoError> {
+        self.t[self.n] = t;
+        self.n += 1;
+        if self.n == BATCH {
+            self.submit_reads(io, buf)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Adds a write from `buf` (submitted when the batch is full).
+    fn write<I: MemberIo>(&mut self, io: &mut I, buf: &[u8], t: Transfer) -> Result<(), IoError> {
+        self.t[self.n] = t;
+        self.n += 1;
+        if self.n == BATCH {
+            self.submit_writes(io, buf)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn submit_reads<I: MemberIo>(&mut self, io: &mut I, buf: &mut [u8]) -> Result<(), IoError> {
+        let n = core::mem::take(&mut self.n);
+        if n == 0 {
+            return Ok(());
+        }
+        io.read_all(buf, &self.t[..n])
+    }
+
+    fn submit_writes<I: MemberIo>(&mut self, io: &mut I, buf: &[u8]) -> Result<(), IoError> {
+        let n = core::mem::take(&mut self.n);
+        if n == 0 {
+            return Ok(());
+        }
+        io.write_all(buf, &self.t[..n])
+    }
 }
 
 /// The migration engine; see the module documentation.
@@ -913,73 +1013,95 @@ impl Engine {
             return Err(EngineError::BufferTooSmall);
         }
         let slice_bytes = (slice << SECTOR_SHIFT) as usize;
+        // Stripes per group: as many as the buffer holds once slices are
+        // whole chunks. A group's reads go out together, then its writes:
+        // the unit is not checkpointed yet (the flush before its checkpoint
+        // orders the writes) and, copied directly, overwrites no source data
+        // it still needs (else it goes through staging).
+        let group = if slice == chunk { (fit / chunk).max(1) } else { 1 };
+        let slot_bytes = |s: u64, k: u64| ((s * slots.get() + k) as usize) * slice_bytes;
         let capacity_chunks = target.capacity() >> shift;
         let (first, count) = self.plan.unit_rows_range(unit);
+        let end = first + count;
         let mut row = first;
-        while row < first + count {
-            let stripe = row / stripe_rows;
-            let rows_end = ((stripe + 1) * stripe_rows.get()).min(first + count);
+        while row < end {
+            let stripe0 = row / stripe_rows;
+            let stripes = group.min((end - 1) / stripe_rows - stripe0 + 1);
             let mut off = 0;
             while off < chunk {
-                // Gather this slice of every data chunk of the stripe.
-                for k in 0..stripe_chunks {
-                    let c = stripe * stripe_chunks + k;
-                    let dst = &mut buf[k as usize * slice_bytes..(k as usize + 1) * slice_bytes];
-                    if c >= capacity_chunks {
-                        continue;
-                    }
-                    let logical = (c << shift) + off;
-                    let have = source.capacity().saturating_sub(logical).min(slice);
-                    dst[(have << SECTOR_SHIFT) as usize..].fill(0);
-                    if have > 0 {
-                        // The copy host reads use: what the host saw is
-                        // what the target gets.
-                        for piece in source.read_pieces(logical, have) {
-                            let at = source.locate_copy(piece.logical, source.read_copy(piece.logical));
-                            let from = ((piece.logical - logical) << SECTOR_SHIFT) as usize;
-                            let to = from + (piece.sectors << SECTOR_SHIFT) as usize;
-                            io.read(at.member, at.sector, &mut dst[from..to])?;
+                // Gather this slice of every data chunk of the group's
+                // stripes.
+                let mut batch = Batch::new();
+                for s in 0..stripes {
+                    let stripe = stripe0 + s;
+                    for k in 0..stripe_chunks {
+                        let c = stripe * stripe_chunks + k;
+                        let base = slot_bytes(s, k);
+                        if c >= capacity_chunks {
+                            continue;
+                        }
+                        let logical = (c << shift) + off;
+                        let have = source.capacity().saturating_sub(logical).min(slice);
+                        buf[base + (have << SECTOR_SHIFT) as usize..base + slice_bytes].fill(0);
+                        if have > 0 {
+                            // The copy host reads use: what the host saw is
+                            // what the target gets.
+                            for piece in source.read_pieces(logical, have) {
+                                let at = source.locate_copy(piece.logical, source.read_copy(piece.logical));
+                                let from = ((piece.logical - logical) << SECTOR_SHIFT) as usize;
+                                let len = (piece.sectors << SECTOR_SHIFT) as usize;
+                                let t = Transfer { member: at.member, sector: at.sector, at: base + from, len };
+                                batch.read(io, buf, t)?;
+                            }
                         }
                     }
                 }
+                batch.submit_reads(io, buf)?;
                 if parity {
-                    let (data, rest) = buf.split_at_mut(stripe_chunks as usize * slice_bytes);
-                    let p = &mut rest[..slice_bytes];
-                    p.fill(0);
-                    for k in 0..stripe_chunks as usize {
-                        super::parity::xor_into(p, &data[k * slice_bytes..(k + 1) * slice_bytes]);
+                    for s in 0..stripes {
+                        let (data, rest) = buf.split_at_mut(slot_bytes(s, stripe_chunks));
+                        let p = &mut rest[..slice_bytes];
+                        p.fill(0);
+                        for k in 0..stripe_chunks {
+                            super::parity::xor_into(p, &data[slot_bytes(s, k)..slot_bytes(s, k) + slice_bytes]);
+                        }
                     }
                 }
                 // Write every member's share of these rows.
-                for member in 0..target.members() {
-                    for r in row..rows_end {
-                        let slot = match target.content(member, r << shift) {
-                            Content::Unused => continue,
-                            // Already there: the source keeps these very
-                            // logical sectors at this place (the first member
-                            // of single to raid1, say). Host writes to them
-                            // went there too until now.
-                            Content::Data { logical, .. }
-                                if !to_staging
-                                    && self.in_place(member, (r << shift) + off, logical + off, slice) =>
-                            {
-                                continue
-                            }
-                            Content::Data { logical, .. } => (logical >> shift) - stripe * stripe_chunks,
-                            Content::Parity { .. } => stripe_chunks,
-                        };
-                        let sector = if to_staging {
-                            staging_sector(members.device_sectors[member]) + (r - first) * chunk + off
-                        } else {
-                            (r << shift) + off
-                        };
-                        let from = slot as usize * slice_bytes;
-                        io.write(member, sector, &buf[from..from + slice_bytes])?;
+                for s in 0..stripes {
+                    let stripe = stripe0 + s;
+                    let rows = row.max(stripe * stripe_rows.get())..((stripe + 1) * stripe_rows.get()).min(end);
+                    for member in 0..target.members() {
+                        for r in rows.clone() {
+                            let slot = match target.content(member, r << shift) {
+                                Content::Unused => continue,
+                                // Already there: the source keeps these very
+                                // logical sectors at this place (the first
+                                // member of single to raid1, say). Host writes
+                                // to them went there too until now.
+                                Content::Data { logical, .. }
+                                    if !to_staging
+                                        && self.in_place(member, (r << shift) + off, logical + off, slice) =>
+                                {
+                                    continue
+                                }
+                                Content::Data { logical, .. } => (logical >> shift) - stripe * stripe_chunks,
+                                Content::Parity { .. } => stripe_chunks,
+                            };
+                            let sector = if to_staging {
+                                staging_sector(members.device_sectors[member]) + (r - first) * chunk + off
+                            } else {
+                                (r << shift) + off
+                            };
+                            let t = Transfer { member, sector, at: slot_bytes(s, slot), len: slice_bytes };
+                            batch.write(io, buf, t)?;
+                        }
                     }
                 }
+                batch.submit_writes(io, buf)?;
                 off += slice;
             }
-            row = rows_end;
+            row = ((stripe0 + stripes) * stripe_rows.get()).min(end);
         }
         Ok(())
     }

@@ -194,32 +194,8 @@ impl BioSet {
         mut len: usize,
     ) -> Result {
         while len > 0 {
-            // SAFETY: the bio set is initialised and has vectors; a sleeping
-            // mempool allocation cannot fail.
-            let bio = unsafe {
-                bindings::bio_alloc_bioset(
-                    member.raw_bdev(),
-                    bindings::BIO_MAX_VECS as u16,
-                    opf,
-                    shim::gfp_noio(),
-                    self.raw(),
-                )
-            };
-            // SAFETY: `bio` is fresh and ours.
-            unsafe { (*bio).bi_iter.bi_sector = sector };
-            let mut added = 0usize;
-            while added < len {
-                let addr = start.wrapping_add(added);
-                let offset = addr as usize & (PAGE_SIZE - 1);
-                let piece = (PAGE_SIZE - offset).min(len - added);
-                // SAFETY: `addr` lies in the caller's vmalloc memory.
-                let page = unsafe { bindings::vmalloc_to_page(addr.cast()) };
-                // SAFETY: `page` holds `[offset, offset + piece)` of the buffer.
-                if unsafe { bindings::bio_add_page(bio, page, piece as u32, offset as u32) } != piece as i32 {
-                    break;
-                }
-                added += piece;
-            }
+            // SAFETY: guaranteed by the caller.
+            let (bio, added) = unsafe { self.buffer_bio(member, opf, sector, start, len) };
             // SAFETY: `bio` is complete; `submit_bio_wait` returns once it
             // has ended, after which it is ours to put.
             let ret = unsafe {
@@ -233,6 +209,110 @@ impl BioSet {
             sector += (added >> 9) as u64;
             start = start.wrapping_add(added);
             len -= added;
+        }
+        Ok(())
+    }
+
+    /// A bio for the first part of `[start, start + len)` that fits one
+    /// bio (up to `BIO_MAX_VECS` pages), at `sector` of `member`, and the
+    /// bytes it holds.
+    ///
+    /// # Safety
+    ///
+    /// As for [`BioSet::sync_io`].
+    unsafe fn buffer_bio(
+        &self,
+        member: &Member,
+        opf: bindings::blk_opf_t,
+        sector: u64,
+        start: *mut u8,
+        len: usize,
+    ) -> (*mut bindings::bio, usize) {
+        // SAFETY: the bio set is initialised and has vectors; a sleeping
+        // mempool allocation cannot fail.
+        let bio = unsafe {
+            bindings::bio_alloc_bioset(member.raw_bdev(), bindings::BIO_MAX_VECS as u16, opf, shim::gfp_noio(), self.raw())
+        };
+        // SAFETY: `bio` is fresh and ours.
+        unsafe { (*bio).bi_iter.bi_sector = sector };
+        let mut added = 0usize;
+        while added < len {
+            let addr = start.wrapping_add(added);
+            let offset = addr as usize & (PAGE_SIZE - 1);
+            let piece = (PAGE_SIZE - offset).min(len - added);
+            // SAFETY: `addr` lies in the caller's vmalloc memory.
+            let page = unsafe { bindings::vmalloc_to_page(addr.cast()) };
+            // SAFETY: `page` holds `[offset, offset + piece)` of the buffer.
+            if unsafe { bindings::bio_add_page(bio, page, piece as u32, offset as u32) } != piece as i32 {
+                break;
+            }
+            added += piece;
+        }
+        (bio, added)
+    }
+
+    /// Reads (`write` false) or writes several ranges of a buffer, each at
+    /// a sector of a member, all submitted before waiting: the bios are
+    /// chained as `blk_next_bio` chains a discard's, so that the last one
+    /// ends when all have. Returns an error if any failed (not which one).
+    /// Each bio is submitted before the next is allocated, so the mempool
+    /// always gets its elements back.
+    ///
+    /// # Safety
+    ///
+    /// Every range `(member, sector, start, len)` must be as for
+    /// [`BioSet::sync_io`], and the ranges of a read must not overlap.
+    pub(crate) unsafe fn sync_io_batch<'m>(
+        &self,
+        write: bool,
+        ranges: impl Iterator<Item = (&'m Member, u64, *mut u8, usize)> + Clone,
+    ) -> Result {
+        let op = if write { bindings::req_op_REQ_OP_WRITE } else { bindings::req_op_REQ_OP_READ };
+        for (_, _, start, len) in ranges.clone() {
+            // SAFETY: as in `sync_io`.
+            unsafe { shim::flush_vmap(start, len) };
+        }
+        let mut last: *mut bindings::bio = core::ptr::null_mut();
+        plugged(|| {
+            for (member, mut sector, mut start, mut len) in ranges.clone() {
+                while len > 0 {
+                    // SAFETY: guaranteed by the caller.
+                    let (bio, added) = unsafe { self.buffer_bio(member, op, sector, start, len) };
+                    if !last.is_null() {
+                        // SAFETY: `last` is complete and not yet submitted:
+                        // chained to `bio` and submitted, it ends into
+                        // `bio`, which then ends only after it (what
+                        // `bio_chain_and_submit`, not exported, does).
+                        unsafe {
+                            bindings::bio_chain(last, bio);
+                            bindings::submit_bio(last);
+                        }
+                    }
+                    last = bio;
+                    sector += (added >> 9) as u64;
+                    start = start.wrapping_add(added);
+                    len -= added;
+                }
+            }
+        });
+        if last.is_null() {
+            return Ok(());
+        }
+        // SAFETY: `last` is complete; it ends once every bio chained to it
+        // has; it is ours to put after `submit_bio_wait`.
+        let ret = unsafe {
+            let ret = bindings::submit_bio_wait(last);
+            bindings::bio_put(last);
+            ret
+        };
+        if !write {
+            for (_, _, start, len) in ranges {
+                // SAFETY: as in `sync_io`.
+                unsafe { shim::invalidate_vmap(start, len) };
+            }
+        }
+        if ret != 0 {
+            return Err(Error::from_errno(ret));
         }
         Ok(())
     }

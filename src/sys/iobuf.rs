@@ -69,4 +69,50 @@ impl Region<'_> {
         // SAFETY: as in `read`; a write only reads the memory.
         unsafe { bs.sync_io(member, true, opf_flags, sector, buf.as_ptr().cast_mut(), buf.len()) }
     }
+
+    /// Reads the ranges `(member, sector, at, len)` of `buf`, a slice of
+    /// this region's buffer (`at` counted from its start; the ranges do not
+    /// overlap), all submitted together, waiting for all. An error says
+    /// that one failed, not which.
+    pub(crate) fn read_batch<'m>(
+        &self,
+        bs: &BioSet,
+        buf: &mut [u8],
+        ranges: impl Iterator<Item = (&'m Member, u64, usize, usize)> + Clone,
+    ) -> Result {
+        let disjoint = ranges.clone().enumerate().all(|(i, (_, _, a, la))| {
+            ranges.clone().skip(i + 1).all(|(_, _, b, lb)| a + la <= b || b + lb <= a)
+        });
+        if !self.holds_all(buf, ranges.clone()) || !disjoint {
+            return Err(EINVAL);
+        }
+        let base = buf.as_mut_ptr();
+        // SAFETY: every range lies in `buf` (checked), vmalloc memory of
+        // this region (checked), alive while the region's buffer is borrowed
+        // and borrowed exclusively for the call; the ranges do not overlap
+        // (checked).
+        unsafe { bs.sync_io_batch(false, ranges.map(move |(m, sector, at, len)| (m, sector, base.wrapping_add(at), len))) }
+    }
+
+    /// Writes the ranges `(member, sector, at, len)` of `buf`, as
+    /// [`Region::read_batch`] reads them.
+    pub(crate) fn write_batch<'m>(
+        &self,
+        bs: &BioSet,
+        buf: &[u8],
+        ranges: impl Iterator<Item = (&'m Member, u64, usize, usize)> + Clone,
+    ) -> Result {
+        if !self.holds_all(buf, ranges.clone()) {
+            return Err(EINVAL);
+        }
+        let base = buf.as_ptr().cast_mut();
+        // SAFETY: as in `read_batch`; a write only reads the memory.
+        unsafe { bs.sync_io_batch(true, ranges.map(move |(m, sector, at, len)| (m, sector, base.wrapping_add(at), len))) }
+    }
+
+    /// Whether `buf` is this region's and every range lies in it.
+    fn holds_all<'m>(&self, buf: &[u8], mut ranges: impl Iterator<Item = (&'m Member, u64, usize, usize)>) -> bool {
+        let fits = |at: usize, len: usize| at.checked_add(len).is_some_and(|end| end <= buf.len()) && len % 512 == 0;
+        self.holds(buf) && ranges.all(|(_, _, at, len)| fits(at, len))
+    }
 }

@@ -66,6 +66,37 @@ fn exhaustive_crashes_sliced_buffers() {
     check("exhaustive, sliced buffers and 3-stripe units", &total);
 }
 
+/// Copy buffers of several stripes: the engine copies a group of stripes
+/// per batch of reads and then of writes (the batches land in any order,
+/// see the simulator's `write_all`), units of 3 and 5 stripes split into
+/// groups of 2 and 3; 16 members give batches larger than the engine's
+/// (submitted in parts).
+#[test]
+fn exhaustive_crashes_multi_stripe_buffers() {
+    let mut total = Report::default();
+    let mut seed = 200;
+    for (level, members, group, unit_stripes) in [
+        (Level::Raid0, 3, 2, 3),
+        (Level::Raid1, 2, 2, 3),
+        (Level::Raid5, 3, 2, 3),
+        (Level::Raid5, 4, 3, 5),
+        (Level::Raid10, 4, 2, 3),
+        (Level::Raid10, 3, 3, 5),
+        (Level::Raid10, 16, 3, 5),
+        (Level::Raid0, 16, 3, 3),
+    ] {
+        seed += 1;
+        let mut cfg = SimConfig::new(level, members, unit_stripes, seed);
+        cfg.chunk = 16;
+        cfg.rows = 10;
+        let g = Geometry::new(level, members, 16, 16 * 10).unwrap();
+        let slots = g.stripe_chunks() as usize + g.level().has_parity() as usize;
+        cfg.buffer = group * slots * 16 * 512;
+        total.add(&simulate(&cfg, Crashes::Every));
+    }
+    check("exhaustive, buffers of several stripes", &total);
+}
+
 /// Larger configurations, random crash points with seeded randomness,
 /// including layouts other than single as the source.
 #[test]

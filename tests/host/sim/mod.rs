@@ -39,7 +39,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
-use raidmig_core::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Step, Time};
+use raidmig_core::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Step, Time, Transfer};
 use raidmig_core::format::{ArrayState, Superblock};
 use raidmig_core::gate::{Admission, Gate};
 use raidmig_core::health::Roles;
@@ -565,6 +565,16 @@ enum RunError {
 }
 
 impl World {
+    /// `0..n` in a random order (Fisher-Yates).
+    fn shuffled(&mut self, n: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            let j = self.rng.below(i as u64 + 1) as usize;
+            v.swap(i, j);
+        }
+        v
+    }
+
     fn new(cfg: &SimConfig) -> World {
         let chunk = cfg.chunk;
         let data = cfg.rows * chunk as u64;
@@ -1445,6 +1455,29 @@ impl MemberIo for World {
             return Err(IoError { member, errno: -5 });
         }
         self.disk_write(member, sector, buf)
+    }
+
+    /// The kernel submits a batch's transfers together: they land in any
+    /// order, each one a moment for a power cut or an error, and every one
+    /// is attempted after another failed.
+    fn read_all(&mut self, buf: &mut [u8], batch: &[Transfer]) -> Result<(), IoError> {
+        let mut first = Ok(());
+        for i in self.shuffled(batch.len()) {
+            let t = batch[i];
+            let r = self.read(t.member, t.sector, &mut buf[t.at..t.at + t.len]);
+            first = first.and(r);
+        }
+        first
+    }
+
+    fn write_all(&mut self, buf: &[u8], batch: &[Transfer]) -> Result<(), IoError> {
+        let mut first = Ok(());
+        for i in self.shuffled(batch.len()) {
+            let t = batch[i];
+            let r = self.write(t.member, t.sector, &buf[t.at..t.at + t.len]);
+            first = first.and(r);
+        }
+        first
     }
 
     fn flush(&mut self) -> Result<(), IoError> {
