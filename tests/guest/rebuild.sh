@@ -10,7 +10,8 @@
 # A reads back; then md, created over the members as they now are (the
 # replacement in role 1), shows the same bytes and its `check` finds
 # mismatch_cnt 0. Bad additions are refused with nothing written: a device
-# too small, a member of this array, a path that is not one.
+# too small, one in use (held by device-mapper), a member of this array, a
+# path that is not one.
 . tests/guest/lib.sh
 
 head -c 24M /dev/urandom > /tmp/A
@@ -41,11 +42,16 @@ for layout in "raid1 2 --level=1" "raid5 3 --level=5 --layout=left-symmetric --c
     # Bad additions first (raid1's turn): nothing written to them.
     truncate -s 64M /tmp/small.img
     small=$(losetup -f --show /tmp/small.img)
-    before=$(sums "$small" "${devs[0]}")
+    before=$(sums "$small" "${devs[0]}" "$new")
     if echo "$small" > $SYS/add 2>/dev/null; then fail "a device too small was added"; else ok "a device too small is refused"; fi
+    # In use: the replacement held by a device-mapper table.
+    must dmsetup create held --table "0 $(blockdev --getsz "$new") linear $new 0"
+    if echo "$new" > $SYS/add 2>/dev/null; then fail "a device in use was added"; else ok "a device in use is refused"; fi
+    must dmsetup remove held
     if echo "${devs[0]}" > $SYS/add 2>/dev/null; then fail "a member was added again"; else ok "a member of this array is refused"; fi
     if echo "not-a-path" > $SYS/add 2>/dev/null; then fail "a bad path was taken"; else ok "a bad path is refused"; fi
-    check "refused additions wrote nothing" test "$before" = "$(sums "$small" "${devs[0]}")"
+    check "refused additions wrote nothing" test "$before" = "$(sums "$small" "${devs[0]}" "$new")"
+    check "dmesg says why: in use" bash -c "dmesg | grep -q 'cannot add $new: cannot open it exclusively'"
     check "dmesg says why: too small" bash -c "dmesg | grep -q 'cannot add $small: device too small'"
     check "dmesg says why: a member already" bash -c "dmesg | grep -q 'cannot add ${devs[0]}: it is a member'"
     losetup -d "$small"
