@@ -593,46 +593,23 @@ impl Members {
     }
 
     /// Reads the transfers of `batch` into `buf` (a slice of `region`'s
-    /// buffer), submitted together, waiting for all. After a failure they
-    /// are read again one by one, which finds (and tells, as one of `who`)
-    /// the member that fails.
-    pub(crate) fn read_all(
-        &self,
-        who: Who,
-        region: &Region<'_>,
-        buf: &mut [u8],
-        batch: &[Transfer],
-    ) -> Result<(), IoError> {
-        if let Some(devs) = self.batch_devices(batch) {
+    /// buffer), submitted together, waiting for all. Whether all of them
+    /// succeeded: after a failure the caller does them again one by one
+    /// ([`read`](Members::read)), which finds and tells the member that fails.
+    pub(crate) fn read_batch(&self, region: &Region<'_>, buf: &mut [u8], batch: &[Transfer]) -> bool {
+        self.batch_devices(batch).is_some_and(|devs| {
             let ranges = batch.iter().filter_map(|t| Some((devs[t.member]?, t.sector, t.at, t.len)));
-            if region.read_batch(&self.bioset, buf, ranges).is_ok() {
-                return Ok(());
-            }
-        }
-        let mut first = Ok(());
-        for t in batch {
-            let r = self.read(who, region, t.member, t.sector, &mut buf[t.at..t.at + t.len]);
-            first = first.and(r);
-        }
-        first
+            region.read_batch(&self.bioset, buf, ranges).is_ok()
+        })
     }
 
     /// Writes the transfers of `batch` from `buf`, as
-    /// [`Members::read_all`] reads them (a write done again is the same
-    /// write).
-    pub(crate) fn write_all(&self, who: Who, region: &Region<'_>, buf: &[u8], batch: &[Transfer]) -> Result<(), IoError> {
-        if let Some(devs) = self.batch_devices(batch) {
+    /// [`Members::read_batch`] reads them.
+    pub(crate) fn write_batch(&self, region: &Region<'_>, buf: &[u8], batch: &[Transfer]) -> bool {
+        self.batch_devices(batch).is_some_and(|devs| {
             let ranges = batch.iter().filter_map(|t| Some((devs[t.member]?, t.sector, t.at, t.len)));
-            if region.write_batch(&self.bioset, buf, ranges).is_ok() {
-                return Ok(());
-            }
-        }
-        let mut first = Ok(());
-        for t in batch {
-            let r = self.write(who, region, t.member, 0, t.sector, &buf[t.at..t.at + t.len]);
-            first = first.and(r);
-        }
-        first
+            region.write_batch(&self.bioset, buf, ranges).is_ok()
+        })
     }
 
     /// Flushes the volatile cache of every member in sync, waiting.

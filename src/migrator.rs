@@ -13,7 +13,7 @@ use crate::{
     members::{Members, Who},
     raidmig_core::{
         config::Command,
-        engine::{Engine, EngineConfig, IoError, MemberIo, Stats, Step, Transfer},
+        engine::{read_each, write_each, Engine, EngineConfig, IoError, MemberIo, Stats, Step, Transfer},
         lifecycle::Recovered,
         format::ArrayState,
         health::{condition, Condition, Roles},
@@ -222,11 +222,17 @@ impl MemberIo for KernelIo<'_> {
     }
 
     fn read_all(&mut self, buf: &mut [u8], batch: &[Transfer]) -> Result<(), IoError> {
-        self.members.read_all(Who::Migration, &self.region, buf, batch)
+        if self.members.read_batch(&self.region, buf, batch) {
+            return Ok(());
+        }
+        read_each(self, buf, batch)
     }
 
     fn write_all(&mut self, buf: &[u8], batch: &[Transfer]) -> Result<(), IoError> {
-        self.members.write_all(Who::Migration, &self.region, buf, batch)
+        if self.members.write_batch(&self.region, buf, batch) {
+            return Ok(());
+        }
+        write_each(self, buf, batch)
     }
 
     fn flush(&mut self) -> Result<(), IoError> {
@@ -268,11 +274,12 @@ impl MemberIo for EngineIo<'_> {
     }
 
     fn write_all(&mut self, buf: &[u8], batch: &[Transfer]) -> Result<(), IoError> {
-        // The first failure of a batch is the one returned.
-        self.io.write_all(buf, batch).inspect_err(|e| {
-            let sector = batch.iter().find(|t| t.member == e.member).map_or(0, |t| t.sector);
-            self.write_error.get_or_insert((e.member, sector));
-        })
+        // A failed batch is done again one write at a time through `write`,
+        // which records the failing member and sector.
+        if self.io.members.write_batch(&self.io.region, buf, batch) {
+            return Ok(());
+        }
+        write_each(self, buf, batch)
     }
 
     fn flush(&mut self) -> Result<(), IoError> {

@@ -116,23 +116,13 @@ pub trait MemberIo {
     /// not overlap). Every transfer is attempted; the first error is
     /// returned. The kernel submits them together.
     fn read_all(&mut self, buf: &mut [u8], batch: &[Transfer]) -> Result<(), IoError> {
-        let mut first = Ok(());
-        for t in batch {
-            let r = self.read(t.member, t.sector, &mut buf[t.at..t.at + t.len]);
-            first = first.and(r);
-        }
-        first
+        read_each(self, buf, batch)
     }
     /// Writes every transfer of `batch` from its part of `buf`. Every
     /// transfer is attempted; the first error is returned. The kernel
     /// submits them together.
     fn write_all(&mut self, buf: &[u8], batch: &[Transfer]) -> Result<(), IoError> {
-        let mut first = Ok(());
-        for t in batch {
-            let r = self.write(t.member, t.sector, &buf[t.at..t.at + t.len]);
-            first = first.and(r);
-        }
-        first
+        write_each(self, buf, batch)
     }
     /// Flushes the volatile caches of all members.
     fn flush(&mut self) -> Result<(), IoError>;
@@ -142,6 +132,30 @@ pub trait MemberIo {
     fn publish(&mut self, view: &View);
     /// Whether host I/O asked for a checkpoint since the last publish.
     fn checkpoint_requested(&mut self) -> bool;
+}
+
+/// The transfers of `batch` read one after another with [`MemberIo::read`]:
+/// every one attempted, the first error returned. What
+/// [`MemberIo::read_all`] does by default, and how a batch that failed as a
+/// whole is done again to find the transfer that fails.
+pub fn read_each<I: MemberIo + ?Sized>(io: &mut I, buf: &mut [u8], batch: &[Transfer]) -> Result<(), IoError> {
+    let mut first = Ok(());
+    for t in batch {
+        let r = io.read(t.member, t.sector, &mut buf[t.at..t.at + t.len]);
+        first = first.and(r);
+    }
+    first
+}
+
+/// The transfers of `batch` written one after another, as [`read_each`]
+/// reads them (a write done again is the same write).
+pub fn write_each<I: MemberIo + ?Sized>(io: &mut I, buf: &[u8], batch: &[Transfer]) -> Result<(), IoError> {
+    let mut first = Ok(());
+    for t in batch {
+        let r = io.write(t.member, t.sector, &buf[t.at..t.at + t.len]);
+        first = first.and(r);
+    }
+    first
 }
 
 /// Deliberate flaws, for proving that the crash simulator catches them.
@@ -272,11 +286,16 @@ impl Batch {
         Batch { t: [Transfer::default(); BATCH], n: 0 }
     }
 
-    /// Adds a read into `buf` (submitted when the batch is full).
-    fn read<I: MemberIo>(&mut self, io: &mut I, buf: &mut [u8], t: Transfer) -> Result<(), IoError> {
+    /// Adds `t`; whether the batch is full now.
+    fn push(&mut self, t: Transfer) -> bool {
         self.t[self.n] = t;
         self.n += 1;
-        if self.n == BATCH {
+        self.n == BATCH
+    }
+
+    /// Adds a read into `buf` (submitted when the batch is full).
+    fn read<I: MemberIo>(&mut self, io: &mut I, buf: &mut [u8], t: Transfer) -> Result<(), IoError> {
+        if self.push(t) {
             self.submit_reads(io, buf)
         } else {
             Ok(())
@@ -285,9 +304,7 @@ impl Batch {
 
     /// Adds a write from `buf` (submitted when the batch is full).
     fn write<I: MemberIo>(&mut self, io: &mut I, buf: &[u8], t: Transfer) -> Result<(), IoError> {
-        self.t[self.n] = t;
-        self.n += 1;
-        if self.n == BATCH {
+        if self.push(t) {
             self.submit_writes(io, buf)
         } else {
             Ok(())
