@@ -36,8 +36,14 @@ level() {
   local level=$1 n=$2 devs
   devs=$(echo /dev/sd{a,b,c,d} | cut -d' ' -f1-"$n")
   wipe $devs
-  mdadm --create /dev/md0 --run --level="$level" --raid-devices="$n" --chunk=64 --metadata=1.0 \
-    --assume-clean --bitmap=none $( [ "$level" = raid10 ] && echo --layout=n2 ) $devs > /dev/null 2>&1
+  # (raid0 has neither a resync nor a bitmap, raid1 no chunk: mdadm
+  # refuses those options.)
+  local opts="--assume-clean --bitmap=none --chunk=64"
+  [ "$level" = raid0 ] && opts="--chunk=64"
+  [ "$level" = raid1 ] && opts="--assume-clean --bitmap=none"
+  [ "$level" = raid10 ] && opts+=" --layout=n2"
+  mdadm --create /dev/md0 --run --level="$level" --raid-devices="$n" --metadata=1.0 \
+    $opts $devs > /tmp/mdadm.out 2>&1 || { cat /tmp/mdadm.out >&2; exit 1; }
   suite "md-$level" /dev/md0
   mdadm --stop /dev/md0 > /dev/null 2>&1
   wipe $devs
