@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): from one guest run, 4k random read/write IOPS at
 # iodepth 32 and 1M sequential read/write MB/s for one raw member and, over
-# the same members with a 64 KiB chunk, md and raidmig raid0 (3 members),
+# the same disks with a 64 KiB chunk, md and raidmig raid0 (3 members),
 # raid1 (2), raid10 (4, near-2) and raid5 (3, left-symmetric), with the
 # raidmig/md ratios beside issue 9's targets; then raidmig raid5's 4k random
 # write IOPS with its write-intent bitmap and without one. Guests run under
-# software emulation: compare the ratios, not the absolute figures.
+# software emulation on a shared host, whose speed drifts: md and raidmig
+# run side by side on two halves of every disk, alternately, in ROUNDS
+# short rounds (see bench-guest.sh); compare the ratios, not the absolute
+# figures.
 #
-#   scripts/bench.sh [--runtime SECONDS]
+#   scripts/bench.sh [--runtime SECONDS] [--rounds ROUNDS]   (default 5 and 4)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 export PATH=$HOME/.cargo/bin:$PATH
-runtime=15
-[ "${1:-}" = --runtime ] && runtime=$2
+runtime=5 rounds=4
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runtime) runtime=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
 bash scripts/install-deps.sh > /dev/null
 bash scripts/kernel.sh > /dev/null
 make -s
@@ -21,4 +30,4 @@ disks=$(mktemp -d /var/tmp/raidmig-bench.XXXXXX)
 trap 'rm -rf "$disks"' EXIT
 # Allocated (not sparse) images, so reads cost what reads of data cost.
 for i in 0 1 2 3; do dd if=/dev/zero of="$disks/m$i.img" bs=1M count=1024 status=none; done
-bash scripts/guest.sh --disks 4 --disk-dir "$disks" -- bash scripts/bench-guest.sh "$runtime"
+bash scripts/guest.sh --disks 4 --disk-dir "$disks" -- bash scripts/bench-guest.sh "$runtime" "$rounds"

@@ -310,9 +310,10 @@ impl Array {
     }
 }
 
-impl RequestHandler for Array {
-    fn process(&self, io: InFlight) {
-        let host = Host {
+impl Array {
+    /// Runs `f` with what a host request needs of the array.
+    fn with_host<R>(&self, f: impl FnOnce(&Host<'_>) -> R) -> R {
+        f(&Host {
             members: &self.members,
             coord: &self.coord,
             stripes: &self.stripes,
@@ -321,8 +322,17 @@ impl RequestHandler for Array {
             bitmap: &self.bitmap,
             settled: !self.control.migrating(),
             fail_member: &|role, sector, write| self.fail_member(role, sector, write),
-        };
-        host.process(io, || self.control.wake());
+        })
+    }
+}
+
+impl RequestHandler for Array {
+    fn submit(&self, io: InFlight) -> Option<InFlight> {
+        self.with_host(|host| host.submit(io))
+    }
+
+    fn process(&self, io: InFlight) {
+        self.with_host(|host| host.process(io, || self.control.wake()));
     }
 
     fn released(&self, epoch: u8) {

@@ -175,6 +175,31 @@ impl Bitmap {
         Ok(Some((first as u32, last as u32)))
     }
 
+    /// [`Bitmap::start_write`] for a write that must not wait (from
+    /// `queue_rq`): counted only if every region it touches is marked
+    /// durable already. `None`: not counted, a bit must be written first.
+    /// `Some` holds what `start_write` returns.
+    pub(crate) fn try_start_write(&self, start: u64, sectors: u64) -> Option<Option<(u32, u32)>> {
+        let Some(geo) = self.geo else { return Some(None) };
+        if sectors == 0 {
+            return Some(None);
+        }
+        let (first, last) = geo.regions_of(start, sectors);
+        let now = time::now().mono_ms;
+        // Counted before the marks are looked at, as `start_write` does: a
+        // clear that drops a mark after this sees the count and keeps it.
+        for r in first..=last {
+            self.running[r as usize].fetch_add(1, Ordering::SeqCst);
+            self.last_start_ms[r as usize].store(now, Ordering::SeqCst);
+        }
+        if (first..=last).all(|r| self.marked.get(r)) {
+            Some(Some((first as u32, last as u32)))
+        } else {
+            self.end_write(first as u32, last as u32);
+            None
+        }
+    }
+
     /// Sets region `r`'s bit and writes its block to every member in sync.
     fn mark(&self, members: &Members, fail_member: &dyn Fn(usize, u64, bool) -> bool, r: u64) -> Result {
         let mut guard = self.image.lock();

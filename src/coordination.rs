@@ -81,6 +81,23 @@ impl Coordinator {
         }
     }
 
+    /// Host side, from `queue_rq`: the view to route
+    /// `[start, start + sectors)` with if it may go now (counted as by
+    /// [`Coordinator::admit`]); `None` if it would wait or fail, which the
+    /// request's work item then does through `admit`.
+    pub(crate) fn try_admit(&self, io: &InFlight, start: u64, sectors: u64, write: bool) -> Option<View> {
+        match self.gate.lock().admit(start, sectors, write) {
+            Admission::Go { view, epoch } => {
+                if let Some(epoch) = epoch {
+                    self.drain.enter(epoch);
+                    io.count_in(epoch);
+                }
+                Some(view)
+            }
+            Admission::Wait | Admission::WaitCheckpoint | Admission::Refuse => None,
+        }
+    }
+
     /// A request counted in `epoch` ended (any context).
     pub(crate) fn released(&self, epoch: u8) {
         self.drain.release(epoch);

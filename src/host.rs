@@ -62,9 +62,80 @@ fn redundant(g: &Geometry) -> bool {
     g.copies() > 1 || g.level().has_parity()
 }
 
+/// What a data request asks: its access and the logical hull `[lo, hi)`
+/// it is admitted over.
+struct Ask {
+    access: Access,
+    lo: u64,
+    hi: u64,
+}
+
+impl Ask {
+    fn write(&self) -> bool {
+        self.access != Access::Read
+    }
+
+    /// Discards and write-zeroes are taken bio by bio (see the module
+    /// documentation).
+    fn ranged(&self) -> bool {
+        matches!(self.access, Access::Discard | Access::WriteZeroes)
+    }
+}
+
+/// How the members' bios of a pass are issued.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// From the workqueue: synchronous member I/O (raid5) allowed.
+    Work,
+    /// From `queue_rq`: nothing may wait for I/O; a part that would is
+    /// deferred to the workqueue with the whole request.
+    Inline,
+}
+
 impl Host<'_> {
-    /// Serves a started request; `wake_engine` is called when a write needs
-    /// a checkpoint. The request ends when its last member bio does.
+    /// Serves a started request from `queue_rq` when that needs no waiting
+    /// for I/O or for the migration: on the first pass, a read or write that
+    /// the gate lets go at once, whose bitmap regions are marked, and that is
+    /// not raid5 I/O needing the stripe paths (writes, or reads while a
+    /// member is out of sync). Returns the request, untouched, otherwise.
+    pub(crate) fn submit(&self, io: InFlight) -> Option<InFlight> {
+        if io.phase() != Phase::Serve {
+            return Some(io);
+        }
+        let Some(ask) = self.ask(&io) else {
+            if io.request().op() == Op::Flush {
+                bio::plugged_apart(|| self.flush(&io));
+            }
+            return None;
+        };
+        let parity = self.source.level().has_parity() || self.target.level().has_parity();
+        if parity && (ask.write() || !self.members.health().out_of_sync().is_empty()) {
+            return Some(io);
+        }
+        let regions = if ask.write() && self.settled {
+            match self.bitmap.try_start_write(ask.lo, ask.hi - ask.lo) {
+                Some(regions) => regions,
+                None => return Some(io),
+            }
+        } else {
+            None
+        };
+        let Some(view) = self.coord.try_admit(&io, ask.lo, ask.hi - ask.lo, ask.write()) else {
+            if let Some((first, last)) = regions {
+                self.bitmap.end_write(first, last);
+            }
+            return Some(io);
+        };
+        if let Some((first, last)) = regions {
+            io.mark_regions(first, last);
+        }
+        bio::plugged_apart(|| self.issue(&io, &view, &ask, Pass::Inline));
+        None
+    }
+
+    /// Serves a started request from the workqueue; `wake_engine` is called
+    /// when a write needs a checkpoint. The request ends when its last
+    /// member bio does.
     pub(crate) fn process(&self, io: InFlight, wake_engine: impl Fn()) {
         if io.phase() == Phase::Record {
             if !self.members.wait_recorded() {
@@ -73,25 +144,13 @@ impl Host<'_> {
             }
             return;
         }
-        let rq = io.request();
-        let access = match rq.op() {
-            Op::Flush => return bio::plugged(|| self.flush(&io)),
-            Op::Unsupported => return io.fail(shim::sts_notsupp()),
-            Op::Read => Access::Read,
-            Op::Write => Access::Write,
-            Op::Discard => Access::Discard,
-            Op::WriteZeroes => Access::WriteZeroes,
-        };
-        let write = access != Access::Read;
-        let ranged = matches!(access, Access::Discard | Access::WriteZeroes);
-        let (lo, hi) = if ranged {
-            rq.bios().fold((u64::MAX, 0), |(lo, hi), b| (lo.min(b.sector()), hi.max(b.sector() + b.sectors())))
-        } else {
-            (rq.sector(), rq.sector() + rq.sectors())
-        };
-        if lo >= hi {
+        let Some(ask) = self.ask(&io) else {
+            if io.request().op() == Op::Flush {
+                bio::plugged(|| self.flush(&io));
+            }
             return;
-        }
+        };
+        let (lo, hi, write) = (ask.lo, ask.hi, ask.write());
         let Some(view) = self.coord.admit(&io, lo, hi - lo, write, wake_engine) else {
             pr_err!(
                 "{}: {} of sectors {}..{} refused: the migration stopped on an error where they lie\n",
@@ -112,15 +171,43 @@ impl Host<'_> {
                 }
             }
         }
-        bio::plugged(|| {
-            if ranged {
-                for b in rq.bios() {
-                    self.range(&io, &view, access, b.sector(), b.sector(), b.sectors());
-                }
-            } else {
-                self.range(&io, &view, access, rq.sector(), rq.sector(), rq.sectors());
+        bio::plugged(|| self.issue(&io, &view, &ask, Pass::Work));
+    }
+
+    /// The access and extent of a data request; `None` for a flush (left to
+    /// the caller), an unsupported operation (failed here) or an empty one.
+    fn ask(&self, io: &InFlight) -> Option<Ask> {
+        let rq = io.request();
+        let access = match rq.op() {
+            Op::Flush => return None,
+            Op::Unsupported => {
+                io.fail(shim::sts_notsupp());
+                return None;
             }
-        });
+            Op::Read => Access::Read,
+            Op::Write => Access::Write,
+            Op::Discard => Access::Discard,
+            Op::WriteZeroes => Access::WriteZeroes,
+        };
+        let ranged = matches!(access, Access::Discard | Access::WriteZeroes);
+        let (lo, hi) = if ranged {
+            rq.bios().fold((u64::MAX, 0), |(lo, hi), b| (lo.min(b.sector()), hi.max(b.sector() + b.sectors())))
+        } else {
+            (rq.sector(), rq.sector() + rq.sectors())
+        };
+        (lo < hi).then_some(Ask { access, lo, hi })
+    }
+
+    /// Issues an admitted request's member I/O.
+    fn issue(&self, io: &InFlight, view: &View, ask: &Ask, pass: Pass) {
+        let rq = io.request();
+        if ask.ranged() {
+            for b in rq.bios() {
+                self.range(io, view, ask.access, b.sector(), b.sector(), b.sectors(), pass);
+            }
+        } else {
+            self.range(io, view, ask.access, rq.sector(), rq.sector(), rq.sectors(), pass);
+        }
     }
 
     /// Sends an empty flush to every member in sync.
@@ -136,7 +223,8 @@ impl Host<'_> {
     /// request, whose data offsets count from `base`. Each part leaves out
     /// the roles not in sync there (failed, a rebuilding role at or above
     /// its position) and those whose reads failed for this request.
-    fn range(&self, io: &InFlight, view: &View, access: Access, base: u64, start: u64, sectors: u64) {
+    #[allow(clippy::too_many_arguments)]
+    fn range(&self, io: &InFlight, view: &View, access: Access, base: u64, start: u64, sectors: u64, pass: Pass) {
         let dev = self.members.device_sectors();
         let health = self.members.health();
         let avoid = Roles(io.avoid());
@@ -173,6 +261,9 @@ impl Host<'_> {
                         None if redundant => {}
                         None => io.fail(shim::sts_ioerr()),
                     },
+                    // A member lost since `submit` looked: the stripe paths
+                    // wait for member I/O, which `queue_rq` must not.
+                    MemberOp::Stripe { .. } | MemberOp::Reconstruct { .. } if pass == Pass::Inline => io.defer(),
                     MemberOp::Stripe { start, sectors, .. } => self.write_stripe(io, g, place, gone, start, sectors),
                     MemberOp::Reconstruct { start, sectors, .. } => {
                         if self.stripes.read_reconstructed(self.members, io, g, place, gone, start, sectors).is_err() {

@@ -399,6 +399,20 @@ unsafe extern "C" fn member_bio_done(bio: *mut bindings::bio) {
     }
 }
 
+/// Runs `f` under a block plug of its own, the task's plug (if any) set
+/// aside meanwhile: for member bios submitted from `queue_rq`, which blk-mq
+/// may call while it flushes the submitting task's plug. Member requests
+/// added to that plug would be issued by, and could make recursive, the
+/// flush that is running our `queue_rq`; in a plug of their own they are
+/// issued when `f` is done, to the members' queues only.
+pub(crate) fn plugged_apart<R>(f: impl FnOnce() -> R) -> R {
+    let outer = shim::plug_take();
+    let r = plugged(f);
+    // SAFETY: taken above on this task; `plugged` finished its plug.
+    unsafe { shim::plug_restore(outer) };
+    r
+}
+
 /// Runs `f` under a block plug, so that consecutive member bios it submits
 /// to the same member can be merged before they reach that member's queue.
 /// Called from the array's workqueue, where the task has no plug of its own.

@@ -5,16 +5,19 @@
 //! block sizes, cache features or queue data, so this is a small wrapper of
 //! its own over the C API.
 //!
-//! `queue_rq` hands every request to a workqueue, and the work item does
-//! the rest in process context. Mapping a request allocates member bios from
-//! a mempool (a sleeping allocation), and during a migration a request that
-//! touches the unit being copied has to wait for it: neither may happen in
-//! `queue_rq`, which blk-mq can call in atomic context. A blocking tag set
-//! (`BLK_MQ_F_BLOCKING`) would allow sleeping there, but `queue_rq` also
-//! runs while blk-mq flushes the submitting task's plug, and member bios
-//! submitted from there re-enter that task's plug and bio list. The work
-//! item runs in a clean context with a plug of its own, and a request that
-//! waits blocks only its own worker, not the dispatch of the others.
+//! `queue_rq` first offers a request to the handler's
+//! [`RequestHandler::submit`], which maps it to member bios there and then
+//! when nothing has to wait: the common case, a request on a settled array
+//! or away from the unit being copied, served without a hop to another
+//! task (the cost md and dm-linear never pay). The tag set is blocking
+//! (`BLK_MQ_F_BLOCKING`), so `queue_rq` runs in process context and may
+//! sleep in the member bios' mempool, whose rescuer keeps allocations going
+//! while earlier bios wait on the submitter's `bio_list`. What must wait for
+//! I/O (a bitmap bit to write, a unit being copied, raid5's synchronous
+//! stripe I/O) must not wait there: member bios submitted from inside
+//! `submit_bio` only leave when `queue_rq` returns. Such a request goes to
+//! the disk's workqueue, and its work item does the rest in a clean context
+//! with a plug of its own; a request that waits blocks only its own worker.
 
 use crate::sys::{
     member::Member,
@@ -34,6 +37,10 @@ use kernel::{
 
 /// What the disk calls for every request.
 pub(crate) trait RequestHandler: Send + Sync {
+    /// Serves a started request from `queue_rq` if that needs no waiting
+    /// but for memory (see the module documentation), or hands it back for
+    /// [`RequestHandler::process`] on the workqueue.
+    fn submit(&self, io: InFlight) -> Option<InFlight>;
     /// Processes a started request, from the disk's workqueue; the request
     /// ends when the last reference to it (`io` included) is gone. May
     /// sleep.
@@ -255,7 +262,7 @@ struct Vtable<H>(PhantomData<H>);
 
 impl<H: RequestHandler> Vtable<H> {
     const OPS: bindings::blk_mq_ops = bindings::blk_mq_ops {
-        queue_rq: Some(queue_rq),
+        queue_rq: Some(queue_rq::<H>),
         init_hctx: Some(init_hctx),
         init_request: Some(init_request::<H>),
         // SAFETY: every other field is an optional callback, for which zero
@@ -264,22 +271,29 @@ impl<H: RequestHandler> Vtable<H> {
     };
 }
 
-/// The blk-mq entry point: starts the request and queues its work item on
-/// the disk's workqueue (the hardware context's driver data).
+/// The blk-mq entry point (process context: the tag set is blocking):
+/// starts the request and offers it to the handler, or queues its work item
+/// on the disk's workqueue (the hardware context's driver data).
 ///
 /// # Safety
 ///
-/// Called by blk-mq for a queue created by [`Disk::add`].
-unsafe extern "C" fn queue_rq(
+/// Called by blk-mq for a queue created by [`Disk::add`] with handler `H`.
+unsafe extern "C" fn queue_rq<H: RequestHandler>(
     hctx: *mut bindings::blk_mq_hw_ctx,
     bd: *const bindings::blk_mq_queue_data,
 ) -> bindings::blk_status_t {
     // SAFETY: `bd->rq` was dispatched to us and the tag set's `cmd_size` is
-    // `PDU_BYTES`; `init_hctx` set the driver data to the workqueue, which
-    // `Disk` destroys only after the disk, and so every request, is gone.
-    unsafe {
+    // `PDU_BYTES`; its queue's `queuedata` is the handler, which outlives
+    // the disk's requests.
+    let (io, handler) = unsafe {
         let io = Request::from_raw((*bd).rq).start();
-        io.queue_on((*hctx).driver_data.cast());
+        let handler = &*(*io.request().queue()).queuedata.cast::<H>();
+        (io, handler)
+    };
+    if let Some(io) = handler.submit(io) {
+        // SAFETY: `init_hctx` set the driver data to the workqueue, which
+        // `Disk` destroys only after the disk, and so every request, is gone.
+        unsafe { io.queue_on((*hctx).driver_data.cast()) };
     }
     bindings::BLK_STS_OK as bindings::blk_status_t
 }
@@ -361,7 +375,11 @@ impl TagSet {
                 // No I/O scheduler by default, as md and dm-linear: the
                 // members' own queues schedule; one here only delays and
                 // reorders what they would (blk-mq still merges in the plug).
-                (*raw).flags = bindings::BLK_MQ_F_SHOULD_MERGE | bindings::BLK_MQ_F_NO_SCHED_BY_DEFAULT;
+                // Blocking: `queue_rq` serves requests itself and may sleep
+                // for memory (see the module documentation).
+                (*raw).flags = bindings::BLK_MQ_F_SHOULD_MERGE
+                    | bindings::BLK_MQ_F_NO_SCHED_BY_DEFAULT
+                    | bindings::BLK_MQ_F_BLOCKING;
                 (*raw).driver_data = wq.cast();
                 to_result(bindings::blk_mq_alloc_tag_set(raw))
             }

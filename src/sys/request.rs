@@ -422,6 +422,14 @@ impl InFlight {
         p.flags.fetch_or(FLAG_RETRY, Ordering::AcqRel);
     }
 
+    /// Serves the request again from its work item once this pass ends
+    /// (a pass from `queue_rq` met a part that must wait or do synchronous
+    /// member I/O; what it already issued is issued again, as for a retry).
+    pub(crate) fn defer(&self) {
+        // SAFETY: `pdu` is valid by the type invariant.
+        unsafe { &(*self.pdu).flags }.fetch_or(FLAG_RETRY, Ordering::AcqRel);
+    }
+
     /// A member failed under this write (synchronous member I/O): the
     /// request ends only once the failure is recorded.
     pub(crate) fn await_record(&self) {

@@ -9,6 +9,7 @@
 #include <linux/blkdev.h>
 #include <linux/highmem.h>
 #include <linux/module.h>
+#include <linux/sched.h>
 
 #include "shim.h"
 
@@ -78,6 +79,20 @@ void raidmig_bio_copy(struct bio *bio, unsigned int skip, void *buf, unsigned in
 		buf += bv.bv_len;
 	}
 }
+
+/*
+ * Sets the calling task's block plug aside (returned) or puts it back:
+ * current->plug behind get_current(). See bio.rs, plugged_apart().
+ */
+struct blk_plug *raidmig_plug_take(void)
+{
+	struct blk_plug *plug = current->plug;
+
+	current->plug = NULL;
+	return plug;
+}
+
+void raidmig_plug_restore(struct blk_plug *plug) { current->plug = plug; }
 
 /*
  * Cache maintenance around I/O on vmalloc memory (static inline, no-ops on

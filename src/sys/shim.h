@@ -15,6 +15,8 @@ unsigned int raidmig_param_checkpoint_units(void);
 unsigned int raidmig_param_checkpoint_ms(void);
 unsigned int raidmig_param_bitmap_region_mb(void);
 void raidmig_bio_copy(struct bio *bio, unsigned int skip, void *buf, unsigned int len, bool to_bio);
+struct blk_plug *raidmig_plug_take(void);
+void raidmig_plug_restore(struct blk_plug *plug);
 void raidmig_flush_vmap(void *addr, int len);
 void raidmig_invalidate_vmap(void *addr, int len);
 

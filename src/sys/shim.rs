@@ -14,6 +14,8 @@ extern "C" {
     fn raidmig_param_checkpoint_ms() -> u32;
     fn raidmig_param_bitmap_region_mb() -> u32;
     fn raidmig_bio_copy(bio: *mut core::ffi::c_void, skip: u32, buf: *mut u8, len: u32, to_bio: bool);
+    fn raidmig_plug_take() -> *mut core::ffi::c_void;
+    fn raidmig_plug_restore(plug: *mut core::ffi::c_void);
     fn raidmig_flush_vmap(addr: *mut core::ffi::c_void, len: i32);
     fn raidmig_invalidate_vmap(addr: *mut core::ffi::c_void, len: i32);
     static raidmig_feat_write_cache: bindings::blk_features_t;
@@ -111,6 +113,25 @@ pub(crate) unsafe fn copy_to_bio(bio: *mut bindings::bio, skip: u32, buf: &[u8])
     // SAFETY: guaranteed by the caller; `buf` is valid for its length, and
     // with `to_bio` the C side only reads it.
     unsafe { raidmig_bio_copy(bio.cast(), skip, buf.as_ptr().cast_mut(), buf.len() as u32, true) }
+}
+
+/// Sets the calling task's block plug aside: `current->plug`, which is
+/// left empty until [`plug_restore`]. (Untyped: bindgen gives `blk_plug`
+/// a field that is not FFI-safe.)
+pub(crate) fn plug_take() -> *mut core::ffi::c_void {
+    // SAFETY: only the calling task's own field is read and cleared.
+    unsafe { raidmig_plug_take() }
+}
+
+/// Puts back a plug set aside by [`plug_take`].
+///
+/// # Safety
+///
+/// `plug` must come from `plug_take` on this task, with every plug started
+/// since finished.
+pub(crate) unsafe fn plug_restore(plug: *mut core::ffi::c_void) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { raidmig_plug_restore(plug) }
 }
 
 /// `flush_kernel_vmap_range`: before a device reads or writes vmalloc
