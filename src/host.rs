@@ -2,6 +2,13 @@
 //! view to route it by), cut by the core's routing and split into member
 //! I/O by the core's [`for_each_op`], turned into bios here.
 //!
+//! Two passes serve a request: [`Host::submit`], from `queue_rq`, when
+//! nothing has to wait (the gate lets it go at once, its bitmap regions are
+//! marked, no raid5 stripe path is needed), and [`Host::process`], from the
+//! disk's workqueue, for the rest and for every later pass (retries,
+//! recording a failure). Both route and split alike; only the second may
+//! wait for member I/O.
+//!
 //! Reads and writes cover one contiguous range. Discards and write-zeroes
 //! are taken bio by bio: blk-mq merges discards that are not contiguous
 //! into one request when the queue allows several discard segments (NVMe

@@ -36,8 +36,10 @@ use kernel::{
     time::msecs_to_jiffies,
 };
 
-/// Bytes of the buffer unit data moves through.
-const BUFFER_BYTES: usize = 1 << 20;
+/// Bytes of the buffer unit data moves through: a whole 4 MiB unit of data
+/// for most layouts (raid5's parity takes a second group of stripes), so
+/// that a unit is read in one or two batches and written in as many.
+const BUFFER_BYTES: usize = 4 << 20;
 
 struct Commands {
     command: Option<Command>,
