@@ -159,11 +159,7 @@ impl Bitmap {
             return Ok(None);
         }
         let (first, last) = geo.regions_of(start, sectors);
-        let now = time::now().mono_ms;
-        for r in first..=last {
-            self.running[r as usize].fetch_add(1, Ordering::SeqCst);
-            self.last_start_ms[r as usize].store(now, Ordering::SeqCst);
-        }
+        self.count(first, last);
         for r in first..=last {
             if !self.marked.get(r) {
                 if let Err(e) = self.mark(members, fail_member, r) {
@@ -185,18 +181,23 @@ impl Bitmap {
             return Some(None);
         }
         let (first, last) = geo.regions_of(start, sectors);
-        let now = time::now().mono_ms;
         // Counted before the marks are looked at, as `start_write` does: a
         // clear that drops a mark after this sees the count and keeps it.
-        for r in first..=last {
-            self.running[r as usize].fetch_add(1, Ordering::SeqCst);
-            self.last_start_ms[r as usize].store(now, Ordering::SeqCst);
-        }
+        self.count(first, last);
         if (first..=last).all(|r| self.marked.get(r)) {
             Some(Some((first as u32, last as u32)))
         } else {
             self.end_write(first as u32, last as u32);
             None
+        }
+    }
+
+    /// Counts a starting write in regions `first..=last`.
+    fn count(&self, first: u64, last: u64) {
+        let now = time::now().mono_ms;
+        for r in first..=last {
+            self.running[r as usize].fetch_add(1, Ordering::SeqCst);
+            self.last_start_ms[r as usize].store(now, Ordering::SeqCst);
         }
     }
 

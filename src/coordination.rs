@@ -65,10 +65,7 @@ impl Coordinator {
         loop {
             match gate.admit(start, sectors, write) {
                 Admission::Go { view, epoch } => {
-                    if let Some(epoch) = epoch {
-                        self.drain.enter(epoch);
-                        io.count_in(epoch);
-                    }
+                    self.count_in(io, epoch);
                     return Some(view);
                 }
                 Admission::Wait => self.changed.wait(&mut gate),
@@ -88,13 +85,18 @@ impl Coordinator {
     pub(crate) fn try_admit(&self, io: &InFlight, start: u64, sectors: u64, write: bool) -> Option<View> {
         match self.gate.lock().admit(start, sectors, write) {
             Admission::Go { view, epoch } => {
-                if let Some(epoch) = epoch {
-                    self.drain.enter(epoch);
-                    io.count_in(epoch);
-                }
+                self.count_in(io, epoch);
                 Some(view)
             }
             Admission::Wait | Admission::WaitCheckpoint | Admission::Refuse => None,
+        }
+    }
+
+    /// Counts an admitted request in `epoch`, if the gate gave one.
+    fn count_in(&self, io: &InFlight, epoch: Option<u8>) {
+        if let Some(epoch) = epoch {
+            self.drain.enter(epoch);
+            io.count_in(epoch);
         }
     }
 
