@@ -77,15 +77,15 @@ struct Ask {
     hi: u64,
 }
 
+/// Discards and write-zeroes are taken bio by bio (see the module
+/// documentation).
+fn ranged(access: Access) -> bool {
+    matches!(access, Access::Discard | Access::WriteZeroes)
+}
+
 impl Ask {
     fn write(&self) -> bool {
         self.access != Access::Read
-    }
-
-    /// Discards and write-zeroes are taken bio by bio (see the module
-    /// documentation).
-    fn ranged(&self) -> bool {
-        matches!(self.access, Access::Discard | Access::WriteZeroes)
     }
 }
 
@@ -196,8 +196,7 @@ impl Host<'_> {
             Op::Discard => Access::Discard,
             Op::WriteZeroes => Access::WriteZeroes,
         };
-        let ranged = matches!(access, Access::Discard | Access::WriteZeroes);
-        let (lo, hi) = if ranged {
+        let (lo, hi) = if ranged(access) {
             rq.bios().fold((u64::MAX, 0), |(lo, hi), b| (lo.min(b.sector()), hi.max(b.sector() + b.sectors())))
         } else {
             (rq.sector(), rq.sector() + rq.sectors())
@@ -208,7 +207,7 @@ impl Host<'_> {
     /// Issues an admitted request's member I/O.
     fn issue(&self, io: &InFlight, view: &View, ask: &Ask, pass: Pass) {
         let rq = io.request();
-        if ask.ranged() {
+        if ranged(ask.access) {
             for b in rq.bios() {
                 self.range(io, view, ask.access, b.sector(), b.sector(), b.sectors(), pass);
             }

@@ -38,7 +38,8 @@ use kernel::{
 
 /// Bytes of the buffer unit data moves through: a whole 4 MiB unit of data
 /// for most layouts (raid5's parity takes a second group of stripes), so
-/// that a unit is read in one or two batches and written in as many.
+/// that a unit is copied in one or two groups of stripes, each read and
+/// written in batches of up to 32 member transfers.
 const BUFFER_BYTES: usize = 4 << 20;
 
 struct Commands {

@@ -282,14 +282,10 @@ unsafe extern "C" fn queue_rq<H: RequestHandler>(
     hctx: *mut bindings::blk_mq_hw_ctx,
     bd: *const bindings::blk_mq_queue_data,
 ) -> bindings::blk_status_t {
-    // SAFETY: `bd->rq` was dispatched to us and the tag set's `cmd_size` is
-    // `PDU_BYTES`; its queue's `queuedata` is the handler, which outlives
-    // the disk's requests.
-    let (io, handler) = unsafe {
-        let io = Request::from_raw((*bd).rq).start();
-        let handler = &*(*io.request().queue()).queuedata.cast::<H>();
-        (io, handler)
-    };
+    // SAFETY: `bd->rq` was dispatched to us, a live request of a queue
+    // created by `Disk::add` over `H` whose tag set's `cmd_size` is
+    // `PDU_BYTES`.
+    let (io, handler) = unsafe { (Request::from_raw((*bd).rq).start(), handler::<H>((*bd).rq)) };
     if let Some(io) = handler.submit(io) {
         // SAFETY: `init_hctx` set the driver data to the workqueue, which
         // `Disk` destroys only after the disk, and so every request, is gone.

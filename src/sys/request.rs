@@ -417,14 +417,13 @@ impl InFlight {
     /// (a read whose member failed since the request was split).
     pub(crate) fn retry_without(&self, role: usize) {
         // SAFETY: `pdu` is valid by the type invariant.
-        let p = unsafe { &*self.pdu };
-        p.avoid.fetch_or(1u32.checked_shl(role as u32).unwrap_or(0), Ordering::AcqRel);
-        p.flags.fetch_or(FLAG_RETRY, Ordering::AcqRel);
+        unsafe { &(*self.pdu).avoid }.fetch_or(1u32.checked_shl(role as u32).unwrap_or(0), Ordering::AcqRel);
+        self.defer();
     }
 
-    /// Serves the request again from its work item once this pass ends
-    /// (a pass from `queue_rq` met a part that must wait or do synchronous
-    /// member I/O; what it already issued is issued again, as for a retry).
+    /// Serves the request again from its work item once this pass ends:
+    /// what this pass issued is issued again (a retry, or a pass from
+    /// `queue_rq` that met a part needing synchronous member I/O).
     pub(crate) fn defer(&self) {
         // SAFETY: `pdu` is valid by the type invariant.
         unsafe { &(*self.pdu).flags }.fetch_or(FLAG_RETRY, Ordering::AcqRel);
