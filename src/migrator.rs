@@ -305,10 +305,30 @@ fn survives(engine: &Engine, failed: Roles) -> bool {
     condition(&plan.target(), failed) != Condition::Failed && condition(&plan.source(), failed) != Condition::Failed
 }
 
-/// Copy speed, measured over what was copied since the last reset.
+/// Copy speed, measured over windows of at least 2 s that end with a unit
+/// (a paced unit may take longer than a window: the speed shown stays until
+/// the next one lands, and drops to 0 only after 10 s without one).
 struct Speed {
     since_ms: u64,
     bytes: u64,
+    shown_kbps: u64,
+}
+
+impl Speed {
+    fn at(now: u64) -> Self {
+        Speed { since_ms: now, bytes: 0, shown_kbps: 0 }
+    }
+
+    /// The speed to show at `now`.
+    fn update(&mut self, now: u64) -> u64 {
+        let elapsed = now.saturating_sub(self.since_ms);
+        if elapsed > 2000 && (self.bytes > 0 || elapsed > 10_000) {
+            self.shown_kbps = pace::kbps(self.bytes, elapsed);
+            self.since_ms = now;
+            self.bytes = 0;
+        }
+        self.shown_kbps
+    }
 }
 
 /// The thread body: runs until the thread is stopped.
@@ -323,7 +343,8 @@ pub(crate) fn run(m: &Migration<'_>) {
         }
     };
     let mut running = c.run_at_start && buffer.is_some();
-    let mut speed = Speed { since_ms: time::now().mono_ms, bytes: 0 };
+    let mut speed = Speed::at(time::now().mono_ms);
+    let mut pacer = pace::Pacer::new();
     let mut rebuild = repair::Rebuilding::default();
     let mut scrub = repair::Scrubbing::default();
     let mut resync = repair::Resyncing::default();
@@ -431,15 +452,26 @@ pub(crate) fn run(m: &Migration<'_>) {
                 pr_info!("{}: migration started\n", name);
             }
             let t0 = time::now();
-            match engine.step(&mut io, members, bytes, t0) {
-                Ok(Step::Copied(_)) | Ok(Step::Replayed(_)) => {
+            let owed_ms = pacer.wait_ms(t0.mono_ms, c.speed_limit_kbps());
+            let step = if owed_ms > 0 && !engine.checkpoint_due(&mut io, t0) {
+                // Under the speed limit: no unit before the time owed has
+                // passed (a due checkpoint is still written).
+                throttle_ms = owed_ms;
+                None
+            } else {
+                Some(engine.step(&mut io, members, bytes, t0))
+            };
+            match step {
+                None => {}
+                Some(Ok(Step::Copied(_)) | Ok(Step::Replayed(_))) => {
                     let unit_bytes = engine.plan().unit_sectors() << 9;
                     speed.bytes = speed.bytes.saturating_add(unit_bytes);
-                    let elapsed = time::now().mono_ms.saturating_sub(t0.mono_ms);
-                    throttle_ms = pace::throttle_ms(unit_bytes, elapsed, c.speed_limit_kbps());
+                    let limit = c.speed_limit_kbps();
+                    pacer.moved(unit_bytes, t0.mono_ms, limit);
+                    throttle_ms = pacer.wait_ms(time::now().mono_ms, limit);
                 }
-                Ok(Step::Checkpointed) => {}
-                Ok(Step::Finished) => {
+                Some(Ok(Step::Checkpointed)) => {}
+                Some(Ok(Step::Finished)) => {
                     running = false;
                     finished = true;
                     let capacity = engine.plan().target().capacity();
@@ -452,8 +484,8 @@ pub(crate) fn run(m: &Migration<'_>) {
                         capacity >> 11
                     );
                 }
-                Ok(Step::Idle) => running = false,
-                Err(e) => {
+                Some(Ok(Step::Idle)) => running = false,
+                Some(Err(e)) => {
                     pr_err!("{}: migration stopped: {}\n", name, e.message());
                     running = false;
                     // A member that lost a write is failed where the array
@@ -488,10 +520,10 @@ pub(crate) fn run(m: &Migration<'_>) {
             s.running = running;
             s.view = m.coord.view();
             s.stats = engine.stats();
-            s.speed_kbps = if running { pace::kbps(speed.bytes, now.saturating_sub(speed.since_ms)) } else { 0 };
+            s.speed_kbps = if running { speed.update(now) } else { 0 };
         }
-        if now.saturating_sub(speed.since_ms) > 2000 {
-            speed = Speed { since_ms: now, bytes: 0 };
+        if !running {
+            speed = Speed::at(now);
         }
         if finished {
             // The array is settled: its superblocks are kept by a record

@@ -189,6 +189,7 @@ pub(crate) struct Rebuilding {
     rebuilder: Option<Rebuilder>,
     since_ms: u64,
     bytes: u64,
+    pacer: pace::Pacer,
     /// Windows copied and skipped (a re-add skips clean regions).
     copied: u64,
     skipped: u64,
@@ -233,6 +234,12 @@ pub(crate) fn rebuild_step(m: &Migration<'_>, state: &mut Rebuilding, buffer: &m
             recorded.position
         );
     }
+    let limit = m.control.speed_limit_kbps();
+    let owed_ms = state.pacer.wait_ms(now.mono_ms, limit);
+    if owed_ms > 0 {
+        return Some(owed_ms);
+    }
+    let started_ms = now.mono_ms;
     let rb = state.rebuilder.as_mut()?;
     let (bytes, region) = buffer.split();
     let mut io = KernelIo { members, coord: m.coord, region };
@@ -317,7 +324,8 @@ pub(crate) fn rebuild_step(m: &Migration<'_>, state: &mut Rebuilding, buffer: &m
         state.since_ms = now.mono_ms;
         state.bytes = 0;
     }
-    Some(pace::throttle_ms(window_bytes, 0, m.control.speed_limit_kbps()))
+    state.pacer.moved(window_bytes, started_ms, limit);
+    Some(state.pacer.wait_ms(now.mono_ms, limit))
 }
 
 /// What a rebuild works over: the layout, where it ends, and the rebuild
@@ -384,6 +392,7 @@ pub(crate) struct Scrubbing {
     scrubber: Option<Scrubber>,
     since_ms: u64,
     bytes: u64,
+    pacer: pace::Pacer,
 }
 
 /// Starts or stops a scrub on `command` (the caller checked that the array
@@ -425,6 +434,12 @@ pub(crate) fn scrub_step(
         m.control.show_scrub(None, 0, 0);
         return None;
     }
+    let limit = m.control.speed_limit_kbps();
+    let started_ms = time::now().mono_ms;
+    let owed_ms = state.pacer.wait_ms(started_ms, limit);
+    if owed_ms > 0 {
+        return Some(owed_ms);
+    }
     let (bytes, region) = buffer.split();
     let mut io = KernelIo { members, coord: m.coord, region };
     let Some((start, end)) = sc.next_window() else { return None };
@@ -458,7 +473,8 @@ pub(crate) fn scrub_step(
         state.since_ms = now;
         state.bytes = 0;
     }
-    Some(pace::throttle_ms((end - start) << 9, 0, m.control.speed_limit_kbps()))
+    state.pacer.moved((end - start) << 9, started_ms, limit);
+    Some(state.pacer.wait_ms(now, limit))
 }
 
 /// A resync in the thread: the bitmap regions dirty at load, one after the
@@ -469,6 +485,7 @@ pub(crate) struct Resyncing {
     region: Option<(u64, Scrubber)>,
     started: bool,
     mismatches: u64,
+    pacer: pace::Pacer,
 }
 
 /// Resyncs the next window of a dirty region, if one is left and every
@@ -507,12 +524,19 @@ pub(crate) fn resync_step(m: &Migration<'_>, state: &mut Resyncing, buffer: &mut
             }
         }
     }
+    let limit = m.control.speed_limit_kbps();
+    let started_ms = time::now().mono_ms;
+    let owed_ms = state.pacer.wait_ms(started_ms, limit);
+    if owed_ms > 0 {
+        return Some(owed_ms);
+    }
     let (r, sc) = state.region.as_mut()?;
     let (bytes, region) = buffer.split();
     let mut io = KernelIo { members, coord: m.coord, region };
     if let Some((start, end)) = sc.next_window() {
         m.coord.set_repair(Some((start, end)));
         let res = sc.scrub_window(&mut io, bytes);
+        state.pacer.moved((end - start) << 9, started_ms, limit);
         m.coord.set_repair(Some((end, end)));
         if let Err(e) = res {
             if let ScrubError::Io(e) = e {
@@ -531,5 +555,5 @@ pub(crate) fn resync_step(m: &Migration<'_>, state: &mut Resyncing, buffer: &mut
         bm.resynced(*r);
         state.region = None;
     }
-    Some(pace::throttle_ms(1 << 20, 0, m.control.speed_limit_kbps()))
+    Some(state.pacer.wait_ms(time::now().mono_ms, limit))
 }

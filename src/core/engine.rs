@@ -612,14 +612,9 @@ impl Engine {
             self.commit(io, members, buf, now, ArrayState::Clean, self.copied, false)?;
             return Ok(Step::Finished);
         }
-        if self.copied > self.checkpoint {
-            let due = io.checkpoint_requested()
-                || self.units_since_checkpoint >= self.config.max_units_between_checkpoints.max(1)
-                || now.mono_ms.saturating_sub(self.last_checkpoint_ms) >= self.config.max_ms_between_checkpoints;
-            if due {
-                self.write_checkpoint(io, members, buf, now, self.state)?;
-                return Ok(Step::Checkpointed);
-            }
+        if self.checkpoint_due(io, now) {
+            self.write_checkpoint(io, members, buf, now, self.state)?;
+            return Ok(Step::Checkpointed);
         }
         let unit = self.copied;
         let plan = match self.plan.classify(unit) {
@@ -664,6 +659,17 @@ impl Engine {
         self.in_flight = false;
         io.publish(&self.view());
         Ok(Step::Copied(unit))
+    }
+
+    /// Whether the next step writes a checkpoint rather than copy a unit:
+    /// units are copied past the last one, and a host request waits for it,
+    /// or enough units or time went by since. A thread that paces the
+    /// migration still steps when one is due.
+    pub fn checkpoint_due<I: MemberIo>(&self, io: &mut I, now: Time) -> bool {
+        self.copied > self.checkpoint
+            && (io.checkpoint_requested()
+                || self.units_since_checkpoint >= self.config.max_units_between_checkpoints.max(1)
+                || now.mono_ms.saturating_sub(self.last_checkpoint_ms) >= self.config.max_ms_between_checkpoints)
     }
 
     /// Pauses: checkpoints and records the array paused; steps then idle.

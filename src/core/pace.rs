@@ -11,14 +11,45 @@
 /// commands at least this often.
 pub const MAX_THROTTLE_MS: u64 = 1000;
 
-/// How long to sleep after copying `bytes` in `elapsed_ms`, to average at
-/// most `limit_kbps` KiB/s (0: no limit).
-pub fn throttle_ms(bytes: u64, elapsed_ms: u64, limit_kbps: u64) -> u64 {
-    if limit_kbps == 0 {
-        return 0;
+/// The speed limit kept over any number of units: the time each unit may
+/// take at the limit is added to a deadline, and the thread waits until it
+/// has passed, in sleeps of at most [`MAX_THROTTLE_MS`] (it checks its
+/// commands between them). A single sleep per unit, capped at one second,
+/// would let 4 MiB units run at 4 MiB/s under a 1 MiB/s limit. The
+/// deadline never lies before the start of the unit that extends it: time
+/// spent idle or paused earns no burst later.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pacer {
+    /// Monotonic time (ms) before which nothing more may be moved.
+    next_ms: u64,
+}
+
+impl Pacer {
+    /// A pacer that owes nothing.
+    pub const fn new() -> Self {
+        Pacer { next_ms: 0 }
     }
-    let allowed = bytes.saturating_mul(1000) / limit_kbps.saturating_mul(1024);
-    allowed.saturating_sub(elapsed_ms).min(MAX_THROTTLE_MS)
+
+    /// Records `bytes` moved by work that started at `start_ms`, under
+    /// `limit_kbps` KiB/s (0: no limit, and nothing owed).
+    pub fn moved(&mut self, bytes: u64, start_ms: u64, limit_kbps: u64) {
+        if limit_kbps == 0 {
+            self.next_ms = 0;
+            return;
+        }
+        let allowed = bytes.saturating_mul(1000) / limit_kbps.saturating_mul(1024);
+        self.next_ms = self.next_ms.max(start_ms).saturating_add(allowed);
+    }
+
+    /// How long to sleep at `now_ms` before moving more under
+    /// `limit_kbps` (a limit lifted meanwhile owes nothing): 0 to go on,
+    /// never more than [`MAX_THROTTLE_MS`].
+    pub fn wait_ms(&self, now_ms: u64, limit_kbps: u64) -> u64 {
+        if limit_kbps == 0 {
+            return 0;
+        }
+        self.next_ms.saturating_sub(now_ms).min(MAX_THROTTLE_MS)
+    }
 }
 
 /// The speed of `bytes` moved in `elapsed_ms`, in KiB/s.
@@ -40,19 +71,66 @@ mod tests {
     use super::*;
 
     #[test]
-    fn throttle_and_speed_never_overflow() {
-        assert_eq!(throttle_ms(1 << 20, 10, 0), 0);
-        // 1 MiB at 1024 KiB/s: one second, minus what the copy took.
-        assert_eq!(throttle_ms(1 << 20, 100, 1024), 900);
-        assert_eq!(throttle_ms(1 << 20, 5000, 1024), 0);
-        assert_eq!(throttle_ms(1 << 30, 0, 1), MAX_THROTTLE_MS);
-        for limit in [1, 1 << 30, u64::MAX] {
-            for elapsed in [0, 1, u64::MAX] {
-                assert!(throttle_ms(u64::MAX, elapsed, limit) <= MAX_THROTTLE_MS);
-            }
-        }
+    fn speed_never_overflows() {
         assert_eq!(kbps(1 << 20, 1000), 1024);
         assert_eq!(kbps(u64::MAX, 0), u64::MAX / 1024);
+    }
+
+    /// Sleeps a thread takes, waking at each sleep's end, until `pacer`
+    /// lets it go on at `now`; returns the time it may go on.
+    fn sleep_until_allowed(pacer: &Pacer, mut now: u64, limit: u64) -> u64 {
+        loop {
+            let w = pacer.wait_ms(now, limit);
+            if w == 0 {
+                return now;
+            }
+            assert!(w <= MAX_THROTTLE_MS);
+            now += w;
+        }
+    }
+
+    #[test]
+    fn units_bigger_than_a_second_at_the_limit_keep_the_limit() {
+        // 4 MiB units under 1024 KiB/s, each copied in 100 ms: 16 units
+        // take 64 s, not 16 (one second of sleep per unit at most).
+        let mut pacer = Pacer::new();
+        let mut now = 5_000;
+        let start = now;
+        for _ in 0..16 {
+            now = sleep_until_allowed(&pacer, now, 1024);
+            let unit_start = now;
+            now += 100;
+            pacer.moved(4 << 20, unit_start, 1024);
+        }
+        now = sleep_until_allowed(&pacer, now, 1024);
+        assert_eq!(now - start, 64_000);
+        // The same at 100 KiB/s with 1 MiB windows: 10 s 240 ms each.
+        let mut pacer = Pacer::new();
+        pacer.moved(1 << 20, 0, 100);
+        assert_eq!(sleep_until_allowed(&pacer, 0, 100), 10_240);
+    }
+
+    #[test]
+    fn pacing_owes_nothing_without_a_limit_and_earns_no_burst() {
+        let mut pacer = Pacer::new();
+        pacer.moved(1 << 30, 0, 1024);
+        assert_eq!(pacer.wait_ms(0, 1024), MAX_THROTTLE_MS);
+        // The limit lifted: go on at once, and nothing owed after.
+        assert_eq!(pacer.wait_ms(0, 0), 0);
+        pacer.moved(1 << 20, 0, 0);
+        assert_eq!(pacer.wait_ms(0, 1024), 0);
+        // Idle for a minute, then two units: the second waits for the first.
+        pacer.moved(1 << 20, 60_000, 1024);
+        assert_eq!(pacer.wait_ms(60_100, 1024), 900);
+        pacer.moved(1 << 20, 61_000, 1024);
+        assert_eq!(sleep_until_allowed(&pacer, 61_050, 1024), 62_000);
+        // Saturation: any bytes, clock and limit.
+        for limit in [1, 1 << 30, u64::MAX] {
+            let mut p = Pacer::new();
+            p.moved(u64::MAX, u64::MAX, limit);
+            p.moved(u64::MAX, 0, limit);
+            assert!(p.wait_ms(0, limit) <= MAX_THROTTLE_MS);
+        }
     }
 
     #[test]
