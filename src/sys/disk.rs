@@ -410,7 +410,13 @@ pub(crate) struct Disk<H: RequestHandler> {
 }
 
 /// The workqueue that runs the requests. Memory reclaim may wait for I/O
-/// through it, so it has a rescuer (`WQ_MEM_RECLAIM`).
+/// through it, so it has a rescuer (`WQ_MEM_RECLAIM`). It is unbound: its
+/// work items sleep for member I/O, and up to a queue depth of them at once
+/// in a per-CPU pool would take the workers that `system_highpri_wq` shares
+/// with it. libata issues a cache flush deferred behind NCQ commands from
+/// that queue: with every worker of the pool asleep in our requests and no
+/// new one to be had under memory pressure (kthreadd itself waiting to swap
+/// to this volume), the flush waited for its 60 s SCSI timeout and failed.
 struct Workqueue(*mut bindings::workqueue_struct);
 
 impl Workqueue {
@@ -419,7 +425,7 @@ impl Workqueue {
         let wq = unsafe {
             bindings::alloc_workqueue(
                 kernel::c_str!("%s").as_char_ptr(),
-                bindings::wq_flags_WQ_MEM_RECLAIM | bindings::wq_flags_WQ_HIGHPRI,
+                bindings::wq_flags_WQ_MEM_RECLAIM | bindings::wq_flags_WQ_HIGHPRI | bindings::wq_flags_WQ_UNBOUND,
                 0,
                 name.as_char_ptr(),
             )

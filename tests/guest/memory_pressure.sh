@@ -38,6 +38,9 @@ if ! swapon $MNT/swap 2>/tmp/swapon.err; then
   must swapon $MNT/swap
 fi
 echo 30 > /proc/sys/kernel/hung_task_timeout_secs
+# Every hung task reported (not only the first 10); the watchdog adds a list
+# of all blocked tasks at the first report (the holders of what they wait for).
+echo -1 > /proc/sys/kernel/hung_task_warnings
 say "memory: $(awk '/MemTotal|MemFree|SwapTotal|SwapFree/ {printf "%s %s kB; ", $1, $2}' /proc/meminfo)"
 
 pswpout() { awk '$1 == "pswpout" {print $2}' /proc/vmstat; }
