@@ -97,6 +97,10 @@ impl MemberIo for LoadIo<'_> {
     fn checkpoint_requested(&mut self) -> bool {
         false
     }
+
+    fn xor_into(&mut self, dst: &mut [u8], src: &[u8]) {
+        shim::xor_into(dst, src)
+    }
 }
 
 fn errno(e: Errno) -> Error {

@@ -578,6 +578,13 @@ impl Members {
             .map_err(|e| self.sync_error(who, true, role, sector, e))
     }
 
+    /// Zeroes `sectors` sectors at `sector` of `role` (see
+    /// [`Member::zero_out`]), waiting; errors as [`Members::write`]'s.
+    pub(crate) fn write_zeroes(&self, who: Who, role: usize, sector: u64, sectors: u64) -> Result<(), IoError> {
+        let dev = self.dev(role).ok_or(IoError { member: role, errno: -(bindings::EIO as i32) })?;
+        dev.zero_out(sector, sectors).map_err(|e| self.sync_error(who, true, role, sector, e))
+    }
+
     /// The devices of the roles of `batch`, looked up once (a role may
     /// fail meanwhile: the batch then still has the device it started
     /// with), or `None` if one has none.

@@ -249,6 +249,14 @@ impl MemberIo for KernelIo<'_> {
     fn checkpoint_requested(&mut self) -> bool {
         self.coord.checkpoint_requested()
     }
+
+    fn write_zeroes(&mut self, member: usize, sector: u64, sectors: u64, _buf: &mut [u8]) -> Result<(), IoError> {
+        self.members.write_zeroes(Who::Migration, member, sector, sectors)
+    }
+
+    fn xor_into(&mut self, dst: &mut [u8], src: &[u8]) {
+        shim::xor_into(dst, src)
+    }
 }
 
 /// The engine's member I/O: remembers where a write failed, so that the
@@ -295,6 +303,16 @@ impl MemberIo for EngineIo<'_> {
 
     fn checkpoint_requested(&mut self) -> bool {
         self.io.checkpoint_requested()
+    }
+
+    fn write_zeroes(&mut self, member: usize, sector: u64, sectors: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        self.io.write_zeroes(member, sector, sectors, buf).inspect_err(|_| {
+            self.write_error.get_or_insert((member, sector));
+        })
+    }
+
+    fn xor_into(&mut self, dst: &mut [u8], src: &[u8]) {
+        self.io.xor_into(dst, src)
     }
 }
 

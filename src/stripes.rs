@@ -21,6 +21,7 @@ use crate::{
     sys::{
         iobuf::{IoBuf, Region},
         request::InFlight,
+        shim,
     },
 };
 use kernel::{
@@ -174,6 +175,10 @@ impl StripeIo for KernelStripe<'_> {
                 bio.copy_out(lo - b0, out);
             }
         }
+    }
+
+    fn xor_into(&mut self, dst: &mut [u8], src: &[u8]) {
+        shim::xor_into(dst, src)
     }
 
     fn to_host(&mut self, offset: u64, buf: &[u8]) {

@@ -132,6 +132,30 @@ pub trait MemberIo {
     fn publish(&mut self, view: &View);
     /// Whether host I/O asked for a checkpoint since the last publish.
     fn checkpoint_requested(&mut self) -> bool;
+    /// Writes `sectors` zeros at `sector` of `member`. By default in pieces
+    /// of `buf` (which it zeroes) through [`MemberIo::write`]; the kernel
+    /// asks the member to zero the range itself (write-zeroes where the
+    /// device has it, else bios of the zero page: no buffer, no copy).
+    fn write_zeroes(&mut self, member: usize, sector: u64, sectors: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        let piece = (buf.len() >> SECTOR_SHIFT) as u64;
+        if piece == 0 {
+            return Err(IoError { member, errno: -22 });
+        }
+        buf[..(piece.min(sectors) << SECTOR_SHIFT) as usize].fill(0);
+        let mut done = 0;
+        while done < sectors {
+            let n = piece.min(sectors - done);
+            self.write(member, sector + done, &buf[..(n << SECTOR_SHIFT) as usize])?;
+            done += n;
+        }
+        Ok(())
+    }
+    /// `dst ^= src` over the shorter of the two (raid5 parity): the
+    /// portable loop of [`super::parity::xor_into`] unless the
+    /// implementation has better (the kernel's XOR library).
+    fn xor_into(&mut self, dst: &mut [u8], src: &[u8]) {
+        super::parity::xor_into(dst, src)
+    }
 }
 
 /// The transfers of `batch` read one after another with [`MemberIo::read`]:
@@ -1017,6 +1041,9 @@ impl Engine {
         unit: u64,
         to_staging: bool,
     ) -> Result<(), EngineError> {
+        if !to_staging && self.zero_unit(unit) {
+            return self.zero_rows(io, buf, unit);
+        }
         let target = self.plan.target();
         let source = self.plan.source();
         let shift = target.chunk_shift();
@@ -1091,7 +1118,7 @@ impl Engine {
                         let chunk = |k: u64| slot_bytes(s, k)..slot_bytes(s, k) + slice_bytes;
                         p.copy_from_slice(&data[chunk(0)]);
                         for k in 1..stripe_chunks {
-                            super::parity::xor_into(p, &data[chunk(k)]);
+                            io.xor_into(p, &data[chunk(k)]);
                         }
                     }
                 }
@@ -1130,6 +1157,49 @@ impl Engine {
                 off += slice;
             }
             row = ((stripe0 + stripes) * stripe_rows.get()).min(end);
+        }
+        Ok(())
+    }
+
+    /// Whether unit `unit` holds nothing of the source: every data sector
+    /// its rows hold on any member lies past the source's end (capacity the
+    /// new layout adds). Its target content is zeros, parity included.
+    fn zero_unit(&self, unit: u64) -> bool {
+        let target = self.plan.target();
+        let end_of_source = self.plan.source().capacity();
+        let shift = target.chunk_shift();
+        let (first, count) = self.plan.unit_rows_range(unit);
+        (first..first + count).all(|r| {
+            (0..target.members()).all(|m| match target.content(m, r << shift) {
+                Content::Data { logical, .. } => logical >= end_of_source,
+                Content::Parity { .. } | Content::Unused => true,
+            })
+        })
+    }
+
+    /// Writes a zero unit ([`Engine::zero_unit`]): on every member, each
+    /// run of its rows that the target uses is zeroed in one request,
+    /// nothing read, nothing computed. Like a copied unit's writes, these
+    /// are made durable by the flush before the unit's checkpoint.
+    fn zero_rows<I: MemberIo>(&mut self, io: &mut I, buf: &mut [u8], unit: u64) -> Result<(), EngineError> {
+        let target = self.plan.target();
+        let shift = target.chunk_shift();
+        let (first, count) = self.plan.unit_rows_range(unit);
+        let end = first + count;
+        for member in 0..target.members() {
+            let used = |r: u64| !matches!(target.content(member, r << shift), Content::Unused);
+            let mut r = first;
+            while r < end {
+                if !used(r) {
+                    r += 1;
+                    continue;
+                }
+                let run = r;
+                while r < end && used(r) {
+                    r += 1;
+                }
+                io.write_zeroes(member, run << shift, (r - run) << shift, buf)?;
+            }
         }
         Ok(())
     }

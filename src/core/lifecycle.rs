@@ -547,6 +547,15 @@ impl<I: MemberIo> MemberIo for ByRole<'_, I> {
     fn checkpoint_requested(&mut self) -> bool {
         self.io.checkpoint_requested()
     }
+
+    fn write_zeroes(&mut self, member: usize, sector: u64, sectors: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        let d = self.device(member);
+        self.io.write_zeroes(d, sector, sectors, buf).map_err(|e| self.role_error(member, e))
+    }
+
+    fn xor_into(&mut self, dst: &mut [u8], src: &[u8]) {
+        self.io.xor_into(dst, src)
+    }
 }
 
 /// Assembles the array from the devices' superblocks, brings lagging

@@ -23,13 +23,6 @@ pub fn xor_into(dst: &mut [u8], src: &[u8]) {
     }
 }
 
-/// New parity for a read-modify-write: `parity ^= old ^ new`.
-pub fn rmw_parity(parity: &mut [u8], old: &[u8], new: &[u8]) {
-    for ((p, o), n) in parity.iter_mut().zip(old).zip(new) {
-        *p ^= *o ^ *n;
-    }
-}
-
 /// How a raid5 stripe write computes its parity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteMode {
@@ -251,7 +244,9 @@ mod tests {
         let mut p = [0b1010u8, 0xff];
         xor_into(&mut p, &[0b0110, 0x0f]);
         assert_eq!(p, [0b1100, 0xf0]);
-        rmw_parity(&mut p, &[0b1100, 0x00], &[0b0001, 0x01]);
+        // A read-modify-write: parity ^= old ^ new.
+        xor_into(&mut p, &[0b1100, 0x00]);
+        xor_into(&mut p, &[0b0001, 0x01]);
         assert_eq!(p, [0b0001, 0xf1]);
         let a: Vec<u8> = (0..37).collect();
         let mut b: Vec<u8> = (0..37).map(|i| i * 3).collect();

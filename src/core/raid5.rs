@@ -17,7 +17,7 @@ use super::engine::IoError;
 use super::hostio::Place;
 use super::health::{condition, Condition, Roles};
 use super::layout::{Content, Geometry, Level, MAX_MEMBERS, SECTOR_SHIFT};
-use super::parity::{rmw_parity, xor_into, StripeWrite, WriteMode};
+use super::parity::{xor_into, StripeWrite, WriteMode};
 
 /// Chunk offset covered by one slice of a stripe write, in sectors (64 KiB).
 pub const SLICE_SECTORS: u64 = 128;
@@ -40,6 +40,11 @@ pub trait StripeIo {
     /// Copies `buf` into the host request's data, from `offset` sectors
     /// into the request (a reconstructed read).
     fn to_host(&mut self, offset: u64, buf: &[u8]);
+    /// `dst ^= src` over the shorter of the two, as
+    /// [`MemberIo::xor_into`](super::engine::MemberIo::xor_into).
+    fn xor_into(&mut self, dst: &mut [u8], src: &[u8]) {
+        xor_into(dst, src)
+    }
 }
 
 /// Why a stripe write did not happen.
@@ -214,7 +219,9 @@ impl Ctx<'_> {
                     if let Some(span) = s.covered(m) {
                         let r = range(span.sector, span.sectors);
                         let (p, old) = two_windows(cur, parity, m, w);
-                        rmw_parity(&mut p[r.clone()], &old[r.clone()], &new[m * w..][r]);
+                        // parity ^= old ^ new.
+                        io.xor_into(&mut p[r.clone()], &old[r.clone()]);
+                        io.xor_into(&mut p[r.clone()], &new[m * w..][r]);
                     }
                 }
             }
@@ -227,7 +234,7 @@ impl Ctx<'_> {
                         cur[m * w..][r.clone()].copy_from_slice(&new[m * w..][r]);
                     }
                 }
-                rebuild_window(cur, parity, w);
+                rebuild_window(io, cur, parity, w);
             }
         }
         let mut failed_write = None;
@@ -260,7 +267,7 @@ impl Ctx<'_> {
             for m in (0..n).filter(|&m| m != lost) {
                 io.read(m, self.at(m, first), &mut cur[m * w..][..w]).map_err(SliceError::Read)?;
             }
-            rebuild_window(cur, lost, w);
+            rebuild_window(io, cur, lost, w);
         }
         for m in (0..n).filter(|&m| m != parity) {
             if let Some(span) = s.covered(m) {
@@ -277,7 +284,7 @@ impl Ctx<'_> {
             }
         }
         if lost != parity {
-            rebuild_window(cur, parity, w);
+            rebuild_window(io, cur, parity, w);
             self.write(io, parity, first, &cur[parity * w..][..w], &mut failed_write)?;
         }
         Ok(())
@@ -286,12 +293,12 @@ impl Ctx<'_> {
 
 /// Sets window `lost` of `cur` (windows of `w` bytes, one per member) to
 /// the XOR of all the others.
-fn rebuild_window(cur: &mut [u8], lost: usize, w: usize) {
+fn rebuild_window<I: StripeIo + ?Sized>(io: &mut I, cur: &mut [u8], lost: usize, w: usize) {
     let (before, after) = cur.split_at_mut(lost * w);
     let (x, after) = after.split_at_mut(w);
     x.fill(0);
     for window in Iterator::chain(before.chunks(w), after.chunks(w)) {
-        xor_into(x, window);
+        io.xor_into(x, window);
     }
 }
 
@@ -332,7 +339,7 @@ pub fn read_reconstructed<S: StripeIo>(
         for m in (0..n).filter(|&m| m != lost.member) {
             io.read(m, at(m, lost.sector + done), &mut cur[m * w..][..w])?;
         }
-        rebuild_window(cur, lost.member, w);
+        rebuild_window(io, cur, lost.member, w);
         io.to_host(start + done - base, &cur[lost.member * w..][..w]);
         done += len;
     }

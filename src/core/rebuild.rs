@@ -22,7 +22,6 @@ use super::engine::{IoError, MemberIo, Time};
 use super::format::Rebuild;
 use super::health::Roles;
 use super::layout::{Content, Geometry, SECTOR_SHIFT};
-use super::parity::xor_into;
 
 /// Logical data per rebuild window, in sectors (1 MiB), rounded up to whole
 /// stripes.
@@ -199,7 +198,7 @@ impl Rebuilder {
                     acc.fill(0);
                     for m in (0..n).filter(|&m| m != self.role) {
                         io.read(m, x, tmp)?;
-                        xor_into(acc, tmp);
+                        io.xor_into(acc, tmp);
                     }
                     io.write(self.role, x, acc)?;
                 }
@@ -263,6 +262,7 @@ mod tests {
     use super::super::layout::Level;
     use super::super::route::View;
     use super::*;
+    use super::super::parity::xor_into;
     use std::vec;
     use std::vec::Vec;
 

@@ -11,7 +11,6 @@
 
 use super::engine::{IoError, MemberIo};
 use super::layout::{Content, Geometry, Level, SECTOR_SHIFT};
-use super::parity::xor_into;
 
 /// Logical data per scrub window, in sectors (1 MiB), rounded up to whole
 /// stripes.
@@ -150,7 +149,7 @@ impl Scrubber {
         want.fill(0);
         for m in (0..n).filter(|&m| m != p) {
             io.read(m, x, tmp)?;
-            xor_into(want, tmp);
+            io.xor_into(want, tmp);
         }
         io.read(p, x, have)?;
         if self.count(want, have) && self.mode == ScrubMode::Repair {
@@ -191,6 +190,7 @@ impl Scrubber {
 mod tests {
     use super::super::route::View;
     use super::*;
+    use super::super::parity::xor_into;
     use std::vec;
     use std::vec::Vec;
 

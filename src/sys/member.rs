@@ -6,7 +6,12 @@
 
 use crate::sys::shim;
 use core::sync::atomic::{AtomicBool, Ordering};
-use kernel::{bindings, error::from_err_ptr, prelude::*, str::CStr};
+use kernel::{
+    bindings,
+    error::{from_err_ptr, to_result},
+    prelude::*,
+    str::CStr,
+};
 
 /// The holder of every member's exclusive claim (one array per module load).
 static HOLDER: u8 = 0;
@@ -82,6 +87,16 @@ impl Member {
     /// The raw block device, for building bios in the bio wrapper.
     pub(crate) fn raw_bdev(&self) -> *mut bindings::block_device {
         self.bdev
+    }
+
+    /// Zeroes `sectors` sectors from `sector`, waiting: write-zeroes where
+    /// the device has it (it may deallocate the range, which then reads as
+    /// zeros), else writes of the zero page (`blkdev_issue_zeroout`).
+    pub(crate) fn zero_out(&self, sector: u64, sectors: u64) -> Result {
+        // SAFETY: `bdev` is valid by the type invariant; the call sleeps
+        // until the range is written, as the callers (the migration thread)
+        // may.
+        to_result(unsafe { bindings::blkdev_issue_zeroout(self.bdev, sector, sectors, shim::gfp_noio(), 0) })
     }
 
     /// Size in 512-byte sectors.

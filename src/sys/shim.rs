@@ -1,5 +1,7 @@
 //! Safe access to what `shim.c` provides: module parameters, static inline
-//! helpers and constants that bindgen cannot translate on 6.12.
+//! helpers and constants that bindgen cannot translate on 6.12; and the
+//! kernel's XOR library (`xor_blocks`, exported by `crypto/xor.c`, which
+//! the 6.12 bindings do not include).
 
 use kernel::{bindings, ffi::c_char, str::CStr};
 
@@ -24,6 +26,38 @@ extern "C" {
     static raidmig_sts_ioerr: bindings::blk_status_t;
     static raidmig_sts_notsupp: bindings::blk_status_t;
     static raidmig_gfp_noio: bindings::gfp_t;
+    fn xor_blocks(src_count: u32, bytes: u32, dest: *mut core::ffi::c_void, srcs: *mut *mut core::ffi::c_void);
+}
+
+/// What the XOR library's templates need: whole lines of 512 bytes (the
+/// AVX template does `bytes >> 9` lines and ignores the rest) and aligned
+/// buffers (its `vmovdqa` needs 32 bytes; 64 leaves room for wider ones).
+const XOR_LINE: usize = 512;
+const XOR_ALIGN: usize = 64;
+
+/// Longest piece XORed in one call: the library runs with preemption off
+/// (`kernel_fpu_begin`), for as long as the piece takes.
+const XOR_PIECE: usize = 64 << 10;
+
+/// `dst ^= src` over the shorter of the two: the kernel's XOR library (SIMD,
+/// the template chosen at boot, as md's raid5 uses) for the aligned whole
+/// lines, the core's portable loop for anything else.
+pub(crate) fn xor_into(dst: &mut [u8], src: &[u8]) {
+    let n = dst.len().min(src.len());
+    let aligned = (dst.as_ptr() as usize | src.as_ptr() as usize) % XOR_ALIGN == 0;
+    let lib = if aligned { n / XOR_LINE * XOR_LINE } else { 0 };
+    let (dst_lib, dst_rest) = dst[..n].split_at_mut(lib);
+    let (src_lib, src_rest) = src[..n].split_at(lib);
+    for (d, s) in dst_lib.chunks_mut(XOR_PIECE).zip(src_lib.chunks(XOR_PIECE)) {
+        let mut srcs = [s.as_ptr().cast_mut().cast::<core::ffi::c_void>()];
+        // SAFETY: `d` and `s` are valid for `d.len()` bytes (a multiple of
+        // 512, at most `XOR_PIECE`) and cannot overlap (one is borrowed
+        // mutably); both start 64-byte aligned, and every piece after the
+        // first starts a multiple of `XOR_PIECE` further. `xor_blocks` reads
+        // `srcs[0]` and writes only `dest`, with one source.
+        unsafe { xor_blocks(1, d.len() as u32, d.as_mut_ptr().cast(), srcs.as_mut_ptr()) };
+    }
+    crate::raidmig_core::parity::xor_into(dst_rest, src_rest);
 }
 
 /// Reads a `charp` parameter: `None` when unset or not UTF-8.

@@ -24,6 +24,8 @@ struct Mem {
     request: bool,
     /// Fail writes to this member within these sectors.
     fail_writes: Option<(usize, u64, u64)>,
+    /// Ranges zeroed with `write_zeroes`.
+    zeroed: Vec<(usize, u64, u64)>,
 }
 
 impl MemberIo for Mem {
@@ -54,6 +56,13 @@ impl MemberIo for Mem {
     }
     fn checkpoint_requested(&mut self) -> bool {
         std::mem::take(&mut self.request)
+    }
+    fn write_zeroes(&mut self, member: usize, sector: u64, sectors: u64, _buf: &mut [u8]) -> Result<(), IoError> {
+        self.zeroed.push((member, sector, sectors));
+        for s in sector..sector + sectors {
+            self.sectors[member].insert(s, [0; 512]);
+        }
+        Ok(())
     }
 }
 
@@ -705,4 +714,44 @@ fn creation_zeroes_the_bitmap_area() {
         }
     }
     assert_eq!(io.sectors[1].get(&(tail + BITMAP_OFFSET + BITMAP_SECTORS)), Some(&garbage));
+}
+
+/// The capacity a migration adds past the source's end is zeroed in place
+/// (one request per member and unit, nothing read or computed), over old
+/// contents of the new members, and the raid5 parity is consistent there.
+#[test]
+fn capacity_past_the_source_is_zeroed() {
+    let rows = 16u64;
+    let source = Geometry::new(Level::Single, 1, 8, rows * 8).unwrap();
+    let target = Geometry::new(Level::Raid5, 3, 8, rows * 8).unwrap();
+    let mut s = setup(source, target, 1);
+    let data = |x: u64| [(x as u8) ^ 0x5a; 512];
+    for x in 0..rows * 8 {
+        s.io.write(0, x, &data(x)).unwrap();
+        s.io.write(1, x, &[0xa5; 512]).unwrap();
+        s.io.write(2, x, &[0x3c; 512]).unwrap();
+    }
+    let mut e = Engine::resume(&load(&mut s.io, &s.members), EngineConfig::default(), Time::at(0)).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    while e.step(&mut s.io, &s.members, &mut buf, Time::at(0)).unwrap() != Step::Finished {}
+    let mut sector = [0u8; 512];
+    for l in 0..target.capacity() {
+        let at = target.locate_copy(l, 0);
+        s.io.read(at.member, at.sector, &mut sector).unwrap();
+        let want = if l < source.capacity() { data(l) } else { [0; 512] };
+        assert_eq!(sector, want, "logical sector {l}");
+    }
+    for x in 0..rows * 8 {
+        let mut acc = [0u8; 512];
+        for m in 0..3 {
+            s.io.read(m, x, &mut sector).unwrap();
+            acc.iter_mut().zip(sector).for_each(|(a, b)| *a ^= b);
+        }
+        assert_eq!(acc, [0; 512], "parity of member sector {x}");
+    }
+    // Units are one stripe (8 sectors per member); the second half holds
+    // no source data: 8 units of 3 members, each zeroed in one request.
+    let half = rows * 8 / 2;
+    let want: Vec<_> = (half / 8..rows).flat_map(|r| (0..3).map(move |m| (m, r * 8, 8))).collect();
+    assert_eq!(s.io.zeroed, want);
 }

@@ -10,7 +10,7 @@ use raidmig_core::crc32c::crc32c;
 use raidmig_core::format::Superblock;
 use raidmig_core::tail::SUPERBLOCK_BYTES;
 use raidmig_core::layout::{Content, Geometry, Level, Location};
-use raidmig_core::parity::{rmw_parity, xor_into, StripeWrite, WriteMode};
+use raidmig_core::parity::{xor_into, StripeWrite, WriteMode};
 
 /// raid0.c `map_sector` for a single zone starting at 0 (equal members):
 /// returns (member, member sector).
@@ -189,7 +189,9 @@ proptest! {
                             let old = &disks[*m][span.sector as usize..(span.sector + span.sectors) as usize];
                             let at = (span.sector - ps.sector) as usize;
                             let newpart = vec![value; span.sectors as usize];
-                            rmw_parity(&mut parity[at..at + span.sectors as usize], old, &newpart);
+                            // parity ^= old ^ new
+                            xor_into(&mut parity[at..at + span.sectors as usize], old);
+                            xor_into(&mut parity[at..at + span.sectors as usize], &newpart);
                         }
                     }
                     WriteMode::ReconstructWrite => {
