@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs inside the migration benchmark guest (see bench-migration.sh).
 set -euo pipefail
-runtime=${1:-20}
+runtime=${1:-20} rounds=${2:-3}
 KO=./raidmig.ko
 SYS=/sys/block/raidmig0/raidmig
 res=/tmp/bench
@@ -36,21 +36,21 @@ t1=$(now)
 fio_copy=$(mbps $data "$t0" "$t1")
 echo "raw copy (fio): $fio_copy MB/s"
 # The same copy done by the kernel: md's resync of a raid1 over the two
-# (it reads the first member and writes the second), unthrottled.
+# (it reads the first member and writes the second), unthrottled. It runs
+# again in every round, next to the migrations it is the reference of.
 echo 10000000 > /proc/sys/dev/raid/speed_limit_max
 echo 10000000 > /proc/sys/dev/raid/speed_limit_min
-mdadm --create /dev/md0 --run --level=1 --raid-devices=2 --metadata=1.0 --bitmap=none /dev/sda /dev/sdb > /dev/null 2>&1
-t0=$(now)
-sleep 0.5
-until [ "$(cat /sys/block/md0/md/sync_action)" = idle ]; do sleep 0.2; done
-t1=$(now)
-md_sectors=$(( $(cat /sys/block/md0/md/component_size) * 2 ))
-mdadm --stop /dev/md0 > /dev/null 2>&1
-mdadm --zero-superblock /dev/sda /dev/sdb > /dev/null 2>&1
-md_copy=$(mbps $md_sectors "$t0" "$t1")
-echo "raw copy (md raid1 resync): $md_copy MB/s"
-# The floor's reference: the faster of the two.
-raw=$(python3 -c "print(max($fio_copy, $md_copy))")
+md_copy() {
+  mdadm --create /dev/md0 --run --level=1 --raid-devices=2 --metadata=1.0 --bitmap=none /dev/sda /dev/sdb > /dev/null 2>&1
+  local t0 t1; t0=$(now)
+  sleep 0.5
+  until [ "$(cat /sys/block/md0/md/sync_action)" = idle ]; do sleep 0.2; done
+  t1=$(now)
+  local md_sectors=$(( $(cat /sys/block/md0/md/component_size) * 2 ))
+  mdadm --stop /dev/md0 > /dev/null 2>&1
+  mdadm --zero-superblock /dev/sda /dev/sdb > /dev/null 2>&1
+  mbps $md_sectors "$t0" "$t1"
+}
 
 # migrate LEVEL MEMBERS SHARE: an idle migration from start to clean.
 migrate() {
@@ -61,24 +61,36 @@ migrate() {
   echo start > $SYS/action
   wait_clean
   t1=$(now)
-  echo "$1 $3 $(mbps $data "$t0" "$t1") $(cat $SYS/units_done) $(cat $SYS/units_staged) $(cat $SYS/checkpoint_writes)" | tee -a $res/migrations
+  echo "$round $1 $3 $(mbps $data "$t0" "$t1") $(cat $SYS/units_done) $(cat $SYS/units_staged) $(cat $SYS/checkpoint_writes) $(python3 -c "print($t1 - $t0)")" | tee -a $res/migrations
   rmmod raidmig
 }
 : > $res/migrations
+: > $res/raw
 # The floor (issue 9): the source disk reads all the data once and writes
 # its own share of the new layout, so it moves (1 + share) of the data; the
 # floor is the raw copy rate divided by that. share: raid1 0 (the data is
 # in place), raid0 over k 1/k, raid5 over k 1/(k-1), raid10 near-2 over k 2/k.
-migrate raid0 /dev/sda,/dev/sdb,/dev/sdc 1/3
-migrate raid1 /dev/sda,/dev/sdb 0
-migrate raid5 /dev/sda,/dev/sdb,/dev/sdc 1/2
-migrate raid10 /dev/sda,/dev/sdb,/dev/sdc,/dev/sdd 2/4
+# Rounds alternate the raw copy and the migrations: on a shared host the
+# same copy drifts by half between minutes, so each round's migrations are
+# set against that round's raw copy, and the table gives medians.
+for round in $(seq 1 "$rounds"); do
+  echo "$round $(md_copy)" | tee -a $res/raw
+  migrate raid0 /dev/sda,/dev/sdb,/dev/sdc 1/3
+  migrate raid1 /dev/sda,/dev/sdb 0
+  migrate raid5 /dev/sda,/dev/sdb,/dev/sdc 1/2
+  migrate raid10 /dev/sda,/dev/sdb,/dev/sdc,/dev/sdd 2/4
+done
+md_copy=$(python3 -c "import statistics; print(statistics.median(float(l.split()[1]) for l in open('$res/raw')))")
+raw=$md_copy
+# The loaded run must end while the migration still runs: half the time of
+# an idle migration to raid5 (at least 3 s; at most RUNTIME).
+load_s=$(python3 -c "import statistics; t = statistics.median(float(l.split()[7]) for l in open('$res/migrations') if l.split()[1] == 'raid5'); print(max(3, min($runtime, int(t / 2))))")
 
 # 4k random reads on the volume: idle (prepared, not started), then while a
 # migration to raid5 runs.
 randread() {
   fio --name=rr --filename=/dev/raidmig0 --rw=randread --bs=4k --iodepth=32 --direct=1 \
-      --ioengine=libaio --runtime="$runtime" --time_based --ramp_time=2 --randrepeat=0 \
+      --ioengine=libaio --runtime="$load_s" --time_based --ramp_time=1 --randrepeat=0 \
       --output-format=json | python3 -c 'import json, sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))'
 }
 for d in /dev/sda /dev/sdb /dev/sdc; do zero_tail $d; done
@@ -98,28 +110,47 @@ under_load=$(python3 -c "print(f'{($p1 - $p0) / $total * $data * 512 / 1e6 / ($t
 wait_clean
 rmmod raidmig
 
-python3 - "$raw" "$fio_copy" "$md_copy" "$idle" "$busy" "$under_load" "$state_after" "$data" "$res/migrations" <<'PY'
+python3 - "$raw" "$fio_copy" "$md_copy" "$idle" "$busy" "$under_load" "$state_after" "$data" "$res/migrations" "$res/raw" "$load_s" <<'PY'
 import sys
 from fractions import Fraction
-raw, fio_copy, md_copy, idle, busy, under_load, state, data, migrations = sys.argv[1:]
-raw = float(raw)
+from statistics import median
+raw, fio_copy, md_copy, idle, busy, under_load, state, data, migrations, raws, load_s = sys.argv[1:]
+md_of = {int(r): float(mb) for r, mb in (l.split() for l in open(raws))}
+rows = {}
+for line in open(migrations):
+    rnd, level, share, mb, units, staged, ck, secs = line.split()
+    rows.setdefault(level, []).append((int(rnd), Fraction(share), float(mb), units, staged, ck))
+# A round's raw copy: the fastest copy of the data area from the first
+# member to the second measured in it: fio, md's resync, or raidmig's own
+# single -> raid1 (a plain copy, nothing else). Neither of the first two
+# reaches the disks' limit here, so raid1 may set the floor for all.
+raid1_of = {r[0]: r[2] for r in rows.get('raid1', [])}
+raw_of = {r: max(float(fio_copy), md, raid1_of.get(r, 0)) for r, md in md_of.items()}
+raw = median(raw_of.values())
 floors = {}
 print()
-print(f"migration of a {int(data) * 512 >> 20} MiB data area (one guest, software emulation: read the ratios)")
+print(f"migration of a {int(data) * 512 >> 20} MiB data area, {len(raw_of)} rounds (one guest, software emulation: read the ratios)")
 print(f"{'what':<42}{'MB/s':>8}{'/ raw':>7}{'floor':>8}{'/ floor':>9}{'target':>8}{'units':>7}{'staged':>7}{'ckpts':>7}")
 print(f"{'raw copy sda -> sdb (fio, 1M qd8)':<42}{float(fio_copy):>8.1f}{float(fio_copy) / raw:>7.2f}")
-print(f"{'raw copy sda -> sdb (md raid1 resync)':<42}{float(md_copy):>8.1f}{float(md_copy) / raw:>7.2f}")
-print("(raw: the faster of the two; floor: raw / (1 + the source's share of the writes))")
-for line in open(migrations):
-    level, share, mb, units, staged, ck = line.split()
-    floor = raw / (1 + float(Fraction(share)))
+print(f"{'raw copy sda -> sdb (md raid1 resync)':<42}{float(md_copy):>8.1f}{float(md_copy) / raw:>7.2f}"
+      f"   (rounds: {', '.join(f'{v:.0f}' for v in md_of.values())})")
+print(f"{'raw copy (the fastest copy in each round)':<42}{raw:>8.1f}{1:>7.2f}"
+      f"   (rounds: {', '.join(f'{v:.0f}' for v in raw_of.values())})")
+print("(a round's raw copy: the fastest of fio, md's resync and raidmig's single -> raid1, which")
+print(" is a plain copy; floor: raw / (1 + the source's share of the writes), medians;")
+print(" / floor: the median of each round's rate over that round's floor)")
+for level, rs in rows.items():
+    share = rs[0][1]
+    floor = raw / (1 + float(share))
     floors[level] = floor
-    mb = float(mb)
-    print(f"{'single -> ' + level + ' (idle)':<42}{mb:>8.1f}{mb / raw:>7.2f}{floor:>8.1f}{mb / floor:>9.2f}{0.9:>8.2f}{units:>7}{staged:>7}{ck:>7}")
+    mb = median(r[2] for r in rs)
+    per_round = median(r[2] / (raw_of[r[0]] / (1 + float(share))) for r in rs)
+    units, staged, ck = rs[-1][3:]
+    print(f"{'single -> ' + level + ' (idle)':<42}{mb:>8.1f}{mb / raw:>7.2f}{floor:>8.1f}{per_round:>9.2f}{0.9:>8.2f}{units:>7}{staged:>7}{ck:>7}")
 ul = float(under_load)
 print(f"{'single -> raid5 under 4k randread qd32':<42}{ul:>8.1f}{ul / raw:>7.2f}{floors['raid5']:>8.1f}{ul / floors['raid5']:>9.2f}{0.5:>8.2f}")
 print()
-print(f"{'host 4k random read, iodepth 32':<42}{'IOPS':>8}{'/ idle':>9}{'target':>8}")
+print(f"{'host 4k random read, iodepth 32, ' + load_s + ' s':<42}{'IOPS':>8}{'/ idle':>9}{'target':>8}")
 print(f"{'idle volume (raid5 prepared)':<42}{float(idle):>8.0f}{1:>9.2f}")
 print(f"{'during the migration to raid5':<42}{float(busy):>8.0f}{float(busy) / float(idle):>9.2f}{0.7:>8.2f}")
 if state != "migrating":

@@ -6,16 +6,17 @@
 # Guests run under software emulation: compare the ratios, not the absolute
 # figures.
 #
-#   scripts/bench-migration.sh [--size MEMBER_SIZE] [--runtime SECONDS]
+#   scripts/bench-migration.sh [--size MEMBER_SIZE] [--runtime SECONDS] [--rounds N]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 export PATH=$HOME/.cargo/bin:$PATH
-size_mb=512 runtime=20
+size_mb=512 runtime=20 rounds=3
 while [ $# -gt 0 ]; do
   case "$1" in
     --size) size_mb=${2%M}; shift 2 ;;
     --runtime) runtime=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     *) echo "bench-migration.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -26,4 +27,4 @@ disks=$(mktemp -d /var/tmp/raidmig-bench.XXXXXX)
 trap 'rm -rf "$disks"' EXIT
 # Allocated (not sparse) images, so reads cost what reads of data cost.
 for i in 0 1 2 3; do dd if=/dev/zero of="$disks/m$i.img" bs=1M count="$size_mb" status=none; done
-bash scripts/guest.sh --disks 4 --disk-dir "$disks" -- bash scripts/bench-migration-guest.sh "$runtime"
+bash scripts/guest.sh --disks 4 --disk-dir "$disks" -- bash scripts/bench-migration-guest.sh "$runtime" "$rounds"
