@@ -80,8 +80,6 @@ for round in $(seq 1 "$rounds"); do
   migrate raid5 /dev/sda,/dev/sdb,/dev/sdc 1/2
   migrate raid10 /dev/sda,/dev/sdb,/dev/sdc,/dev/sdd 2/4
 done
-md_copy=$(python3 -c "import statistics; print(statistics.median(float(l.split()[1]) for l in open('$res/raw')))")
-raw=$md_copy
 # The loaded run must end while the migration still runs: half the time of
 # an idle migration to raid5 (at least 3 s; at most RUNTIME).
 load_s=$(python3 -c "import statistics; t = statistics.median(float(l.split()[7]) for l in open('$res/migrations') if l.split()[1] == 'raid5'); print(max(3, min($runtime, int(t / 2))))")
@@ -110,12 +108,13 @@ under_load=$(python3 -c "print(f'{($p1 - $p0) / $total * $data * 512 / 1e6 / ($t
 wait_clean
 rmmod raidmig
 
-python3 - "$raw" "$fio_copy" "$md_copy" "$idle" "$busy" "$under_load" "$state_after" "$data" "$res/migrations" "$res/raw" "$load_s" <<'PY'
+python3 - "$fio_copy" "$idle" "$busy" "$under_load" "$state_after" "$data" "$res/migrations" "$res/raw" "$load_s" <<'PY'
 import sys
 from fractions import Fraction
 from statistics import median
-raw, fio_copy, md_copy, idle, busy, under_load, state, data, migrations, raws, load_s = sys.argv[1:]
+fio_copy, idle, busy, under_load, state, data, migrations, raws, load_s = sys.argv[1:]
 md_of = {int(r): float(mb) for r, mb in (l.split() for l in open(raws))}
+md_copy = median(md_of.values())
 rows = {}
 for line in open(migrations):
     rnd, level, share, mb, units, staged, ck, secs = line.split()
