@@ -11,6 +11,9 @@
 set -euo pipefail
 runtime=${1:-5}
 rounds=${2:-5}
+# The levels to measure (all by default), e.g. "raid5" while working on it.
+only=${3:-raid0,raid1,raid10,raid5}
+wanted() { [[ ",$only," == *",$1,"* ]]; }
 res=/tmp/bench
 mkdir -p $res
 tail_mb=$(( $(bash "$(dirname "$0")/reserved-tail.sh") / 2048 ))
@@ -89,15 +92,15 @@ level() {
   rmmod raidmig
 }
 
-level raid0 3
-level raid1 2
-level raid10 4
-level raid5 3
+for l in "raid0 3" "raid1 2" "raid10 4" "raid5 3"; do
+  set -- $l
+  if wanted "$1"; then level "$1" "$2"; fi
+done
 # What the write-intent bitmap costs: raid5 over the second partitions, 4k
 # random writes at iodepth 32, alternately with the default bitmap and
 # without one (two arrays cannot share the partitions: each round makes
 # them again).
-for r in $(seq "$rounds"); do
+wanted raid5 && for r in $(seq "$rounds"); do
   for b in 64 0; do
     wipe /dev/sda2 /dev/sdb2 /dev/sdc2
     insmod ./raidmig.ko members=/dev/sda2,/dev/sdb2,/dev/sdc2 level=raid5 chunk_kb=64 assume_clean=1 bitmap_region_mb=$b
@@ -107,9 +110,9 @@ for r in $(seq "$rounds"); do
   done
 done
 
-python3 - "$res" "$rounds" "$runtime" <<'PY'
+python3 - "$res" "$rounds" "$runtime" "$only" <<'PY'
 import json, statistics, sys
-res, rounds, runtime = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+res, rounds, runtime, only = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4].split(",")
 def get(tag, kind, r):
     j = json.load(open(f"{res}/{tag}-{kind}-{r}.json"))["jobs"][0]
     side = j["read"] if "read" in kind else j["write"]
@@ -129,6 +132,8 @@ print(f"{rounds} rounds of {runtime} s alternating md and raidmig: medians, and 
 print(f"{'':<22}" + "".join(f"{h:>15}" for _, h in kinds))
 print(f"{'raw member (sda1)':<22}" + "".join(f"{v:>15.1f}" for v in raw))
 for level, n, goal in levels:
+    if level not in only:
+        continue
     md = [series(f"md-{level}", k) for k, _ in kinds]
     rm = [series(f"raidmig-{level}", k) for k, _ in kinds]
     ratio = [med([r / m for r, m in zip(a, b)]) for a, b in zip(rm, md)]
@@ -137,6 +142,8 @@ for level, n, goal in levels:
     print(f"{'  raidmig / md':<22}" + "".join(f"{x:>15.2f}" for x in ratio))
     print(f"{'  target':<22}" + "".join(f"{g:>15.2f}" for g in goal))
     print(f"{'  meets target':<22}" + "".join(f"{'yes' if x >= g else 'NO':>15}" for x, g in zip(ratio, goal)))
+if "raid5" not in only:
+    sys.exit(0)
 with_bm, without = series("bitmap64", "randwrite"), series("bitmap0", "randwrite")
 print()
 print(f"{'raidmig raid5 x3':<32}{'4k randwrite IOPS':>20}")

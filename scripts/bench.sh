@@ -10,16 +10,18 @@
 # short rounds (see bench-guest.sh); compare the ratios, not the absolute
 # figures.
 #
-#   scripts/bench.sh [--runtime SECONDS] [--rounds ROUNDS]   (default 5 and 4)
+#   scripts/bench.sh [--runtime SECONDS] [--rounds ROUNDS] [--levels L1,L2]
+#   (default 5 s, 4 rounds, every level: raid0,raid1,raid10,raid5)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 export PATH=$HOME/.cargo/bin:$PATH
-runtime=5 rounds=4
+runtime=5 rounds=4 levels=raid0,raid1,raid10,raid5
 while [ $# -gt 0 ]; do
   case "$1" in
     --runtime) runtime=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
+    --levels) levels=$2; shift 2 ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -30,4 +32,4 @@ disks=$(mktemp -d /var/tmp/raidmig-bench.XXXXXX)
 trap 'rm -rf "$disks"' EXIT
 # Allocated (not sparse) images, so reads cost what reads of data cost.
 for i in 0 1 2 3; do dd if=/dev/zero of="$disks/m$i.img" bs=1M count=1024 status=none; done
-bash scripts/guest.sh --disks 4 --disk-dir "$disks" -- bash scripts/bench-guest.sh "$runtime" "$rounds"
+bash scripts/guest.sh --disks 4 --disk-dir "$disks" -- bash scripts/bench-guest.sh "$runtime" "$rounds" "$levels"

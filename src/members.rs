@@ -611,11 +611,18 @@ impl Members {
     }
 
     /// Writes the transfers of `batch` from `buf`, as
-    /// [`Members::read_batch`] reads them.
-    pub(crate) fn write_batch(&self, region: &Region<'_>, buf: &[u8], batch: &[Transfer]) -> bool {
+    /// [`Members::read_batch`] reads them, with extra request flags
+    /// `opf_flags` (such as FUA).
+    pub(crate) fn write_batch(
+        &self,
+        region: &Region<'_>,
+        opf_flags: bindings::blk_opf_t,
+        buf: &[u8],
+        batch: &[Transfer],
+    ) -> bool {
         self.batch_devices(batch).is_some_and(|devs| {
             let ranges = batch.iter().filter_map(|t| Some((devs[t.member]?, t.sector, t.at, t.len)));
-            region.write_batch(&self.bioset, buf, ranges).is_ok()
+            region.write_batch(&self.bioset, opf_flags, buf, ranges).is_ok()
         })
     }
 

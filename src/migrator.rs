@@ -232,7 +232,7 @@ impl MemberIo for KernelIo<'_> {
     }
 
     fn write_all(&mut self, buf: &[u8], batch: &[Transfer]) -> Result<(), IoError> {
-        if self.members.write_batch(&self.region, buf, batch) {
+        if self.members.write_batch(&self.region, 0, buf, batch) {
             return Ok(());
         }
         write_each(self, buf, batch)
@@ -287,7 +287,7 @@ impl MemberIo for EngineIo<'_> {
     fn write_all(&mut self, buf: &[u8], batch: &[Transfer]) -> Result<(), IoError> {
         // A failed batch is done again one write at a time through `write`,
         // which records the failing member and sector.
-        if self.io.members.write_batch(&self.io.region, buf, batch) {
+        if self.io.members.write_batch(&self.io.region, 0, buf, batch) {
             return Ok(());
         }
         write_each(self, buf, batch)

@@ -4,28 +4,54 @@
 //! Keeps invariant 8 of the theory (see the crate documentation): the kernel
 //! and the simulator run this very code over their own member I/O.
 //!
-//! A stripe is written in slices of at most [`SLICE_SECTORS`] of chunk
-//! offset (parity at an offset depends only on the data at that offset), so
-//! a write needs one buffer of [`buffer_bytes`], whatever the chunk size: the
-//! kernel allocates a few such buffers when the array is loaded and never
-//! allocates on the write path, so writes make progress under memory
-//! pressure (swap on the volume included). The caller excludes other writes
-//! to the same stripe while one runs (two read-modify-writes would otherwise
-//! both start from the old parity).
+//! A stripe is written in slices of chunk offset (parity at an offset
+//! depends only on the data at that offset) as long as the buffer allows,
+//! at most [`SLICE_SECTORS`], so a write needs one buffer of a size fixed
+//! by the member count, whatever the chunk size: [`buffer_bytes`] for the
+//! longest slices, [`buffer_bytes_for`] for shorter ones (a small write
+//! needs no more than its own length per member). The kernel allocates
+//! such buffers when the array is loaded and never allocates on the write
+//! path, so writes make progress under memory pressure (swap on the volume
+//! included). The caller excludes other writes to the same stripe while one
+//! runs (two read-modify-writes would otherwise both start from the old
+//! parity).
+//!
+//! Each slice's reads are submitted together, then its writes
+//! ([`StripeIo::read_all`], [`StripeIo::write_all`]): a slice costs two
+//! member latencies, whatever the member count.
 
-use super::engine::IoError;
+use super::engine::{IoError, Transfer};
 use super::hostio::Place;
 use super::health::{condition, Condition, Roles};
 use super::layout::{Content, Geometry, Level, MAX_MEMBERS, SECTOR_SHIFT};
 use super::parity::{xor_into, StripeWrite, WriteMode};
 
-/// Chunk offset covered by one slice of a stripe write, in sectors (64 KiB).
+/// Chunk offset covered by one slice of a stripe write at most, in sectors
+/// (64 KiB).
 pub const SLICE_SECTORS: u64 = 128;
 
-/// Bytes of buffer a stripe write over `members` members needs: the old
-/// contents and the new data of one slice of every member.
+/// Bytes of buffer a stripe write over `members` members needs to go in
+/// slices of `slice` sectors: the old contents and the new data of one
+/// slice of every member.
+pub const fn buffer_bytes_for(members: usize, slice: u64) -> usize {
+    2 * members * ((slice as usize) << SECTOR_SHIFT)
+}
+
+/// Bytes of buffer for the longest slices, [`SLICE_SECTORS`].
 pub const fn buffer_bytes(members: usize) -> usize {
-    2 * members * ((SLICE_SECTORS as usize) << SECTOR_SHIFT)
+    buffer_bytes_for(members, SLICE_SECTORS)
+}
+
+/// The slice, in sectors, that a buffer of `bytes` allows over `members`
+/// members: at most [`SLICE_SECTORS`]; 0 if it is too small for any.
+pub const fn slice_sectors(bytes: usize, members: usize) -> u64 {
+    let Some(per_window) = bytes.checked_div(members.saturating_mul(2)) else { return 0 };
+    let s = (per_window >> SECTOR_SHIFT) as u64;
+    if s < SLICE_SECTORS {
+        s
+    } else {
+        SLICE_SECTORS
+    }
 }
 
 /// Member I/O of one host write, by role.
@@ -45,6 +71,82 @@ pub trait StripeIo {
     fn xor_into(&mut self, dst: &mut [u8], src: &[u8]) {
         xor_into(dst, src)
     }
+    /// Reads every transfer of `batch` into its part of `buf` (the parts do
+    /// not overlap), waiting for all. The kernel submits them together, so
+    /// a slice's reads cost one member latency, not one per member. An
+    /// error need not name the member: the caller then reads them again one
+    /// by one with [`StripeIo::read`], which does.
+    fn read_all(&mut self, buf: &mut [u8], batch: &[Transfer]) -> Result<(), IoError> {
+        let mut first = Ok(());
+        for t in batch {
+            first = first.and(self.read(t.member, t.sector, &mut buf[t.at..t.at + t.len]));
+        }
+        first
+    }
+    /// Writes every transfer of `batch` from its part of `buf`, as
+    /// [`StripeIo::read_all`] reads them (after an error the caller writes
+    /// them again one by one: under the stripe lock, the same write).
+    fn write_all(&mut self, buf: &[u8], batch: &[Transfer]) -> Result<(), IoError> {
+        let mut first = Ok(());
+        for t in batch {
+            first = first.and(self.write(t.member, t.sector, &buf[t.at..t.at + t.len]));
+        }
+        first
+    }
+}
+
+/// The member transfers of one slice, submitted together: at most two
+/// reads per member (a reconstruct-write reads around the written range),
+/// one write per member.
+struct Ios {
+    t: [Transfer; 2 * MAX_MEMBERS],
+    n: usize,
+}
+
+impl Ios {
+    fn new() -> Ios {
+        Ios { t: [Transfer::default(); 2 * MAX_MEMBERS], n: 0 }
+    }
+
+    fn push(&mut self, member: usize, sector: u64, at: usize, len: usize) {
+        if let Some(t) = self.t.get_mut(self.n) {
+            *t = Transfer { member, sector, at, len };
+            self.n += 1;
+        }
+    }
+
+    fn all(&self) -> &[Transfer] {
+        &self.t[..self.n]
+    }
+
+    /// Reads the batch into `buf`; after a failure, one by one, for the
+    /// error of the first member that fails.
+    fn read<S: StripeIo>(&self, io: &mut S, buf: &mut [u8]) -> Result<(), IoError> {
+        if self.n == 0 || io.read_all(buf, self.all()).is_ok() {
+            return Ok(());
+        }
+        for t in self.all() {
+            io.read(t.member, t.sector, &mut buf[t.at..t.at + t.len])?;
+        }
+        Ok(())
+    }
+
+    /// Writes the batch from `buf`; after a failure, one by one: the first
+    /// member that fails is kept in `failed_write` (if it holds none yet),
+    /// another is a [`SliceError::Second`].
+    fn write<S: StripeIo>(&self, io: &mut S, buf: &[u8], failed_write: &mut Option<IoError>) -> Result<(), SliceError> {
+        if self.n == 0 || io.write_all(buf, self.all()).is_ok() {
+            return Ok(());
+        }
+        for t in self.all() {
+            match io.write(t.member, t.sector, &buf[t.at..t.at + t.len]) {
+                Ok(()) => {}
+                Err(e) if failed_write.is_none() => *failed_write = Some(e),
+                Err(e) => return Err(SliceError::Second(e)),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Why a stripe write did not happen.
@@ -52,7 +154,8 @@ pub trait StripeIo {
 pub enum Raid5Error {
     /// A member I/O failed.
     Io(IoError),
-    /// The buffer is smaller than [`buffer_bytes`].
+    /// The buffer is too small for slices of one sector (see
+    /// [`slice_sectors`]).
     BufferTooSmall,
     /// The range is empty, not raid5, or not within one stripe.
     BadRange,
@@ -96,7 +199,8 @@ pub fn write_stripe<S: StripeIo>(
 ) -> Result<(), Raid5Error> {
     let plan = StripeWrite::plan(g, start, sectors).ok_or(Raid5Error::BadRange)?;
     let n = plan.members();
-    if buf.len() < buffer_bytes(n) {
+    let slice = slice_sectors(buf.len(), n);
+    if slice == 0 {
         return Err(Raid5Error::BufferTooSmall);
     }
     let failed = Roles(failed.0 & Roles::first(n).0);
@@ -109,7 +213,7 @@ pub fn write_stripe<S: StripeIo>(
     let mut from = plan.window_start;
     let end = plan.window_start + plan.window_sectors;
     while from < end {
-        let to = (from + SLICE_SECTORS).min(end);
+        let to = (from + slice).min(end);
         let Some(s) = plan.slice(from, to) else { break };
         from = to;
         loop {
@@ -166,26 +270,6 @@ impl Ctx<'_> {
         self.place.sector(self.g, self.device_sectors, member, sector)
     }
 
-    /// Writes `data` at `sector` of `member`; the first failure is kept in
-    /// `failed_write` and the next ones are fatal.
-    fn write<S: StripeIo>(
-        &self,
-        io: &mut S,
-        member: usize,
-        sector: u64,
-        data: &[u8],
-        failed_write: &mut Option<IoError>,
-    ) -> Result<(), SliceError> {
-        match io.write(member, self.at(member, sector), data) {
-            Ok(()) => Ok(()),
-            Err(e) if failed_write.is_none() => {
-                *failed_write = Some(e);
-                Ok(())
-            }
-            Err(e) => Err(SliceError::Second(e)),
-        }
-    }
-
     /// A slice with every member in sync: read-modify-write or
     /// reconstruct-write, as the plan chose.
     fn normal_slice<S: StripeIo>(&self, io: &mut S, s: &StripeWrite, buf: &mut [u8]) -> Result<(), SliceError> {
@@ -199,10 +283,12 @@ impl Ctx<'_> {
             let a = ((sector - first) << SECTOR_SHIFT) as usize;
             a..a + (sectors << SECTOR_SHIFT) as usize
         };
+        let mut reads = Ios::new();
         for (m, span) in s.reads() {
             let r = range(span.sector, span.sectors);
-            io.read(m, self.at(m, span.sector), &mut cur[m * w..][r]).map_err(SliceError::Read)?;
+            reads.push(m, self.at(m, span.sector), m * w + r.start, r.len());
         }
+        reads.read(io, cur).map_err(SliceError::Read)?;
         let parity = s.parity_member;
         // The new data, from the host request, in each member's window.
         for m in (0..n).filter(|&m| m != parity) {
@@ -237,13 +323,19 @@ impl Ctx<'_> {
                 rebuild_window(io, cur, parity, w);
             }
         }
-        let mut failed_write = None;
+        // Data (from the new windows, after the `n * w` bytes of the old)
+        // and parity, submitted together: they are ordered only by a later
+        // flush, as separate writes were.
+        let mut writes = Ios::new();
         for m in (0..n).filter(|&m| m != parity) {
             if let Some(span) = s.covered(m) {
-                self.write(io, m, span.sector, &new[m * w..][range(span.sector, span.sectors)], &mut failed_write)?;
+                let r = range(span.sector, span.sectors);
+                writes.push(m, self.at(m, span.sector), n * w + m * w + r.start, r.len());
             }
         }
-        self.write(io, parity, first, &cur[parity * w..][..w], &mut failed_write)?;
+        writes.push(parity, self.at(parity, first), parity * w, w);
+        let mut failed_write = None;
+        writes.write(io, buf, &mut failed_write)?;
         failed_write.map_or(Ok(()), |e| Err(SliceError::Write(e)))
     }
 
@@ -264,9 +356,11 @@ impl Ctx<'_> {
             a..a + (sectors << SECTOR_SHIFT) as usize
         };
         if lost != parity {
+            let mut reads = Ios::new();
             for m in (0..n).filter(|&m| m != lost) {
-                io.read(m, self.at(m, first), &mut cur[m * w..][..w]).map_err(SliceError::Read)?;
+                reads.push(m, self.at(m, first), m * w, w);
             }
+            reads.read(io, cur).map_err(SliceError::Read)?;
             rebuild_window(io, cur, lost, w);
         }
         for m in (0..n).filter(|&m| m != parity) {
@@ -276,18 +370,19 @@ impl Ctx<'_> {
                 }
             }
         }
-        // Any write error here is a second member gone.
-        let mut failed_write = Some(IoError { member: lost, errno: 0 });
+        let mut writes = Ios::new();
         for m in (0..n).filter(|&m| m != parity && m != lost) {
             if let Some(span) = s.covered(m) {
-                self.write(io, m, span.sector, &cur[m * w..][range(span.sector, span.sectors)], &mut failed_write)?;
+                let r = range(span.sector, span.sectors);
+                writes.push(m, self.at(m, span.sector), m * w + r.start, r.len());
             }
         }
         if lost != parity {
             rebuild_window(io, cur, parity, w);
-            self.write(io, parity, first, &cur[parity * w..][..w], &mut failed_write)?;
+            writes.push(parity, self.at(parity, first), parity * w, w);
         }
-        Ok(())
+        // Any write error here is a second member gone.
+        writes.write(io, cur, &mut Some(IoError { member: lost, errno: 0 }))
     }
 }
 
@@ -323,7 +418,8 @@ pub fn read_reconstructed<S: StripeIo>(
     if g.level() != Level::Raid5 || sectors == 0 || start % chunk + sectors > chunk || start + sectors > g.capacity() {
         return Err(Raid5Error::BadRange);
     }
-    if buf.len() < buffer_bytes(n) {
+    let slice = slice_sectors(buf.len(), n);
+    if slice == 0 {
         return Err(Raid5Error::BufferTooSmall);
     }
     let lost = g.locate(start);
@@ -333,12 +429,14 @@ pub fn read_reconstructed<S: StripeIo>(
     let at = |member: usize, sector: u64| place.sector(g, device_sectors, member, sector);
     let mut done = 0;
     while done < sectors {
-        let len = (sectors - done).min(SLICE_SECTORS);
+        let len = (sectors - done).min(slice);
         let w = (len << SECTOR_SHIFT) as usize;
         let cur = &mut buf[..n * w];
+        let mut reads = Ios::new();
         for m in (0..n).filter(|&m| m != lost.member) {
-            io.read(m, at(m, lost.sector + done), &mut cur[m * w..][..w])?;
+            reads.push(m, at(m, lost.sector + done), m * w, w);
         }
+        reads.read(io, cur)?;
         rebuild_window(io, cur, lost.member, w);
         io.to_host(start + done - base, &cur[lost.member * w..][..w]);
         done += len;
@@ -403,15 +501,116 @@ mod tests {
         }
     }
 
+    /// [`Mem`], recording how I/O reaches it: each batch, and each
+    /// transfer made alone, with the members it went to.
+    struct Batched<'a> {
+        mem: &'a mut Mem,
+        calls: Vec<(&'static str, Vec<usize>)>,
+    }
+
+    impl StripeIo for Batched<'_> {
+        fn read(&mut self, member: usize, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
+            self.calls.push(("read", vec![member]));
+            self.mem.read(member, sector, buf)
+        }
+        fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError> {
+            self.calls.push(("write", vec![member]));
+            self.mem.write(member, sector, buf)
+        }
+        fn read_all(&mut self, buf: &mut [u8], batch: &[Transfer]) -> Result<(), IoError> {
+            self.calls.push(("read_all", batch.iter().map(|t| t.member).collect()));
+            batch.iter().try_for_each(|t| self.mem.read(t.member, t.sector, &mut buf[t.at..t.at + t.len]))
+        }
+        fn write_all(&mut self, buf: &[u8], batch: &[Transfer]) -> Result<(), IoError> {
+            self.calls.push(("write_all", batch.iter().map(|t| t.member).collect()));
+            batch.iter().try_for_each(|t| self.mem.write(t.member, t.sector, &buf[t.at..t.at + t.len]))
+        }
+        fn host_data(&mut self, offset: u64, buf: &mut [u8]) {
+            self.mem.host_data(offset, buf)
+        }
+        fn to_host(&mut self, offset: u64, buf: &[u8]) {
+            self.mem.to_host(offset, buf)
+        }
+    }
+
+    /// A slice's reads are submitted together, then its writes: two member
+    /// latencies per slice whatever the member count, not one per transfer.
+    #[test]
+    fn a_slice_reads_together_then_writes_together() {
+        let chunk = SLICE_SECTORS as u32;
+        let g = Geometry::new(Level::Raid5, 3, chunk, chunk as u64 * 8).unwrap();
+        let dev = [1u64 << 30; MAX_MEMBERS];
+        let mut buf = vec![0u8; buffer_bytes(3)];
+        let mut mem = Mem { disks: vec![HashMap::new(); 3], data: 1, read_back: HashMap::new(), broken: None };
+        let plan = StripeWrite::plan(&g, 0, 8).unwrap();
+        let (parity, data) = (plan.parity_member, g.locate(0).member);
+        let reads: Vec<usize> = plan.reads().map(|(m, _)| m).collect();
+        assert!(!reads.is_empty());
+        let mut io = Batched { mem: &mut mem, calls: Vec::new() };
+        // A small write: what the plan reads (the rest of the window over 3
+        // members), then one data member and parity written.
+        write_stripe(&mut io, &g, Place::Direct, &dev, Roles::NONE, 0, 0, 8, &mut buf).unwrap();
+        assert_eq!(io.calls, vec![("read_all", reads), ("write_all", vec![data, parity])]);
+        // A full stripe: nothing read, data and parity written together.
+        io.calls.clear();
+        write_stripe(&mut io, &g, Place::Direct, &dev, Roles::NONE, 0, 0, g.stripe_sectors(), &mut buf).unwrap();
+        let others: Vec<usize> = (0..3).filter(|&m| m != parity).collect();
+        assert_eq!(io.calls, vec![("write_all", [others.clone(), vec![parity]].concat())]);
+        // The other data member gone: the rest of the window read together,
+        // data and the new parity written together.
+        let gone = others.iter().copied().find(|&m| m != data).unwrap();
+        io.calls.clear();
+        write_stripe(&mut io, &g, Place::Direct, &dev, Roles::one(gone), 0, 0, 8, &mut buf).unwrap();
+        let live: Vec<usize> = (0..3).filter(|&m| m != gone).collect();
+        assert_eq!(io.calls, vec![("read_all", live.clone()), ("write_all", vec![data, parity])]);
+        // A read of the data member gone: the others read together.
+        io.calls.clear();
+        let l = (0..g.stripe_sectors()).find(|&l| g.locate(l).member == gone).unwrap();
+        read_reconstructed(&mut io, &g, Place::Direct, &dev, Roles::one(gone), l, l, 8, &mut buf).unwrap();
+        let rest: Vec<usize> = (0..3).filter(|&m| m != gone).collect();
+        assert_eq!(io.calls, vec![("read_all", rest)]);
+    }
+
+    /// A batch that fails is done again transfer by transfer, which names
+    /// the member that fails: a write error fails that member only, and the
+    /// stripe is left consistent without it.
+    #[test]
+    fn a_failed_batch_is_done_again_one_by_one() {
+        let chunk = SLICE_SECTORS as u32;
+        let g = Geometry::new(Level::Raid5, 3, chunk, chunk as u64 * 8).unwrap();
+        let dev = [1u64 << 30; MAX_MEMBERS];
+        let mut buf = vec![0u8; buffer_bytes(3)];
+        let plan = StripeWrite::plan(&g, 0, 8).unwrap();
+        let (parity, data) = (plan.parity_member, g.locate(0).member);
+        let reads: Vec<usize> = plan.reads().map(|(m, _)| m).collect();
+        let mut mem = Mem { disks: vec![HashMap::new(); 3], data: 1, read_back: HashMap::new(), broken: Some(parity) };
+        let mut io = Batched { mem: &mut mem, calls: Vec::new() };
+        let r = write_stripe(&mut io, &g, Place::Direct, &dev, Roles::NONE, 0, 0, 8, &mut buf);
+        assert_eq!(r, Err(Raid5Error::MemberFailed(IoError { member: parity, errno: -5 })));
+        assert_eq!(
+            io.calls,
+            vec![
+                ("read_all", reads),
+                ("write_all", vec![data, parity]),
+                ("write", vec![data]),
+                ("write", vec![parity]),
+            ]
+        );
+        assert_eq!(mem.disks[data].get(&0), Some(&1));
+    }
+
+    /// With buffers for the longest slices and for short ones (a chunk of
+    /// 4 or 64 slices).
     #[test]
     fn parity_stays_consistent_for_every_write_shape() {
-        for members in [3, 4, 5] {
+        for (members, slice) in [3, 4, 5].into_iter().flat_map(|m| [(m, SLICE_SECTORS), (m, 8)]) {
             // A chunk of four slices: writes cross slice boundaries.
             let chunk = 4 * SLICE_SECTORS as u32;
             let g = Geometry::new(Level::Raid5, members, chunk, chunk as u64 * 2).unwrap();
             let mut mem = Mem { disks: vec![HashMap::new(); members], data: 0, read_back: HashMap::new(), broken: None };
             let dev = [1u64 << 30; MAX_MEMBERS];
-            let mut buf = vec![0u8; buffer_bytes(members)];
+            let mut buf = vec![0u8; buffer_bytes_for(members, slice)];
+            assert_eq!(slice_sectors(buf.len(), members), slice);
             let stripe = g.stripe_sectors();
             for (k, (start, len)) in
                 [(0, 1), (5, 300), (0, stripe), (chunk as u64 - 3, 7), (stripe + 100, stripe - 200)]
@@ -444,7 +643,8 @@ mod tests {
         let g = Geometry::new(Level::Raid5, 3, 8, 64).unwrap();
         let mut mem = Mem { disks: vec![HashMap::new(); 3], data: 0, read_back: HashMap::new(), broken: None };
         let dev = [1u64 << 30; MAX_MEMBERS];
-        let mut small = vec![0u8; buffer_bytes(3) - 512];
+        let mut small = vec![0u8; buffer_bytes_for(3, 1) - 1];
+        assert_eq!(slice_sectors(small.len(), 3), 0);
         assert_eq!(
             write_stripe(&mut mem, &g, Place::Direct, &dev, Roles::NONE, 0, 0, 4, &mut small),
             Err(Raid5Error::BufferTooSmall)
@@ -456,14 +656,15 @@ mod tests {
 
     /// Degraded: with any one member failed, writes of every shape keep
     /// what the survivors hold consistent, and every logical sector reads
-    /// back (from its member, or reconstructed) as last written.
+    /// back (from its member, or reconstructed) as last written; with
+    /// buffers for the longest slices and for short ones.
     #[test]
     fn degraded_writes_and_reads_keep_every_sector() {
-        for members in [3, 4, 5] {
+        for (members, slice) in [3, 4, 5].into_iter().flat_map(|m| [(m, SLICE_SECTORS), (m, 8)]) {
             let chunk = 2 * SLICE_SECTORS as u32;
             let g = Geometry::new(Level::Raid5, members, chunk, chunk as u64 * 3).unwrap();
             let dev = [1u64 << 30; MAX_MEMBERS];
-            let mut buf = vec![0u8; buffer_bytes(members)];
+            let mut buf = vec![0u8; buffer_bytes_for(members, slice)];
             let stripe = g.stripe_sectors();
             let chunk = chunk as u64;
             for lost in 0..members {

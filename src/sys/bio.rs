@@ -251,7 +251,8 @@ impl BioSet {
         (bio, added)
     }
 
-    /// Reads (`write` false) or writes several ranges of a buffer, each at
+    /// Reads (`write` false) or writes (with extra request flags
+    /// `opf_flags`, such as FUA) several ranges of a buffer, each at
     /// a sector of a member, all submitted before waiting: the bios are
     /// chained as `blk_next_bio` chains a discard's, so that the last one
     /// ends when all have. Returns an error if any failed (not which one).
@@ -265,9 +266,10 @@ impl BioSet {
     pub(crate) unsafe fn sync_io_batch<'m>(
         &self,
         write: bool,
+        opf_flags: bindings::blk_opf_t,
         ranges: impl Iterator<Item = (&'m Member, u64, *mut u8, usize)> + Clone,
     ) -> Result {
-        let op = if write { bindings::req_op_REQ_OP_WRITE } else { bindings::req_op_REQ_OP_READ };
+        let op = if write { bindings::req_op_REQ_OP_WRITE } else { bindings::req_op_REQ_OP_READ } | opf_flags;
         for (_, _, start, len) in ranges.clone() {
             // SAFETY: as in `sync_io`.
             unsafe { shim::flush_vmap(start, len) };

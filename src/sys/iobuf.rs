@@ -91,14 +91,16 @@ impl Region<'_> {
         // this region (checked), alive while the region's buffer is borrowed
         // and borrowed exclusively for the call; the ranges do not overlap
         // (checked).
-        unsafe { bs.sync_io_batch(false, ranges.map(move |(m, sector, at, len)| (m, sector, base.wrapping_add(at), len))) }
+        unsafe { bs.sync_io_batch(false, 0, ranges.map(move |(m, sector, at, len)| (m, sector, base.wrapping_add(at), len))) }
     }
 
     /// Writes the ranges `(member, sector, at, len)` of `buf`, as
-    /// [`Region::read_batch`] reads them.
+    /// [`Region::read_batch`] reads them, with extra request flags
+    /// `opf_flags` (such as FUA).
     pub(crate) fn write_batch<'m>(
         &self,
         bs: &BioSet,
+        opf_flags: kernel::bindings::blk_opf_t,
         buf: &[u8],
         ranges: impl Iterator<Item = (&'m Member, u64, usize, usize)> + Clone,
     ) -> Result {
@@ -107,7 +109,7 @@ impl Region<'_> {
         }
         let base = buf.as_ptr().cast_mut();
         // SAFETY: as in `read_batch`; a write only reads the memory.
-        unsafe { bs.sync_io_batch(true, ranges.map(move |(m, sector, at, len)| (m, sector, base.wrapping_add(at), len))) }
+        unsafe { bs.sync_io_batch(true, opf_flags, ranges.map(move |(m, sector, at, len)| (m, sector, base.wrapping_add(at), len))) }
     }
 
     /// Whether `buf` is this region's and every range lies in it.
