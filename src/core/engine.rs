@@ -1041,11 +1041,16 @@ impl Engine {
         unit: u64,
         to_staging: bool,
     ) -> Result<(), EngineError> {
-        if !to_staging && self.zero_unit(unit) {
-            return self.zero_rows(io, buf, unit);
-        }
         let target = self.plan.target();
         let source = self.plan.source();
+        // Without copies or parity there is nothing to keep consistent: the
+        // new capacity keeps what the members held, as a new md raid0 does;
+        // with them, zeros make it consistent (cheaper than md's resync of
+        // new capacity, which reads it all).
+        let redundant = target.copies() > 1 || target.level().has_parity();
+        if !to_staging && self.zero_unit(unit) {
+            return if redundant { self.zero_rows(io, buf, unit) } else { Ok(()) };
+        }
         let shift = target.chunk_shift();
         let chunk = target.chunk_sectors() as u64;
         let stripe_rows = target.stripe_rows_nonzero();
@@ -1140,6 +1145,8 @@ impl Engine {
                                 {
                                     continue
                                 }
+                                // New capacity on raid0: left as it is.
+                                Content::Data { logical, .. } if !redundant && logical >= source.capacity() => continue,
                                 Content::Data { logical, .. } => (logical >> shift) - stripe * stripe_chunks,
                                 Content::Parity { .. } => stripe_chunks,
                             };
@@ -1163,7 +1170,8 @@ impl Engine {
 
     /// Whether unit `unit` holds nothing of the source: every data sector
     /// its rows hold on any member lies past the source's end (capacity the
-    /// new layout adds). Its target content is zeros, parity included.
+    /// new layout adds). Its target content is zeros, parity included, on a
+    /// layout with copies or parity, and whatever the members hold on raid0.
     fn zero_unit(&self, unit: u64) -> bool {
         let target = self.plan.target();
         let end_of_source = self.plan.source().capacity();

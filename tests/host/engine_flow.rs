@@ -755,3 +755,32 @@ fn capacity_past_the_source_is_zeroed() {
     let want: Vec<_> = (half / 8..rows).flat_map(|r| (0..3).map(move |m| (m, r * 8, 8))).collect();
     assert_eq!(s.io.zeroed, want);
 }
+
+/// raid0 has no copies or parity to keep consistent: the capacity it adds
+/// past the source's end is not written at all (md does not zero a new
+/// raid0 either), and reads what the members held there.
+#[test]
+fn raid0_leaves_the_capacity_past_the_source_as_it_was() {
+    let rows = 16u64;
+    let source = Geometry::new(Level::Single, 1, 8, rows * 8).unwrap();
+    let target = Geometry::new(Level::Raid0, 3, 8, rows * 8).unwrap();
+    let mut s = setup(source, target, 1);
+    let old = |m: usize, x: u64| [(x as u8) ^ (0x5a + m as u8); 512];
+    for m in 0..3 {
+        for x in 0..rows * 8 {
+            s.io.write(m, x, &old(m, x)).unwrap();
+        }
+    }
+    let mut e = Engine::resume(&load(&mut s.io, &s.members), EngineConfig::default(), Time::at(0)).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    while e.step(&mut s.io, &s.members, &mut buf, Time::at(0)).unwrap() != Step::Finished {}
+    let mut sector = [0u8; 512];
+    for l in 0..target.capacity() {
+        let at = target.locate(l);
+        s.io.read(at.member, at.sector, &mut sector).unwrap();
+        // The source's data where it was; past its end, untouched.
+        let want = if l < source.capacity() { old(0, l) } else { old(at.member, at.sector) };
+        assert_eq!(sector, want, "logical sector {l}");
+    }
+    assert_eq!(s.io.zeroed, vec![]);
+}
