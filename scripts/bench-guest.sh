@@ -55,6 +55,13 @@ wipe() {
       oflag=direct status=none
   done
 }
+# rmmod once udev has settled: a change of capacity (a migration's end)
+# makes udev open the volume for a moment, and rmmod then finds it in use.
+unload() {
+  udevadm settle -t 10 2>/dev/null || true
+  for _ in $(seq 50); do rmmod raidmig 2>/dev/null && return 0; sleep 0.1; done
+  rmmod raidmig
+}
 wait_dev() { for _ in $(seq 50); do [ -b /dev/raidmig0 ] && return; sleep 0.1; done; }
 
 # The raw member: the first partition of sda, before any array.
@@ -89,7 +96,7 @@ level() {
     done
   done
   mdadm --stop /dev/md0 > /dev/null 2>&1
-  rmmod raidmig
+  unload
 }
 
 for l in "raid0 3" "raid1 2" "raid10 4" "raid5 3"; do
@@ -106,7 +113,7 @@ wanted raid5 && for r in $(seq "$rounds"); do
     insmod ./raidmig.ko members=/dev/sda2,/dev/sdb2,/dev/sdc2 level=raid5 chunk_kb=64 assume_clean=1 bitmap_region_mb=$b
     wait_dev
     job "bitmap$b-randwrite-$r" /dev/raidmig0 randwrite 4k 32
-    rmmod raidmig
+    unload
   done
 done
 

@@ -7,11 +7,26 @@ SYS=/sys/block/raidmig0/raidmig
 res=/tmp/bench
 mkdir -p $res
 tail_sectors=$(bash "$(dirname "$0")/reserved-tail.sh")
-data=$(( ($(blockdev --getsz /dev/sda) - tail_sectors) / 128 * 128 ))   # sectors
+# The members in the order the host attached them: SATA disks by letter,
+# NVMe namespaces by their serial numbers m0, m1, ...
+if [ -b /dev/sda ]; then
+  A=/dev/sda B=/dev/sdb C=/dev/sdc D=/dev/sdd
+else
+  by_serial() { local n; for n in /sys/block/nvme*n1; do [ "$(cat "$n/device/serial" | tr -d ' ')" = "$1" ] && echo "/dev/${n##*/}"; done; }
+  A=$(by_serial m0) B=$(by_serial m1) C=$(by_serial m2) D=$(by_serial m3)
+fi
+data=$(( ($(blockdev --getsz $A) - tail_sectors) / 128 * 128 ))   # sectors
 
 zero_tail() {
   dd if=/dev/zero of="$1" bs=1M seek=$(( ($(blockdev --getsz "$1") - tail_sectors) * 512 )) count=$((tail_sectors / 2048)) \
     oflag=direct,seek_bytes conv=notrunc status=none
+}
+# rmmod once udev has settled: a change of capacity (a migration's end)
+# makes udev open the volume for a moment, and rmmod then finds it in use.
+unload() {
+  udevadm settle -t 10 2>/dev/null || true
+  for _ in $(seq 50); do rmmod raidmig 2>/dev/null && return 0; sleep 0.1; done
+  rmmod raidmig
 }
 wait_dev() { for _ in $(seq 50); do [ -b /dev/raidmig0 ] && return; sleep 0.1; done; }
 now() { date +%s.%N; }
@@ -24,14 +39,14 @@ wait_clean() {
 }
 
 # The user's data: the first member's data area, filled.
-dd if=/dev/urandom of=/dev/sda bs=1M count=$((data / 2048)) oflag=direct status=none
+dd if=/dev/urandom of=$A bs=1M count=$((data / 2048)) oflag=direct status=none
 
 # A raw copy of the data area at the disks' limit: the first member read
 # and the second written at once, sequentially, 1 MiB at queue depth 8 each
 # (fio); the copy takes as long as the slower of the two.
 t0=$(now)
 fio --bs=1M --iodepth=8 --direct=1 --ioengine=libaio --size=$((data * 512)) --output-format=terse \
-    --name=read --filename=/dev/sda --rw=read --name=write --filename=/dev/sdb --rw=write > /dev/null
+    --name=read --filename=$A --rw=read --name=write --filename=$B --rw=write > /dev/null
 t1=$(now)
 fio_copy=$(mbps $data "$t0" "$t1")
 echo "raw copy (fio): $fio_copy MB/s"
@@ -41,14 +56,14 @@ echo "raw copy (fio): $fio_copy MB/s"
 echo 10000000 > /proc/sys/dev/raid/speed_limit_max
 echo 10000000 > /proc/sys/dev/raid/speed_limit_min
 md_copy() {
-  mdadm --create /dev/md0 --run --level=1 --raid-devices=2 --metadata=1.0 --bitmap=none /dev/sda /dev/sdb > /dev/null 2>&1
+  mdadm --create /dev/md0 --run --level=1 --raid-devices=2 --metadata=1.0 --bitmap=none $A $B > /dev/null 2>&1
   local t0 t1; t0=$(now)
   sleep 0.5
   until [ "$(cat /sys/block/md0/md/sync_action)" = idle ]; do sleep 0.2; done
   t1=$(now)
   local md_sectors=$(( $(cat /sys/block/md0/md/component_size) * 2 ))
   mdadm --stop /dev/md0 > /dev/null 2>&1
-  mdadm --zero-superblock /dev/sda /dev/sdb > /dev/null 2>&1
+  mdadm --zero-superblock $A $B > /dev/null 2>&1
   mbps $md_sectors "$t0" "$t1"
 }
 
@@ -62,7 +77,7 @@ migrate() {
   wait_clean
   t1=$(now)
   echo "$round $1 $3 $(mbps $data "$t0" "$t1") $(cat $SYS/units_done) $(cat $SYS/units_staged) $(cat $SYS/checkpoint_writes) $(python3 -c "print($t1 - $t0)")" | tee -a $res/migrations
-  rmmod raidmig
+  unload
 }
 : > $res/migrations
 : > $res/raw
@@ -75,10 +90,10 @@ migrate() {
 # set against that round's raw copy, and the table gives medians.
 for round in $(seq 1 "$rounds"); do
   echo "$round $(md_copy)" | tee -a $res/raw
-  migrate raid0 /dev/sda,/dev/sdb,/dev/sdc 1/3
-  migrate raid1 /dev/sda,/dev/sdb 0
-  migrate raid5 /dev/sda,/dev/sdb,/dev/sdc 1/2
-  migrate raid10 /dev/sda,/dev/sdb,/dev/sdc,/dev/sdd 2/4
+  migrate raid0 $A,$B,$C 1/3
+  migrate raid1 $A,$B 0
+  migrate raid5 $A,$B,$C 1/2
+  migrate raid10 $A,$B,$C,$D 2/4
 done
 # The loaded run must end while the migration still runs: half the time of
 # an idle migration to raid5 (at least 3 s; at most RUNTIME).
@@ -91,8 +106,8 @@ randread() {
       --ioengine=libaio --runtime="$load_s" --time_based --ramp_time=1 --randrepeat=0 \
       --output-format=json | python3 -c 'import json, sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))'
 }
-for d in /dev/sda /dev/sdb /dev/sdc; do zero_tail $d; done
-insmod $KO members=/dev/sda,/dev/sdb,/dev/sdc level=raid5 chunk_kb=64
+for d in $A $B $C; do zero_tail $d; done
+insmod $KO members=$A,$B,$C level=raid5 chunk_kb=64
 wait_dev
 idle=$(randread)
 echo "idle randread: $idle IOPS"
@@ -106,7 +121,7 @@ total=$(cut -d/ -f2 $SYS/progress)
 # of the migration done while the load ran.
 under_load=$(python3 -c "print(f'{($p1 - $p0) / $total * $data * 512 / 1e6 / ($t1 - $t0):.1f}')")
 wait_clean
-rmmod raidmig
+unload
 
 python3 - "$fio_copy" "$idle" "$busy" "$under_load" "$state_after" "$data" "$res/migrations" "$res/raw" "$load_s" <<'PY'
 import sys
@@ -130,8 +145,8 @@ floors = {}
 print()
 print(f"migration of a {int(data) * 512 >> 20} MiB data area, {len(raw_of)} rounds (one guest, software emulation: read the ratios)")
 print(f"{'what':<42}{'MB/s':>8}{'/ raw':>7}{'floor':>8}{'/ floor':>9}{'target':>8}{'units':>7}{'staged':>7}{'ckpts':>7}")
-print(f"{'raw copy sda -> sdb (fio, 1M qd8)':<42}{float(fio_copy):>8.1f}{float(fio_copy) / raw:>7.2f}")
-print(f"{'raw copy sda -> sdb (md raid1 resync)':<42}{float(md_copy):>8.1f}{float(md_copy) / raw:>7.2f}"
+print(f"{'raw copy member 0 -> 1 (fio, 1M qd8)':<42}{float(fio_copy):>8.1f}{float(fio_copy) / raw:>7.2f}")
+print(f"{'raw copy member 0 -> 1 (md resync)':<42}{float(md_copy):>8.1f}{float(md_copy) / raw:>7.2f}"
       f"   (rounds: {', '.join(f'{v:.0f}' for v in md_of.values())})")
 print(f"{'raw copy (the fastest copy in each round)':<42}{raw:>8.1f}{1:>7.2f}"
       f"   (rounds: {', '.join(f'{v:.0f}' for v in raw_of.values())})")

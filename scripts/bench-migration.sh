@@ -6,17 +6,21 @@
 # Guests run under software emulation: compare the ratios, not the absolute
 # figures.
 #
-#   scripts/bench-migration.sh [--size MEMBER_SIZE] [--runtime SECONDS] [--rounds N]
+#   scripts/bench-migration.sh [--size MEMBER_SIZE] [--runtime SECONDS] [--rounds N] [--bus sata|nvme]
+#
+# --bus nvme: members that zero new capacity with write-zeroes (no data
+# sent), where SATA members are sent pages of zeros.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 export PATH=$HOME/.cargo/bin:$PATH
-size_mb=512 runtime=20 rounds=3
+size_mb=512 runtime=20 rounds=3 bus=sata
 while [ $# -gt 0 ]; do
   case "$1" in
     --size) size_mb=${2%M}; shift 2 ;;
     --runtime) runtime=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
+    --bus) bus=$2; shift 2 ;;
     *) echo "bench-migration.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -27,4 +31,4 @@ disks=$(mktemp -d /var/tmp/raidmig-bench.XXXXXX)
 trap 'rm -rf "$disks"' EXIT
 # Allocated (not sparse) images, so reads cost what reads of data cost.
 for i in 0 1 2 3; do dd if=/dev/zero of="$disks/m$i.img" bs=1M count="$size_mb" status=none; done
-bash scripts/guest.sh --disks 4 --disk-dir "$disks" -- bash scripts/bench-migration-guest.sh "$runtime" "$rounds"
+bash scripts/guest.sh --disks 4 --bus "$bus" --disk-dir "$disks" -- bash scripts/bench-migration-guest.sh "$runtime" "$rounds"

@@ -16,13 +16,19 @@
 
 use crate::{
     raidmig_core::{
-        engine::{IoError, Transfer},
+        engine::{IoError, Transfer, ZeroRange},
         format::Rebuild,
         health::{Health, Roles},
         layout::MAX_MEMBERS,
         members::ArrayMembers,
     },
-    sys::{bio::BioSet, iobuf::Region, member::Member, once::Once, time},
+    sys::{
+        bio::{zero_out_all, BioSet},
+        iobuf::Region,
+        member::Member,
+        once::Once,
+        time,
+    },
 };
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::{
@@ -583,6 +589,22 @@ impl Members {
     pub(crate) fn write_zeroes(&self, who: Who, role: usize, sector: u64, sectors: u64) -> Result<(), IoError> {
         let dev = self.dev(role).ok_or(IoError { member: role, errno: -(bindings::EIO as i32) })?;
         dev.zero_out(sector, sectors).map_err(|e| self.sync_error(who, true, role, sector, e))
+    }
+
+    /// Zeroes the ranges of `batch`, submitted together, waiting for all.
+    /// Whether all of them succeeded: after a failure the caller zeroes
+    /// them again one by one ([`Members::write_zeroes`]), which finds and
+    /// tells the member that fails (or falls back to zero-page writes where
+    /// a member's write-zeroes failed).
+    pub(crate) fn write_zeroes_batch(&self, batch: &[ZeroRange]) -> bool {
+        let mut devs = [None; MAX_MEMBERS];
+        for z in batch {
+            match (devs.get_mut(z.member), self.dev(z.member)) {
+                (Some(d), Some(dev)) => *d = Some(dev),
+                _ => return false,
+            }
+        }
+        zero_out_all(batch.iter().filter_map(|z| Some((devs[z.member]?, z.sector, z.sectors)))).is_ok()
     }
 
     /// The devices of the roles of `batch`, looked up once (a role may

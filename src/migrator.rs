@@ -13,7 +13,7 @@ use crate::{
     members::{Members, Who},
     raidmig_core::{
         config::Command,
-        engine::{read_each, write_each, Engine, EngineConfig, IoError, MemberIo, Stats, Step, Transfer},
+        engine::{read_each, write_each, Engine, EngineConfig, IoError, MemberIo, Stats, Step, Transfer, ZeroRange},
         lifecycle::Recovered,
         format::ArrayState,
         health::{condition, Condition, Roles},
@@ -309,6 +309,19 @@ impl MemberIo for EngineIo<'_> {
         self.io.write_zeroes(member, sector, sectors, buf).inspect_err(|_| {
             self.write_error.get_or_insert((member, sector));
         })
+    }
+
+    fn write_zeroes_all(&mut self, batch: &[ZeroRange], buf: &mut [u8]) -> Result<(), IoError> {
+        // A failed batch is done again one range at a time through
+        // `write_zeroes`, which records the failing member and sector.
+        if self.io.members.write_zeroes_batch(batch) {
+            return Ok(());
+        }
+        let mut first = Ok(());
+        for z in batch {
+            first = first.and(self.write_zeroes(z.member, z.sector, z.sectors, buf));
+        }
+        first
     }
 
     fn xor_into(&mut self, dst: &mut [u8], src: &[u8]) {

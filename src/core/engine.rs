@@ -98,6 +98,17 @@ pub struct Transfer {
     pub len: usize,
 }
 
+/// A range to zero: `sectors` sectors at `sector` of `member`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZeroRange {
+    /// The member (role).
+    pub member: usize,
+    /// Its first sector.
+    pub sector: u64,
+    /// How many sectors.
+    pub sectors: u64,
+}
+
 /// Block I/O on the members, by role, and the link to host I/O.
 ///
 /// Reads and writes are synchronous and may sit in a volatile cache until
@@ -149,6 +160,16 @@ pub trait MemberIo {
             done += n;
         }
         Ok(())
+    }
+    /// Zeroes every range of `batch` as [`MemberIo::write_zeroes`] zeroes
+    /// one: every range attempted, the first error returned. The kernel
+    /// submits them together, so that members zero at the same time.
+    fn write_zeroes_all(&mut self, batch: &[ZeroRange], buf: &mut [u8]) -> Result<(), IoError> {
+        let mut first = Ok(());
+        for z in batch {
+            first = first.and(self.write_zeroes(z.member, z.sector, z.sectors, buf));
+        }
+        first
     }
     /// `dst ^= src` over the shorter of the two (raid5 parity): the
     /// portable loop of [`super::parity::xor_into`] unless the
@@ -296,7 +317,7 @@ struct Record {
 }
 
 /// Transfers a batch holds before it is submitted.
-const BATCH: usize = 32;
+const BATCH: usize = 64;
 
 /// Member transfers gathered to be submitted together; a full batch is
 /// submitted at once.
@@ -1187,13 +1208,16 @@ impl Engine {
 
     /// Writes a zero unit ([`Engine::zero_unit`]): on every member, each
     /// run of its rows that the target uses is zeroed in one request,
-    /// nothing read, nothing computed. Like a copied unit's writes, these
-    /// are made durable by the flush before the unit's checkpoint.
+    /// nothing read, nothing computed, the members' requests submitted
+    /// together. Like a copied unit's writes, these are made durable by the
+    /// flush before the unit's checkpoint.
     fn zero_rows<I: MemberIo>(&mut self, io: &mut I, buf: &mut [u8], unit: u64) -> Result<(), EngineError> {
         let target = self.plan.target();
         let shift = target.chunk_shift();
         let (first, count) = self.plan.unit_rows_range(unit);
         let end = first + count;
+        let mut batch = [ZeroRange::default(); BATCH];
+        let mut n = 0;
         for member in 0..target.members() {
             let used = |r: u64| !matches!(target.content(member, r << shift), Content::Unused);
             let mut r = first;
@@ -1206,8 +1230,15 @@ impl Engine {
                 while r < end && used(r) {
                     r += 1;
                 }
-                io.write_zeroes(member, run << shift, (r - run) << shift, buf)?;
+                batch[n] = ZeroRange { member, sector: run << shift, sectors: (r - run) << shift };
+                n += 1;
+                if n == BATCH {
+                    io.write_zeroes_all(&batch[..core::mem::take(&mut n)], buf)?;
+                }
             }
+        }
+        if n > 0 {
+            io.write_zeroes_all(&batch[..n], buf)?;
         }
         Ok(())
     }

@@ -428,3 +428,42 @@ pub(crate) fn plugged<R>(f: impl FnOnce() -> R) -> R {
     unsafe { bindings::blk_finish_plug(&mut plug) };
     r
 }
+
+/// Zeroes the ranges `(member, sector, sectors)`, all submitted before
+/// waiting, as [`Member::zero_out`] zeroes one (write-zeroes where the
+/// member has it, else bios of the zero page): the chains that
+/// `__blkdev_issue_zeroout` builds for each range are chained into one, as
+/// it chains its own bios, so that the last bio ends when all have. Returns
+/// an error if any failed (not which one).
+pub(crate) fn zero_out_all<'m>(ranges: impl Iterator<Item = (&'m Member, u64, u64)>) -> Result {
+    let mut last: *mut bindings::bio = core::ptr::null_mut();
+    let mut ret = 0;
+    plugged(|| {
+        for (member, sector, sectors) in ranges {
+            // SAFETY: the member's block device is open while `member` is
+            // borrowed; `last` is null or the unsubmitted last bio of the
+            // chain built so far, which the call chains to its first bio
+            // and submits; the allocations sleep (this runs in the
+            // migration thread, which may).
+            ret = unsafe {
+                bindings::__blkdev_issue_zeroout(member.raw_bdev(), sector, sectors, shim::gfp_noio(), &mut last, 0)
+            };
+            if ret != 0 {
+                break;
+            }
+        }
+    });
+    if !last.is_null() {
+        // SAFETY: `last` is complete and ends once every bio chained to it
+        // has; it is ours to put after `submit_bio_wait`.
+        let r = unsafe {
+            let r = bindings::submit_bio_wait(last);
+            bindings::bio_put(last);
+            r
+        };
+        if ret == 0 {
+            ret = r;
+        }
+    }
+    to_result(ret)
+}

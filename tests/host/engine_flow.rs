@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use raidmig_core::assemble::assemble;
-use raidmig_core::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Step, Time};
+use raidmig_core::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Step, Time, ZeroRange};
 use raidmig_core::format::{ArrayState, Superblock};
 use raidmig_core::tail::{superblock_sector, SUPERBLOCK_BYTES};
 use raidmig_core::layout::{Geometry, Level, RESERVED_TAIL_SECTORS};
@@ -26,6 +26,8 @@ struct Mem {
     fail_writes: Option<(usize, u64, u64)>,
     /// Ranges zeroed with `write_zeroes`.
     zeroed: Vec<(usize, u64, u64)>,
+    /// The ranges of each `write_zeroes_all`.
+    zero_batches: Vec<Vec<(usize, u64, u64)>>,
 }
 
 impl MemberIo for Mem {
@@ -56,6 +58,10 @@ impl MemberIo for Mem {
     }
     fn checkpoint_requested(&mut self) -> bool {
         std::mem::take(&mut self.request)
+    }
+    fn write_zeroes_all(&mut self, batch: &[ZeroRange], buf: &mut [u8]) -> Result<(), IoError> {
+        self.zero_batches.push(batch.iter().map(|z| (z.member, z.sector, z.sectors)).collect());
+        batch.iter().try_for_each(|z| self.write_zeroes(z.member, z.sector, z.sectors, buf))
     }
     fn write_zeroes(&mut self, member: usize, sector: u64, sectors: u64, _buf: &mut [u8]) -> Result<(), IoError> {
         self.zeroed.push((member, sector, sectors));
@@ -750,10 +756,13 @@ fn capacity_past_the_source_is_zeroed() {
         assert_eq!(acc, [0; 512], "parity of member sector {x}");
     }
     // Units are one stripe (8 sectors per member); the second half holds
-    // no source data: 8 units of 3 members, each zeroed in one request.
+    // no source data: 8 units of 3 members, each zeroed in one request,
+    // a unit's 3 requests submitted together.
     let half = rows * 8 / 2;
     let want: Vec<_> = (half / 8..rows).flat_map(|r| (0..3).map(move |m| (m, r * 8, 8))).collect();
     assert_eq!(s.io.zeroed, want);
+    let batches: Vec<_> = (half / 8..rows).map(|r| (0..3).map(|m| (m, r * 8, 8)).collect::<Vec<_>>()).collect();
+    assert_eq!(s.io.zero_batches, batches);
 }
 
 /// raid0 has no copies or parity to keep consistent: the capacity it adds
