@@ -270,7 +270,12 @@ impl Host<'_> {
                     // A member lost since `submit` looked: the stripe paths
                     // wait for member I/O, which `queue_rq` must not.
                     MemberOp::Stripe { .. } | MemberOp::Reconstruct { .. } if pass == Pass::Inline => io.defer(),
-                    MemberOp::Stripe { start, sectors, .. } => self.write_stripe(io, g, place, gone, start, sectors),
+                    MemberOp::Stripe { start, sectors, .. } => {
+                        // Dirty at load, not yet resynced: parity may not
+                        // match the data there (see write_unsynced_stripe).
+                        let unsynced = self.settled && self.bitmap.unsynced(start, sectors);
+                        self.write_stripe(io, g, place, gone, start, sectors, unsynced)
+                    }
                     MemberOp::Reconstruct { start, sectors, .. } => {
                         if self.stripes.read_reconstructed(self.members, io, g, place, gone, start, sectors).is_err() {
                             io.fail(shim::sts_ioerr());
@@ -291,9 +296,10 @@ impl Host<'_> {
     /// the write is left out of the rest of it (the core writes the stripe
     /// whole and consistent without it) and failed; the request then waits
     /// for the failure to be recorded. A second member lost fails it.
+    /// `unsynced`: the range is dirty at load and not yet resynced.
     #[allow(clippy::too_many_arguments)]
-    fn write_stripe(&self, io: &InFlight, g: &Geometry, place: Place, gone: Roles, start: u64, sectors: u64) {
-        match self.stripes.write(self.members, io, g, place, gone, start, sectors) {
+    fn write_stripe(&self, io: &InFlight, g: &Geometry, place: Place, gone: Roles, start: u64, sectors: u64, unsynced: bool) {
+        match self.stripes.write(self.members, io, g, place, gone, start, sectors, unsynced) {
             Ok(()) => {}
             // Written whole and consistent without the member: fail it.
             Err(Raid5Error::MemberFailed(e)) => {

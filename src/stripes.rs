@@ -26,7 +26,7 @@ use crate::{
         hostio::Place,
         layout::Geometry,
         health::Roles,
-        raid5::{buffer_bytes, buffer_bytes_for, read_reconstructed, write_stripe, Raid5Error, StripeIo},
+        raid5::{buffer_bytes, buffer_bytes_for, read_reconstructed, write_stripe, write_unsynced_stripe, Raid5Error, StripeIo},
     },
     sys::{
         iobuf::{IoBuf, Region},
@@ -120,7 +120,8 @@ impl Stripes {
 
     /// Writes logical `[start, start + sectors)`, within one stripe of raid5
     /// layout `g` at `place`, from the data of request `io`, with the roles
-    /// of `failed` gone.
+    /// of `failed` gone; as a reconstruct-write where the range is
+    /// `unsynced` (its parity may not match its data).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn write(
         &self,
@@ -131,6 +132,7 @@ impl Stripes {
         failed: Roles,
         start: u64,
         sectors: u64,
+        unsynced: bool,
     ) -> Result<(), Raid5Error> {
         let stripe = (start >> g.chunk_shift()) / g.stripe_chunks_nonzero();
         let mut slot = self.lock(stripe, sectors)?;
@@ -139,7 +141,8 @@ impl Stripes {
         let fua = io.request().member_opf() & FUA;
         let mut sio = KernelStripe { members, io, region, fua };
         let base = io.request().sector();
-        write_stripe(&mut sio, g, place, &members.device_sectors(), failed, base, start, sectors, bytes)
+        let write = if unsynced { write_unsynced_stripe } else { write_stripe };
+        write(&mut sio, g, place, &members.device_sectors(), failed, base, start, sectors, bytes)
     }
 
     /// Reads logical `[start, start + sectors)`, within one chunk of raid5
