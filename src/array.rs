@@ -284,7 +284,7 @@ impl Array {
                 pr_err!("{}: no scrub during a migration\n", name);
                 return Err(EBUSY);
             }
-            if !(self.target.copies() > 1 || self.target.level().has_parity()) {
+            if !self.target.redundant() {
                 pr_err!("{}: {} has no redundancy to scrub\n", name, self.target.level().name());
                 return Err(EINVAL);
             }

@@ -64,11 +64,6 @@ pub(crate) struct Host<'a> {
     pub(crate) fail_member: &'a dyn Fn(usize, u64, bool) -> bool,
 }
 
-/// Whether a layout's data has a copy elsewhere (mirrors or parity).
-fn redundant(g: &Geometry) -> bool {
-    g.copies() > 1 || g.level().has_parity()
-}
-
 /// What a data request asks: its access and the logical hull `[lo, hi)`
 /// it is admitted over.
 struct Ask {
@@ -219,7 +214,7 @@ impl Host<'_> {
     /// Sends an empty flush to every member in sync.
     fn flush(&self, io: &InFlight) {
         let opf = bindings::req_op_REQ_OP_WRITE | REQ_PREFLUSH;
-        let redundant = redundant(self.target);
+        let redundant = self.target.redundant();
         for (role, dev) in self.members.in_sync() {
             self.members.bioset().submit_dataless(dev, role, redundant, opf, 0, 0, io);
         }
@@ -245,7 +240,7 @@ impl Host<'_> {
                     continue;
                 }
             };
-            let redundant = redundant(g);
+            let redundant = g.redundant();
             health.for_each_part(run.start, run.sectors, |part, len, gone| {
                 let gone = gone.union(avoid);
                 // A region dirty at load and not yet resynced: mirrors may

@@ -597,25 +597,20 @@ impl Members {
     /// tells the member that fails (or falls back to zero-page writes where
     /// a member's write-zeroes failed).
     pub(crate) fn write_zeroes_batch(&self, batch: &[ZeroRange]) -> bool {
-        let mut devs = [None; MAX_MEMBERS];
-        for z in batch {
-            match (devs.get_mut(z.member), self.dev(z.member)) {
-                (Some(d), Some(dev)) => *d = Some(dev),
-                _ => return false,
-            }
-        }
-        zero_out_all(batch.iter().filter_map(|z| Some((devs[z.member]?, z.sector, z.sectors)))).is_ok()
+        self.batch_devices(batch.iter().map(|z| z.member)).is_some_and(|devs| {
+            zero_out_all(batch.iter().filter_map(|z| Some((devs[z.member]?, z.sector, z.sectors)))).is_ok()
+        })
     }
 
-    /// The devices of the roles of `batch`, looked up once (a role may
+    /// The devices of the roles of a batch, looked up once (a role may
     /// fail meanwhile: the batch then still has the device it started
     /// with), or `None` if one has none.
-    fn batch_devices(&self, batch: &[Transfer]) -> Option<[Option<&Member>; MAX_MEMBERS]> {
+    fn batch_devices(&self, roles: impl Iterator<Item = usize>) -> Option<[Option<&Member>; MAX_MEMBERS]> {
         let mut devs = [None; MAX_MEMBERS];
-        for t in batch {
-            let d = devs.get_mut(t.member)?;
+        for role in roles {
+            let d = devs.get_mut(role)?;
             if d.is_none() {
-                *d = Some(self.dev(t.member)?);
+                *d = Some(self.dev(role)?);
             }
         }
         Some(devs)
@@ -626,7 +621,7 @@ impl Members {
     /// succeeded: after a failure the caller does them again one by one
     /// ([`read`](Members::read)), which finds and tells the member that fails.
     pub(crate) fn read_batch(&self, region: &Region<'_>, buf: &mut [u8], batch: &[Transfer]) -> bool {
-        self.batch_devices(batch).is_some_and(|devs| {
+        self.batch_devices(batch.iter().map(|t| t.member)).is_some_and(|devs| {
             let ranges = batch.iter().filter_map(|t| Some((devs[t.member]?, t.sector, t.at, t.len)));
             region.read_batch(&self.bioset, buf, ranges).is_ok()
         })
@@ -642,7 +637,7 @@ impl Members {
         buf: &[u8],
         batch: &[Transfer],
     ) -> bool {
-        self.batch_devices(batch).is_some_and(|devs| {
+        self.batch_devices(batch.iter().map(|t| t.member)).is_some_and(|devs| {
             let ranges = batch.iter().filter_map(|t| Some((devs[t.member]?, t.sector, t.at, t.len)));
             region.write_batch(&self.bioset, opf_flags, buf, ranges).is_ok()
         })

@@ -13,7 +13,7 @@ use crate::{
     members::{Members, Who},
     raidmig_core::{
         config::Command,
-        engine::{read_each, write_each, Engine, EngineConfig, IoError, MemberIo, Stats, Step, Transfer, ZeroRange},
+        engine::{read_each, write_each, zero_each, Engine, EngineConfig, IoError, MemberIo, Stats, Step, Transfer, ZeroRange},
         lifecycle::Recovered,
         format::ArrayState,
         health::{condition, Condition, Roles},
@@ -317,11 +317,7 @@ impl MemberIo for EngineIo<'_> {
         if self.io.members.write_zeroes_batch(batch) {
             return Ok(());
         }
-        let mut first = Ok(());
-        for z in batch {
-            first = first.and(self.write_zeroes(z.member, z.sector, z.sectors, buf));
-        }
-        first
+        zero_each(self, batch, buf)
     }
 
     fn xor_into(&mut self, dst: &mut [u8], src: &[u8]) {

@@ -165,11 +165,7 @@ pub trait MemberIo {
     /// one: every range attempted, the first error returned. The kernel
     /// submits them together, so that members zero at the same time.
     fn write_zeroes_all(&mut self, batch: &[ZeroRange], buf: &mut [u8]) -> Result<(), IoError> {
-        let mut first = Ok(());
-        for z in batch {
-            first = first.and(self.write_zeroes(z.member, z.sector, z.sectors, buf));
-        }
-        first
+        zero_each(self, batch, buf)
     }
     /// `dst ^= src` over the shorter of the two (raid5 parity): the
     /// portable loop of [`super::parity::xor_into`] unless the
@@ -199,6 +195,18 @@ pub fn write_each<I: MemberIo + ?Sized>(io: &mut I, buf: &[u8], batch: &[Transfe
     for t in batch {
         let r = io.write(t.member, t.sector, &buf[t.at..t.at + t.len]);
         first = first.and(r);
+    }
+    first
+}
+
+/// The ranges of `batch` zeroed one after another with
+/// [`MemberIo::write_zeroes`], as [`read_each`] reads: what
+/// [`MemberIo::write_zeroes_all`] does by default, and how a batch that
+/// failed as a whole is done again to find the range that fails.
+pub fn zero_each<I: MemberIo + ?Sized>(io: &mut I, batch: &[ZeroRange], buf: &mut [u8]) -> Result<(), IoError> {
+    let mut first = Ok(());
+    for z in batch {
+        first = first.and(io.write_zeroes(z.member, z.sector, z.sectors, buf));
     }
     first
 }
@@ -1068,7 +1076,7 @@ impl Engine {
         // new capacity keeps what the members held, as a new md raid0 does;
         // with them, zeros make it consistent (cheaper than md's resync of
         // new capacity, which reads it all).
-        let redundant = target.copies() > 1 || target.level().has_parity();
+        let redundant = target.redundant();
         if !to_staging && self.zero_unit(unit) {
             return if redundant { self.zero_rows(io, buf, unit) } else { Ok(()) };
         }

@@ -370,6 +370,12 @@ impl Geometry {
         self.level.copies(self.members())
     }
 
+    /// Whether the layout keeps its data twice (copies or parity): a member
+    /// may fail without losing any, and copies or parity must agree.
+    pub fn redundant(&self) -> bool {
+        self.copies() > 1 || self.level.has_parity()
+    }
+
     /// log2 of the chunk size in sectors.
     pub fn chunk_shift(&self) -> u32 {
         self.chunk_sectors.trailing_zeros()

@@ -460,7 +460,7 @@ fn create<I: MemberIo>(
     let members = ArrayMembers::new(fresh.array_uuid, now.wall_ms, &fresh.member_uuids[..n], device_sectors);
     // A bitmap only where it has a use (a level with redundancy) and fits.
     let target = plan.target();
-    let bitmap_region = (params.bitmap_region_sectors != 0 && (target.copies() > 1 || target.level().has_parity()))
+    let bitmap_region = (params.bitmap_region_sectors != 0 && target.redundant())
         .then_some(params.bitmap_region_sectors);
     if bitmap_region.is_some_and(|r| BitmapGeometry::new(target.capacity(), r).is_none()) {
         return Err(LoadError::BadBitmapRegion);
