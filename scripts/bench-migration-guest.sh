@@ -67,16 +67,23 @@ md_copy() {
   mbps $md_sectors "$t0" "$t1"
 }
 
-# migrate LEVEL MEMBERS SHARE: an idle migration from start to clean.
+# Until the write-intent bitmap has nothing left to resync (the capacity a
+# migration to raid5 or raid10 adds is resynced once it is clean).
+wait_resynced() { until grep -qE '^none$| 0 to resync$' $SYS/bitmap; do sleep 0.2; done; }
+
+# migrate LEVEL MEMBERS SHARE: an idle migration from start to clean (the
+# rate), then the resync of the capacity it added (its time, after).
 migrate() {
   local d; for d in ${2//,/ }; do zero_tail "$d"; done
   insmod $KO members="$2" level="$1" chunk_kb=64
   wait_dev
-  local t0 t1; t0=$(now)
+  local t0 t1 t2; t0=$(now)
   echo start > $SYS/action
   wait_clean
   t1=$(now)
-  echo "$round $1 $3 $(mbps $data "$t0" "$t1") $(cat $SYS/units_done) $(cat $SYS/units_staged) $(cat $SYS/checkpoint_writes) $(python3 -c "print($t1 - $t0)")" | tee -a $res/migrations
+  wait_resynced
+  t2=$(now)
+  echo "$round $1 $3 $(mbps $data "$t0" "$t1") $(cat $SYS/units_done) $(cat $SYS/units_staged) $(cat $SYS/checkpoint_writes) $(python3 -c "print($t1 - $t0, $t2 - $t1)")" | tee -a $res/migrations
   unload
 }
 : > $res/migrations
@@ -132,8 +139,8 @@ md_of = {int(r): float(mb) for r, mb in (l.split() for l in open(raws))}
 md_copy = median(md_of.values())
 rows = {}
 for line in open(migrations):
-    rnd, level, share, mb, units, staged, ck, secs = line.split()
-    rows.setdefault(level, []).append((int(rnd), Fraction(share), float(mb), units, staged, ck))
+    rnd, level, share, mb, units, staged, ck, secs, resync = line.split()
+    rows.setdefault(level, []).append((int(rnd), Fraction(share), float(mb), units, staged, ck, float(secs), float(resync)))
 # A round's raw copy: the fastest copy of the data area from the first
 # member to the second measured in it: fio, md's resync, or raidmig's own
 # single -> raid1 (a plain copy, nothing else). Neither of the first two
@@ -144,7 +151,7 @@ raw = median(raw_of.values())
 floors = {}
 print()
 print(f"migration of a {int(data) * 512 >> 20} MiB data area, {len(raw_of)} rounds (one guest, software emulation: read the ratios)")
-print(f"{'what':<42}{'MB/s':>8}{'/ raw':>7}{'floor':>8}{'/ floor':>9}{'target':>8}{'units':>7}{'staged':>7}{'ckpts':>7}")
+print(f"{'what':<42}{'MB/s':>8}{'/ raw':>7}{'floor':>8}{'/ floor':>9}{'target':>8}{'units':>7}{'staged':>7}{'ckpts':>7}{'s':>7}{'resync s':>9}")
 print(f"{'raw copy member 0 -> 1 (fio, 1M qd8)':<42}{float(fio_copy):>8.1f}{float(fio_copy) / raw:>7.2f}")
 print(f"{'raw copy member 0 -> 1 (md resync)':<42}{float(md_copy):>8.1f}{float(md_copy) / raw:>7.2f}"
       f"   (rounds: {', '.join(f'{v:.0f}' for v in md_of.values())})")
@@ -152,15 +159,18 @@ print(f"{'raw copy (the fastest copy in each round)':<42}{raw:>8.1f}{1:>7.2f}"
       f"   (rounds: {', '.join(f'{v:.0f}' for v in raw_of.values())})")
 print("(a round's raw copy: the fastest of fio, md's resync and raidmig's single -> raid1, which")
 print(" is a plain copy; floor: raw / (1 + the source's share of the writes), medians;")
-print(" / floor: the median of each round's rate over that round's floor)")
+print(" / floor: the median of each round's rate over that round's floor; s: the migration's")
+print(" time to clean; resync s: then, the resync of the capacity it added, in the background)")
 for level, rs in rows.items():
     share = rs[0][1]
     floor = raw / (1 + float(share))
     floors[level] = floor
     mb = median(r[2] for r in rs)
     per_round = median(r[2] / (raw_of[r[0]] / (1 + float(share))) for r in rs)
-    units, staged, ck = rs[-1][3:]
-    print(f"{'single -> ' + level + ' (idle)':<42}{mb:>8.1f}{mb / raw:>7.2f}{floor:>8.1f}{per_round:>9.2f}{0.9:>8.2f}{units:>7}{staged:>7}{ck:>7}")
+    units, staged, ck = rs[-1][3:6]
+    secs = median(r[6] for r in rs)
+    resync = median(r[7] for r in rs)
+    print(f"{'single -> ' + level + ' (idle)':<42}{mb:>8.1f}{mb / raw:>7.2f}{floor:>8.1f}{per_round:>9.2f}{0.9:>8.2f}{units:>7}{staged:>7}{ck:>7}{secs:>7.1f}{resync:>9.1f}")
 ul = float(under_load)
 print(f"{'single -> raid5 under 4k randread qd32':<42}{ul:>8.1f}{ul / raw:>7.2f}{floors['raid5']:>8.1f}{ul / floors['raid5']:>9.2f}{0.5:>8.2f}")
 print()

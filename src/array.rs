@@ -275,7 +275,7 @@ impl Array {
     }
 
     /// Takes a command written to `action`. A scrub (`check`, `repair`)
-    /// needs every member in sync, no migration and a level with
+    /// needs every member in sync, no migration or resync and a level with
     /// redundancy: otherwise `EBUSY` (or `EINVAL`), with a dmesg line.
     pub(crate) fn command(&self, c: Command) -> Result {
         let name = self.members.name();
@@ -290,6 +290,12 @@ impl Array {
             }
             if !self.members.health().out_of_sync().is_empty() {
                 pr_err!("{}: no scrub while a member is not in sync\n", name);
+                return Err(EBUSY);
+            }
+            // The thread would take the command only after the resync, and
+            // drop it: refused, as md refuses a check during a resync.
+            if self.bitmap.unsynced_count() > 0 {
+                pr_err!("{}: no scrub during a resync ({} regions left)\n", name, self.bitmap.unsynced_count());
                 return Err(EBUSY);
             }
         }

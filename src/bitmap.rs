@@ -15,7 +15,10 @@
 //!   gone takes the mutex and sets the bit again.
 //! - Regions dirty at load are *unsynced* until the thread has resynced them
 //!   (a scrub in repair mode over the region); reads of raid1 and raid10
-//!   there take the first copy, which the resync copies from.
+//!   there take the copy they always take, which the resync copies from,
+//!   and raid5 writes there are reconstruct-writes. So is the capacity a migration
+//!   adds past its source's end: marked unsynced (durably) by the
+//!   migration instead of zeroed, and resynced once it is over.
 //!
 //! Memory: per region, a write count, a start time and three bits: with the
 //! default 64 MiB regions, 12 bytes per 64 MiB of volume (192 KiB for 1 TiB).
@@ -305,6 +308,46 @@ impl Bitmap {
         if let Some(b) = dirty_block {
             let _ = write_block(members, fail_member, image, Half::Live, b);
         }
+    }
+
+    /// Marks the regions of logical `[start, end)` unsynced, as if dirty at
+    /// load: their bits set and durable on every member in sync (each block
+    /// written once, with FUA) before they count as marked, so that the
+    /// thread resyncs them after a clean unload or a power cut as well. The
+    /// capacity a migration adds past its source's end comes here instead of
+    /// being zeroed. `Ok(false)` without a bitmap (the caller zeroes);
+    /// an error when no member took a block.
+    pub(crate) fn mark_unsynced(
+        &self,
+        members: &Members,
+        fail_member: &dyn Fn(usize, u64, bool) -> bool,
+        start: u64,
+        end: u64,
+    ) -> Result<bool> {
+        let Some(geo) = self.geo else { return Ok(false) };
+        if end <= start {
+            return Ok(true);
+        }
+        let (first, last) = geo.regions_of(start, end - start);
+        let mut guard = self.image.lock();
+        let Some(image) = guard.as_mut() else { return Ok(false) };
+        let mut pending = None::<usize>;
+        for r in first..=last {
+            bitmap::set(&mut image.bytes, r, true);
+            let block = bitmap::block_of(r);
+            if let Some(b) = pending.filter(|&b| b != block) {
+                write_block(members, fail_member, image, Half::Live, b)?;
+            }
+            pending = Some(block);
+        }
+        if let Some(b) = pending {
+            write_block(members, fail_member, image, Half::Live, b)?;
+        }
+        for r in first..=last {
+            self.marked.set(r, true);
+            self.unsynced.set(r, true);
+        }
+        Ok(true)
     }
 
     /// Whether logical `[start, start + sectors)` touches a region not yet

@@ -243,13 +243,8 @@ impl Host<'_> {
             let redundant = g.redundant();
             health.for_each_part(run.start, run.sectors, |part, len, gone| {
                 let gone = gone.union(avoid);
-                // A region dirty at load and not yet resynced: mirrors may
-                // differ there, read the copy the resync copies from.
-                let access = if access == Access::Read && self.settled && self.bitmap.unsynced(part, len) {
-                    Access::ReadFirstCopy
-                } else {
-                    access
-                };
+                // Where mirrors may differ (a region not yet resynced), reads
+                // take the copy they always take, which the resync copies from.
                 for_each_op(g, place, &dev, gone, access, base, part, len, |op| match op {
                     MemberOp::Data { member, sector, sectors, offset } => {
                         self.clone_data(io, member, redundant, sector, base + offset, sectors)

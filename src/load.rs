@@ -355,9 +355,9 @@ fn new_array(
 /// The write-intent bitmap of a settled array that keeps one: for each of
 /// its live and kept images, the union of the images on its members in
 /// sync, read before the volume is exposed, so that the regions an unclean
-/// shutdown left dirty are resynced (and read from their first copy until
-/// then), and a member out of sync can be re-added with only the regions
-/// written since it left rebuilt.
+/// shutdown left dirty are resynced (mirrors from the copy reads take),
+/// and a member out of sync can be re-added with only the regions written
+/// since it left rebuilt.
 #[inline(never)]
 fn read_bitmap(loaded: &Loaded, devs: &[Member], paths: &[&str]) -> Result<Option<BitmapImages>> {
     if !matches!(loaded.array, Recovered::Settled { .. }) {

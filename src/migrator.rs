@@ -266,6 +266,10 @@ impl MemberIo for KernelIo<'_> {
 struct EngineIo<'a> {
     io: KernelIo<'a>,
     write_error: Option<(usize, u64)>,
+    /// Takes the capacity the migration adds past the source's end as
+    /// regions to resync (see the engine's `copy_rows`).
+    bitmap: &'a Bitmap,
+    fail_member: &'a dyn Fn(usize, u64, bool) -> bool,
 }
 
 impl MemberIo for EngineIo<'_> {
@@ -318,6 +322,12 @@ impl MemberIo for EngineIo<'_> {
             return Ok(());
         }
         zero_each(self, batch, buf)
+    }
+
+    fn mark_unsynced(&mut self, start: u64, end: u64) -> Result<bool, IoError> {
+        // An error only when no member took the bits (those whose write
+        // failed are failed); the migration then stops where it is.
+        self.bitmap.mark_unsynced(self.io.members, self.fail_member, start, end).map_err(|_| IoError { member: 0, errno: -5 })
     }
 
     fn xor_into(&mut self, dst: &mut [u8], src: &[u8]) {
@@ -403,7 +413,12 @@ pub(crate) fn run(m: &Migration<'_>) {
             continue;
         };
         let (bytes, region) = buf.split();
-        let mut io = EngineIo { io: KernelIo { members: m.members, coord: m.coord, region }, write_error: None };
+        let mut io = EngineIo {
+            io: KernelIo { members: m.members, coord: m.coord, region },
+            write_error: None,
+            bitmap: m.bitmap,
+            fail_member: m.fail_member,
+        };
         let members = &m.members.identity();
 
         if kthread::should_stop() {

@@ -477,9 +477,9 @@ pub(crate) fn scrub_step(
     Some(state.pacer.wait_ms(now, limit))
 }
 
-/// A resync in the thread: the bitmap regions dirty at load, one after the
-/// other, each scrubbed in repair mode (mirrors from the first copy, raid5
-/// parity from the data).
+/// A resync in the thread: the bitmap regions dirty at load or added by a
+/// migration, one after the other, each scrubbed in repair mode (mirrors
+/// from the copy reads take, raid5 parity from the data).
 #[derive(Default)]
 pub(crate) struct Resyncing {
     region: Option<(u64, Scrubber)>,
@@ -511,7 +511,11 @@ pub(crate) fn resync_step(m: &Migration<'_>, state: &mut Resyncing, buffer: &mut
             return None;
         };
         if !state.started {
-            pr_info!("{}: resync of {} dirty bitmap regions started (unclean shutdown)\n", name, bm.unsynced_count());
+            pr_info!(
+                "{}: resync of {} bitmap regions started (left dirty by an unclean shutdown, or added by a migration)\n",
+                name,
+                bm.unsynced_count()
+            );
             state.started = true;
             state.mismatches = 0;
         }

@@ -10,7 +10,10 @@
 //! part for migrations: with a role out of sync nothing is copied, the
 //! engine holds at a checkpoint ([`Engine::hold_degraded`]) and a
 //! replacement is rebuilt over the checkpointed units only
-//! ([`Engine::rebuild_extent`]), its progress recorded with the migration.
+//! ([`Engine::rebuild_extent`]), its progress recorded with the migration;
+//! and invariant 10's part for migrations: the capacity past the source's
+//! end, with a bitmap, is marked unsynced durably before a checkpoint passes
+//! its first unit, else zeroed like a copied unit.
 //!
 //! It is synchronous and generic over [`MemberIo`], so the kernel thread runs
 //! it with blocking bio I/O and the host simulator runs the very same code over
@@ -167,6 +170,15 @@ pub trait MemberIo {
     fn write_zeroes_all(&mut self, batch: &[ZeroRange], buf: &mut [u8]) -> Result<(), IoError> {
         zero_each(self, batch, buf)
     }
+    /// Marks logical `[start, end)` of the target not yet consistent (its
+    /// copies or parity may disagree) in the write-intent bitmap, durable on
+    /// every member before it returns, so that the array's resync makes it
+    /// consistent once the migration is over. `Ok(false)`: no bitmap takes
+    /// it (the default), and the engine zeroes the range instead.
+    fn mark_unsynced(&mut self, start: u64, end: u64) -> Result<bool, IoError> {
+        let _ = (start, end);
+        Ok(false)
+    }
     /// `dst ^= src` over the shorter of the two (raid5 parity): the
     /// portable loop of [`super::parity::xor_into`] unless the
     /// implementation has better (the kernel's XOR library).
@@ -224,6 +236,9 @@ pub enum Fault {
     SkipStaging,
     /// Copy a unit without telling host I/O that it is in flight first.
     NoInFlightPublish,
+    /// Leave the capacity past the source's end unwritten without marking
+    /// it unsynced in the bitmap.
+    SkipNewCapacityMark,
 }
 
 /// Tuning of the engine.
@@ -394,6 +409,9 @@ pub struct Engine {
     rebuild: Option<Rebuild>,
     /// The write-intent bitmap's region, carried for when the array settles.
     bitmap_region: Option<u64>,
+    /// The capacity past the source's end is marked unsynced in the bitmap
+    /// (durably): its units need no writing (see [`Engine::copy_rows`]).
+    new_capacity_marked: bool,
     generation: u64,
     copied: u64,
     checkpoint: u64,
@@ -426,6 +444,7 @@ impl Engine {
             failed: sb.failed,
             rebuild: sb.rebuild,
             bitmap_region: sb.bitmap_region,
+            new_capacity_marked: false,
             generation: sb.generation,
             copied: record.checkpoint,
             checkpoint: record.checkpoint,
@@ -1072,13 +1091,28 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let target = self.plan.target();
         let source = self.plan.source();
-        // Without copies or parity there is nothing to keep consistent: the
-        // new capacity keeps what the members held, as a new md raid0 does;
-        // with them, zeros make it consistent (cheaper than md's resync of
-        // new capacity, which reads it all).
+        // Capacity past the source's end. Without copies or parity there is
+        // nothing to keep consistent: it keeps what the members held, as a
+        // new md raid0 does. With them and a bitmap, it is marked unsynced,
+        // durably, before the checkpoint passes its first unit, and the
+        // array's resync makes it consistent in the background once the
+        // migration is over (as md resyncs what a grow adds): the migration
+        // writes none of it. Without a bitmap, zeros make it consistent here.
         let redundant = target.redundant();
         if !to_staging && self.zero_unit(unit) {
-            return if redundant { self.zero_rows(io, buf, unit) } else { Ok(()) };
+            if !redundant || self.new_capacity_marked {
+                return Ok(());
+            }
+            #[cfg(feature = "fault-injection")]
+            if self.config.fault == Some(Fault::SkipNewCapacityMark) && self.bitmap_region.is_some() {
+                self.new_capacity_marked = true;
+                return Ok(());
+            }
+            if self.bitmap_region.is_some() && io.mark_unsynced(source.capacity(), target.capacity())? {
+                self.new_capacity_marked = true;
+                return Ok(());
+            }
+            return self.zero_rows(io, buf, unit);
         }
         let shift = target.chunk_shift();
         let chunk = target.chunk_sectors() as u64;
@@ -1199,8 +1233,9 @@ impl Engine {
 
     /// Whether unit `unit` holds nothing of the source: every data sector
     /// its rows hold on any member lies past the source's end (capacity the
-    /// new layout adds). Its target content is zeros, parity included, on a
-    /// layout with copies or parity, and whatever the members hold on raid0.
+    /// new layout adds). Its target content is whatever the members hold on
+    /// raid0; on a layout with copies or parity, zeros (parity included),
+    /// or, with a bitmap, anything consistent once the resync has passed.
     fn zero_unit(&self, unit: u64) -> bool {
         let target = self.plan.target();
         let end_of_source = self.plan.source().capacity();

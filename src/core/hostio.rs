@@ -32,9 +32,6 @@ use super::tail::staging_sector;
 pub enum Access {
     /// Read data.
     Read,
-    /// Read data from the first copy in sync (a region whose copies may
-    /// differ until it is resynced from that copy).
-    ReadFirstCopy,
     /// Write data.
     Write,
     /// Discard a range.
@@ -159,14 +156,9 @@ pub fn for_each_op(
     let failed = Roles(failed.0 & Roles::first(g.members()).0);
     let lost = condition(g, failed) == Condition::Failed;
     match access {
-        Access::Read | Access::ReadFirstCopy => {
+        Access::Read => {
             for p in g.read_pieces(start, sectors) {
-                let copy = if access == Access::ReadFirstCopy {
-                    (0..g.copies()).find(|&c| !failed.contains(g.locate_copy(p.logical, c).member))
-                } else {
-                    read_copy(g, p.logical, failed)
-                };
-                match copy {
+                match read_copy(g, p.logical, failed) {
                     Some(copy) => {
                         let l = g.locate_copy(p.logical, copy);
                         f(MemberOp::Data {
@@ -341,18 +333,6 @@ mod tests {
                     }
                 }
             }
-        }
-    }
-
-    #[test]
-    fn first_copy_reads() {
-        let g = Geometry::new(Level::Raid10, 4, 8, 8 * 16).unwrap();
-        for l in (0..g.capacity()).step_by(8) {
-            let ops = degraded_ops(&g, Roles::NONE, Access::ReadFirstCopy, l, 8);
-            assert!(matches!(ops[..], [MemberOp::Data { member, .. }] if member == g.locate_copy(l, 0).member));
-            let copy0 = g.locate_copy(l, 0).member;
-            let ops = degraded_ops(&g, Roles::one(copy0), Access::ReadFirstCopy, l, 8);
-            assert!(matches!(ops[..], [MemberOp::Data { member, .. }] if member == g.locate_copy(l, 1).member));
         }
     }
 

@@ -99,7 +99,13 @@
 //!    parity can differ only in marked regions, which are resynced (a scrub
 //!    in repair mode) while their mirrors are read from the copy the resync
 //!    copies from; a marked raid5 that is also degraded is not started
-//!    unless forced ([`bitmap`], [`scrub`], [`lifecycle`]). While a role
+//!    unless forced ([`bitmap`], [`scrub`], [`lifecycle`]). A raid5 write
+//!    into a region not yet resynced computes its parity from the data
+//!    (reconstruct-write), never from the old parity ([`raid5`]). The
+//!    capacity a migration adds past its source's end is marked the same
+//!    way, durably before the checkpoint passes its first unit, instead of
+//!    being zeroed, and resynced once the migration is over ([`engine`]).
+//!    While a role
 //!    is out of sync no bit is cleared, and a clean unload merges the live
 //!    bits into the kept image before clearing them, so a member that left
 //!    in sync and comes back as itself, in the same load or a later one,

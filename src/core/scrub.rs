@@ -1,8 +1,11 @@
 //! Scrubbing (md's `check` and `repair`): every stripe of an array in sync
-//! is read, window after window; copies that differ from the first copy,
-//! or parity that differs from the XOR of the data, are counted
-//! (`mismatch_cnt`, in 512-byte sectors by 4 KiB block as md counts) and,
-//! when repairing, rewritten from the first copy or the data.
+//! is read, window after window; copies that differ from the copy reads
+//! take ([`Geometry::read_copy`]), or parity that differs from the XOR of
+//! the data, are counted (`mismatch_cnt`, in 512-byte sectors by 4 KiB
+//! block as md counts) and, when repairing, rewritten from that copy or the
+//! data. A repair (and the resync, which is one) thus never changes what a
+//! read returns: copies a power cut left unequal, wherever they lie,
+//! converge on what the host was reading.
 //!
 //! Keeps invariant 9 of the theory (see the crate documentation): a scrub
 //! runs only while every role is in sync, and host writes keep out of the
@@ -10,7 +13,10 @@
 //! parity is compared and rewritten only while nothing else writes it.
 
 use super::engine::{IoError, MemberIo};
-use super::layout::{Content, Geometry, Level, SECTOR_SHIFT};
+use super::layout::{Content, Geometry, Level, READ_REGION_SHIFT, SECTOR_SHIFT};
+
+/// Sectors of a raid1 read region (see [`Geometry::read_copy`]).
+const READ_REGION_SECTORS: u64 = 1 << READ_REGION_SHIFT;
 
 /// Logical data per scrub window, in sectors (1 MiB), rounded up to whole
 /// stripes.
@@ -126,7 +132,11 @@ impl Scrubber {
         }
         let mut x = m0;
         while x < m1 {
-            let len = per_slice.min(chunk - x % chunk).min(m1 - x);
+            let mut len = per_slice.min(chunk - x % chunk).min(m1 - x);
+            if g.level() == Level::Raid1 {
+                // Member sector is logical sector: one read region at a time.
+                len = len.min(READ_REGION_SECTORS - x % READ_REGION_SECTORS);
+            }
             let bytes = (len << SECTOR_SHIFT) as usize;
             match g.level() {
                 Level::Raid5 => self.parity_slice(io, x, bytes, buf)?,
@@ -158,16 +168,20 @@ impl Scrubber {
         Ok(())
     }
 
-    /// raid1 and raid10: every other copy of the data at member sector `x`
-    /// of the member holding its first copy, against that copy.
+    /// raid1 and raid10: the data whose first copy is at member sector `x`
+    /// of some member: every copy against the one reads take (the slice
+    /// lies in one chunk and, on raid1, one read region, so that copy is
+    /// the same over it).
     fn copies_slice<I: MemberIo>(&mut self, io: &mut I, x: u64, bytes: usize, buf: &mut [u8]) -> Result<(), ScrubError> {
         let n = self.g.members();
         for m in 0..n {
             let Content::Data { logical, copy: 0 } = self.g.content(m, x) else { continue };
             let (first, rest) = buf.split_at_mut(bytes);
             let other = &mut rest[..bytes];
-            io.read(m, x, first)?;
-            for c in 1..self.g.copies() {
+            let reference = self.g.read_copy(logical);
+            let r = self.g.locate_copy(logical, reference);
+            io.read(r.member, r.sector, first)?;
+            for c in (0..self.g.copies()).filter(|&c| c != reference) {
                 let l = self.g.locate_copy(logical, c);
                 io.read(l.member, l.sector, other)?;
                 if self.count(first, other) && self.mode == ScrubMode::Repair {
@@ -263,14 +277,16 @@ mod tests {
             let mut s = Scrubber::new(g, ScrubMode::Repair).unwrap();
             run(&mut s, &mut disks);
             assert_eq!((s.mismatches(), disks.writes), (0, 0), "{level:?}/{n}");
-            // Damage two 4 KiB blocks on different members (not copy 0 of
-            // raid1/raid10 data: the first copy is the reference).
+            // Damage two 4 KiB blocks on different members (not the copy
+            // reads take of raid1/raid10 data: it is the reference).
             for member in 0..n {
                 let mut bad = good.clone();
                 let victim = (member + 1) % n;
                 let sector = 8 * 16 + 8;
-                if matches!(g.content(victim, sector), Content::Data { copy: 0, .. }) && g.copies() > 1 {
-                    continue;
+                if let Content::Data { logical, copy } = g.content(victim, sector) {
+                    if g.copies() > 1 && copy == g.read_copy(logical) {
+                        continue;
+                    }
                 }
                 bad[victim][(sector << SECTOR_SHIFT) as usize] ^= 0xff;
                 let mut disks = Disks { data: bad.clone(), writes: 0 };
@@ -282,7 +298,7 @@ mod tests {
                 run(&mut s, &mut disks);
                 assert_eq!(s.mismatches(), 8);
                 // Consistent again: a check finds nothing. Copies come from
-                // the first copy, raid5 parity from the data (as md: a
+                // the copy reads take, raid5 parity from the data (as md: a
                 // damaged data block stays as it is, its parity follows).
                 let mut again = Scrubber::new(g, ScrubMode::Check).unwrap();
                 run(&mut again, &mut disks);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # disks: 4 128M
 # md as an outside oracle for migrated arrays: a plain disk of random data is
-# migrated to raid5 (3 members) and to raid10 (4 members) while writes go on;
-# then md is created over the members with the same geometry
+# migrated to raid5 (3 members) and to raid10 (4 members), joining disks
+# holding random data too, while writes go on; once the resync of the
+# capacity the migration added is over, md is created over the members with the same geometry
 # (metadata 1.0 at the end, data at offset 0, --size = raidmig's data area per
 # member, --assume-clean) and must show the same bytes as /dev/raidmig0 did,
 # and md's own consistency check must find no mismatch.
@@ -18,8 +19,12 @@ oracle() {
   local n=${#devs[@]} first=${devs[0]}
   local data; data=$(data_area "$first")
 
-  local d; for d in "${devs[@]}"; do must blkdiscard -f "$d"; done
-  must dd if=/dev/urandom of="$first" bs=64k count=$((data / 128)) oflag=direct status=none
+  # Old data on every member (joining ones included: the capacity the
+  # migration adds must end consistent), tails free.
+  local d; for d in "${devs[@]}"; do
+    must blkdiscard -f "$d"
+    must dd if=/dev/urandom of="$d" bs=64k count=$((data / 128)) oflag=direct status=none
+  done
   must load members="$(IFS=,; echo "${devs[*]}")" level=$level chunk_kb=64
   must wait_dev
   # Writes through the volume while the migration runs, on both sides of
@@ -33,6 +38,10 @@ oracle() {
   check "$level: migration reached clean" wait_state clean 900
   kill $w; wait $w 2>/dev/null
   must sync
+  # The capacity the migration added is resynced (bitmap regions) before
+  # md, which is told the array is clean, takes the members.
+  local t; for t in $(seq 1 1200); do grep -q ' 0 to resync$' $SYS/bitmap && break; sleep 0.5; done
+  check "$level: resync over ($(cat $SYS/bitmap))" grep -q ' 0 to resync$' $SYS/bitmap
   local cap; cap=$(blockdev --getsz /dev/raidmig0)
   local per
   case $level in

@@ -18,8 +18,9 @@ fio_pass() {
       --aux-path=/tmp --output=/tmp/fio.pass$1 "${@:2}" > /dev/null 2>&1
 }
 
-migrate_test() {   # migrate_test LEVEL MEMBERS
+migrate_test() {   # migrate_test LEVEL MEMBERS [LOAD PARAMETER...]
   local level=$1 members=$2
+  local params=("${@:3}")
   local n; n=$(echo "$members" | tr ',' '\n' | wc -l)
   local first=${members%%,*}
   local data; data=$(data_area "$first")
@@ -38,7 +39,7 @@ migrate_test() {   # migrate_test LEVEL MEMBERS
     [ "$d" = "$first" ] || dd if=/dev/urandom of="$d" bs=1M count=$((data / 2048)) oflag=direct status=none
   done
 
-  must load members="$members" level="$level"
+  must load members="$members" level="$level" "${params[@]}"
   must wait_dev
   check "prepared" test "$(attr state)" = prepared
   check "volume has the source's size" test "$(blockdev --getsz /dev/raidmig0)" = $data
@@ -88,10 +89,28 @@ migrate_test() {   # migrate_test LEVEL MEMBERS
   check "e2fsck -fn clean" e2fsck -fn /dev/raidmig0
   if [ "$level" != raid0 ]; then
     # Copies and parity agree everywhere, the capacity the migration added
-    # included (zeroed: by write-zeroes on NVMe, pages of zeros on SATA).
-    echo check > $SYS/action
-    local i; for i in $(seq 1 600); do [ "$(attr action)" = idle ] && break; sleep 0.5; done
+    # included: with a bitmap (the default) the migration marks it unsynced
+    # and the resync that follows makes it consistent, while the file
+    # system above grows into it; with bitmap_region_mb=0 the migration
+    # zeroes it (write-zeroes on NVMe, pages of zeros on SATA).
+    if [ "$level" != raid1 ]; then
+      if [[ " ${params[*]} " == *" bitmap_region_mb=0 "* ]]; then
+        check "no resync without a bitmap" bash -c "! dmesg | grep -q 'raidmig0: resync of'"
+      else
+        check "the added capacity resynced after the migration" bash -c "dmesg | grep -q 'raidmig0: resync of .* bitmap regions started'"
+      fi
+    fi
+    # A check is refused (EBUSY) while the resync runs.
+    local i; for i in $(seq 1 1200); do echo check 2>/dev/null > $SYS/action && break; sleep 0.5; done
+    for i in $(seq 1 600); do [ "$(attr action)" = idle ] && break; sleep 0.5; done
     check "scrub after the migration: mismatch_cnt $(attr mismatch_cnt)" test "$(attr mismatch_cnt)" = 0
+    check "nothing left to resync ($(attr bitmap))" grep -qE '^none$| 0 to resync$' $SYS/bitmap
+    if [ "$level" != raid1 ] && [[ " ${params[*]} " != *" bitmap_region_mb=0 "* ]]; then
+      # The joining members' old data was left there by the migration.
+      local rewritten
+      rewritten=$(dmesg | sed -n 's/.*raidmig0: resync finished: \([0-9]*\) mismatched.*/\1/p' | tail -1)
+      check "the resync rewrote the added capacity's old contents ($rewritten sectors)" test "${rewritten:-0}" -gt 0
+    fi
   fi
   must unload
 

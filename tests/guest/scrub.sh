@@ -5,7 +5,9 @@
 # finds mismatch_cnt 0. Then 4 KiB of role 1 (a copy, or raid5 parity) are
 # overwritten behind raidmig's back; after a reload a check finds 8
 # mismatched sectors and writes nothing; a repair rewrites them; a second
-# check finds 0, A reads back, and md's own check over the members agrees.
+# check finds 0, A reads back (a repair rewrites the copies reads do not
+# take, so what a read returns never changes), and md's own check over the
+# members agrees.
 # A check of raid0 is refused (EINVAL): nothing to compare.
 . tests/guest/lib.sh
 
@@ -39,9 +41,12 @@ for layout in "raid1 2 --level=1" "raid5 3 --level=5 --layout=left-symmetric --c
   check "$level: a check of the clean array finds 0" test "$(scrub check)" = 0
   unload_within 60 || finish
 
-  # 4 KiB at member sector 2048 of role 1: raid1 copy 1, raid5 parity
-  # (row 16 of three members), raid10 copy 1 of chunk 32.
-  must dd if=/tmp/junk of="${devs[1]}" bs=4096 seek=256 oflag=direct conv=notrunc status=none
+  # 4 KiB of role 1: raid1 copy 1 at member sector 4096 (logical 2 MiB,
+  # whose reads take copy 0: raid1 alternates copies by 1 MiB); at member
+  # sector 2048 raid5 parity (row 16 of three members), raid10 copy 1 of
+  # chunk 32 (reads take copy 0 there).
+  seek=256; [ "$level" = raid1 ] && seek=512
+  must dd if=/tmp/junk of="${devs[1]}" bs=4096 seek=$seek oflag=direct conv=notrunc status=none
   before=$(sums "${devs[@]}")
   must load members="$members"
   must wait_dev

@@ -28,6 +28,9 @@ struct Mem {
     zeroed: Vec<(usize, u64, u64)>,
     /// The ranges of each `write_zeroes_all`.
     zero_batches: Vec<Vec<(usize, u64, u64)>>,
+    /// Whether `mark_unsynced` takes ranges (a bitmap), and those it took.
+    takes_marks: bool,
+    marked: Vec<(u64, u64)>,
 }
 
 impl MemberIo for Mem {
@@ -70,6 +73,12 @@ impl MemberIo for Mem {
         }
         Ok(())
     }
+    fn mark_unsynced(&mut self, start: u64, end: u64) -> Result<bool, IoError> {
+        if self.takes_marks {
+            self.marked.push((start, end));
+        }
+        Ok(self.takes_marks)
+    }
 }
 
 struct Setup {
@@ -79,6 +88,11 @@ struct Setup {
 }
 
 fn setup(source: Geometry, target: Geometry, unit_rows: u32) -> Setup {
+    setup_with_bitmap(source, target, unit_rows, None)
+}
+
+/// [`setup`] for an array that keeps a bitmap of `region` sectors.
+fn setup_with_bitmap(source: Geometry, target: Geometry, unit_rows: u32, region: Option<u64>) -> Setup {
     let plan = Migration::new(source, target, unit_rows).unwrap();
     let n = target.members();
     let sizes: Vec<u64> = (0..n).map(|_| target.member_sectors() + RESERVED_TAIL_SECTORS).collect();
@@ -87,7 +101,7 @@ fn setup(source: Geometry, target: Geometry, unit_rows: u32) -> Setup {
     let mut io = Mem { sectors: vec![HashMap::new(); n], ..Mem::default() };
     let mut buf = vec![0u8; SUPERBLOCK_BYTES];
     for (role, &size) in sizes.iter().enumerate() {
-        prepared_superblock(&plan, &members, role, 0, None).encode(&mut buf).unwrap();
+        prepared_superblock(&plan, &members, role, 0, region).encode(&mut buf).unwrap();
         io.write(role, superblock_sector(size, 1), &buf).unwrap();
     }
     Setup { io, members, plan }
@@ -792,4 +806,82 @@ fn raid0_leaves_the_capacity_past_the_source_as_it_was() {
         assert_eq!(sector, want, "logical sector {l}");
     }
     assert_eq!(s.io.zeroed, vec![]);
+}
+
+/// With a write-intent bitmap, the capacity a migration adds to a layout
+/// with copies or parity is not written at all: it is marked unsynced in
+/// the bitmap (once, from the source's end to the new end) before any
+/// checkpoint passes its first unit, and the array's resync makes it
+/// consistent afterwards. A member I/O that keeps no bitmap (`mark_unsynced`
+/// says no) gets the zeros instead.
+#[test]
+fn capacity_past_the_source_is_marked_unsynced_with_a_bitmap() {
+    let rows = 16u64;
+    let source = Geometry::new(Level::Single, 1, 8, rows * 8).unwrap();
+    for target in [Geometry::new(Level::Raid5, 3, 8, rows * 8).unwrap(), Geometry::new(Level::Raid10, 4, 8, rows * 8).unwrap()] {
+        for takes_marks in [true, false] {
+            let mut s = setup_with_bitmap(source, target, 1, Some(2048));
+            s.io.takes_marks = takes_marks;
+            let data = |x: u64| [(x as u8) ^ 0x5a; 512];
+            let junk = |m: usize, x: u64| [(x as u8) ^ (0xa5 + m as u8); 512];
+            for x in 0..rows * 8 {
+                s.io.write(0, x, &data(x)).unwrap();
+                for m in 1..target.members() {
+                    s.io.write(m, x, &junk(m, x)).unwrap();
+                }
+            }
+            let mut e = Engine::resume(&load(&mut s.io, &s.members), EngineConfig::default(), Time::at(0)).unwrap();
+            let first_new_unit = (0..s.plan.units())
+                .find(|&u| {
+                    let (r, n) = s.plan.unit_rows_range(u);
+                    (r..r + n).all(|r| {
+                        (0..target.members()).all(|m| match target.content(m, r * 8) {
+                            raidmig_core::layout::Content::Data { logical, .. } => logical >= source.capacity(),
+                            _ => true,
+                        })
+                    })
+                })
+                .unwrap();
+            assert!(first_new_unit < s.plan.units(), "{target:?}: the test needs units past the source");
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let step = e.step(&mut s.io, &s.members, &mut buf, Time::at(0)).unwrap();
+                let sb = load(&mut s.io, &s.members);
+                let checkpoint = sb.migration.map_or(s.plan.units(), |m| m.checkpoint);
+                if takes_marks && checkpoint > first_new_unit {
+                    assert_eq!(s.io.marked, vec![(source.capacity(), target.capacity())], "{target:?}: marked before the checkpoint passed");
+                }
+                if step == Step::Finished {
+                    break;
+                }
+            }
+            let mut sector = [0u8; 512];
+            let mut untouched = 0;
+            for l in 0..target.capacity() {
+                for c in 0..target.copies() {
+                    let at = target.locate_copy(l, c);
+                    s.io.read(at.member, at.sector, &mut sector).unwrap();
+                    if l < source.capacity() {
+                        assert_eq!(sector, data(l), "{target:?}: logical sector {l} copy {c}");
+                    } else if takes_marks {
+                        let (r, _) = s.plan.unit_rows_range(first_new_unit);
+                        if at.sector >= r * 8 {
+                            let old = if at.member == 0 { data(at.sector) } else { junk(at.member, at.sector) };
+                            assert_eq!(sector, old, "{target:?}: new capacity at {at:?} was written");
+                            untouched += 1;
+                        }
+                    } else {
+                        assert_eq!(sector, [0; 512], "{target:?}: logical sector {l} copy {c} not zeroed");
+                    }
+                }
+            }
+            if takes_marks {
+                assert!(untouched >= (s.plan.units() - first_new_unit) * 8, "{target:?}: {untouched} sectors left as they were");
+                assert_eq!(s.io.zeroed, vec![], "{target:?}: nothing zeroed");
+            } else {
+                assert!(s.io.marked.is_empty());
+                assert!(!s.io.zeroed.is_empty(), "{target:?}: zeroed without a bitmap to mark");
+            }
+        }
+    }
 }

@@ -40,6 +40,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
+use raidmig_core::bitmap::{self, BitmapGeometry, BLOCK_BYTES, REGIONS_PER_BLOCK};
 use raidmig_core::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Step, Time, Transfer};
 use raidmig_core::format::{ArrayState, Superblock};
 use raidmig_core::gate::{Admission, Gate};
@@ -52,6 +53,7 @@ use raidmig_core::plan::Migration;
 use raidmig_core::prepare::prepared_superblock;
 use raidmig_core::raid5::{buffer_bytes, write_stripe, Raid5Error, StripeIo};
 use raidmig_core::route::{route, Route, View};
+use raidmig_core::scrub::{ScrubMode, Scrubber};
 use raidmig_core::tail::{superblock_sector, tail_start, SUPERBLOCK_BYTES, SUPERBLOCK_SECTORS};
 
 const SECTOR: usize = 512;
@@ -346,6 +348,11 @@ pub struct SimConfig {
     /// Per mille chance that an engine I/O fails without a power cut.
     pub io_errors: u64,
     pub seed: u64,
+    /// Write-intent bitmap region in sectors (0: no bitmap). The capacity a
+    /// migration adds is then marked unsynced instead of zeroed, and the
+    /// end of the run resyncs the marked regions, as the kernel's thread
+    /// does, before the copies and parity are checked.
+    pub bitmap: u64,
     /// Source layout (default: single over the first member, made by the
     /// load sequence; other sources get prepared superblocks written
     /// directly, for the layout pairs the kernel does not start yet).
@@ -375,6 +382,7 @@ impl SimConfig {
             reload: 40,
             io_errors: 10,
             seed,
+            bitmap: 0,
             source: None,
         }
     }
@@ -385,13 +393,14 @@ impl SimConfig {
             None => "single".into(),
         };
         format!(
-            "{src} -> {}x{} c{} rows{} unit{} buf{} seed{}",
+            "{src} -> {}x{} c{} rows{} unit{} buf{} bitmap{} seed{}",
             self.level.name(),
             self.members,
             self.chunk,
             self.rows,
             self.unit_stripes,
             self.buffer,
+            self.bitmap,
             self.seed
         )
     }
@@ -607,11 +616,7 @@ impl World {
             plan,
             members,
             gate: Gate::new(View::clean(ArrayState::Clean, 0)),
-            host: HostModel::new(
-                source.capacity(),
-                target.capacity(),
-                target.copies() > 1 || target.level().has_parity(),
-            ),
+            host: HostModel::new(source.capacity(), target.capacity(), target.redundant() && cfg.bitmap == 0),
             reqs: Vec::new(),
             rng: Rng::new(cfg.seed),
             cfg: cfg.clone(),
@@ -665,7 +670,7 @@ impl World {
         if self.cfg.source.is_some() {
             let mut buf = [0u8; SUPERBLOCK_BYTES];
             for role in 0..self.cfg.members {
-                let sb = prepared_superblock(&self.plan, &self.members, role, 0, None);
+                let sb = prepared_superblock(&self.plan, &self.members, role, 0, self.bitmap_region());
                 sb.encode(&mut buf).unwrap();
                 let at = superblock_sector(self.members.device_sectors[role], 1);
                 self.disks[role].write(at, &buf);
@@ -686,7 +691,7 @@ impl World {
             force: false,
             start: true,
             unit_sectors: self.cfg.unit_stripes as u64 * self.target.stripe_sectors(),
-            bitmap_region_sectors: 0,
+            bitmap_region_sectors: self.cfg.bitmap,
             engine: self.cfg.engine,
         };
         let sizes: Vec<u64> = self.members.device_sectors[..self.cfg.members].to_vec();
@@ -711,6 +716,12 @@ impl World {
         self.gate = Gate::new(e.view());
         self.exposed = true;
         Ok(e)
+    }
+
+    /// The bitmap region the array records (a level with redundancy only,
+    /// as the load sequence decides).
+    fn bitmap_region(&self) -> Option<u64> {
+        (self.cfg.bitmap != 0 && self.target.redundant()).then_some(self.cfg.bitmap)
     }
 
     fn buffer_size(&self) -> usize {
@@ -1395,13 +1406,15 @@ impl World {
         }
         let g = self.target;
         let shift = g.chunk_shift();
+        let resynced = self.resync_marked_regions()?;
+        let exempt = |w: &World, row: u64| w.exempt_rows.contains(&row) && !resynced.contains(&(row << shift));
         for l in 0..g.capacity() {
             let want = self.host.latest(l).to_vec();
             for c in 0..g.copies() {
                 let at = g.locate_copy(l, c);
                 // Copies a crash left unequal (no resync yet): the one reads
                 // use must be right.
-                if c != g.read_copy(l) && self.exempt_rows.contains(&(at.sector >> shift)) {
+                if c != g.read_copy(l) && exempt(self, at.sector >> shift) {
                     continue;
                 }
                 let mut b = [0u8; SECTOR];
@@ -1410,9 +1423,17 @@ impl World {
                 if !allowed(&want, got) {
                     return Err(format!("final: sector {l} copy {c} at {at:?} holds {got:?}, expected {want:?}"));
                 }
+                // Copies agree byte for byte, where any contents would do
+                // (capacity the migration added) as well.
+                let first = g.locate_copy(l, 0);
+                let mut b0 = [0u8; SECTOR];
+                self.disks[first.member].read(first.sector, &mut b0);
+                if c > 0 && b != b0 && !exempt(self, at.sector >> shift) {
+                    return Err(format!("final: sector {l} copy {c} at {at:?} differs from copy 0 at {first:?}"));
+                }
             }
             if let Some(p) = g.parity_location(l) {
-                if !self.exempt_rows.contains(&(p.sector >> shift)) {
+                if !exempt(self, p.sector >> shift) {
                     let mut want_p = [0u8; SECTOR];
                     raid5_parity(&self.disks, &g, p.member, p.sector, &mut want_p);
                     let mut got_p = [0u8; SECTOR];
@@ -1424,6 +1445,68 @@ impl World {
             }
         }
         Ok(())
+    }
+}
+
+impl World {
+    /// What the kernel's thread does once the migration is over: every
+    /// region set in the live bitmap of the members (their union) is
+    /// scrubbed in repair mode, with the core's scrubber. Returns the
+    /// member sectors of the target rows so covered (row starts).
+    fn resync_marked_regions(&mut self) -> Result<HashSet<u64>, String> {
+        let mut rows = HashSet::new();
+        let Some(region) = self.bitmap_region() else { return Ok(rows) };
+        let g = self.target;
+        let geo = BitmapGeometry::new(g.capacity(), region).ok_or("no bitmap geometry")?;
+        let mut image = vec![0u8; geo.image_bytes()];
+        for m in 0..g.members() {
+            let mut b = vec![0u8; geo.image_bytes()];
+            self.disks[m].read(bitmap::block_sector(self.members.device_sectors[m], 0), &mut b);
+            image.iter_mut().zip(&b).for_each(|(i, x)| *i |= x);
+        }
+        // The scrubber takes a 4 KiB slice per member and one more.
+        let mut buf = vec![0u8; self.buffer_size().max((g.members() + 1) * 4096)];
+        for r in bitmap::dirty(&image, geo.regions()) {
+            let (start, end) = geo.region_range(r, g.capacity());
+            let Some(mut sc) = Scrubber::range(g, ScrubMode::Repair, start, end) else { continue };
+            let mut io = Resync { disks: &mut self.disks };
+            while sc.next_window().is_some() {
+                sc.scrub_window(&mut io, &mut buf).map_err(|e| format!("resync of region {r}: {e:?}"))?;
+            }
+            for l in start..end {
+                for c in 0..g.copies() {
+                    rows.insert(g.locate_copy(l, c).sector >> g.chunk_shift() << g.chunk_shift());
+                }
+                if let Some(p) = g.parity_location(l) {
+                    rows.insert(p.sector >> g.chunk_shift() << g.chunk_shift());
+                }
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// The members as the resync at the end sees them: no power cut, no error.
+struct Resync<'a> {
+    disks: &'a mut [Disk],
+}
+
+impl MemberIo for Resync<'_> {
+    fn read(&mut self, member: usize, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        self.disks[member].read(sector, buf);
+        Ok(())
+    }
+    fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError> {
+        self.disks[member].write(sector, buf);
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), IoError> {
+        self.disks.iter_mut().for_each(Disk::flush);
+        Ok(())
+    }
+    fn publish(&mut self, _: &View) {}
+    fn checkpoint_requested(&mut self) -> bool {
+        false
     }
 }
 
@@ -1521,6 +1604,38 @@ impl MemberIo for World {
 
     fn checkpoint_requested(&mut self) -> bool {
         self.gate.checkpoint_requested()
+    }
+
+    /// The live bitmap's blocks holding the regions of `[start, end)` get
+    /// their bits, on every member, each written with FUA: a moment for a
+    /// power cut or an error, durable once written.
+    fn mark_unsynced(&mut self, start: u64, end: u64) -> Result<bool, IoError> {
+        let Some(region) = self.bitmap_region() else { return Ok(false) };
+        if self.failed {
+            return Err(IoError { member: 0, errno: -5 });
+        }
+        self.host_activity()?;
+        if self.transient_error() {
+            return Err(IoError { member: 0, errno: -5 });
+        }
+        let geo = BitmapGeometry::new(self.target.capacity(), region).expect("the load sequence checked it");
+        let (first, last) = geo.regions_of(start, end - start);
+        for m in 0..self.cfg.members {
+            for block in bitmap::block_of(first)..=bitmap::block_of(last) {
+                let at = bitmap::block_sector(self.members.device_sectors[m], block);
+                let mut b = vec![0u8; BLOCK_BYTES];
+                self.disks[m].read(at, &mut b);
+                let base = block as u64 * REGIONS_PER_BLOCK;
+                for r in (first..=last).filter(|&r| bitmap::block_of(r) == block) {
+                    bitmap::set(&mut b, r - base, true);
+                }
+                self.disk_write(m, at, &b)?;
+                for (i, s) in b.chunks(SECTOR).enumerate() {
+                    self.disks[m].put(at + i as u64, s.try_into().unwrap());
+                }
+            }
+        }
+        Ok(true)
     }
 }
 
