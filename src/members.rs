@@ -643,6 +643,17 @@ impl Members {
         })
     }
 
+    /// Writes the transfers of `writes` from `buf` and reads those of
+    /// `reads` into it, as [`Members::read_batch`] and
+    /// [`Members::write_batch`] do, all submitted together. Whether all of
+    /// them succeeded.
+    pub(crate) fn write_read_batch(&self, region: &Region<'_>, buf: &mut [u8], writes: &[Transfer], reads: &[Transfer]) -> bool {
+        self.batch_devices(Iterator::chain(writes.iter(), reads).map(|t| t.member)).is_some_and(|devs| {
+            let range = move |t: &Transfer| Some((devs[t.member]?, t.sector, t.at, t.len));
+            region.write_read_batch(&self.bioset, buf, writes.iter().filter_map(range), reads.iter().filter_map(range)).is_ok()
+        })
+    }
+
     /// Flushes the volatile cache of every member in sync, waiting.
     pub(crate) fn flush_all(&self, who: Who) -> Result<(), IoError> {
         for (role, dev) in self.in_sync() {

@@ -238,6 +238,14 @@ impl MemberIo for KernelIo<'_> {
         write_each(self, buf, batch)
     }
 
+    fn write_read_all(&mut self, buf: &mut [u8], writes: &[Transfer], reads: &[Transfer]) -> Result<(), IoError> {
+        if self.members.write_read_batch(&self.region, buf, writes, reads) {
+            return Ok(());
+        }
+        let w = write_each(self, buf, writes);
+        w.and(read_each(self, buf, reads))
+    }
+
     fn flush(&mut self) -> Result<(), IoError> {
         self.members.flush_all(Who::Migration)
     }
@@ -295,6 +303,16 @@ impl MemberIo for EngineIo<'_> {
             return Ok(());
         }
         write_each(self, buf, batch)
+    }
+
+    fn write_read_all(&mut self, buf: &mut [u8], writes: &[Transfer], reads: &[Transfer]) -> Result<(), IoError> {
+        // A failed batch is done again one transfer at a time through
+        // `write` and `read`, which record the failing member and sector.
+        if self.io.members.write_read_batch(&self.io.region, buf, writes, reads) {
+            return Ok(());
+        }
+        let w = write_each(self, buf, writes);
+        w.and(read_each(self, buf, reads))
     }
 
     fn flush(&mut self) -> Result<(), IoError> {

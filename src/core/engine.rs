@@ -138,6 +138,17 @@ pub trait MemberIo {
     fn write_all(&mut self, buf: &[u8], batch: &[Transfer]) -> Result<(), IoError> {
         write_each(self, buf, batch)
     }
+    /// Writes the transfers of `writes` from their parts of `buf` and reads
+    /// those of `reads` into theirs, all at the same time: the caller lets
+    /// no read share member sectors or a part of `buf` with any transfer of
+    /// the call. Every transfer is attempted; the first error is returned.
+    /// By default the writes, then the reads; the kernel submits them
+    /// together.
+    fn write_read_all(&mut self, buf: &mut [u8], writes: &[Transfer], reads: &[Transfer]) -> Result<(), IoError> {
+        let w = self.write_all(buf, writes);
+        let r = self.read_all(buf, reads);
+        w.and(r)
+    }
     /// Flushes the volatile caches of all members.
     fn flush(&mut self) -> Result<(), IoError>;
     /// Publishes the engine's view to host I/O (see [`View::absorb`]). When
@@ -342,57 +353,59 @@ struct Record {
 /// Transfers a batch holds before it is submitted.
 const BATCH: usize = 64;
 
-/// Member transfers gathered to be submitted together; a full batch is
-/// submitted at once.
+/// Member transfers gathered to be submitted together: writes first, then
+/// reads, submitted as one batch ([`MemberIo::write_read_all`]) when full
+/// or when the caller says. The engine leaves a group's writes in the batch
+/// and adds the next group's reads, so that they run at the same time.
 struct Batch {
     t: [Transfer; BATCH],
     n: usize,
+    /// The first `writes` transfers are writes.
+    writes: usize,
 }
 
 impl Batch {
     fn new() -> Batch {
-        Batch { t: [Transfer::default(); BATCH], n: 0 }
+        Batch { t: [Transfer::default(); BATCH], n: 0, writes: 0 }
     }
 
-    /// Adds `t`; whether the batch is full now.
-    fn push(&mut self, t: Transfer) -> bool {
+    /// Adds a read into `buf` (the batch is submitted when full).
+    fn read<I: MemberIo>(&mut self, io: &mut I, buf: &mut [u8], t: Transfer) -> Result<(), IoError> {
         self.t[self.n] = t;
         self.n += 1;
-        self.n == BATCH
-    }
-
-    /// Adds a read into `buf` (submitted when the batch is full).
-    fn read<I: MemberIo>(&mut self, io: &mut I, buf: &mut [u8], t: Transfer) -> Result<(), IoError> {
-        if self.push(t) {
-            self.submit_reads(io, buf)
+        if self.n == BATCH {
+            self.submit(io, buf)
         } else {
             Ok(())
         }
     }
 
-    /// Adds a write from `buf` (submitted when the batch is full).
-    fn write<I: MemberIo>(&mut self, io: &mut I, buf: &[u8], t: Transfer) -> Result<(), IoError> {
-        if self.push(t) {
-            self.submit_writes(io, buf)
+    /// Adds a write from `buf` (reads added before are submitted first;
+    /// the batch is submitted when full).
+    fn write<I: MemberIo>(&mut self, io: &mut I, buf: &mut [u8], t: Transfer) -> Result<(), IoError> {
+        if self.n > self.writes {
+            self.submit(io, buf)?;
+        }
+        self.t[self.n] = t;
+        self.n += 1;
+        self.writes += 1;
+        if self.n == BATCH {
+            self.submit(io, buf)
         } else {
             Ok(())
         }
     }
 
-    fn submit_reads<I: MemberIo>(&mut self, io: &mut I, buf: &mut [u8]) -> Result<(), IoError> {
+    /// Submits what the batch holds and waits for it.
+    fn submit<I: MemberIo>(&mut self, io: &mut I, buf: &mut [u8]) -> Result<(), IoError> {
         let n = core::mem::take(&mut self.n);
-        if n == 0 {
-            return Ok(());
+        let w = core::mem::take(&mut self.writes);
+        match (w, n) {
+            (_, 0) => Ok(()),
+            (0, n) => io.read_all(buf, &self.t[..n]),
+            (w, n) if w == n => io.write_all(buf, &self.t[..n]),
+            (w, n) => io.write_read_all(buf, &self.t[..w], &self.t[w..n]),
         }
-        io.read_all(buf, &self.t[..n])
-    }
-
-    fn submit_writes<I: MemberIo>(&mut self, io: &mut I, buf: &[u8]) -> Result<(), IoError> {
-        let n = core::mem::take(&mut self.n);
-        if n == 0 {
-            return Ok(());
-        }
-        io.write_all(buf, &self.t[..n])
     }
 }
 
@@ -1120,9 +1133,18 @@ impl Engine {
         let stripe_chunks = target.stripe_chunks();
         let parity = target.level().has_parity();
         let slots = target.stripe_chunks_nonzero().saturating_add(parity as u64);
+        // The buffer in two halves where it holds at least a 4 KiB slice of
+        // every slot in each: a group's writes (from one half) go out with
+        // the next group's reads (into the other), the disks busy with both
+        // at once. Safe because a unit copied directly overwrites none of
+        // its own source (else it goes through staging, whose writes land
+        // in the reserved tail), and nothing is checkpointed before the
+        // unit's flush orders its writes.
+        let fit_all = (buf.len() as u64 >> SECTOR_SHIFT) / slots;
+        let halves: u64 = if fit_all / 2 >= 8 { 2 } else { 1 };
         // Slice: the largest power of two of sectors, at most a chunk, such
-        // that one slice of every slot fits the buffer.
-        let fit = (buf.len() as u64 >> SECTOR_SHIFT) / slots;
+        // that one slice of every slot fits a half.
+        let fit = fit_all / halves;
         let mut slice = chunk;
         while slice > fit {
             slice >>= 1;
@@ -1131,25 +1153,30 @@ impl Engine {
             return Err(EngineError::BufferTooSmall);
         }
         let slice_bytes = (slice << SECTOR_SHIFT) as usize;
-        // Stripes per group: as many as the buffer holds once slices are
-        // whole chunks. A group's reads go out together, then its writes:
-        // the unit is not checkpointed yet (the flush before its checkpoint
-        // orders the writes) and, copied directly, overwrites no source data
-        // it still needs (else it goes through staging).
+        // Stripes per group: as many as a half holds once slices are whole
+        // chunks.
         let group = if slice == chunk { (fit / chunk).max(1) } else { 1 };
-        let slot_bytes = |s: u64, k: u64| ((s * slots.get() + k) as usize) * slice_bytes;
+        let half_bytes = ((fit * slots.get()) << SECTOR_SHIFT) as usize;
         let capacity_chunks = target.capacity() >> shift;
         let (first, count) = self.plan.unit_rows_range(unit);
         let end = first + count;
+        let mut batch = Batch::new();
+        let mut phase = 0u64;
         let mut row = first;
         while row < end {
             let stripe0 = row / stripe_rows;
             let stripes = group.min((end - 1) / stripe_rows - stripe0 + 1);
             let mut off = 0;
             while off < chunk {
+                let half = if phase % halves == 1 { half_bytes } else { 0 };
+                let slot_bytes = |s: u64, k: u64| half + ((s * slots.get() + k) as usize) * slice_bytes;
+                if halves == 1 {
+                    // One half: the last group's writes read the buffer
+                    // these reads fill.
+                    batch.submit(io, buf)?;
+                }
                 // Gather this slice of every data chunk of the group's
                 // stripes.
-                let mut batch = Batch::new();
                 for s in 0..stripes {
                     let stripe = stripe0 + s;
                     for k in 0..stripe_chunks {
@@ -1174,7 +1201,8 @@ impl Engine {
                         }
                     }
                 }
-                batch.submit_reads(io, buf)?;
+                // With the last group's writes, if any.
+                batch.submit(io, buf)?;
                 if parity {
                     for s in 0..stripes {
                         let (data, rest) = buf.split_at_mut(slot_bytes(s, stripe_chunks));
@@ -1223,11 +1251,13 @@ impl Engine {
                         }
                     }
                 }
-                batch.submit_writes(io, buf)?;
+                // Left in the batch: they go out with the next reads.
                 off += slice;
+                phase += 1;
             }
             row = ((stripe0 + stripes) * stripe_rows.get()).min(end);
         }
+        batch.submit(io, buf)?;
         Ok(())
     }
 

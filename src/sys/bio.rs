@@ -251,32 +251,32 @@ impl BioSet {
         (bio, added)
     }
 
-    /// Reads (`write` false) or writes (with extra request flags
-    /// `opf_flags`, such as FUA) several ranges of a buffer, each at
-    /// a sector of a member, all submitted before waiting: the bios are
-    /// chained as `blk_next_bio` chains a discard's, so that the last one
-    /// ends when all have. Returns an error if any failed (not which one).
-    /// Each bio is submitted before the next is allocated, so the mempool
-    /// always gets its elements back.
+    /// Reads or writes (`write` true, with extra request flags `opf_flags`,
+    /// such as FUA) several ranges of a buffer, each at a sector of a
+    /// member, all submitted before waiting: the bios are chained as
+    /// `blk_next_bio` chains a discard's, so that the last one ends when all
+    /// have. Returns an error if any failed (not which one). Each bio is
+    /// submitted before the next is allocated, so the mempool always gets
+    /// its elements back.
     ///
     /// # Safety
     ///
-    /// Every range `(member, sector, start, len)` must be as for
-    /// [`BioSet::sync_io`], and the ranges of a read must not overlap.
+    /// Every range `(member, sector, start, len, write)` must be as for
+    /// [`BioSet::sync_io`], and the memory a read fills must not overlap any
+    /// other range of the batch.
     pub(crate) unsafe fn sync_io_batch<'m>(
         &self,
-        write: bool,
         opf_flags: bindings::blk_opf_t,
-        ranges: impl Iterator<Item = (&'m Member, u64, *mut u8, usize)> + Clone,
+        ranges: impl Iterator<Item = (&'m Member, u64, *mut u8, usize, bool)> + Clone,
     ) -> Result {
-        let op = if write { bindings::req_op_REQ_OP_WRITE } else { bindings::req_op_REQ_OP_READ } | opf_flags;
-        for (_, _, start, len) in ranges.clone() {
+        for (_, _, start, len, _) in ranges.clone() {
             // SAFETY: as in `sync_io`.
             unsafe { shim::flush_vmap(start, len) };
         }
         let mut last: *mut bindings::bio = core::ptr::null_mut();
         plugged(|| {
-            for (member, mut sector, mut start, mut len) in ranges.clone() {
+            for (member, mut sector, mut start, mut len, write) in ranges.clone() {
+                let op = if write { bindings::req_op_REQ_OP_WRITE | opf_flags } else { bindings::req_op_REQ_OP_READ };
                 while len > 0 {
                     // SAFETY: guaranteed by the caller.
                     let (bio, added) = unsafe { self.buffer_bio(member, op, sector, start, len) };
@@ -307,8 +307,8 @@ impl BioSet {
             bindings::bio_put(last);
             ret
         };
-        if !write {
-            for (_, _, start, len) in ranges {
+        for (_, _, start, len, write) in ranges {
+            if !write {
                 // SAFETY: as in `sync_io`.
                 unsafe { shim::invalidate_vmap(start, len) };
             }

@@ -91,7 +91,7 @@ impl Region<'_> {
         // this region (checked), alive while the region's buffer is borrowed
         // and borrowed exclusively for the call; the ranges do not overlap
         // (checked).
-        unsafe { bs.sync_io_batch(false, 0, ranges.map(move |(m, sector, at, len)| (m, sector, base.wrapping_add(at), len))) }
+        unsafe { bs.sync_io_batch(0, ranges.map(move |(m, sector, at, len)| (m, sector, base.wrapping_add(at), len, false))) }
     }
 
     /// Writes the ranges `(member, sector, at, len)` of `buf`, as
@@ -109,7 +109,38 @@ impl Region<'_> {
         }
         let base = buf.as_ptr().cast_mut();
         // SAFETY: as in `read_batch`; a write only reads the memory.
-        unsafe { bs.sync_io_batch(true, opf_flags, ranges.map(move |(m, sector, at, len)| (m, sector, base.wrapping_add(at), len))) }
+        unsafe { bs.sync_io_batch(opf_flags, ranges.map(move |(m, sector, at, len)| (m, sector, base.wrapping_add(at), len, true))) }
+    }
+
+    /// Writes the ranges `writes` of `buf` and reads the ranges `reads`
+    /// into it, `(member, sector, at, len)` as [`Region::read_batch`] takes
+    /// them, all submitted together: no range read may overlap another
+    /// range of either list in `buf` (checked).
+    pub(crate) fn write_read_batch<'m>(
+        &self,
+        bs: &BioSet,
+        buf: &mut [u8],
+        writes: impl Iterator<Item = (&'m Member, u64, usize, usize)> + Clone,
+        reads: impl Iterator<Item = (&'m Member, u64, usize, usize)> + Clone,
+    ) -> Result {
+        let apart = |(a, la): (usize, usize), (b, lb): (usize, usize)| a + la <= b || b + lb <= a;
+        let disjoint = reads.clone().enumerate().all(|(i, (_, _, a, la))| {
+            reads.clone().skip(i + 1).all(|(_, _, b, lb)| apart((a, la), (b, lb)))
+                && writes.clone().all(|(_, _, b, lb)| apart((a, la), (b, lb)))
+        });
+        if !self.holds_all(buf, reads.clone()) || !self.holds_all(buf, writes.clone()) || !disjoint {
+            return Err(EINVAL);
+        }
+        let base = buf.as_mut_ptr();
+        let all = Iterator::chain(
+            writes.map(move |(m, sector, at, len)| (m, sector, base.wrapping_add(at), len, true)),
+            reads.map(move |(m, sector, at, len)| (m, sector, base.wrapping_add(at), len, false)),
+        );
+        // SAFETY: every range lies in `buf` (checked), vmalloc memory of
+        // this region (checked), alive while the region's buffer is borrowed
+        // and borrowed exclusively for the call; no range read overlaps
+        // another range (checked).
+        unsafe { bs.sync_io_batch(0, all) }
     }
 
     /// Whether `buf` is this region's and every range lies in it.

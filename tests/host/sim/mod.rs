@@ -1579,6 +1579,32 @@ impl MemberIo for World {
         first
     }
 
+    /// Writes and reads of one batch run at the same time: they land in
+    /// any order, each a moment for a power cut or an error. A read that
+    /// shares member sectors with a write of its batch would return what
+    /// the order decides: the engine must never issue one (a failure).
+    fn write_read_all(&mut self, buf: &mut [u8], writes: &[Transfer], reads: &[Transfer]) -> Result<(), IoError> {
+        let sectors = |t: &Transfer| t.sector..t.sector + (t.len / SECTOR) as u64;
+        let clash = writes.iter().find_map(|w| {
+            reads.iter().find(|r| r.member == w.member && sectors(r).start < sectors(w).end && sectors(w).start < sectors(r).end).map(|r| (*w, *r))
+        });
+        if let Some((w, r)) = clash {
+            self.live_failure.get_or_insert(format!("a batch reads {r:?} while it writes {w:?}"));
+        }
+        let mut first = Ok(());
+        for i in self.shuffled(writes.len() + reads.len()) {
+            let r = match writes.get(i) {
+                Some(t) => self.write(t.member, t.sector, &buf[t.at..t.at + t.len]),
+                None => {
+                    let t = reads[i - writes.len()];
+                    self.read(t.member, t.sector, &mut buf[t.at..t.at + t.len])
+                }
+            };
+            first = first.and(r);
+        }
+        first
+    }
+
     fn flush(&mut self) -> Result<(), IoError> {
         if self.failed {
             return Err(IoError { member: 0, errno: -5 });
