@@ -1410,6 +1410,9 @@ impl World {
         let exempt = |w: &World, row: u64| w.exempt_rows.contains(&row) && !resynced.contains(&(row << shift));
         for l in 0..g.capacity() {
             let want = self.host.latest(l).to_vec();
+            let first = g.locate_copy(l, 0);
+            let mut b0 = [0u8; SECTOR];
+            self.disks[first.member].read(first.sector, &mut b0);
             for c in 0..g.copies() {
                 let at = g.locate_copy(l, c);
                 // Copies a crash left unequal (no resync yet): the one reads
@@ -1425,9 +1428,6 @@ impl World {
                 }
                 // Copies agree byte for byte, where any contents would do
                 // (capacity the migration added) as well.
-                let first = g.locate_copy(l, 0);
-                let mut b0 = [0u8; SECTOR];
-                self.disks[first.member].read(first.sector, &mut b0);
                 if c > 0 && b != b0 && !exempt(self, at.sector >> shift) {
                     return Err(format!("final: sector {l} copy {c} at {at:?} differs from copy 0 at {first:?}"));
                 }
