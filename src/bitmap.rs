@@ -331,16 +331,11 @@ impl Bitmap {
         let (first, last) = geo.regions_of(start, end - start);
         let mut guard = self.image.lock();
         let Some(image) = guard.as_mut() else { return Ok(false) };
-        let mut pending = None::<usize>;
         for r in first..=last {
             bitmap::set(&mut image.bytes, r, true);
-            let block = bitmap::block_of(r);
-            if let Some(b) = pending.filter(|&b| b != block) {
-                write_block(members, fail_member, image, Half::Live, b)?;
-            }
-            pending = Some(block);
         }
-        if let Some(b) = pending {
+        // The regions are contiguous, so are their blocks: each written once.
+        for b in bitmap::block_of(first)..=bitmap::block_of(last) {
             write_block(members, fail_member, image, Half::Live, b)?;
         }
         for r in first..=last {
