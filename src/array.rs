@@ -25,6 +25,7 @@ use crate::{
     sys::{
         disk::{Capacity, RequestHandler},
         member::{self, Member},
+        jobs::{impl_has_jobs, JobOwner, Jobs},
         request::{Disposition, InFlight},
         time,
     },
@@ -50,6 +51,9 @@ fn boxed_members(
 /// A running array.
 #[pin_data]
 pub(crate) struct Array {
+    /// First: dropped first, its work drained while the rest is whole.
+    #[pin]
+    jobs: Jobs,
     /// Boxed: its initializer is large, and the load runs on insmod's stack.
     members: Pin<KBox<Members>>,
     source: Geometry,
@@ -96,12 +100,14 @@ impl Array {
         let status = Status { state, failed, running: false, view, stats, speed_kbps: 0, rebuild: None, scrub: None, mismatches: 0, resync: None };
         let raid5 = source.level() == Level::Raid5 || target.level() == Level::Raid5;
         let buffers = Stripes::buffers(target.members(), raid5)?;
+        let count = buffers.len();
         Ok(try_pin_init!(Array {
+            jobs <- Jobs::new::<Array>(kernel::c_str!("raidmig_stripes"), buffers)?,
             members: boxed_members(name, devs, paths, identity, health)?,
             source,
             target,
             coord <- Coordinator::new(view),
-            stripes <- Stripes::new(buffers),
+            stripes <- Stripes::new(count)?,
             control <- Control::new(status, run, migrating),
             capacity <- Capacity::new(),
             bitmap <- Bitmap::new(&target, bitmap_region, bitmap_image)?,
@@ -321,6 +327,7 @@ impl Array {
     fn with_host<R>(&self, f: impl FnOnce(&Host<'_>) -> R) -> R {
         f(&Host {
             members: &self.members,
+            jobs: &self.jobs,
             coord: &self.coord,
             stripes: &self.stripes,
             source: &self.source,
@@ -329,6 +336,14 @@ impl Array {
             settled: !self.control.migrating(),
             fail_member: &|role, sector, write| self.fail_member(role, sector, write),
         })
+    }
+}
+
+impl_has_jobs!(Array, jobs);
+
+impl JobOwner for Array {
+    fn io_ended(&self, index: usize) {
+        self.stripes.io_ended(&self.members, &self.jobs, index);
     }
 }
 

@@ -4,10 +4,11 @@
 //!
 //! Two passes serve a request: [`Host::submit`], from `queue_rq`, when
 //! nothing has to wait (the gate lets it go at once, its bitmap regions are
-//! marked, no raid5 stripe path is needed), and [`Host::process`], from the
-//! disk's workqueue, for the rest and for every later pass (retries,
-//! recording a failure). Both route and split alike; only the second may
-//! wait for member I/O.
+//! marked, no member is out of sync where raid5 is involved; a raid5 stripe
+//! write is started there without waiting, see [`Stripes::start`]), and
+//! [`Host::process`], from the disk's workqueue, for the rest and for every
+//! later pass (retries, recording a failure). Both route and split alike;
+//! only the second may wait for member I/O.
 //!
 //! Reads and writes cover one contiguous range. Discards and write-zeroes
 //! are taken bio by bio: blk-mq merges discards that are not contiguous
@@ -31,12 +32,13 @@ use crate::{
         health::Roles,
         hostio::{for_each_op, Access, MemberOp, Place},
         layout::Geometry,
-        raid5::Raid5Error,
+        raid5::{Raid5Error, SliceWrite},
         route::{route, Route, View},
     },
     stripes::Stripes,
     sys::{
         bio::{self},
+        jobs::Jobs,
         request::{InFlight, Op, Phase, REQ_PREFLUSH},
         shim,
     },
@@ -47,6 +49,9 @@ use kernel::{bindings, prelude::*};
 pub(crate) struct Host<'a> {
     /// The members.
     pub(crate) members: &'a Members,
+    /// raid5 buffers, and the steps of writes running without a waiting
+    /// task.
+    pub(crate) jobs: &'a Jobs,
     /// The meeting point with the migration.
     pub(crate) coord: &'a Coordinator,
     /// raid5 write buffers and stripe locks.
@@ -98,8 +103,9 @@ impl Host<'_> {
     /// Serves a started request from `queue_rq` when that needs no waiting
     /// for I/O or for the migration: on the first pass, a read or write that
     /// the gate lets go at once, whose bitmap regions are marked, and that is
-    /// not raid5 I/O needing the stripe paths (writes, or reads while a
-    /// member is out of sync). Returns the request, untouched, otherwise.
+    /// not raid5 I/O while a member is out of sync. A raid5 stripe write that
+    /// cannot start without waiting has the whole request served again from
+    /// the workqueue. Returns the request, untouched, otherwise.
     pub(crate) fn submit(&self, io: InFlight) -> Option<InFlight> {
         if io.phase() != Phase::Serve {
             return Some(io);
@@ -111,7 +117,13 @@ impl Host<'_> {
             return None;
         };
         let parity = self.source.level().has_parity() || self.target.level().has_parity();
-        if parity && (ask.write() || !self.members.health().out_of_sync().is_empty()) {
+        if parity && !self.members.health().out_of_sync().is_empty() {
+            return Some(io);
+        }
+        // raid5 writes longer than one slice write go stripe by stripe from
+        // the workqueue (see SliceWrite::fits).
+        let slice = |g: &Geometry| !g.level().has_parity() || SliceWrite::fits(g, ask.lo, ask.hi - ask.lo);
+        if ask.write() && !(slice(self.source) && slice(self.target)) {
             return Some(io);
         }
         let regions = if ask.write() && self.settled {
@@ -257,17 +269,33 @@ impl Host<'_> {
                         None if redundant => {}
                         None => io.fail(shim::sts_ioerr()),
                     },
-                    // A member lost since `submit` looked: the stripe paths
-                    // wait for member I/O, which `queue_rq` must not.
-                    MemberOp::Stripe { .. } | MemberOp::Reconstruct { .. } if pass == Pass::Inline => io.defer(),
+                    // Dirty at load, not yet resynced: parity may not match
+                    // the data there (see write_unsynced_stripe).
+                    // Started without waiting where the whole request is one
+                    // slice write (see SliceWrite::fits) and a buffer is
+                    // free; otherwise from `queue_rq` the request is served
+                    // again from the workqueue, and there written waiting
+                    // for member I/O (always so on a later pass, which may
+                    // follow a failed read of a write started without
+                    // waiting).
                     MemberOp::Stripe { start, sectors, .. } => {
-                        // Dirty at load, not yet resynced: parity may not
-                        // match the data there (see write_unsynced_stripe).
                         let unsynced = self.settled && self.bitmap.unsynced(start, sectors);
-                        self.write_stripe(io, g, place, gone, start, sectors, unsynced)
+                        let rq = io.request();
+                        let eligible = (pass == Pass::Inline || io.phase() == Phase::Serve)
+                            && SliceWrite::fits(g, rq.sector(), rq.sectors());
+                        let started = eligible
+                            && self.stripes.start(self.members, self.jobs, io, g, place, gone, start, sectors, unsynced);
+                        match (started, pass) {
+                            (true, _) => {}
+                            (false, Pass::Inline) => io.defer(),
+                            (false, Pass::Work) => self.write_stripe(io, g, place, gone, start, sectors, unsynced),
+                        }
                     }
+                    // A member lost since `submit` looked: reconstruction
+                    // waits for member I/O, which `queue_rq` must not.
+                    MemberOp::Reconstruct { .. } if pass == Pass::Inline => io.defer(),
                     MemberOp::Reconstruct { start, sectors, .. } => {
-                        if self.stripes.read_reconstructed(self.members, io, g, place, gone, start, sectors).is_err() {
+                        if self.stripes.read_reconstructed(self.members, self.jobs, io, g, place, gone, start, sectors).is_err() {
                             io.fail(shim::sts_ioerr());
                         }
                     }
@@ -289,7 +317,7 @@ impl Host<'_> {
     /// `unsynced`: the range is dirty at load and not yet resynced.
     #[allow(clippy::too_many_arguments)]
     fn write_stripe(&self, io: &InFlight, g: &Geometry, place: Place, gone: Roles, start: u64, sectors: u64, unsynced: bool) {
-        match self.stripes.write(self.members, io, g, place, gone, start, sectors, unsynced) {
+        match self.stripes.write(self.members, self.jobs, io, g, place, gone, start, sectors, unsynced) {
             Ok(()) => {}
             // Written whole and consistent without the member: fail it.
             Err(Raid5Error::MemberFailed(e)) => {

@@ -23,7 +23,7 @@
 use super::engine::{IoError, Transfer};
 use super::hostio::Place;
 use super::health::{condition, Condition, Roles};
-use super::layout::{Content, Geometry, Level, MAX_MEMBERS, SECTOR_SHIFT};
+use super::layout::{Content, Geometry, Level, Span, MAX_MEMBERS, SECTOR_SHIFT};
 use super::parity::{xor_into, StripeWrite, WriteMode};
 
 /// Chunk offset covered by one slice of a stripe write at most, in sectors
@@ -313,69 +313,15 @@ impl Ctx<'_> {
     }
 
     /// A slice with every member in sync: read-modify-write or
-    /// reconstruct-write, as the plan chose.
+    /// reconstruct-write, as the plan chose, through the steps of a
+    /// [`SliceWrite`].
     fn normal_slice<S: StripeIo>(&self, io: &mut S, s: &StripeWrite, buf: &mut [u8]) -> Result<(), SliceError> {
-        let (g, n) = (self.g, s.members());
-        let row = self.plan.stripe << g.chunk_shift();
-        let w = (s.window_sectors << SECTOR_SHIFT) as usize;
-        let (cur, rest) = buf.split_at_mut(n * w);
-        let new = &mut rest[..n * w];
-        let first = row + s.window_start;
-        let range = |sector: u64, sectors: u64| {
-            let a = ((sector - first) << SECTOR_SHIFT) as usize;
-            a..a + (sectors << SECTOR_SHIFT) as usize
-        };
-        let mut reads = Ios::new();
-        for (m, span) in s.reads() {
-            let r = range(span.sector, span.sectors);
-            reads.push(m, self.at(m, span.sector), m * w + r.start, r.len());
-        }
-        reads.read(io, cur).map_err(SliceError::Read)?;
-        let parity = s.parity_member;
-        // The new data, from the host request, in each member's window.
-        for m in (0..n).filter(|&m| m != parity) {
-            if let Some(span) = s.covered(m) {
-                if let Content::Data { logical, .. } = g.content(m, span.sector) {
-                    let r = range(span.sector, span.sectors);
-                    io.host_data(logical - self.base, &mut new[m * w..][r]);
-                }
-            }
-        }
-        match s.mode {
-            WriteMode::ReadModifyWrite => {
-                for m in (0..n).filter(|&m| m != parity) {
-                    if let Some(span) = s.covered(m) {
-                        let r = range(span.sector, span.sectors);
-                        let (p, old) = two_windows(cur, parity, m, w);
-                        // parity ^= old ^ new.
-                        io.xor_into(&mut p[r.clone()], &old[r.clone()]);
-                        io.xor_into(&mut p[r.clone()], &new[m * w..][r]);
-                    }
-                }
-            }
-            WriteMode::ReconstructWrite => {
-                // The written ranges take their new data, then parity is the
-                // XOR of every data member's window.
-                for m in (0..n).filter(|&m| m != parity) {
-                    if let Some(span) = s.covered(m) {
-                        let r = range(span.sector, span.sectors);
-                        cur[m * w..][r.clone()].copy_from_slice(&new[m * w..][r]);
-                    }
-                }
-                rebuild_window(io, cur, parity, w);
-            }
-        }
-        // Data (from the new windows, after the `n * w` bytes of the old)
-        // and parity, submitted together: they are ordered only by a later
-        // flush, as separate writes were.
-        let mut writes = Ios::new();
-        for m in (0..n).filter(|&m| m != parity) {
-            if let Some(span) = s.covered(m) {
-                let r = range(span.sector, span.sectors);
-                writes.push(m, self.at(m, span.sector), n * w + m * w + r.start, r.len());
-            }
-        }
-        writes.push(parity, self.at(parity, first), parity * w, w);
+        let job = SliceWrite::of_slice(self.g, *s, self.place, self.device_sectors, self.base);
+        let (mut reads, mut writes) = (Ios::new(), Ios::new());
+        job.reads().for_each(|t| reads.push(t.member, t.sector, t.at, t.len));
+        job.writes().for_each(|t| writes.push(t.member, t.sector, t.at, t.len));
+        reads.read(io, buf).map_err(SliceError::Read)?;
+        job.compute(io, buf);
         let mut failed_write = None;
         writes.write(io, buf, &mut failed_write)?;
         failed_write.map_or(Ok(()), |e| Err(SliceError::Write(e)))
@@ -425,6 +371,172 @@ impl Ctx<'_> {
         }
         // Any write error here is a second member gone.
         writes.write(io, cur, &mut Some(IoError { member: lost, errno: 0 }))
+    }
+}
+
+/// A stripe write that one slice covers, with every member of the stripe
+/// in sync, as three steps with no waiting inside any: read
+/// ([`SliceWrite::reads`]), compute ([`SliceWrite::compute`]), write
+/// ([`SliceWrite::writes`]). The kernel submits a small write's reads from
+/// the host request's submission and computes and writes when the last
+/// read has ended, as md's raid5d handles a stripe once its reads are in,
+/// so no task sleeps through a stripe's member I/O. [`write_stripe`] runs
+/// every slice with every member in sync through the same steps, so the
+/// simulators test what the kernel runs either way.
+///
+/// Transfers are placed in a buffer of `2 * members * window` bytes: the
+/// old contents of every member's window, then the new data of every
+/// member's window; parity is computed into its old window.
+#[derive(Clone, Copy, Debug)]
+pub struct SliceWrite {
+    g: Geometry,
+    s: StripeWrite,
+    place: Place,
+    device_sectors: [u64; MAX_MEMBERS],
+    base: u64,
+}
+
+impl SliceWrite {
+    /// The steps of the write of logical `[start, start + sectors)`, within
+    /// one stripe of raid5 layout `g` at `place`, from a host request that
+    /// starts at logical sector `base`, with the roles of `failed` gone, in
+    /// a buffer of `buf_bytes`; as a reconstruct-write where `unsynced` (see
+    /// [`write_unsynced_stripe`]). `None` where it is not one slice with
+    /// every member in sync: [`write_stripe`] does those.
+    #[allow(clippy::too_many_arguments)]
+    pub fn plan(
+        g: &Geometry,
+        place: Place,
+        device_sectors: &[u64; MAX_MEMBERS],
+        failed: Roles,
+        base: u64,
+        start: u64,
+        sectors: u64,
+        buf_bytes: usize,
+        unsynced: bool,
+    ) -> Option<SliceWrite> {
+        if start.checked_add(sectors)? > g.capacity() {
+            return None;
+        }
+        let mut s = StripeWrite::plan(g, start, sectors)?;
+        let n = s.members();
+        if failed.0 & Roles::first(n).0 != 0 || s.window_sectors > slice_sectors(buf_bytes, n) {
+            return None;
+        }
+        if unsynced {
+            s.mode = WriteMode::ReconstructWrite;
+        }
+        Some(SliceWrite::of_slice(g, s, place, device_sectors, base))
+    }
+
+    /// Whether a host write of logical `[start, start + sectors)` of `g` can
+    /// be one slice write with a buffer of the longest slices: one stripe,
+    /// its window no longer than [`SLICE_SECTORS`]. The kernel starts only
+    /// such requests without a waiting task; it has longer ones written
+    /// from the request's work item, stripe by stripe, rather than start
+    /// some of their stripes, find no buffer for the next, and write the
+    /// whole request again.
+    pub fn fits(g: &Geometry, start: u64, sectors: u64) -> bool {
+        let stripe = g.stripe_sectors();
+        if sectors == 0 || stripe == 0 || start / stripe != (start + sectors - 1) / stripe {
+            return false;
+        }
+        StripeWrite::plan(g, start, sectors).is_some_and(|s| s.window_sectors <= SLICE_SECTORS)
+    }
+
+    /// The steps of slice `s` (at `place`, from a host request that starts
+    /// at logical sector `base`).
+    fn of_slice(g: &Geometry, s: StripeWrite, place: Place, device_sectors: &[u64; MAX_MEMBERS], base: u64) -> SliceWrite {
+        SliceWrite { g: *g, s, place, device_sectors: *device_sectors, base }
+    }
+
+    /// The bytes of one member's window in the buffer.
+    fn window(&self) -> usize {
+        (self.s.window_sectors << SECTOR_SHIFT) as usize
+    }
+
+    /// The transfer of `span` of member `member`, whose window starts at
+    /// byte `window_at` of the buffer.
+    fn transfer(&self, member: usize, span: Span, window_at: usize) -> Transfer {
+        let first = (self.s.stripe << self.g.chunk_shift()) + self.s.window_start;
+        Transfer {
+            member,
+            sector: self.place.sector(&self.g, &self.device_sectors, member, span.sector),
+            at: window_at + ((span.sector - first) << SECTOR_SHIFT) as usize,
+            len: (span.sectors << SECTOR_SHIFT) as usize,
+        }
+    }
+
+    /// What to read into the buffer first (nothing for a full stripe).
+    pub fn reads(&self) -> impl Iterator<Item = Transfer> + '_ {
+        let w = self.window();
+        self.s.reads().map(move |(m, span)| self.transfer(m, span, m * w))
+    }
+
+    /// What to write from the buffer once [`SliceWrite::compute`] is done:
+    /// data (from the new windows, after the `n * w` bytes of the old) and
+    /// parity, submitted together (they are ordered only by a later flush,
+    /// as separate writes were).
+    pub fn writes(&self) -> impl Iterator<Item = Transfer> + '_ {
+        let (n, w, parity) = (self.s.members(), self.window(), self.s.parity_member);
+        let data = (0..n)
+            .filter(move |&m| m != parity)
+            .filter_map(move |m| self.s.covered(m).map(|span| self.transfer(m, span, n * w + m * w)));
+        Iterator::chain(data, core::iter::once(self.transfer(parity, self.s.parity_span(), parity * w)))
+    }
+
+    /// Bytes of buffer the steps use.
+    pub fn buffer_bytes(&self) -> usize {
+        2 * self.s.members() * ((self.s.window_sectors << SECTOR_SHIFT) as usize)
+    }
+
+    /// With the reads in `buf`: takes the new data from the host request
+    /// and computes the new parity, read-modify-write or reconstruct-write
+    /// as planned.
+    pub fn compute<S: StripeIo>(&self, io: &mut S, buf: &mut [u8]) {
+        let (g, s, n) = (&self.g, &self.s, self.s.members());
+        let first = (s.stripe << g.chunk_shift()) + s.window_start;
+        let w = (s.window_sectors << SECTOR_SHIFT) as usize;
+        let (cur, rest) = buf.split_at_mut(n * w);
+        let new = &mut rest[..n * w];
+        let range = |sector: u64, sectors: u64| {
+            let a = ((sector - first) << SECTOR_SHIFT) as usize;
+            a..a + (sectors << SECTOR_SHIFT) as usize
+        };
+        let parity = s.parity_member;
+        // The new data, from the host request, in each member's window.
+        for m in (0..n).filter(|&m| m != parity) {
+            if let Some(span) = s.covered(m) {
+                if let Content::Data { logical, .. } = g.content(m, span.sector) {
+                    let r = range(span.sector, span.sectors);
+                    io.host_data(logical - self.base, &mut new[m * w..][r]);
+                }
+            }
+        }
+        match s.mode {
+            WriteMode::ReadModifyWrite => {
+                for m in (0..n).filter(|&m| m != parity) {
+                    if let Some(span) = s.covered(m) {
+                        let r = range(span.sector, span.sectors);
+                        let (p, old) = two_windows(cur, parity, m, w);
+                        // parity ^= old ^ new.
+                        io.xor_into(&mut p[r.clone()], &old[r.clone()]);
+                        io.xor_into(&mut p[r.clone()], &new[m * w..][r]);
+                    }
+                }
+            }
+            WriteMode::ReconstructWrite => {
+                // The written ranges take their new data, then parity is the
+                // XOR of every data member's window.
+                for m in (0..n).filter(|&m| m != parity) {
+                    if let Some(span) = s.covered(m) {
+                        let r = range(span.sector, span.sectors);
+                        cur[m * w..][r.clone()].copy_from_slice(&new[m * w..][r]);
+                    }
+                }
+                rebuild_window(io, cur, parity, w);
+            }
+        }
     }
 }
 
@@ -677,6 +789,81 @@ mod tests {
                     assert_eq!(x, 0, "row {row} after write {k} over {members}");
                 }
             }
+        }
+    }
+
+    /// The steps of a [`SliceWrite`], run one by one as the kernel runs
+    /// them from bio completions (reads, then compute, then writes, with
+    /// the buffer left alone in between), leave every member as
+    /// [`write_stripe`] does; a write that needs two slices, or with a
+    /// member of the stripe gone, is not planned as one.
+    #[test]
+    fn slice_write_steps_run_apart_write_what_write_stripe_writes() {
+        for members in [3, 4, 5] {
+            let chunk = 4 * SLICE_SECTORS as u32;
+            let g = Geometry::new(Level::Raid5, members, chunk, chunk as u64 * 4).unwrap();
+            let dev = [1u64 << 30; MAX_MEMBERS];
+            let fresh = || Mem { disks: vec![HashMap::new(); members], data: 0, read_back: HashMap::new(), broken: None };
+            let (mut by_steps, mut whole) = (fresh(), fresh());
+            let stripe = g.stripe_sectors();
+            let bytes = buffer_bytes(members);
+            let mut shapes = 0;
+            for (k, (start, len, unsynced)) in [
+                (0, 1, false),
+                (3, 8, false),
+                (chunk as u64 + 100, 28, false),
+                (stripe + 7, 100, true),
+                (2 * stripe + 5, 60, false),
+                (3 * stripe, 8, true),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                by_steps.data = 31 * (k as u8 + 1);
+                whole.data = by_steps.data;
+                let job = SliceWrite::plan(&g, Place::Direct, &dev, Roles::NONE, start, start, len, bytes, unsynced).unwrap();
+                assert!(job.buffer_bytes() <= bytes);
+                // A buffer left as a previous write left it: the steps must
+                // not depend on its contents.
+                let mut buf = vec![0xa5u8; bytes];
+                for t in job.reads() {
+                    by_steps.read(t.member, t.sector, &mut buf[t.at..t.at + t.len]).unwrap();
+                }
+                job.compute(&mut by_steps, &mut buf);
+                for t in job.writes() {
+                    by_steps.write(t.member, t.sector, &buf[t.at..t.at + t.len]).unwrap();
+                }
+                let mut buf = vec![0u8; bytes];
+                let write = if unsynced { write_unsynced_stripe } else { write_stripe };
+                write(&mut whole, &g, Place::Direct, &dev, Roles::NONE, start, start, len, &mut buf).unwrap();
+                assert_eq!(by_steps.disks, whole.disks, "write {k} over {members}");
+                for l in start..start + len {
+                    let loc = g.locate(l);
+                    assert_eq!(by_steps.disks[loc.member].get(&loc.sector), Some(&by_steps.data.wrapping_add((l - start) as u8)));
+                }
+                shapes += 1;
+            }
+            assert_eq!(shapes, 6);
+            // Two slices (a window wider than SLICE_SECTORS, also that of
+            // a write across two chunks' boundary), a member gone, past the
+            // end: not one slice write.
+            assert!(SliceWrite::plan(&g, Place::Direct, &dev, Roles::NONE, 0, 0, SLICE_SECTORS + 1, bytes, false).is_none());
+            let across = chunk as u64 - 4;
+            assert!(SliceWrite::plan(&g, Place::Direct, &dev, Roles::NONE, across, across, 8, bytes, false).is_none());
+            let small = buffer_bytes_for(members, 8);
+            assert!(SliceWrite::plan(&g, Place::Direct, &dev, Roles::NONE, 0, 0, 9, small, false).is_none());
+            assert!(SliceWrite::plan(&g, Place::Direct, &dev, Roles::NONE, 0, 0, 8, small, false).is_some());
+            assert!(SliceWrite::plan(&g, Place::Direct, &dev, Roles(1 << 1), 0, 0, 8, bytes, false).is_none());
+            // What `fits` admits is planned with the longest slices.
+            for (start, len) in [(0, 8), (3, 125), (chunk as u64 + 100, 28), (0, stripe), (across, 8), (stripe - 4, 8), (0, 129)] {
+                let one_stripe = start / stripe == (start + len - 1) / stripe;
+                let planned = one_stripe
+                    && SliceWrite::plan(&g, Place::Direct, &dev, Roles::NONE, start, start, len, bytes, false).is_some();
+                assert_eq!(SliceWrite::fits(&g, start, len), planned, "{start}+{len} over {members}");
+            }
+            assert!(SliceWrite::fits(&g, 0, 8) && !SliceWrite::fits(&g, stripe - 4, 8) && !SliceWrite::fits(&g, 0, 0));
+
+            assert!(SliceWrite::plan(&g, Place::Direct, &dev, Roles::NONE, 0, g.capacity() - 4, 8, bytes, false).is_none());
         }
     }
 

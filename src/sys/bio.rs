@@ -22,6 +22,8 @@ struct BioTag {
     role: u32,
     flags: u32,
     sector: u64,
+    /// An asynchronous buffer bio's request token, or null.
+    token: *mut core::ffi::c_void,
 }
 
 /// [`BioTag`] flag: the bio writes (data, discard, flush).
@@ -29,6 +31,9 @@ const TAG_WRITE: u32 = 1;
 /// [`BioTag`] flag: what the bio carries has a copy elsewhere (a mirror, or
 /// raid5 parity), so its failure need not fail the request.
 const TAG_REDUNDANT: u32 = 2;
+/// [`BioTag`] flags: the bits above hold the index of the buffer of an
+/// asynchronous buffer bio ([`BioSet::submit_async`]).
+const TAG_INDEX_SHIFT: u32 = 16;
 
 /// Bytes in front of every bio of the set: a multiple of 8, so the bio after
 /// it stays aligned.
@@ -319,6 +324,60 @@ impl BioSet {
         Ok(())
     }
 
+    /// Reads (`write` false) or writes `[start, start + len)` of a buffer at
+    /// `sector` of `member` (of role `role`) without waiting: each bio is
+    /// tagged with `role`, `index` and the token `count` returns before it is
+    /// submitted (see [`async_bio_ended`]), and ends in `end_io` with
+    /// `private`. `opf_flags` are added to a write (e.g. FUA).
+    ///
+    /// # Safety
+    ///
+    /// `[start, start + len)` must be vmalloc memory that stays valid, and
+    /// that nothing else accesses, until every bio has ended; `len` a
+    /// multiple of 512; `end_io` must end each bio with
+    /// [`async_bio_ended`], and be sound for `private` and the tokens.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn submit_async(
+        &self,
+        member: &Member,
+        role: usize,
+        index: u16,
+        write: bool,
+        opf_flags: bindings::blk_opf_t,
+        mut sector: u64,
+        mut start: *mut u8,
+        mut len: usize,
+        end_io: unsafe extern "C" fn(*mut bindings::bio),
+        private: *mut core::ffi::c_void,
+        mut count: impl FnMut() -> *mut core::ffi::c_void,
+    ) {
+        let op = if write { bindings::req_op_REQ_OP_WRITE | opf_flags } else { bindings::req_op_REQ_OP_READ };
+        // SAFETY: as in `sync_io`.
+        unsafe { shim::flush_vmap(start, len) };
+        while len > 0 {
+            // SAFETY: guaranteed by the caller.
+            let (bio, added) = unsafe { self.buffer_bio(member, op, sector, start, len) };
+            // SAFETY: `bio` is fresh, from this set (with its front pad), and
+            // complete; after `submit_bio` it belongs to the block layer
+            // until `end_io`.
+            unsafe {
+                let tag = bio.cast::<u8>().sub(FRONT_PAD as usize).cast::<BioTag>();
+                tag.write(BioTag {
+                    role: role as u32,
+                    flags: if write { TAG_WRITE } else { 0 } | (u32::from(index) << TAG_INDEX_SHIFT),
+                    sector,
+                    token: count(),
+                });
+                (*bio).bi_private = private;
+                (*bio).bi_end_io = Some(end_io);
+                bindings::submit_bio(bio);
+            }
+            sector += (added >> 9) as u64;
+            start = start.wrapping_add(added);
+            len -= added;
+        }
+    }
+
     /// Flushes `member`'s volatile cache, waiting for completion.
     pub(crate) fn sync_flush(&self, member: &Member) -> Result {
         // SAFETY: the bio set is initialised; a sleeping mempool allocation
@@ -370,6 +429,7 @@ unsafe fn submit(bio: *mut bindings::bio, role: usize, redundant: bool, io: &InF
             flags: if (*bio).bi_opf & 1 != 0 { TAG_WRITE } else { 0 }
                 | if redundant { TAG_REDUNDANT } else { 0 },
             sector: (*bio).bi_iter.bi_sector,
+            token: core::ptr::null_mut(),
         });
         (*bio).bi_private = io.add_bio();
         (*bio).bi_end_io = Some(member_bio_done);
@@ -398,6 +458,50 @@ unsafe extern "C" fn member_bio_done(bio: *mut bindings::bio) {
             }
         }
         request::bio_finished(token, status);
+    }
+}
+
+/// How an asynchronous buffer bio ([`BioSet::submit_async`]) ended, for
+/// its `end_io`, which calls this once.
+pub(crate) struct AsyncEnd {
+    /// The bio's `private`.
+    pub(crate) private: *mut core::ffi::c_void,
+    /// Its buffer's index, role, member sector and token.
+    pub(crate) index: usize,
+    pub(crate) role: usize,
+    pub(crate) sector: u64,
+    pub(crate) token: *mut core::ffi::c_void,
+    /// Whether it wrote.
+    pub(crate) write: bool,
+    /// Its status, and as an errno (0 on success).
+    pub(crate) status: bindings::blk_status_t,
+    pub(crate) errno: i32,
+}
+
+/// What an asynchronous buffer bio was sent with and how it ended; the bio
+/// is put.
+///
+/// # Safety
+///
+/// `bio` must be a bio built by [`BioSet::submit_async`] that has ended.
+pub(crate) unsafe fn async_bio_ended(bio: *mut bindings::bio) -> AsyncEnd {
+    // SAFETY: the bio has ended and is ours; its front pad holds its tag.
+    unsafe {
+        let private = (*bio).bi_private;
+        let status = (*bio).bi_status;
+        let tag = &*bio.cast::<u8>().sub(FRONT_PAD as usize).cast::<BioTag>();
+        let end = AsyncEnd {
+            private,
+            index: (tag.flags >> TAG_INDEX_SHIFT) as usize,
+            role: tag.role as usize,
+            sector: tag.sector,
+            token: tag.token,
+            write: tag.flags & TAG_WRITE != 0,
+            status,
+            errno: if status != 0 { bindings::blk_status_to_errno(status) } else { 0 },
+        };
+        bindings::bio_put(bio);
+        end
     }
 }
 

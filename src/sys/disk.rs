@@ -21,6 +21,7 @@
 
 use crate::sys::{
     member::Member,
+    workqueue::Workqueue,
     request::{self, Disposition, InFlight, PduHooks, Request, PDU_BYTES},
     shim,
 };
@@ -409,41 +410,6 @@ pub(crate) struct Disk<H: RequestHandler> {
     handler: Arc<H>,
 }
 
-/// The workqueue that runs the requests. Memory reclaim may wait for I/O
-/// through it, so it has a rescuer (`WQ_MEM_RECLAIM`). It is unbound: its
-/// work items sleep for member I/O, and up to a queue depth of them at once
-/// in a per-CPU pool would take the workers that `system_highpri_wq` shares
-/// with it. libata issues a cache flush deferred behind NCQ commands from
-/// that queue: with every worker of the pool asleep in our requests and no
-/// new one to be had under memory pressure (kthreadd itself waiting to swap
-/// to this volume), the flush waited for its 60 s SCSI timeout and failed.
-struct Workqueue(*mut bindings::workqueue_struct);
-
-impl Workqueue {
-    fn new(name: &CStr) -> Result<Workqueue> {
-        // SAFETY: the format is "%s" and the argument a NUL-terminated string.
-        let wq = unsafe {
-            bindings::alloc_workqueue(
-                kernel::c_str!("%s").as_char_ptr(),
-                bindings::wq_flags_WQ_MEM_RECLAIM | bindings::wq_flags_WQ_HIGHPRI | bindings::wq_flags_WQ_UNBOUND,
-                0,
-                name.as_char_ptr(),
-            )
-        };
-        if wq.is_null() {
-            return Err(ENOMEM);
-        }
-        Ok(Workqueue(wq))
-    }
-}
-
-impl Drop for Workqueue {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new`; no request is left to queue work on it.
-        unsafe { bindings::destroy_workqueue(self.0) };
-    }
-}
-
 // SAFETY: the gendisk may be deleted from any thread; the handler is Send + Sync.
 unsafe impl<H: RequestHandler> Send for Disk<H> {}
 // SAFETY: `&Disk` only allows operations the block layer synchronises.
@@ -462,7 +428,7 @@ impl<H: RequestHandler> Disk<H> {
         groups: *mut *const bindings::attribute_group,
     ) -> Result<Self> {
         let workqueue = Workqueue::new(name)?;
-        let tagset = KBox::try_pin_init(TagSet::new::<H>(128, workqueue.0), GFP_KERNEL)?;
+        let tagset = KBox::try_pin_init(TagSet::new::<H>(128, workqueue.raw()), GFP_KERNEL)?;
         // SAFETY: the tag set is initialised; `limits.raw` is valid and only
         // read; the handler outlives the queue (see the type invariant); the
         // lock class key is static.

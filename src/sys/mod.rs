@@ -7,7 +7,10 @@
 //! - [`member`]: a member block device, opened exclusively.
 //! - [`iobuf`]: vmalloc buffers for synchronous member I/O.
 //! - [`bio`]: member bios (clones of host bios, data-less bios, synchronous
-//!   I/O) and their completion.
+//!   and asynchronous buffer I/O) and their completion.
+//! - [`jobs`]: buffers whose member I/O runs with no task waiting, and the
+//!   work item that takes their next steps.
+//! - [`workqueue`]: a workqueue for work that memory reclaim may wait for.
 //! - [`drain`]: counts of requests in two epochs, and waiting for one to
 //!   empty.
 //! - [`request`]: a blk-mq request and the count of its member bios.
@@ -20,9 +23,11 @@ pub(crate) mod bio;
 pub(crate) mod disk;
 pub(crate) mod drain;
 pub(crate) mod iobuf;
+pub(crate) mod jobs;
 pub(crate) mod kthread;
 pub(crate) mod member;
 pub(crate) mod once;
 pub(crate) mod request;
 pub(crate) mod shim;
 pub(crate) mod time;
+pub(crate) mod workqueue;

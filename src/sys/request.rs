@@ -361,6 +361,14 @@ impl InFlight {
         InFlight { rq: Request { rq }, pdu }
     }
 
+    /// Another reference to the request, as a member bio holds: the
+    /// request does not end before it is dropped (from any context).
+    pub(crate) fn hold(&self) -> InFlight {
+        self.add_bio();
+        // INVARIANT: `add_bio` took the reference the new value gives up.
+        InFlight { rq: Request { rq: self.rq.rq }, pdu: self.pdu }
+    }
+
     /// The request; the reference this holds keeps it alive.
     pub(crate) fn request(&self) -> &Request {
         &self.rq
@@ -436,6 +444,11 @@ impl InFlight {
         unsafe { &(*self.pdu).flags }.fetch_or(FLAG_RECORD, Ordering::AcqRel);
     }
 }
+
+// SAFETY: a reference to a started request may be used and given up from
+// any thread (the count is atomic; the last one ends the request or queues
+// its work item, both allowed in any context).
+unsafe impl Send for InFlight {}
 
 impl Drop for InFlight {
     fn drop(&mut self) {

@@ -106,6 +106,17 @@ fio_verify() {
   return 1
 }
 
+# scrub ACTION: runs a scrub to its end; prints mismatch_cnt.
+scrub() {
+  echo "$1" > $SYS/action || return 1
+  local i
+  for i in $(seq 1 300); do
+    [ "$(cat $SYS/action)" = idle ] && { cat $SYS/mismatch_cnt; return 0; }
+    sleep 0.5
+  done
+  echo timeout
+}
+
 # member_flushes DEV: completed flush requests of DEV (diskstats field 15).
 member_flushes() { awk -v d="$(basename "$1")" '$3 == d {print $19}' /proc/diskstats; }
 

@@ -14,17 +14,6 @@
 head -c 16M /dev/urandom > /tmp/A
 head -c 4096 /dev/urandom > /tmp/junk
 
-# scrub ACTION: runs a scrub to its end; prints mismatch_cnt.
-scrub() {
-  echo "$1" > $SYS/action || return 1
-  local i
-  for i in $(seq 1 300); do
-    [ "$(cat $SYS/action)" = idle ] && { cat $SYS/mismatch_cnt; return 0; }
-    sleep 0.5
-  done
-  echo timeout
-}
-
 next=0
 for layout in "raid1 2 --level=1" "raid5 3 --level=5 --layout=left-symmetric --chunk=64" \
               "raid10 4 --level=10 --layout=n2 --chunk=64"; do
