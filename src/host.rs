@@ -54,7 +54,7 @@ pub(crate) struct Host<'a> {
     pub(crate) jobs: &'a Jobs,
     /// The meeting point with the migration.
     pub(crate) coord: &'a Coordinator,
-    /// raid5 write buffers and stripe locks.
+    /// raid5 stripe locks, and the writes running on the buffers.
     pub(crate) stripes: &'a Stripes,
     /// The layout migrated from (the array's own when settled).
     pub(crate) source: &'a Geometry,
@@ -269,8 +269,6 @@ impl Host<'_> {
                         None if redundant => {}
                         None => io.fail(shim::sts_ioerr()),
                     },
-                    // Dirty at load, not yet resynced: parity may not match
-                    // the data there (see write_unsynced_stripe).
                     // Started without waiting where the whole request is one
                     // slice write (see SliceWrite::fits) and a buffer is
                     // free; otherwise from `queue_rq` the request is served
@@ -279,6 +277,8 @@ impl Host<'_> {
                     // follow a failed read of a write started without
                     // waiting).
                     MemberOp::Stripe { start, sectors, .. } => {
+                        // Dirty at load, not yet resynced: parity may not
+                        // match the data there (see write_unsynced_stripe).
                         let unsynced = self.settled && self.bitmap.unsynced(start, sectors);
                         let rq = io.request();
                         let eligible = (pass == Pass::Inline || io.phase() == Phase::Serve)
