@@ -377,10 +377,10 @@ impl Ctx<'_> {
 /// A stripe write that one slice covers, with every member of the stripe
 /// in sync, as three steps with no waiting inside any: read
 /// ([`SliceWrite::reads`]), compute ([`SliceWrite::compute`]), write
-/// ([`SliceWrite::writes`]). The kernel submits a small write's reads from
-/// the host request's submission and computes and writes when the last
-/// read has ended, as md's raid5d handles a stripe once its reads are in,
-/// so no task sleeps through a stripe's member I/O. [`write_stripe`] runs
+/// ([`SliceWrite::writes`]). The kernel takes each step from one work item
+/// when the member I/O of the one before has ended, as md's raid5d handles
+/// a stripe once its reads are in, so no task sleeps through a stripe's
+/// member I/O. [`write_stripe`] runs
 /// every slice with every member in sync through the same steps, so the
 /// simulators test what the kernel runs either way.
 ///
@@ -487,7 +487,7 @@ impl SliceWrite {
 
     /// Bytes of buffer the steps use.
     pub fn buffer_bytes(&self) -> usize {
-        2 * self.s.members() * ((self.s.window_sectors << SECTOR_SHIFT) as usize)
+        2 * self.s.members() * self.window()
     }
 
     /// With the reads in `buf`: takes the new data from the host request
@@ -496,7 +496,7 @@ impl SliceWrite {
     pub fn compute<S: StripeIo>(&self, io: &mut S, buf: &mut [u8]) {
         let (g, s, n) = (&self.g, &self.s, self.s.members());
         let first = (s.stripe << g.chunk_shift()) + s.window_start;
-        let w = (s.window_sectors << SECTOR_SHIFT) as usize;
+        let w = self.window();
         let (cur, rest) = buf.split_at_mut(n * w);
         let new = &mut rest[..n * w];
         let range = |sector: u64, sectors: u64| {

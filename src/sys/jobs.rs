@@ -5,8 +5,9 @@
 //! twice per stripe (for the reads, then for the writes): under emulation a
 //! context switch costs more than the member I/O, and a queue of small
 //! writes made four switches per write against md's fraction of one. Here
-//! the request's submission starts its buffer's reads and returns; each
-//! bio's end counts down its buffer's I/O, and the end of a buffer's last
+//! the request's submission only takes a buffer and returns; the work item
+//! below submits its I/O; each bio's end counts down its buffer's I/O, and
+//! the end of a buffer's last
 //! bio marks the buffer ready and queues one work item, which takes the
 //! owner's next step ([`JobOwner::io_ended`]) for every ready buffer at
 //! once, as md's raid5d handles every stripe whose I/O ended since it last
