@@ -41,6 +41,14 @@ record() {   # record NAME RC SECONDS
 # splats, panics), so that the summary alone tells it when the logs are gone.
 why() {
   grep -a -E -e 'FAIL|panicked at|error(\[E[0-9]+\])?:' -e "$SPLAT_RE" "$1" 2>/dev/null | head -n 12 | cut -c1-200 | sed 's/^/      | /'
+  # A hang: what the first task reported waits in (the reliable frames of
+  # its stack, innermost first), and the members' SCSI or ATA errors.
+  awk '/blocked for more than/ && !n {n = 1; next}
+       n && /Call Trace:/ {t = 1; next}
+       t && /<\/TASK>/ {exit}
+       t && !/ \? / && match($0, / [a-z_][a-zA-Z0-9_.]*\+0x/) {f = f " " substr($0, RSTART + 1, RLENGTH - 4)}
+       END {if (f != "") print "first hung task waits in:" f}' "$1" 2>/dev/null | cut -c1-400 | sed 's/^/      | /'
+  grep -a -E 'cmd_age=|failed command|exception Emask|timed out' "$1" 2>/dev/null | head -n 4 | cut -c1-200 | sed 's/^/      | /'
 }
 run() {      # run NAME CMD...: runs one test, its output in $out/NAME.log
   local name=$1; shift

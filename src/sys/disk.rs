@@ -18,6 +18,17 @@
 //! `submit_bio` only leave when `queue_rq` returns. Such a request goes to
 //! the disk's workqueue, and its work item does the rest in a clean context
 //! with a plug of its own; a request that waits blocks only its own worker.
+//!
+//! When blk-mq runs the queue from a work item (kblockd, as it does for a
+//! plug flushed because its task went to sleep: thousands of times a minute
+//! when the kernel swaps to the volume), every request goes to the disk's
+//! workqueue untried. kblockd shares the per-CPU high-priority worker pool
+//! with `system_highpri_wq`, where libata issues a cache flush deferred
+//! behind NCQ commands; a `queue_rq` that sleeps there for a member's tags
+//! (which free only once that flush has gone) takes a worker the flush
+//! needs, and under memory pressure no new worker can be made (see
+//! [`super::workqueue`]). dm's request-based targets never sleep in
+//! `queue_rq` for the same reason; md, bio-based, is never run by kblockd.
 
 use crate::sys::{
     member::Member,
@@ -287,7 +298,12 @@ unsafe extern "C" fn queue_rq<H: RequestHandler>(
     // created by `Disk::add` over `H` whose tag set's `cmd_size` is
     // `PDU_BYTES`.
     let (io, handler) = unsafe { (Request::from_raw((*bd).rq).start(), handler::<H>((*bd).rq)) };
-    if let Some(io) = handler.submit(io) {
+    // Run by a work item (blk-mq's asynchronous queue run, from kblockd):
+    // straight to our workqueue (see the module documentation).
+    // SAFETY: reads the current task's running work item, if any.
+    let in_work_item = unsafe { !bindings::current_work().is_null() };
+    let io = if in_work_item { Some(io) } else { handler.submit(io) };
+    if let Some(io) = io {
         // SAFETY: `init_hctx` set the driver data to the workqueue, which
         // `Disk` destroys only after the disk, and so every request, is gone.
         unsafe { io.queue_on((*hctx).driver_data.cast()) };
