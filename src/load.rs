@@ -225,6 +225,7 @@ pub(crate) fn from_params() -> Result<Running> {
         Some(l) => Some(config::parse_level(l).map_err(refuse)?),
     };
     let chunk_sectors = config::chunk_sectors_from_kb(shim::chunk_kb()).map_err(refuse)?;
+    let speed_limit_kbps = config::speed_limit_from_param(shim::speed_limit_max_kbps()).map_err(refuse)?;
     let paths = paths.as_slice();
     if let Some(level) = level {
         if paths.len() < level.min_members() || paths.len() > level.max_members() {
@@ -267,14 +268,20 @@ pub(crate) fn from_params() -> Result<Running> {
         Failed::Kernel(e) => e,
     })?;
     let bitmap_image = read_bitmap(&loaded, &opened, paths)?;
-    start(loaded, opened, paths, bitmap_image)
+    start(loaded, opened, paths, bitmap_image, speed_limit_kbps)
 }
 
 /// Puts the members in role order, reads the write-intent bitmap, makes the
 /// array, adds /dev/raidmig0 and starts the array thread. A frame of its
 /// own, off the stack while the load sequence runs.
 #[inline(never)]
-fn start(loaded: KBox<Loaded>, opened: KVec<Member>, paths: &[&str], bitmap_image: Option<BitmapImages>) -> Result<Running> {
+fn start(
+    loaded: KBox<Loaded>,
+    opened: KVec<Member>,
+    paths: &[&str],
+    bitmap_image: Option<BitmapImages>,
+    speed_limit_kbps: u64,
+) -> Result<Running> {
     let n = loaded.members.count;
     tell(&loaded, paths, &loaded.device_of_role[..n]);
 
@@ -312,7 +319,7 @@ fn start(loaded: KBox<Loaded>, opened: KVec<Member>, paths: &[&str], bitmap_imag
         Recovered::Settled { state, .. } => *state,
         Recovered::Migration(e) => Engine::state(e),
     };
-    let array = new_array(name, members, role_paths, &loaded, bitmap_image)?;
+    let array = new_array(name, members, role_paths, &loaded, bitmap_image, speed_limit_kbps)?;
     for (device, dev) in spares {
         let path = CString::try_from_fmt(fmt!("{}", paths[device]))?;
         let device_sectors = dev.sectors();
@@ -343,12 +350,15 @@ fn new_array(
     role_paths: KVec<CString>,
     loaded: &Loaded,
     bitmap_image: Option<BitmapImages>,
+    speed_limit_kbps: u64,
 ) -> Result<Arc<Array>> {
     let array = Arc::pin_init(
         Array::new(name, members, role_paths, loaded.members, &loaded.array, bitmap_image, loaded.run)?,
         GFP_KERNEL,
     )?;
     array.control().install(loaded.array);
+    // Before the array thread starts: the first unit is throttled already.
+    array.control().set_speed_limit_kbps(speed_limit_kbps);
     Ok(array)
 }
 

@@ -26,6 +26,8 @@ pub enum ConfigError {
     BadNumber,
     /// A sysfs write that is not an absolute device path.
     BadPath,
+    /// `speed_limit_max_kbps=` above [`MAX_SPEED_LIMIT_KBPS`].
+    BadSpeedLimit,
 }
 
 impl ConfigError {
@@ -40,6 +42,7 @@ impl ConfigError {
             ConfigError::BadCommand => "unknown command (use start, pause, resume, check, repair or idle)",
             ConfigError::BadNumber => "not a decimal number in range",
             ConfigError::BadPath => "not a device path (an absolute path, at most 255 bytes, no blanks)",
+            ConfigError::BadSpeedLimit => "speed_limit_max_kbps must be at most 1073741824 (0: no limit)",
         }
     }
 }
@@ -97,6 +100,13 @@ pub fn chunk_sectors_from_kb(kb: u32) -> Result<u32, ConfigError> {
 /// Largest migration speed limit, in KiB/s (about 1 TiB/s): far above any
 /// device, and small enough that every computation with it stays exact.
 pub const MAX_SPEED_LIMIT_KBPS: u64 = 1 << 30;
+
+/// Checks `speed_limit_max_kbps=`, the throttle a migration, rebuild,
+/// resync or scrub starts with (0: none): given at load, it holds from the
+/// first unit, before a write to sysfs could.
+pub fn speed_limit_from_param(kbps: u32) -> Result<u64, ConfigError> {
+    Some(u64::from(kbps)).filter(|&k| k <= MAX_SPEED_LIMIT_KBPS).ok_or(ConfigError::BadSpeedLimit)
+}
 
 /// Longest input a sysfs knob accepts, in bytes.
 pub const MAX_KNOB_INPUT: usize = 64;
@@ -273,6 +283,10 @@ mod tests {
         }
         assert_eq!(parse_speed_limit(&[b'1'; 5000]), Err(ConfigError::BadNumber));
         assert!(!ConfigError::BadNumber.message().is_empty());
+        assert_eq!(speed_limit_from_param(0), Ok(0));
+        assert_eq!(speed_limit_from_param(1 << 30), Ok(MAX_SPEED_LIMIT_KBPS));
+        assert_eq!(speed_limit_from_param((1 << 30) + 1), Err(ConfigError::BadSpeedLimit));
+        assert_eq!(speed_limit_from_param(u32::MAX), Err(ConfigError::BadSpeedLimit));
         assert_eq!(parse_device_path(b"/dev/sdb\n"), Ok("/dev/sdb"));
         assert_eq!(parse_device_path(b"/dev/mapper/m1"), Ok("/dev/mapper/m1"));
         for bad in [&b""[..], b"\n", b"sdb", b"/dev/sd b", b"/dev/sdb\t", b"\xff/dev", b"/dev/\x01"] {

@@ -49,6 +49,10 @@ static unsigned int bitmap_region_mb = 64;
 module_param(bitmap_region_mb, uint, 0444);
 MODULE_PARM_DESC(bitmap_region_mb, "With level=: region of the write-intent bitmap in MiB, a power of two (default 64; 0: no bitmap)");
 
+static unsigned int speed_limit_max_kbps;
+module_param(speed_limit_max_kbps, uint, 0444);
+MODULE_PARM_DESC(speed_limit_max_kbps, "Throttle of the migration, rebuild, resync or scrub in KiB/s from load on (default 0: none; sysfs changes it)");
+
 const char *raidmig_param_members(void) { return members; }
 const char *raidmig_param_level(void) { return level; }
 unsigned int raidmig_param_chunk_kb(void) { return chunk_kb; }
@@ -58,6 +62,7 @@ bool raidmig_param_assume_clean(void) { return assume_clean; }
 unsigned int raidmig_param_checkpoint_units(void) { return checkpoint_units; }
 unsigned int raidmig_param_checkpoint_ms(void) { return checkpoint_ms; }
 unsigned int raidmig_param_bitmap_region_mb(void) { return bitmap_region_mb; }
+unsigned int raidmig_param_speed_limit_max_kbps(void) { return speed_limit_max_kbps; }
 
 /*
  * Copies between a kernel buffer and the data of a bio, starting @skip bytes

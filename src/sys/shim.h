@@ -14,6 +14,7 @@ bool raidmig_param_assume_clean(void);
 unsigned int raidmig_param_checkpoint_units(void);
 unsigned int raidmig_param_checkpoint_ms(void);
 unsigned int raidmig_param_bitmap_region_mb(void);
+unsigned int raidmig_param_speed_limit_max_kbps(void);
 void raidmig_bio_copy(struct bio *bio, unsigned int skip, void *buf, unsigned int len, bool to_bio);
 struct blk_plug *raidmig_plug_take(void);
 void raidmig_plug_restore(struct blk_plug *plug);

@@ -15,6 +15,7 @@ extern "C" {
     fn raidmig_param_checkpoint_units() -> u32;
     fn raidmig_param_checkpoint_ms() -> u32;
     fn raidmig_param_bitmap_region_mb() -> u32;
+    fn raidmig_param_speed_limit_max_kbps() -> u32;
     fn raidmig_bio_copy(bio: *mut core::ffi::c_void, skip: u32, buf: *mut u8, len: u32, to_bio: bool);
     fn raidmig_plug_take() -> *mut core::ffi::c_void;
     fn raidmig_plug_restore(plug: *mut core::ffi::c_void);
@@ -123,6 +124,12 @@ pub(crate) fn checkpoint_ms() -> u32 {
 pub(crate) fn bitmap_region_mb() -> u32 {
     // SAFETY: a plain getter without preconditions.
     unsafe { raidmig_param_bitmap_region_mb() }
+}
+
+/// `speed_limit_max_kbps=`.
+pub(crate) fn speed_limit_max_kbps() -> u32 {
+    // SAFETY: a plain getter without preconditions.
+    unsafe { raidmig_param_speed_limit_max_kbps() }
 }
 
 /// Copies `buf.len()` bytes of `bio`'s data, from `skip` bytes into it,

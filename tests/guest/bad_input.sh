@@ -32,6 +32,7 @@ refused "Invalid parameters" "$d0: member has no raidmig superblock" members=$d0
 refused "Invalid parameters" "chunk_kb must be a power of two" members=$d0,$d1 level=raid0 chunk_kb=48
 refused "Invalid parameters" "chunk_kb must be a power of two" members=$d0,$d1 level=raid0 chunk_kb=2
 refused "Invalid parameters" "chunk_kb must be a power of two" members=$d0,$d1 level=raid0 chunk_kb=8192
+refused "Invalid parameters" "speed_limit_max_kbps must be at most" members=$d0,$d1 level=raid0 speed_limit_max_kbps=1073741825
 refused "Invalid parameters" "no members given" level=raid0
 refused "Invalid parameters" "empty member path" members=$d0,,$d1 level=raid0
 refused "Invalid parameters" "raid0 takes 2 to 16 members, 1 given" members=$d0 level=raid0

@@ -195,6 +195,18 @@ wait_state() {
   return 1
 }
 
+# wait_idle SECONDS: waits until nothing runs on the array (action reads
+# idle): a migration that reached clean is followed by a resync of the
+# capacity it added, and progress shows that resync's figures while it runs.
+wait_idle() {
+  local i
+  for i in $(seq 1 "$1"); do
+    [ "$(cat $SYS/action)" = idle ] && return 0
+    sleep 1
+  done
+  return 1
+}
+
 # refused ERRNO_TEXT DMESG_TEXT PARAMS...: insmod with PARAMS must fail with
 # ERRNO_TEXT (insmod prints EINVAL as "Invalid parameters", other errnos with
 # strerror()), log a raidmig line matching DMESG_TEXT, and leave no device or

@@ -68,6 +68,7 @@ migrate_test() {   # migrate_test LEVEL MEMBERS [LOAD PARAMETER...]
   check "fio passes verified during the migration ($(cat /tmp/fio.last))" test ! -e /tmp/fio.failed
   check "files written during the migration ($(wc -l < /tmp/new.sums))" test "$(wc -l < /tmp/new.sums)" -ge 5
 
+  check "idle after the migration and its resync ($(attr action))" wait_idle 1800
   local p; p=$(attr progress)
   check "progress complete ($p)" test "${p%/*}" = "${p#*/}"
   check "capacity is the new layout's" test "$(blockdev --getsz /dev/raidmig0)" = "${p#*/}"

@@ -46,7 +46,7 @@ if [ "$boot" = 0 ]; then
   (cd $MNT && find old -type f -print0 | sort -z | xargs -0 sha256sum) > "$OUT/old.sums"
   must umount $MNT
   : > "$OUT/new.sums"; : > "$OUT/fio.log"
-  must load members=/dev/sda,/dev/sdb,/dev/sdc level=raid5
+  must load members=/dev/sda,/dev/sdb,/dev/sdc level=raid5 speed_limit_max_kbps=1024
   must wait_dev
   check "prepared" test "$(cat $SYS/state)" = prepared
 else
@@ -56,11 +56,11 @@ else
     1) members=/dev/sdc,/dev/sda,/dev/sdb ;;
     2) members=/dev/sdb,/dev/sdc,/dev/sda ;;
   esac
-  must load members=$members
+  # The migration resumes by itself at load: slow from its first unit on
+  # (not in the last boot), so that it lasts through all the kills.
+  limit=(); [ "$mode" = crash ] && limit=(speed_limit_max_kbps=1024)
+  must load members=$members "${limit[@]}"
   must wait_dev
-  # The migration resumed by itself: slow it down at once (not in the last
-  # boot), so that it lasts through all the kills.
-  [ "$mode" = crash ] && echo 1024 > $SYS/speed_limit_max_kbps
   { echo "state $(cat $SYS/state)"; echo "checkpoint $(cat $SYS/checkpoint)"; echo "progress $(cat $SYS/progress)"; } > "$OUT/load.$boot"
   say "assembled: $(tr '\n' ' ' < "$OUT/load.$boot")"
 fi
@@ -76,6 +76,7 @@ if [ "$mode" = final ]; then
     sleep 1
   done
   check "migration reached clean" test "$(cat $SYS/state)" = clean
+  check "idle after the migration and its resync ($(cat $SYS/action))" wait_idle 900
   p=$(cat $SYS/progress)
   check "progress complete ($p)" test "${p%/*}" = "${p#*/}"
   check "resize2fs" resize2fs /dev/raidmig0
@@ -88,7 +89,6 @@ fi
 
 # A crash boot: verified so far; now migrate under load until killed.
 [ "$FAILURES" = 0 ] || finish
-echo 1024 > $SYS/speed_limit_max_kbps
 if [ "$boot" = 0 ]; then
   echo start > $SYS/action
   # The migration thread takes the command up asynchronously.
