@@ -106,6 +106,35 @@ fio_verify() {
   return 1
 }
 
+# verify_jobs OUTPUT JOB_ARGS...: verifies fio jobs already written, all in
+# one fio process (one thread per job, all at once: the jobs must cover
+# disjoint ranges). JOB_ARGS is each job's options as it was written, each
+# job starting with its --name=. Starting fio takes a second or more in an
+# emulated guest, so one process per job costs minutes when there are
+# dozens. Every job gets --verify_only and --do_verify=1 (its own
+# --do_verify=0 is dropped: with it fio reads nothing and verifies nothing).
+# Returns non-zero and prints the failing jobs' lines unless every job read
+# its data back and verified.
+verify_jobs() {
+  local output=$1 a args=() names=0; shift
+  for a in "$@"; do
+    case "$a" in
+      --do_verify=0) ;;
+      --name=*) args+=("$a" --verify_only --do_verify=1); names=$((names + 1)) ;;
+      *) args+=("$a") ;;
+    esac
+  done
+  fio --thread --aux-path=/tmp --output="$output" "${args[@]}" > /dev/null 2>&1
+  local rc=$? jobs reads bad
+  # Per job: "NAME: (groupid=..., jobs=1): err= N: ..." and a "read:" line.
+  jobs=$(grep -c '(groupid=.*err=' "$output")
+  reads=$(grep -c '^ *read: IOPS' "$output")
+  bad=$(grep '(groupid=.*err=' "$output" | grep -v 'err= *0:')
+  [ "$rc" = 0 ] && [ -z "$bad" ] && [ "$jobs" = $names ] && [ "$reads" = $names ] && return 0
+  echo "fio rc $rc, $jobs of $names jobs reported, $reads read; failing: ${bad:-none named}"
+  return 1
+}
+
 # scrub ACTION: runs a scrub to its end; prints mismatch_cnt.
 scrub() {
   echo "$1" > $SYS/action || return 1
