@@ -11,20 +11,23 @@
 # scrub.
 . tests/guest/lib.sh
 
-run_jobs() {   # run_jobs MODE (write or verify)
+run_jobs() {   # run_jobs MODE (write or verify): the jobs in one fio process
   local extra=()
   [ "$1" = verify ] && extra=(--verify_only)
   # Six regions in the first 122 MiB of the smallest volume (single, 240 MiB).
-  fio_verify rand4k /dev/raidmig0 --rw=randwrite --bs=4k --size=12M --iodepth=32 "${extra[@]}"
-  fio_verify rand64k /dev/raidmig0 --rw=randwrite --bs=64k --offset=12M --size=20M --iodepth=16 "${extra[@]}"
-  fio_verify seq1m /dev/raidmig0 --rw=write --bs=1M --offset=32M --size=32M --iodepth=4 "${extra[@]}"
-  # 96 KiB blocks (in random order, each at a multiple of 96 KiB past a
-  # point 32 KiB into a chunk) always cross a 64 KiB chunk boundary;
-  # 1 MiB blocks starting 4 KiB into a chunk cut partial chunks at both ends.
-  fio_verify straddle96k /dev/raidmig0 --rw=randwrite --bs=96k --offset=$((64 * 1024 + 32))k --size=$((191 * 96))k --iodepth=16 "${extra[@]}"
-  fio_verify straddle1m /dev/raidmig0 --rw=write --bs=1M --offset=$((84 * 1024 + 4))k --size=20M --iodepth=4 "${extra[@]}"
-  fio_verify mixed /dev/raidmig0 --rw=randwrite --bsrange=4k-1m --blockalign=4k --offset=106M --size=16M --iodepth=8 "${extra[@]}"
-  fio_verify samestripe /dev/raidmig0 --rw=randwrite --bs=4k --offset=124M --size=1M --iodepth=32 "${extra[@]}"
+  fio_verify_seq "$level-$1" /dev/raidmig0 "${extra[@]}" \
+    --name=rand4k --rw=randwrite --bs=4k --size=12M --iodepth=32 \
+    --name=rand64k --rw=randwrite --bs=64k --offset=12M --size=20M --iodepth=16 \
+    --name=seq1m --rw=write --bs=1M --offset=32M --size=32M --iodepth=4 \
+    --name=straddle96k --rw=randwrite --bs=96k --offset=$((64 * 1024 + 32))k --size=$((191 * 96))k --iodepth=16 \
+    --name=straddle1m --rw=write --bs=1M --offset=$((84 * 1024 + 4))k --size=20M --iodepth=4 \
+    --name=mixed --rw=randwrite --bsrange=4k-1m --blockalign=4k --offset=106M --size=16M --iodepth=8 \
+    --name=samestripe --rw=randwrite --bs=4k --offset=124M --size=1M --iodepth=32
+  # 96 KiB blocks (straddle96k: in random order, each at a multiple of
+  # 96 KiB past a point 32 KiB into a chunk) always cross a 64 KiB chunk
+  # boundary; 1 MiB blocks starting 4 KiB into a chunk (straddle1m) cut
+  # partial chunks at both ends; samestripe's 4k blocks at depth 32 meet in
+  # eight raid5 stripes.
 }
 
 say "bus $BUS: members ${DISKS[*]}"

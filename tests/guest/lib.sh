@@ -106,6 +106,33 @@ fio_verify() {
   return 1
 }
 
+# fio_verify_seq TAG DEV ARGS...: several fio write+verify jobs as
+# fio_verify runs one, in one fio process (a start of fio costs a second or
+# more in the emulated guest), one after the other (each a stonewall). ARGS
+# holds the jobs, each starting with its --name=; options before the first
+# --name= apply to all. Each job passes ("fio NAME") or fails on its own;
+# fails too unless every job reported.
+fio_verify_seq() {
+  local tag=$1 dev=$2 a args=() names=() out; shift 2
+  out="$OUT/$TEST_NAME.fio.$tag"
+  for a in "$@"; do
+    args+=("$a")
+    case "$a" in --name=*) args+=(--stonewall); names+=("${a#--name=}") ;; esac
+  done
+  fio --filename="$dev" --direct=1 --ioengine=libaio --verify=crc32c --do_verify=1 --verify_fatal=1 \
+      --output-format=terse --terse-version=3 --verify_state_save=0 --aux-path=/tmp "${args[@]}" > "$out" 2>&1
+  local rc=$? n err bad=0
+  for n in "${names[@]}"; do
+    # Terse v3: field 3 is the job's name, field 5 its error code.
+    err=$(awk -F';' -v n="$n" '$3 == n {print $5; exit}' "$out")
+    if [ "$err" = 0 ]; then ok "fio $n"; else fail "fio $n (error ${err:-none reported}, see $TEST_NAME.fio.$tag)"; bad=1; fi
+  done
+  [ "$rc" = 0 ] && [ $bad = 0 ] && return 0
+  [ $bad = 1 ] || fail "fio $tag: rc $rc (see $TEST_NAME.fio.$tag)"
+  cat "$out"
+  return 1
+}
+
 # verify_jobs OUTPUT JOB_ARGS...: verifies fio jobs already written, all in
 # one fio process (one thread per job, all at once: the jobs must cover
 # disjoint ranges). JOB_ARGS is each job's options as it was written, each

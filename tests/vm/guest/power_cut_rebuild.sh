@@ -10,7 +10,7 @@
 #
 # What must outlive the kill goes to $RAIDMIG_OUT on the host: jobs.log
 # ("start K" before fio job K starts, "done K" after it completed with its
-# fsync), dmesg.BOOT and running.0.
+# fsync, "failed K" if fio failed), dmesg.BOOT and running.0.
 . tests/guest/lib.sh
 boot=$1 level=$2
 d0=${DISKS[0]} d1=${DISKS[1]} d2=${DISKS[2]} d3=${DISKS[3]} new=${DISKS[4]}
@@ -32,12 +32,14 @@ job_args() {   # job_args K: fio options of job K
       --bs=$bs --direct=1 --ioengine=libaio --iodepth=16 --verify=crc32c --do_verify=0 \
       --randseed=$1 --end_fsync=1 --verify_state_save=0
 }
-job() { fio --aux-path=/tmp --output=/tmp/fio.j$1 $(job_args $1) > /dev/null 2>&1; }
-logged() {   # logged K...: jobs K... at once, logged in jobs.log
-  local k
-  for k in "$@"; do echo "start $k"; done >> "$OUT/jobs.log"; sync "$OUT/jobs.log"
-  for k in "$@"; do job $k & done; wait
-  for k in "$@"; do echo "done $k"; done >> "$OUT/jobs.log"; sync "$OUT/jobs.log"
+# logged K...: jobs K... at once, in one fio process (a start of fio costs
+# a second or two in the emulated guest), logged in jobs.log: "start K"
+# before, "done K" once all completed, "failed K" if fio failed.
+logged() {
+  local k args=() word=done
+  for k in "$@"; do echo "start $k"; args+=($(job_args $k)); done >> "$OUT/jobs.log"; sync "$OUT/jobs.log"
+  fio --thread --aux-path=/tmp --output=/tmp/fio.logged "${args[@]}" > /dev/null 2>&1 || word=failed
+  for k in "$@"; do echo "$word $k"; done >> "$OUT/jobs.log"; sync "$OUT/jobs.log"
 }
 
 if [ "$boot" = 0 ]; then
@@ -45,7 +47,7 @@ if [ "$boot" = 0 ]; then
   must load members="$old" level=$level assume_clean=1 bitmap_region_mb=1
   must wait_dev
   : > "$OUT/jobs.log"
-  for k in $(seq 0 4 $((span - 1))); do logged $k $((k + 1)) $((k + 2)) $((k + 3)); done
+  for k in $(seq 0 10 $((span - 1))); do logged $(seq $k $((k + 9))); done
   must dmsetup load m1 --table "0 $(blockdev --getsz "$d1") error"
   must dmsetup resume m1
   logged $span
@@ -93,6 +95,7 @@ for k in $(awk -v s=$span '$1 == "start" {last[$2 % s] = $2} END {for (o in last
   n=$((n + 1))
   args+=($(job_args $k))
 done
+check "$level: no fio job failed before the power cut" bash -c "! grep '^failed' $OUT/jobs.log"
 check "$level: $n completed fio jobs verify" verify_jobs /tmp/fio.verify "${args[@]}"
 check "$level: more than half the offsets hold a completed job ($n)" test $n -gt $((span / 2))
 cap=$(blockdev --getsz /dev/raidmig0)
