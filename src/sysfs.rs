@@ -13,7 +13,7 @@
 //! | remove | w | a device path: a hot spare is dropped, a faulty member's device released (a member in sync is refused); `failed`: every faulty member's |
 //! | add | w | a device path: it replaces the lowest failed role (and is rebuilt; during a migration, over the part migrated, then the migration resumes), or becomes a hot spare |
 //! | spares | r | the hot spares, one path per line |
-//! | progress | r | `DONE/TOTAL`, target sectors (of the rebuild or scrub while one runs) |
+//! | progress | r | `DONE/TOTAL`, target sectors (of the rebuild, resync or scrub while one runs: `action` names it) |
 //! | checkpoint | r | logical sector up to which the target layout is durable |
 //! | units_done, units_staged, checkpoint_writes | r | engine counters (this load) |
 //! | speed_kbps | r | copy speed (of the migration, rebuild, resync or scrub) |
