@@ -162,6 +162,17 @@ verify_jobs() {
   return 1
 }
 
+# logged K...: fio jobs K... at once, in one fio process, logged in
+# $OUT/jobs.log for a power-cut test: "start K" before, "done K" once all
+# completed with their fsync, "failed K" if fio failed. The caller defines
+# job_args K, the options of job K starting with its --name=.
+logged() {
+  local k args=() word=done
+  for k in "$@"; do echo "start $k"; args+=($(job_args $k)); done >> "$OUT/jobs.log"; sync "$OUT/jobs.log"
+  fio --thread --aux-path=/tmp --output=/tmp/fio.logged "${args[@]}" > /dev/null 2>&1 || word=failed
+  for k in "$@"; do echo "$word $k"; done >> "$OUT/jobs.log"; sync "$OUT/jobs.log"
+}
+
 # scrub ACTION: runs a scrub to its end; prints mismatch_cnt.
 scrub() {
   echo "$1" > $SYS/action || return 1

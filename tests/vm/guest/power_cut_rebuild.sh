@@ -32,16 +32,6 @@ job_args() {   # job_args K: fio options of job K
       --bs=$bs --direct=1 --ioengine=libaio --iodepth=16 --verify=crc32c --do_verify=0 \
       --randseed=$1 --end_fsync=1 --verify_state_save=0
 }
-# logged K...: jobs K... at once, in one fio process (a start of fio costs
-# a second or two in the emulated guest), logged in jobs.log: "start K"
-# before, "done K" once all completed, "failed K" if fio failed.
-logged() {
-  local k args=() word=done
-  for k in "$@"; do echo "start $k"; args+=($(job_args $k)); done >> "$OUT/jobs.log"; sync "$OUT/jobs.log"
-  fio --thread --aux-path=/tmp --output=/tmp/fio.logged "${args[@]}" > /dev/null 2>&1 || word=failed
-  for k in "$@"; do echo "$word $k"; done >> "$OUT/jobs.log"; sync "$OUT/jobs.log"
-}
-
 if [ "$boot" = 0 ]; then
   must dmsetup create m1 --table "0 $(blockdev --getsz "$d1") linear $d1 0"
   must load members="$old" level=$level assume_clean=1 bitmap_region_mb=1
@@ -86,7 +76,7 @@ for i in $(seq 1 300); do grep -q " 0 to resync" $SYS/bitmap && break; sleep 1; 
 say "bitmap after the resync: $(cat $SYS/bitmap)"
 echo check > $SYS/action
 sleep 1
-for i in $(seq 1 600); do [ "$(cat $SYS/action)" = idle ] && break; sleep 1; done
+wait_idle 600
 check "$level: raidmig's check after the rebuild: mismatch_cnt $(cat $SYS/mismatch_cnt)" test "$(cat $SYS/mismatch_cnt)" = 0
 n=0 args=()
 # At each offset, the last job started there holds it, if it completed.

@@ -5,7 +5,7 @@
 #
 # What must outlive the kill goes to $RAIDMIG_OUT on the host: jobs.log
 # ("start K" before fio job K starts, "done K" after it completed with its
-# fsync), dmesg.BOOT and running.0.
+# fsync, "failed K" if fio failed: lib.sh logged), dmesg.BOOT and running.0.
 . tests/guest/lib.sh
 boot=$1
 dump_dmesg() { dmesg > "$OUT/dmesg.$boot"; }
@@ -16,7 +16,6 @@ job_args() {   # job_args K: fio options of job K
       --bs=4k --direct=1 --ioengine=libaio --iodepth=16 --verify=crc32c --do_verify=0 \
       --randseed=$1 --end_fsync=1 --verify_state_save=0
 }
-job() { fio --aux-path=/tmp --output=/tmp/fio.j$1 $(job_args $1) > /dev/null 2>&1; }
 
 if [ "$boot" = 0 ]; then
   must load members=/dev/sda,/dev/sdb,/dev/sdc level=raid5 assume_clean=1 bitmap_region_mb=1
@@ -26,9 +25,7 @@ if [ "$boot" = 0 ]; then
   while :; do
     # Two jobs at once over distinct offsets, so that writes are in flight
     # when the power goes.
-    printf 'start %s\nstart %s\n' $k $((k + 1)) >> "$OUT/jobs.log"; sync "$OUT/jobs.log"
-    job $k & job $((k + 1)) & wait
-    printf 'done %s\ndone %s\n' $k $((k + 1)) >> "$OUT/jobs.log"; sync "$OUT/jobs.log"
+    logged $k $((k + 1))
     k=$((k + 2))
     dump_dmesg
     # The host's clock for the power cut starts once a pair completed: the
@@ -47,7 +44,7 @@ new=$(dmesg | tail -n +$((mark + 1)))
 say "$(grep resync <<<"$new" | sed 's/^\[[^]]*\] //' | tr '\n' ';')"
 check "the dirty regions were resynced" grep -q "resync finished" <<<"$new"
 echo check > $SYS/action
-for i in $(seq 1 600); do [ "$(cat $SYS/action)" = idle ] && break; sleep 1; done
+wait_idle 600
 check "raidmig's check after the resync: mismatch_cnt $(cat $SYS/mismatch_cnt)" test "$(cat $SYS/mismatch_cnt)" = 0
 n=0 args=()
 # At each offset, the last job started there holds it, if it completed (a
@@ -57,6 +54,7 @@ for k in $(awk '$1 == "start" {last[$2 % 60] = $2} END {for (o in last) print la
   n=$((n + 1))
   args+=($(job_args $k))
 done
+check "no fio job failed before the power cut" bash -c "! grep '^failed' $OUT/jobs.log"
 check "$n completed fio jobs verify" verify_jobs /tmp/fio.verify "${args[@]}"
 check "a completed job to verify ($n)" test $n -ge 1
 cap=$(blockdev --getsz /dev/raidmig0)
