@@ -128,8 +128,11 @@ if ! flock -n 9; then
   flock 9
 fi
 
+# --force-9p: the shares are 9p in the end anyway (virtiofsd cannot serve
+# them here), but without it virtme-ng first waits 3 s per share for a
+# virtiofsd that never comes up: 9 s of every boot.
 set +e
-RAIDMIG_OUT=$out vng --run "$kernel" --disable-kvm --disable-microvm "${verbose[@]}" \
+RAIDMIG_OUT=$out vng --run "$kernel" --disable-kvm --disable-microvm --force-9p "${verbose[@]}" \
   --cpus 2 --memory "$memory" "${shares[@]}" "${append[@]}" \
   --qemu-opts="$qopts" \
   --exec "$genv; $cmd" 9>&-

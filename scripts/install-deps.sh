@@ -13,7 +13,7 @@ debs=(
   "$KERNEL_SOURCE_PKG=$KERNEL_SOURCE_VERSION"
   "rustc-web=$RUSTC_WEB_VERSION" "rust-web-src=$RUSTC_WEB_VERSION"
   clang$LLVM_SUFFIX lld$LLVM_SUFFIX llvm$LLVM_SUFFIX libclang$LLVM_SUFFIX-dev
-  bc bison flex libelf-dev libssl-dev cpio xz-utils make
+  bc bison flex libelf-dev libssl-dev cpio xz-utils lz4 make
   qemu-system-x86 udev
   fio mdadm e2fsprogs util-linux kmod stress-ng
 )

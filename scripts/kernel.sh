@@ -64,10 +64,15 @@ kmake rustavailable >&2
 "$dir/src/scripts/kconfig/merge_config.sh" -m -O "$dir/build" "$dir/build/.config" "$fragment" >&2
 kmake olddefconfig >&2
 
-# merge_config silently drops options whose dependencies are not met: refuse that.
+# merge_config silently drops options whose dependencies are not met, and
+# another option may select one the fragment turns off: refuse both.
 missing=0
 while IFS= read -r line; do
-  case "$line" in CONFIG_*=y) grep -qx "$line" "$dir/build/.config" || { echo "[kernel] not set: $line" >&2; missing=1; } ;; esac
+  case "$line" in
+    CONFIG_*=y) grep -qx "$line" "$dir/build/.config" || { echo "[kernel] not set: $line" >&2; missing=1; } ;;
+    "# CONFIG_"*" is not set") sym=${line#\# }; sym=${sym%% *}
+      ! grep -q "^$sym=" "$dir/build/.config" || { echo "[kernel] still set: $sym" >&2; missing=1; } ;;
+  esac
 done < "$fragment"
 [ $missing = 0 ] || { echo "[kernel] config fragment not fully applied" >&2; exit 1; }
 

@@ -60,7 +60,7 @@ run() {      # run NAME CMD...: runs one test, its output in $out/NAME.log
 
 run module-build-warnings bash -c "! grep -i -e warning -e error '$out/build.log'"
 if [ $# -eq 0 ]; then
-  run host-core cargo test --release -j1
+  run host-core cargo test --release
   run host-splat-scanner bash tests/host/splat_scanner.sh
   run host-stack-frames bash tests/host/stack_frames.sh
   # A checkout under /tmp or /var/tmp runs guests (virtme-ng gives the guest

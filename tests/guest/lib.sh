@@ -14,9 +14,14 @@ STUCK=0   # tasks left stuck by deadline()
 . "$REPO/tests/guest/splat.sh"
 
 # One stream for the console (separate streams can overwrite each other in
-# the host's log), and every verdict also in $OUT/$TEST_NAME.results.
+# the host's log), and every verdict also in $OUT/$TEST_NAME.results, with
+# the seconds since the test began (where its time goes, without a fork).
 exec 2>&1
-say() { echo "[$TEST_NAME] $*" | tee -a "$OUT/$TEST_NAME.results"; }
+T0=${EPOCHREALTIME/./}
+say() {
+  local t=$(( (${EPOCHREALTIME/./} - T0) / 100000 ))
+  echo "[$TEST_NAME $((t / 10)).$((t % 10))] $*" | tee -a "$OUT/$TEST_NAME.results"
+}
 fail() { say "FAIL: $*"; FAILURES=$((FAILURES + 1)); }
 ok() { say "ok: $*"; }
 

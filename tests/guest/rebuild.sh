@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
 # disks: 12 96M
-# bus: sata nvme
 # A replacement rebuilt while host writes go on: raid1 over 2, raid5 over 3
 # and raid10 over 4, made clean with 24 MiB of data A, role 1 behind a
 # device-mapper table. Role 1 fails (its table turns to errors under a
@@ -12,6 +11,10 @@
 # mismatch_cnt 0. Bad additions are refused with nothing written: a device
 # too small, one in use (held by device-mapper), a member of this array, a
 # path that is not one.
+# SATA only: the rebuild's member reads and writes go through the same
+# member I/O (KernelIo in migrator.rs, over sys/bio.rs) as a migration's
+# units, which migrate_raid5 and migrate_raid10 run on NVMe too, and the
+# block layer splits them to each member's queue limits.
 . tests/guest/lib.sh
 
 head -c 24M /dev/urandom > /tmp/A
