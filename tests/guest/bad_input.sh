@@ -13,7 +13,7 @@ truncate -s $((16 * 1024 + 32))K /tmp/small.img
 small=$(losetup -f --show /tmp/small.img) || { fail "losetup"; finish; }
 ln -sf $d1 /tmp/sdb-alias
 
-before=$(sums $d0 $d1 $d2 "$small")
+before=$(written $d0 $d1 $d2 "$small")
 
 refused "No such device" "cannot open member /dev/nosuchdisk" \
   members=$d0,/dev/nosuchdisk,$d2 level=raid0
@@ -38,7 +38,7 @@ refused "Invalid parameters" "empty member path" members=$d0,,$d1 level=raid0
 refused "Invalid parameters" "raid0 takes 2 to 16 members, 1 given" members=$d0 level=raid0
 refused "Invalid parameters" "single takes 1 to 1 members, 2 given" members=$d0,$d1 level=single
 
-after=$(sums $d0 $d1 $d2 "$small")
+after=$(written $d0 $d1 $d2 "$small")
 check "refused loads wrote nothing" test "$before" = "$after"
 
 # A good load holds its members: nobody else can open them exclusively.

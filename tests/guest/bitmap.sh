@@ -24,7 +24,7 @@ set_bit5() {
   printf '\x20' | dd of="$1" bs=1 seek=$((at * 512)) conv=notrunc status=none
   sync
 }
-head -c 16M /dev/urandom > /tmp/A
+random_fill /tmp/A 16M
 head -c 4096 /dev/urandom > /tmp/junk
 
 d0=${DISKS[0]} d1=${DISKS[1]}
@@ -96,9 +96,9 @@ must mdadm --zero-superblock "$e0" "$e1" "$e2"
 # 3. Dirty and degraded (md's superblock sits past raidmig's, which stay):
 # refused, nothing written; force=1 starts it.
 for d in $e0 $e1 $e2; do must set_bit5 "$d"; done
-before=$(sums "$e0" "$e2")
+before=$(written "$e0" "$e2")
 refused "Structure needs cleaning" "raid5 was shut down uncleanly while a member was out of sync" members="$e0,$e2"
-check "raid5: the refused load wrote nothing" test "$before" = "$(sums "$e0" "$e2")"
+check "raid5: the refused load wrote nothing" test "$before" = "$(written "$e0" "$e2")"
 must load members="$e0,$e2" force=1
 must wait_dev
 check "raid5: force=1 starts it degraded" test "$(cat $SYS/state)" = degraded

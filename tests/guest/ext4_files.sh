@@ -20,7 +20,7 @@ for layout in "single $d0" "raid0 $d1,$d2,$d0"; do
   for i in $(seq 1 40); do
     head -c $(( (i * 7919) % 300000 + 1 )) /dev/urandom > "$mnt/tree/small$i"
   done
-  for i in 1 2 3; do head -c $((i * 8))M /dev/urandom > "$mnt/big$i"; done
+  for i in 1 2 3; do random_fill "$mnt/big$i" $((i * 8))M; done
   cp -r /usr/share/doc/fio "$mnt/tree/doc" 2>/dev/null || true
   (cd "$mnt" && find . -type f ! -name lost+found -print0 | sort -z | xargs -0 sha256sum) > /tmp/sums
   check "files written ($(wc -l < /tmp/sums))" test "$(wc -l < /tmp/sums)" -ge 43

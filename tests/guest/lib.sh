@@ -93,6 +93,30 @@ wait_dev() {
   return 1
 }
 
+# written DEVS...: one line per device with the sectors written to it and
+# discarded on it so far (the block layer's counters in its stat file; write
+# zeroes count as writes). Unchanged across an operation: the operation
+# wrote nothing there, not even the bytes that were there already, and
+# costs no read of the device as a checksum of it does.
+written() {
+  local d
+  for d in "$@"; do
+    echo "$d $(awk '{print $7, $14}' "/sys/class/block/$(basename "$(readlink -f "$d")")/stat")"
+  done
+}
+
+# random_fill TARGET BYTES: BYTES (a number, or with K, M or G) of
+# pseudo-random data at the start of TARGET, a device or a file (created if
+# missing). shred's generator runs four times as fast as /dev/urandom in the
+# emulated guest (56 against 13 MB/s). On a device the writes are synced and
+# its page cache dropped, as dd oflag=direct would leave it: what reads it
+# later through the cache sees what raidmig wrote since, not stale pages.
+random_fill() {
+  [ -e "$1" ] || : > "$1" || return 1
+  shred -n 1 -s "$2" "$1" || return 1
+  [ ! -b "$1" ] || blockdev --flushbufs "$1"
+}
+
 # sums DEVS...: one checksum line per device (whole contents).
 sums() { local d; for d in "$@"; do echo "$d $(md5sum < "$d" | cut -d' ' -f1)"; done; }
 
@@ -197,7 +221,7 @@ require_debug_kernel
 # member N: the device path of this test's disk N (0-based): the guest's disk
 # RAIDMIG_DISK_BASE + N (the host's image of that number; tests/guest/batch.sh
 # gives each test of a batch its own disks). SATA: the disk whose serial is
-# that number (mK), else /dev/sda, /dev/sdb, ... in port order. NVMe: the
+# that number (mK), by udev's link or the serial in sysfs. NVMe: the
 # namespace of the controller whose serial is mK.
 DISK_BASE=${RAIDMIG_DISK_BASE:-0}
 member() {
@@ -217,8 +241,12 @@ member() {
     else
       ns=$(readlink -f "/dev/disk/by-id/ata-QEMU_HARDDISK_m$n" 2>/dev/null)
       if [ -n "$ns" ] && [ -b "$ns" ]; then echo "$ns"; return 0; fi
-      ns=/dev/sd$(printf "\\$(printf %o $((97 + n)))")
-      [ -b "$ns" ] && { echo "$ns"; return 0; }
+      # Without udev's link: the serial the disk reports (SCSI VPD page
+      # 0x80, after its 4-byte header).
+      for ns in /sys/block/sd*; do
+        s=$(tail -c +5 "$ns/device/vpd_pg80" 2>/dev/null | tr -d ' \0') || continue
+        [ "$s" = "m$n" ] && { echo "/dev/$(basename "$ns")"; return 0; }
+      done
     fi
     sleep 0.1
   done

@@ -11,13 +11,13 @@ members="$d0 $d1 $d2"
 must load members=$d0,$d1,$d2 level=raid0 chunk_kb=64 assume_clean=1
 must wait_dev
 cap=$(blockdev --getsize64 /dev/raidmig0)
-must dd if=/dev/urandom of=/tmp/pattern bs=1M count=$((cap >> 20)) status=none
+must random_fill /tmp/pattern $((cap >> 20))M
 must dd if=/tmp/pattern of=/dev/raidmig0 bs=1M oflag=direct status=none
 must unload
 
 must mdadm --build /dev/md0 --level=0 --chunk=64 --raid-devices=3 $members
 check "md reads what raidmig wrote" cmp -n "$cap" /tmp/pattern /dev/md0
-must dd if=/dev/urandom of=/tmp/pattern bs=1M count=$((cap >> 20)) status=none
+must random_fill /tmp/pattern $((cap >> 20))M
 must dd if=/tmp/pattern of=/dev/md0 bs=1M count=$((cap >> 20)) oflag=direct status=none
 must mdadm --stop /dev/md0
 

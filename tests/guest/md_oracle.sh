@@ -23,7 +23,7 @@ oracle() {
   # migration adds must end consistent), tails free.
   local d; for d in "${devs[@]}"; do
     must blkdiscard -f "$d"
-    must dd if=/dev/urandom of="$d" bs=64k count=$((data / 128)) oflag=direct status=none
+    must random_fill "$d" $((data * 512))
   done
   must load members="$(IFS=,; echo "${devs[*]}")" level=$level chunk_kb=64
   must wait_dev

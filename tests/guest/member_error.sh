@@ -19,7 +19,7 @@ table() {
   dmsetup load "$1" --table "0 $(blockdev --getsz "$2") linear $2 0" && dmsetup resume "$1"
 }
 
-head -c 16M /dev/urandom > /tmp/A
+random_fill /tmp/A 16M
 next=0
 for layout in "raid1 3" "raid5 3" "raid10 4"; do
   set -- $layout

@@ -47,7 +47,7 @@ truncate -s 64M /tmp/small.img
 small=$(losetup -f --show /tmp/small.img) || { fail "losetup"; finish; }
 
 disks="$d0 $d1 $d2 $d3 $d4 $d5 $small"
-before=$(sums $disks)
+before=$(written $disks)
 
 refused "Invalid parameters" "raid5 takes 2 to 16 members, 1 given" members=$d0 level=raid5
 refused "Invalid parameters" "raid1 takes 2 to 16 members, 1 given" members=$d0 level=raid1
@@ -64,7 +64,7 @@ refused "Stale file handle" "cannot assemble: $d5: member's superblock is stale"
 refused "Structure needs cleaning" "members' superblocks disagree" members=$d2,$d3
 refused "Invalid parameters" "too few members for the level" members=$d4
 
-after=$(sums $disks)
+after=$(written $disks)
 check "refused loads wrote nothing" test "$before" = "$after"
 
 # force=1: the tail is taken over, with a warning.

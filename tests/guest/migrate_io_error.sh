@@ -33,7 +33,7 @@ EOT
 # 1. raid5.
 d0=${DISKS[0]} d1=${DISKS[1]} d2=${DISKS[2]} new=${DISKS[3]}
 data=$(data_area $d0)
-must dd if=/dev/urandom of=$d0 bs=1M count=$((data / 2048)) oflag=direct status=none
+must random_fill $d0 $((data / 2048))M
 want=$(head -c $((data * 512)) $d0 | md5sum)
 bad_member bad $d1
 
@@ -106,7 +106,7 @@ must mdadm --stop /dev/md0
 # 2. raid0.
 e0=${DISKS[4]} e1=${DISKS[5]}
 data=$(data_area $e0)
-must dd if=/dev/urandom of=$e0 bs=1M count=$((data / 2048)) oflag=direct status=none
+must random_fill $e0 $((data / 2048))M
 want=$(head -c $((data * 512)) $e0 | md5sum)
 bad_member bad0 $e1
 sz=$(blockdev --getsz $e1)

@@ -36,7 +36,7 @@ migrate_test() {   # migrate_test LEVEL MEMBERS [LOAD PARAMETER...]
   # The new members are not blank: they hold old data, which the capacity
   # the migration adds must not show as copies or parity that disagree.
   local d; for d in $(echo "$members" | tr ',' ' '); do
-    [ "$d" = "$first" ] || dd if=/dev/urandom of="$d" bs=1M count=$((data / 2048)) oflag=direct status=none
+    [ "$d" = "$first" ] || must random_fill "$d" $((data / 2048))M
   done
 
   must load members="$members" level="$level" "${params[@]}"

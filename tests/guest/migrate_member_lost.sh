@@ -18,7 +18,7 @@
 # zero), kept in /tmp/src.
 source_with_data() {
   local data; data=$(data_area "$1")
-  head -c $((data * 512)) /dev/urandom > /tmp/src
+  random_fill /tmp/src $((data * 512))
   must dd if=/tmp/src of="$1" bs=1M oflag=direct conv=notrunc status=none
 }
 

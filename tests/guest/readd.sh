@@ -15,7 +15,7 @@
 # regions (kept across the unload) and C's are rebuilt, nothing else.
 . tests/guest/lib.sh
 
-head -c 64M /dev/urandom > /tmp/A
+random_fill /tmp/A 64M
 head -c 3M /dev/urandom > /tmp/B
 head -c 2M /dev/urandom > /tmp/C
 cp /tmp/A /tmp/AB

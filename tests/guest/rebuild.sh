@@ -17,7 +17,7 @@
 # block layer splits them to each member's queue limits.
 . tests/guest/lib.sh
 
-head -c 24M /dev/urandom > /tmp/A
+random_fill /tmp/A 24M
 next=0
 for layout in "raid1 2 --level=1" "raid5 3 --level=5 --layout=left-symmetric --chunk=64" \
               "raid10 4 --level=10 --layout=n2 --chunk=64"; do

@@ -15,7 +15,7 @@
 # in sync and a device that is not the array's.
 . tests/guest/lib.sh
 
-head -c 32M /dev/urandom > /tmp/A
+random_fill /tmp/A 32M
 d0=${DISKS[0]} d1=${DISKS[1]} d2=${DISKS[2]} new=${DISKS[3]}
 must dmsetup create m1 --table "0 $(blockdev --getsz "$d1") linear $d1 0"
 must load members="$d0,/dev/mapper/m1,$d2" level=raid5 chunk_kb=64 assume_clean=1

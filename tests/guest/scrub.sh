@@ -11,7 +11,7 @@
 # A check of raid0 is refused (EINVAL): nothing to compare.
 . tests/guest/lib.sh
 
-head -c 16M /dev/urandom > /tmp/A
+random_fill /tmp/A 16M
 head -c 4096 /dev/urandom > /tmp/junk
 
 next=0
@@ -36,12 +36,12 @@ for layout in "raid1 2 --level=1" "raid5 3 --level=5 --layout=left-symmetric --c
   # chunk 32 (reads take copy 0 there).
   seek=256; [ "$level" = raid1 ] && seek=512
   must dd if=/tmp/junk of="${devs[1]}" bs=4096 seek=$seek oflag=direct conv=notrunc status=none
-  before=$(sums "${devs[@]}")
+  before=$(written "${devs[@]}")
   must load members="$members"
   must wait_dev
   found=$(scrub check)
   check "$level: check finds the 8 damaged sectors ($found)" test "$found" = 8
-  check "$level: check wrote nothing" test "$before" = "$(sums "${devs[@]}")"
+  check "$level: check wrote nothing" test "$before" = "$(written "${devs[@]}")"
   mark=$(dmesg | wc -l)
   found=$(scrub repair)
   check "$level: repair rewrites them ($found)" test "$found" = 8

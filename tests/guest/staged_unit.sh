@@ -33,7 +33,7 @@ sz2=$(blockdev --getsz $d2)
 say "phases: $phases; members $d0 $d1 $d2 (behind dm 'bad2'); data area $data sectors"
 
 # The user's data, and a copy of it to compare against.
-must dd if=/dev/urandom of=$d0 bs=1M count=$((data / 2048)) oflag=direct status=none
+must random_fill $d0 $((data / 2048))M
 must dd if=$d0 of=/tmp/orig bs=1M count=$((data / 2048)) iflag=direct status=none
 must dmsetup create bad2 <<EOT
 0 2048 error

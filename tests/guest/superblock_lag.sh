@@ -26,7 +26,7 @@ gen() {   # gen DEV SLOT: the generation in DEV's slot SLOT
 gens() { echo "$(gen $1 0)/$(gen $1 1)"; }
 newest() { local a b; a=$(gen $1 0) b=$(gen $1 1); echo $(( ${a:-0} > ${b:-0} ? ${a:-0} : ${b:-0} )); }
 
-must dd if=/dev/urandom of=$d0 bs=1M count=$((data / 2048)) oflag=direct status=none
+must random_fill $d0 $((data / 2048))M
 want=$(head -c $((data * 512)) $d0 | md5sum)
 must dmsetup create lag --table "0 $sz1 linear $d1 0"
 

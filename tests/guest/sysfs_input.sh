@@ -19,7 +19,7 @@ d0=${DISKS[0]} d1=${DISKS[1]}
 data=$(data_area $d0)
 say "phases: $phases"
 
-must dd if=/dev/urandom of=$d0 bs=1M count=$((data / 2048)) oflag=direct status=none
+must random_fill $d0 $((data / 2048))M
 want=$(head -c $((data * 512)) $d0 | md5sum)
 
 must load members=$d0,$d1 level=raid1

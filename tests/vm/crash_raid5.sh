@@ -29,7 +29,7 @@ failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
 guest() {   # guest BOOT MODE: runs one boot in the background, sets $gpid
-  setsid bash scripts/guest.sh --disk-dir "$disks" --disks 3 --size 256M -- \
+  RAIDMIG_OUT=$out setsid bash scripts/guest.sh --disk-dir "$disks" --disks 3 --size 256M -- \
     bash tests/vm/guest/crash_raid5.sh "$1" "$2" > "$out/boot$1.log" 2>&1 &
   gpid=$!
 }
