@@ -145,13 +145,12 @@ impl Scrubber {
         let mut x = m0;
         while x < m1 {
             let len = per.min(m1 - x);
-            let step = Step { x, len, per };
+            let mut step = Step { x, len, per, writes: Writes { batch: [Transfer::default(); WRITES], len: 0 } };
             let mut batch = [Transfer::default(); MAX_MEMBERS];
             for (m, t) in batch.iter_mut().enumerate().take(n) {
                 *t = Transfer { member: m, sector: x, at: step.at(m, x), len: (len << SECTOR_SHIFT) as usize };
             }
             io.read_all(buf, &batch[..n])?;
-            let mut writes = Writes { batch: [Transfer::default(); WRITES], len: 0 };
             let chunk = g.chunk_sectors() as u64;
             let mut y = x;
             while y < x + len {
@@ -161,13 +160,13 @@ impl Scrubber {
                     plen = plen.min(READ_REGION_SECTORS - y % READ_REGION_SECTORS);
                 }
                 if g.level() == Level::Raid5 {
-                    self.parity_piece(io, &step, y, plen, buf, &mut writes)?;
+                    self.parity_piece(io, &mut step, (y, plen), buf)?;
                 } else {
-                    self.copies_piece(io, &step, y, plen, buf, &mut writes)?;
+                    self.copies_piece(io, &mut step, (y, plen), buf)?;
                 }
                 y += plen;
             }
-            writes.flush(io, buf)?;
+            step.writes.flush(io, buf)?;
             x += len;
         }
         self.done = end;
@@ -176,15 +175,7 @@ impl Scrubber {
 
     /// raid5: parity at member sectors `[y, y + len)` against the XOR of
     /// the data, all in the step's slices.
-    fn parity_piece<I: MemberIo>(
-        &mut self,
-        io: &mut I,
-        step: &Step,
-        y: u64,
-        len: u64,
-        buf: &mut [u8],
-        writes: &mut Writes,
-    ) -> Result<(), ScrubError> {
+    fn parity_piece<I: MemberIo>(&mut self, io: &mut I, step: &mut Step, (y, len): (u64, u64), buf: &mut [u8]) -> Result<(), ScrubError> {
         let n = self.g.members();
         let Some(p) = (0..n).find(|&m| matches!(self.g.content(m, y), Content::Parity { .. })) else { return Ok(()) };
         let bytes = (len << SECTOR_SHIFT) as usize;
@@ -199,7 +190,7 @@ impl Scrubber {
         let at = step.at(p, y) - base;
         if self.count(want, &slices[at..at + bytes]) && self.mode == ScrubMode::Repair {
             slices[at..at + bytes].copy_from_slice(want);
-            writes.push(io, buf, Transfer { member: p, sector: y, at: at + base, len: bytes })?;
+            step.writes.push(io, buf, Transfer { member: p, sector: y, at: at + base, len: bytes })?;
         }
         Ok(())
     }
@@ -212,15 +203,7 @@ impl Scrubber {
     /// scratch slice and, when repaired, written at once. The piece's copy
     /// 0 is in the step, so with raid10's two copies at most one is outside
     /// (raid1's copies all lie at the same sector).
-    fn copies_piece<I: MemberIo>(
-        &mut self,
-        io: &mut I,
-        step: &Step,
-        y: u64,
-        len: u64,
-        buf: &mut [u8],
-        writes: &mut Writes,
-    ) -> Result<(), ScrubError> {
+    fn copies_piece<I: MemberIo>(&mut self, io: &mut I, step: &mut Step, (y, len): (u64, u64), buf: &mut [u8]) -> Result<(), ScrubError> {
         let n = self.g.members();
         let bytes = (len << SECTOR_SHIFT) as usize;
         for m in 0..n {
@@ -251,7 +234,7 @@ impl Scrubber {
                 if self.count(&buf[r_at..r_at + bytes], &buf[l_at..l_at + bytes]) && self.mode == ScrubMode::Repair {
                     if inside {
                         buf.copy_within(r_at..r_at + bytes, l_at);
-                        writes.push(io, buf, Transfer { member: l.member, sector: l.sector, at: l_at, len: bytes })?;
+                        step.writes.push(io, buf, Transfer { member: l.member, sector: l.sector, at: l_at, len: bytes })?;
                     } else {
                         io.write(l.member, l.sector, &buf[r_at..r_at + bytes])?;
                     }
@@ -271,11 +254,12 @@ impl Scrubber {
 
 /// One step of a window: member sectors `[x, x + len)` of every member,
 /// member `m`'s at sector `(1 + m) * per` of the buffer, after the
-/// scratch slice.
+/// scratch slice, and the rewrites of a repair waiting to be written.
 struct Step {
     x: u64,
     len: u64,
     per: u64,
+    writes: Writes,
 }
 
 impl Step {
