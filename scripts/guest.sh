@@ -3,7 +3,7 @@
 # member disks and runs one command in it, from the repository's directory.
 #
 #   scripts/guest.sh [--disks N] [--size SIZE] [--sizes "SIZE..."] [--bus sata|nvme]
-#                    [--disk-dir DIR] [--memory M] [--append ARG] -- CMD...
+#                    [--disk-dir DIR] [--memory M] [--append ARG] [--console FILE] -- CMD...
 #
 # --sizes gives one size per disk (and so their number) instead of --disks
 # and --size.
@@ -20,6 +20,13 @@
 # disks with `member N` (tests/guest/lib.sh). RAIDMIG_KO, when set, names the
 # module the guest tests load instead of the checkout's raidmig.ko.
 #
+# --console FILE keeps the guest kernel's console (messages of level warning
+# and above, from the first line of the boot) in FILE, with the command's
+# stderr and virtme-ng's own messages: a guest that panics or dies while
+# booting leaves its last words there, where it would otherwise end in
+# silence. (Only warnings and worse: every console line is written to an
+# emulated UART, slowly, in whatever context printed it.)
+#
 # Guests run one at a time on this machine: each waits for an exclusive lock
 # (/var/lock/raidmig-guest.lock) before booting. The lock belongs to this
 # script's process alone, so it is released when the script ends, also when
@@ -30,7 +37,7 @@ top=$(cd "$here/.." && pwd)
 . "$here/versions.sh"
 export PATH=$HOME/.cargo/bin:$PATH
 
-disks=3 size=256M sizes="" memory=2G disk_dir="" append=() bus=sata
+disks=3 size=256M sizes="" memory=2G disk_dir="" append=() bus=sata console=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --disks) disks=$2; shift 2 ;;
@@ -40,6 +47,7 @@ while [ $# -gt 0 ]; do
     --bus) bus=$2; shift 2 ;;
     --disk-dir) disk_dir=$2; shift 2 ;;   # reuse (or create) images in DIR
     --append) append+=(--append "$2"); shift 2 ;;
+    --console) console=$2; shift 2 ;;
     --) shift; break ;;
     *) echo "guest.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -118,7 +126,14 @@ if [ $# -eq 1 ]; then cmd=$1; else cmd=$(printf '%q ' "$@"); fi
 
 cd "$top"
 verbose=()
-[ -n "${GUEST_VERBOSE:-}" ] && verbose=(--verbose)   # kernel console on stdout
+[ -n "${GUEST_VERBOSE:-}" ] && verbose=(--verbose)   # kernel console on stderr
+if [ -n "$console" ]; then
+  : > "$console"
+  verbose=(--verbose --append loglevel=5)
+  exec 8>>"$console"
+else
+  exec 8>&2
+fi
 
 # One guest at a time: wait for the lock on fd 9, which vng and QEMU do not
 # inherit (9>&- below), so that the lock goes with this process.
@@ -135,7 +150,7 @@ set +e
 RAIDMIG_OUT=$out vng --run "$kernel" --disable-kvm --disable-microvm --force-9p "${verbose[@]}" \
   --cpus 2 --memory "$memory" "${shares[@]}" "${append[@]}" \
   --qemu-opts="$qopts" \
-  --exec "$genv; $cmd" 9>&-
+  --exec "$genv; $cmd" 2>&8 8>&- 9>&-
 rc=$?
 set -e
 flock -u 9

@@ -49,6 +49,8 @@ why() {
        t && !/ \? / && match($0, / [a-z_][a-zA-Z0-9_.]*\+0x/) {f = f " " substr($0, RSTART + 1, RLENGTH - 4)}
        END {if (f != "") print "first hung task waits in:" f}' "$1" 2>/dev/null | cut -c1-400 | sed 's/^/      | /'
   grep -a -E 'cmd_age=|failed command|exception Emask|timed out' "$1" 2>/dev/null | head -n 4 | cut -c1-200 | sed 's/^/      | /'
+  # A guest that ended: its console's last lines.
+  awk '/^\[console\]$/ {c = 1; next} c && NF' "$1" 2>/dev/null | tail -n 8 | cut -c1-200 | sed 's/^/      | console: /'
 }
 run() {      # run NAME CMD...: runs one test, its output in $out/NAME.log
   local name=$1; shift
@@ -126,8 +128,21 @@ run_batches() {
     local blog=$out/batch-$batch_no.log t0=$SECONDS
     rm -f "$out/batch.status"
     echo "      batch $batch_no: ${#take[@]} test(s) on $bus, $base disk(s), memory ${memory/-/default}"
-    RAIDMIG_OUT=$out timeout $((600 + 900 * ${#take[@]})) bash scripts/guest.sh --bus "$bus" --sizes "${sizes# }" \
-      $( [ "$memory" = - ] || echo "--memory $memory" ) -- bash tests/guest/batch.sh "${args[@]}" > "$blog" 2>&1
+    local try rc
+    for try in 1 2; do
+      RAIDMIG_OUT=$out timeout $((600 + 900 * ${#take[@]})) bash scripts/guest.sh --bus "$bus" --sizes "${sizes# }" \
+        $( [ "$memory" = - ] || echo "--memory $memory" ) --console "${blog%.log}.console" \
+        -- bash tests/guest/batch.sh "${args[@]}" > "$blog" 2>&1
+      rc=$?
+      # A guest that ended before its command started ran no test: no test
+      # failed, and the batch is booted once more (said here, both guests'
+      # logs kept). A guest that ended during a test is that test's failure.
+      [ $try = 1 ] && [ ! -e "$out/batch.status" ] && ! grep -q '^batch: ' "$blog" || break
+      mv "$blog" "${blog%.log}.try1.log"; mv "${blog%.log}.console" "${blog%.log}.try1.console"
+      echo "      batch $batch_no: the guest ended (status $rc) before its command started: booting it once more" \
+        "(console: ${blog%.log}.try1.console)"
+      tail -n 5 "${blog%.log}.try1.console" | cut -c1-200 | sed 's/^/      | console: /'
+    done
     local spent=0 st secs done_n=0
     for run in "${take[@]}"; do
       read -r label dir script count size b m <<<"$run"
@@ -137,7 +152,8 @@ run_batches() {
         spent=$((spent + secs))
         [ "$st" = 0 ] || break
       else
-        { echo "the guest ended during this test (batch log: $blog)"; tail -n 30 "$blog"; } >> "$out/$label.log"
+        { echo "the guest ended during this test (batch log: $blog; guest console: ${blog%.log}.console)"
+          tail -n 30 "$blog"; echo "[console]"; tail -n 60 "${blog%.log}.console"; } >> "$out/$label.log"
         record "$label" 1 0
         break
       fi
