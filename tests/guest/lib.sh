@@ -307,6 +307,20 @@ wait_idle() {
   return 1
 }
 
+# md_check LABEL: md's own check of /dev/md0 (md as the outside oracle) runs
+# to its end and finds every copy and parity consistent: checks that it
+# finished within 600 s, that it was a check that ran (md's last_sync_action)
+# and that its mismatch_cnt is 0.
+md_check() {
+  local md=/sys/block/md0/md i
+  echo check > $md/sync_action
+  sleep 1
+  for i in $(seq 1 600); do [ "$(cat $md/sync_action)" = idle ] && break; sleep 1; done
+  check "$1: md check finished" test "$(cat $md/sync_action)" = idle
+  check "$1: md check ran ($(cat $md/last_sync_action))" test "$(cat $md/last_sync_action)" = check
+  check "$1: md check mismatch_cnt $(cat $md/mismatch_cnt)" test "$(cat $md/mismatch_cnt)" = 0
+}
+
 # refused ERRNO_TEXT DMESG_TEXT PARAMS...: insmod with PARAMS must fail with
 # ERRNO_TEXT (insmod prints EINVAL as "Invalid parameters", other errnos with
 # strerror()), log a raidmig line matching DMESG_TEXT, and leave no device or

@@ -60,11 +60,7 @@ oracle() {
     --chunk=64 --size=$((per / 2)) --raid-devices=$n "${mdargs[@]}" "${devs[@]}"
   check "$level: md's size is raidmig's ($(blockdev --getsz /dev/md0))" test "$(blockdev --getsz /dev/md0)" = "$cap"
   check "$level: md shows the bytes raidmig showed" test "$(md5sum < /dev/md0)" = "$want"
-  echo check > /sys/block/md0/md/sync_action
-  sleep 1
-  for i in $(seq 1 600); do [ "$(cat /sys/block/md0/md/sync_action)" = idle ] && break; sleep 1; done
-  check "$level: md check finished" test "$(cat /sys/block/md0/md/sync_action)" = idle
-  check "$level: md check mismatch_cnt $(cat /sys/block/md0/md/mismatch_cnt)" test "$(cat /sys/block/md0/md/mismatch_cnt)" = 0
+  md_check "$level"
   must mdadm --stop /dev/md0
   # (Else udev may assemble md again from the members when they change.)
   must mdadm --zero-superblock "${devs[@]}"

@@ -96,10 +96,7 @@ unload_within 60 || finish
 must dmsetup remove bad
 must mdadm --create /dev/md0 --run --quiet --assume-clean --metadata=1.0 --bitmap=none --level=5 \
   --layout=left-symmetric --chunk=64 --size=$((cap / 2 / 2)) --raid-devices=3 "$d0" "$new" "$d2"
-echo check > /sys/block/md0/md/sync_action
-sleep 1
-for i in $(seq 1 600); do [ "$(cat /sys/block/md0/md/sync_action)" = idle ] && break; sleep 1; done
-check "raid5: md check mismatch_cnt $(cat /sys/block/md0/md/mismatch_cnt)" test "$(cat /sys/block/md0/md/mismatch_cnt)" = 0
+md_check "raid5"
 check "raid5: md reads the data" test "$(head -c $((data * 512)) /dev/md0 | md5sum)" = "$want"
 must mdadm --stop /dev/md0
 

@@ -91,10 +91,7 @@ for layout in "raid1 2 --level=1" "raid5 3 --level=5 --layout=left-symmetric --c
   must mdadm --create /dev/md0 --run --quiet --assume-clean --metadata=1.0 --bitmap=none \
     --size=$((per / 2)) --raid-devices=$n "${mdargs[@]}" "${now[@]}"
   check "$level: md shows the bytes raidmig showed" test "$(md5sum < /dev/md0)" = "$want"
-  echo check > /sys/block/md0/md/sync_action
-  sleep 1
-  for i in $(seq 1 600); do [ "$(cat /sys/block/md0/md/sync_action)" = idle ] && break; sleep 1; done
-  check "$level: md check mismatch_cnt $(cat /sys/block/md0/md/mismatch_cnt)" test "$(cat /sys/block/md0/md/mismatch_cnt)" = 0
+  md_check "$level"
   must mdadm --stop /dev/md0
   must mdadm --zero-superblock "${now[@]}"
 done
