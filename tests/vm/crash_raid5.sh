@@ -11,6 +11,14 @@
 # and every completed fio pass must read back. A last boot lets the migration
 # finish, grows ext4 and checks everything once more.
 #
+# The migration runs at 1 MiB/s so that it lasts through the kills, which
+# alone would only ever cut its first hundred MiB. The last boot before the
+# final one aims at the end instead: the guest sets the speed that would
+# finish the migration AIM seconds into its load, and the host kills it
+# after 0.6 to 1.5 times AIM, so that the cut lands in the last part of
+# the copy, at its completion, or in the resync of the added capacity that
+# follows it.
+#
 #   tests/vm/crash_raid5.sh          (RAIDMIG_OUT: log directory; CRASH_SEED,
 #                                     KILLS: to repeat or lengthen a run)
 set -uo pipefail
@@ -28,9 +36,9 @@ echo "crash test: $kills kills, seed $seed, logs in $out"
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
-guest() {   # guest BOOT MODE: runs one boot in the background, sets $gpid
+guest() {   # guest BOOT MODE AIM: runs one boot in the background, sets $gpid
   RAIDMIG_OUT=$out setsid bash scripts/guest.sh --disk-dir "$disks" --disks 3 --size 256M -- \
-    bash tests/vm/guest/crash_raid5.sh "$1" "$2" > "$out/boot$1.log" 2>&1 &
+    bash tests/vm/guest/crash_raid5.sh "$1" "$2" "$3" > "$out/boot$1.log" 2>&1 &
   gpid=$!
 }
 
@@ -44,7 +52,12 @@ qemu_pid() {   # the QEMU process of the guest (not vng, whose arguments match t
 prev=-1
 for boot in $(seq 0 "$kills"); do
   mode=crash; [ "$boot" = "$kills" ] && mode=final
-  guest "$boot" "$mode"
+  delay=$(awk -v s="$seed" -v b="$boot" 'BEGIN { srand(s * 100 + b); print int(8 + rand() * 18) }')
+  aim=0
+  if [ "$boot" = $((kills - 1)) ]; then
+    aim=$(awk -v s="$seed" -v d="$delay" 'BEGIN { srand(s * 100 + 99); print int(d / (0.6 + rand() * 0.9) + 0.5) }')
+  fi
+  guest "$boot" "$mode" "$aim"
   if [ $mode = final ]; then
     wait $gpid; rc=$?
     [ $rc = 0 ] || fail "final boot failed (rc $rc, see $out/boot$boot.log)"
@@ -60,19 +73,20 @@ for boot in $(seq 0 "$kills"); do
       kill -9 "$(qemu_pid)" 2>/dev/null; wait $gpid
       break
     fi
-    delay=$(awk -v s="$seed" -v b="$boot" 'BEGIN { srand(s * 100 + b); print int(8 + rand() * 18) }')
     sleep $delay
     q=$(qemu_pid)
     if [ -z "$q" ]; then fail "boot $boot: no QEMU to kill"; wait $gpid; break; fi
-    echo "boot $boot: SIGKILL to QEMU $delay s into the migration"
+    echo "boot $boot: SIGKILL to QEMU $delay s into the migration$([ "$aim" = 0 ] || echo ", set to finish at $aim s")"
     kill -9 "$q"
     wait $gpid 2>/dev/null
+    echo "boot $boot: last seen (at most a second before the cut): progress $(tr '\n' ' ' < "$out/seen.$boot" 2>/dev/null)"
   fi
   # The checkpoint this boot resumed from must be after the previous boot's.
   if [ "$boot" -gt 0 ]; then
     cp=$(awk '/^checkpoint/ {print $2}' "$out/load.$boot" 2>/dev/null)
     st=$(awk '/^state/ {print $2}' "$out/load.$boot" 2>/dev/null)
-    echo "boot $boot: assembled in state $st, checkpoint at sector ${cp:-?}"
+    pr=$(awk '/^progress/ {print $2}' "$out/load.$boot" 2>/dev/null)
+    echo "boot $boot: assembled in state $st, checkpoint at sector ${cp:-?}, progress ${pr:-?}"
     if [ -z "$cp" ] || [ "$cp" -le "$prev" ] || [ "$cp" -le 0 ]; then
       fail "boot $boot resumed from checkpoint ${cp:-none}, not after the previous one ($prev)"
     fi

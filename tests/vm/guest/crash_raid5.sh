@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # One boot of the crash test (driven by tests/vm/crash_raid5.sh, which kills
-# this guest at random). Usage: crash_raid5.sh BOOT crash|final
+# this guest at random). Usage: crash_raid5.sh BOOT crash|final [AIM]
+#
+# AIM (seconds, 0 for none): once everything is verified, the speed limit is
+# set so that what is left of the migration would be copied in AIM seconds
+# of the load, which the host cuts near the end.
 #
 # Everything that must outlive a kill goes to $RAIDMIG_OUT on the host:
 # old.sums and new.sums (file checksums, a line only after the file was
 # fsynced), fio.log ("done K" once pass K completed with its fsync, "gone K"
 # before its file is removed), load.BOOT (state and checkpoint at assembly),
-# dmesg.BOOT (refreshed every few seconds) and running.BOOT (everything
-# verified, load started).
+# dmesg.BOOT and seen.BOOT (progress and action; both refreshed every
+# second) and running.BOOT (everything verified, load started).
 . tests/guest/lib.sh
-boot=$1 mode=$2
+boot=$1 mode=$2 aim=${3:-0}
 MNT=/tmp/m
 mkdir -p $MNT
 
@@ -58,10 +62,11 @@ else
     1) members=/dev/sdc,/dev/sda,/dev/sdb ;;
     2) members=/dev/sdb,/dev/sdc,/dev/sda ;;
   esac
-  # The migration resumes by itself at load: slow from its first unit on
-  # (not in the last boot), so that it lasts through all the kills.
-  limit=(); [ "$mode" = crash ] && limit=(speed_limit_max_kbps=1024)
-  must load members=$members "${limit[@]}"
+  # The migration resumes by itself at load: slow from its first unit on,
+  # so that it lasts through all the kills (and, in the last boot, until
+  # where it resumed from is recorded: unthrottled, what is left takes
+  # less than a second).
+  must load members=$members speed_limit_max_kbps=1024
   must wait_dev
   { echo "state $(cat $SYS/state)"; echo "checkpoint $(cat $SYS/checkpoint)"; echo "progress $(cat $SYS/progress)"; } > "$OUT/load.$boot"
   say "assembled: $(tr '\n' ' ' < "$OUT/load.$boot")"
@@ -98,7 +103,17 @@ if [ "$boot" = 0 ]; then
 fi
 st=$(cat $SYS/state)
 [ "$st" = migrating ] || { fail "boot $boot: state $st, not migrating"; finish; }
-( while :; do dump_dmesg; sleep 2; done ) &
+if [ "$aim" != 0 ]; then
+  # What is left to copy ends at the source's end: the capacity past it
+  # holds no data, and the migration goes over it without copying (nor
+  # pacing).
+  p=$(cat $SYS/progress) end=$(data_area /dev/sda)
+  left=$(( end - ${p%/*} )); [ $left -gt 0 ] || left=0
+  kbps=$(( left / 2 / aim + 1 ))
+  echo "$kbps" > $SYS/speed_limit_max_kbps
+  say "progress $p, source data up to $end: speed limit $kbps KiB/s to finish in $aim s"
+fi
+( while :; do dump_dmesg; cat $SYS/progress $SYS/action > "$OUT/seen.$boot"; sleep 1; done ) &
 ( k=$(( boot * 1000 + 1 )); while :; do
     if fio_pass $k; then
       echo "done $k" >> "$OUT/fio.log"
