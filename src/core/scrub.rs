@@ -142,6 +142,7 @@ impl Scrubber {
         if per == 0 {
             return Err(ScrubError::BufferTooSmall);
         }
+        let chunk = g.chunk_sectors() as u64;
         let mut x = m0;
         while x < m1 {
             let len = per.min(m1 - x);
@@ -151,7 +152,6 @@ impl Scrubber {
                 *t = Transfer { member: m, sector: x, at: step.at(m, x), len: (len << SECTOR_SHIFT) as usize };
             }
             io.read_all(buf, &batch[..n])?;
-            let chunk = g.chunk_sectors() as u64;
             let mut y = x;
             while y < x + len {
                 let mut plen = (x + len - y).min(chunk - y % chunk);

@@ -14,10 +14,10 @@
 # The migration runs at 1 MiB/s so that it lasts through the kills, which
 # alone would only ever cut its first hundred MiB. The last boot before the
 # final one aims at the end instead: the guest sets the speed that would
-# finish the migration AIM seconds into its load, and the host kills it
-# after 0.6 to 1.5 times AIM, so that the cut lands in the last part of
-# the copy, at its completion, or in the resync of the added capacity that
-# follows it.
+# copy the rest of the source's data AIM seconds into its load, and the
+# host kills it after 0.6 to 1.5 times AIM, so that the cut lands in the
+# last part of the copy or in the units past the source's end (which hold
+# no data, but go at the same pace).
 #
 #   tests/vm/crash_raid5.sh          (RAIDMIG_OUT: log directory; CRASH_SEED,
 #                                     KILLS: to repeat or lengthen a run)
@@ -76,7 +76,7 @@ for boot in $(seq 0 "$kills"); do
     sleep $delay
     q=$(qemu_pid)
     if [ -z "$q" ]; then fail "boot $boot: no QEMU to kill"; wait $gpid; break; fi
-    echo "boot $boot: SIGKILL to QEMU $delay s into the migration$([ "$aim" = 0 ] || echo ", set to finish at $aim s")"
+    echo "boot $boot: SIGKILL to QEMU $delay s into the migration$([ "$aim" = 0 ] || echo ", set to copy the source's data by $aim s")"
     kill -9 "$q"
     wait $gpid 2>/dev/null
     echo "boot $boot: last seen (at most a second before the cut): progress $(tr '\n' ' ' < "$out/seen.$boot" 2>/dev/null)"

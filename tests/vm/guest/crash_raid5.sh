@@ -3,8 +3,8 @@
 # this guest at random). Usage: crash_raid5.sh BOOT crash|final [AIM]
 #
 # AIM (seconds, 0 for none): once everything is verified, the speed limit is
-# set so that what is left of the migration would be copied in AIM seconds
-# of the load, which the host cuts near the end.
+# set so that what is left of the source's data would be copied in AIM
+# seconds of the load, which the host cuts near then.
 #
 # Everything that must outlive a kill goes to $RAIDMIG_OUT on the host:
 # old.sums and new.sums (file checksums, a line only after the file was
@@ -104,14 +104,14 @@ fi
 st=$(cat $SYS/state)
 [ "$st" = migrating ] || { fail "boot $boot: state $st, not migrating"; finish; }
 if [ "$aim" != 0 ]; then
-  # What is left to copy ends at the source's end: the capacity past it
-  # holds no data, and the migration goes over it without copying (nor
-  # pacing).
+  # Aimed at the end of the source's data: past it the migration copies
+  # nothing, though at the same pace, so the cut lands late in the copy
+  # or among those units.
   p=$(cat $SYS/progress) end=$(data_area /dev/sda)
   left=$(( end - ${p%/*} )); [ $left -gt 0 ] || left=0
   kbps=$(( left / 2 / aim + 1 ))
   echo "$kbps" > $SYS/speed_limit_max_kbps
-  say "progress $p, source data up to $end: speed limit $kbps KiB/s to finish in $aim s"
+  say "progress $p, source data up to $end: speed limit $kbps KiB/s to copy the rest in $aim s"
 fi
 ( while :; do dump_dmesg; cat $SYS/progress $SYS/action > "$OUT/seen.$boot"; sleep 1; done ) &
 ( k=$(( boot * 1000 + 1 )); while :; do
