@@ -35,7 +35,7 @@ use crate::{
         raid5::{Raid5Error, SliceWrite},
         route::{route, Route, View},
     },
-    stripes::Stripes,
+    stripes::{StripePart, Stripes},
     sys::{
         bio::{self},
         jobs::Jobs,
@@ -280,22 +280,23 @@ impl Host<'_> {
                         // Dirty at load, not yet resynced: parity may not
                         // match the data there (see write_unsynced_stripe).
                         let unsynced = self.settled && self.bitmap.unsynced(start, sectors);
+                        let part = StripePart { g: *g, place, failed: gone, start, sectors, unsynced };
                         let rq = io.request();
                         let eligible = (pass == Pass::Inline || io.phase() == Phase::Serve)
                             && SliceWrite::fits(g, rq.sector(), rq.sectors());
-                        let started = eligible
-                            && self.stripes.start(self.members, self.jobs, io, g, place, gone, start, sectors, unsynced);
+                        let started = eligible && self.stripes.start(self.members, self.jobs, io, &part);
                         match (started, pass) {
                             (true, _) => {}
                             (false, Pass::Inline) => io.defer(),
-                            (false, Pass::Work) => self.write_stripe(io, g, place, gone, start, sectors, unsynced),
+                            (false, Pass::Work) => self.write_stripe(io, &part),
                         }
                     }
                     // A member lost since `submit` looked: reconstruction
                     // waits for member I/O, which `queue_rq` must not.
                     MemberOp::Reconstruct { .. } if pass == Pass::Inline => io.defer(),
                     MemberOp::Reconstruct { start, sectors, .. } => {
-                        if self.stripes.read_reconstructed(self.members, self.jobs, io, g, place, gone, start, sectors).is_err() {
+                        let part = StripePart { g: *g, place, failed: gone, start, sectors, unsynced: false };
+                        if self.stripes.read_reconstructed(self.members, self.jobs, io, &part).is_err() {
                             io.fail(shim::sts_ioerr());
                         }
                     }
@@ -309,15 +310,14 @@ impl Host<'_> {
         }
     }
 
-    /// A raid5 write of logical `[start, start + sectors)` within one
-    /// stripe, leaving out the roles of `gone`. A member that fails during
-    /// the write is left out of the rest of it (the core writes the stripe
-    /// whole and consistent without it) and failed; the request then waits
-    /// for the failure to be recorded. A second member lost fails it.
-    /// `unsynced`: the range is dirty at load and not yet resynced.
-    #[allow(clippy::too_many_arguments)]
-    fn write_stripe(&self, io: &InFlight, g: &Geometry, place: Place, gone: Roles, start: u64, sectors: u64, unsynced: bool) {
-        match self.stripes.write(self.members, self.jobs, io, g, place, gone, start, sectors, unsynced) {
+    /// A raid5 write of `part`, waiting for its member I/O. A member that
+    /// fails during the write is left out of the rest of it (the core
+    /// writes the stripe whole and consistent without it) and failed; the
+    /// request then waits for the failure to be recorded. A second member
+    /// lost fails it.
+    fn write_stripe(&self, io: &InFlight, part: &StripePart) {
+        let start = part.start;
+        match self.stripes.write(self.members, self.jobs, io, part) {
             Ok(()) => {}
             // Written whole and consistent without the member: fail it.
             Err(Raid5Error::MemberFailed(e)) => {

@@ -62,17 +62,42 @@ pub(crate) const SMALL: usize = 64;
 /// long or shorter takes a small buffer first.
 pub(crate) const SMALL_SLICE: u64 = 8;
 
+/// Where a stripe write or a reconstructed read goes: logical
+/// `[start, start + sectors)`, within one stripe of raid5 layout `g` at
+/// `place`, with the roles of `failed` gone; `unsynced` where the range is
+/// dirty at load and not yet resynced (its parity may not match its data:
+/// written as a reconstruct-write; false for reads).
+#[derive(Clone, Copy)]
+pub(crate) struct StripePart {
+    pub(crate) g: Geometry,
+    pub(crate) place: Place,
+    pub(crate) failed: Roles,
+    pub(crate) start: u64,
+    pub(crate) sectors: u64,
+    pub(crate) unsynced: bool,
+}
+
+impl StripePart {
+    /// The stripe it lies in.
+    fn stripe(&self) -> u64 {
+        (self.start >> self.g.chunk_shift()) / self.g.stripe_chunks_nonzero()
+    }
+
+    /// Its slice write from the buffer of `bytes` bytes, for request `io`
+    /// (see [`SliceWrite::plan`]).
+    fn slice_write(&self, members: &Members, io: &InFlight, bytes: usize) -> Option<SliceWrite> {
+        let base = io.request().sector();
+        let dev = members.device_sectors();
+        SliceWrite::plan(&self.g, self.place, &dev, self.failed, base, self.start, self.sectors, bytes, self.unsynced)
+    }
+}
+
 /// A write running with no task waiting for it (see the module
 /// documentation): what its steps are planned from, again at each step.
 struct Running {
     /// The request, held until the write's last step.
     io: InFlight,
-    g: Geometry,
-    place: Place,
-    failed: Roles,
-    start: u64,
-    sectors: u64,
-    unsynced: bool,
+    part: StripePart,
     fua: bindings::blk_opf_t,
     /// Its first step is taken (its reads submitted).
     started: bool,
@@ -181,32 +206,15 @@ impl Stripes {
         self.freed.notify_all();
     }
 
-    /// Starts the write of logical `[start, start + sectors)`, within one
-    /// stripe of raid5 layout `g` at `place`, from the data of request
-    /// `io`, with the roles of `failed` gone, without waiting (see the
-    /// module documentation), if it is one slice with every member in sync
-    /// and its stripe and a buffer are free. Returns `false` otherwise: the
-    /// caller then has it done by [`Stripes::write`] from the request's
-    /// work item.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn start(
-        &self,
-        members: &Members,
-        jobs: &Jobs,
-        io: &InFlight,
-        g: &Geometry,
-        place: Place,
-        failed: Roles,
-        start: u64,
-        sectors: u64,
-        unsynced: bool,
-    ) -> bool {
-        let stripe = (start >> g.chunk_shift()) / g.stripe_chunks_nonzero();
-        let base = io.request().sector();
-        let dev = members.device_sectors();
+    /// Starts the write of `part` from the data of request `io` without
+    /// waiting (see the module documentation), if it is one slice with
+    /// every member in sync and its stripe and a buffer are free. Returns
+    /// `false` otherwise: the caller then has it done by [`Stripes::write`]
+    /// from the request's work item.
+    pub(crate) fn start(&self, members: &Members, jobs: &Jobs, io: &InFlight, part: &StripePart) -> bool {
         let mut slots = self.slots.lock();
-        let Some(index) = Self::take_slot(&mut slots, jobs, stripe, sectors) else { return false };
-        if SliceWrite::plan(g, place, &dev, failed, base, start, sectors, jobs.bytes(index), unsynced).is_none() {
+        let Some(index) = Self::take_slot(&mut slots, jobs, part.stripe(), part.sectors) else { return false };
+        if part.slice_write(members, io, jobs.bytes(index)).is_none() {
             slots[index] = Entry::default();
             return false;
         }
@@ -221,7 +229,7 @@ impl Stripes {
             return false;
         };
         let fua = io.request().member_opf() & FUA;
-        slots[index].job = Some(Running { io: io.hold(), g: *g, place, failed, start, sectors, unsynced, fua, started: false });
+        slots[index].job = Some(Running { io: io.hold(), part: *part, fua, started: false });
         drop(slots);
         // With no I/O: its end takes the first step.
         drop(kick);
@@ -234,14 +242,6 @@ impl Stripes {
         job.io.defer();
         self.release(index);
         drop(job);
-    }
-
-    /// The steps of `job` on buffer `index` (planned again: the plan is a
-    /// function of what `job` holds).
-    fn plan(&self, members: &Members, jobs: &Jobs, index: usize, job: &Running) -> Option<SliceWrite> {
-        let dev = members.device_sectors();
-        let base = job.io.request().sector();
-        SliceWrite::plan(&job.g, job.place, &dev, job.failed, base, job.start, job.sectors, jobs.bytes(index), job.unsynced)
     }
 
     /// Puts `job` back on buffer `index` and submits its reads: its next
@@ -278,7 +278,7 @@ impl Stripes {
         }
         let Some(b) = jobs.quiet_batch(index) else { return self.abandon(index, job) };
         self.slots.lock()[index].writing = true;
-        let redundant = job.g.redundant();
+        let redundant = job.part.g.redundant();
         for t in plan.writes() {
             let written = members.dev(t.member).is_some_and(|d| {
                 b.submit(members.bioset(), d, t.member, true, job.fua, t.sector, t.at, t.len, Some((&job.io, redundant)))
@@ -314,7 +314,9 @@ impl Stripes {
             return;
         };
         drop(slots);
-        let Some(plan) = self.plan(members, jobs, index, &job) else { return self.abandon(index, job) };
+        // Planned again at each step: the plan is a function of what `job`
+        // holds.
+        let Some(plan) = job.part.slice_write(members, &job.io, jobs.bytes(index)) else { return self.abandon(index, job) };
         match (job.started, jobs.take_error(index)) {
             (false, _) if plan.reads().next().is_none() => self.compute_and_write(members, jobs, index, job, &plan),
             (false, _) => self.read(members, jobs, index, Running { started: true, ..job }, &plan),
@@ -326,57 +328,38 @@ impl Stripes {
         }
     }
 
-    /// Writes logical `[start, start + sectors)`, within one stripe of raid5
-    /// layout `g` at `place`, from the data of request `io`, with the roles
-    /// of `failed` gone, waiting for its member I/O; as a reconstruct-write
-    /// where the range is `unsynced` (its parity may not match its data).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn write(
-        &self,
-        members: &Members,
-        jobs: &Jobs,
-        io: &InFlight,
-        g: &Geometry,
-        place: Place,
-        failed: Roles,
-        start: u64,
-        sectors: u64,
-        unsynced: bool,
-    ) -> Result<(), Raid5Error> {
-        let stripe = (start >> g.chunk_shift()) / g.stripe_chunks_nonzero();
-        let slot = self.lock(jobs, stripe, sectors)?;
+    /// Writes `part` from the data of request `io`, waiting for its member
+    /// I/O.
+    pub(crate) fn write(&self, members: &Members, jobs: &Jobs, io: &InFlight, part: &StripePart) -> Result<(), Raid5Error> {
+        let slot = self.lock(jobs, part.stripe(), part.sectors)?;
         let Some(mut lent) = jobs.lend(slot.index) else { return Err(Raid5Error::BufferTooSmall) };
         let (bytes, region) = lent.split();
         let fua = io.request().member_opf() & FUA;
         let mut sio = KernelStripe { members, io, region, fua };
         let base = io.request().sector();
-        let write = if unsynced { write_unsynced_stripe } else { write_stripe };
-        write(&mut sio, g, place, &members.device_sectors(), failed, base, start, sectors, bytes)
+        let write = if part.unsynced { write_unsynced_stripe } else { write_stripe };
+        let StripePart { g, place, failed, start, sectors, .. } = *part;
+        write(&mut sio, &g, place, &members.device_sectors(), failed, base, start, sectors, bytes)
     }
 
-    /// Reads logical `[start, start + sectors)`, within one chunk of raid5
-    /// layout `g` at `place` whose member is in `failed`, into request `io`:
-    /// reconstructed from the rest of the stripe, under the stripe lock (a
-    /// write of the stripe would otherwise change it half-way).
-    #[allow(clippy::too_many_arguments)]
+    /// Reads `part`, within one chunk whose member is in `part.failed`, into
+    /// request `io`: reconstructed from the rest of the stripe, under the
+    /// stripe lock (a write of the stripe would otherwise change it
+    /// half-way).
     pub(crate) fn read_reconstructed(
         &self,
         members: &Members,
         jobs: &Jobs,
         io: &InFlight,
-        g: &Geometry,
-        place: Place,
-        failed: Roles,
-        start: u64,
-        sectors: u64,
+        part: &StripePart,
     ) -> Result<(), Raid5Error> {
-        let stripe = (start >> g.chunk_shift()) / g.stripe_chunks_nonzero();
-        let slot = self.lock(jobs, stripe, sectors)?;
+        let slot = self.lock(jobs, part.stripe(), part.sectors)?;
         let Some(mut lent) = jobs.lend(slot.index) else { return Err(Raid5Error::BufferTooSmall) };
         let (bytes, region) = lent.split();
         let mut sio = KernelStripe { members, io, region, fua: 0 };
         let base = io.request().sector();
-        read_reconstructed(&mut sio, g, place, &members.device_sectors(), failed, base, start, sectors, bytes)
+        let StripePart { g, place, failed, start, sectors, .. } = *part;
+        read_reconstructed(&mut sio, &g, place, &members.device_sectors(), failed, base, start, sectors, bytes)
     }
 }
 
