@@ -208,11 +208,30 @@ pub(crate) struct Migration<'a> {
     pub(crate) fail_member: &'a dyn Fn(usize, u64, bool) -> bool,
 }
 
-/// Blocking member I/O for the engine (and the repairs), by role.
+/// Blocking member I/O for the engine and the repairs, by role. It
+/// remembers where a write first failed, so that the migration thread fails
+/// that member, as md fails a member on a write error (a read error only
+/// stops the migration: the source has no other copy of what is not copied
+/// yet); the repairs take their errors from the results alone. A batch that
+/// fails as a whole is done again one transfer at a time, which finds the
+/// failing member and sector.
 pub(crate) struct KernelIo<'a> {
-    pub(crate) members: &'a Members,
-    pub(crate) coord: &'a Coordinator,
-    pub(crate) region: Region<'a>,
+    members: &'a Members,
+    coord: &'a Coordinator,
+    region: Region<'a>,
+    /// Takes the capacity the migration adds past the source's end as
+    /// regions to resync (see the engine's `copy_rows`).
+    bitmap: &'a Bitmap,
+    fail_member: &'a dyn Fn(usize, u64, bool) -> bool,
+    /// The first write that failed since last taken: role and sector.
+    pub(crate) write_error: Option<(usize, u64)>,
+}
+
+impl<'a> KernelIo<'a> {
+    /// Member I/O for `m`'s thread through the buffer of `region`.
+    pub(crate) fn new(m: &Migration<'a>, region: Region<'a>) -> Self {
+        KernelIo { members: m.members, coord: m.coord, region, bitmap: m.bitmap, fail_member: m.fail_member, write_error: None }
+    }
 }
 
 impl MemberIo for KernelIo<'_> {
@@ -221,7 +240,10 @@ impl MemberIo for KernelIo<'_> {
     }
 
     fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError> {
-        self.members.write(Who::Migration, &self.region, member, 0, sector, buf)
+        // The first failure of a batch is the one recorded.
+        self.members.write(Who::Migration, &self.region, member, 0, sector, buf).inspect_err(|_| {
+            self.write_error.get_or_insert((member, sector));
+        })
     }
 
     fn read_all(&mut self, buf: &mut [u8], batch: &[Transfer]) -> Result<(), IoError> {
@@ -259,84 +281,13 @@ impl MemberIo for KernelIo<'_> {
     }
 
     fn write_zeroes(&mut self, member: usize, sector: u64, sectors: u64, _buf: &mut [u8]) -> Result<(), IoError> {
-        self.members.write_zeroes(Who::Migration, member, sector, sectors)
-    }
-
-    fn xor_into(&mut self, dst: &mut [u8], src: &[u8]) {
-        shim::xor_into(dst, src)
-    }
-}
-
-/// The engine's member I/O: remembers where a write failed, so that the
-/// thread fails that member, as md fails a member on a write error (a read
-/// error only stops the migration: the source has no other copy of what is
-/// not copied yet).
-struct EngineIo<'a> {
-    io: KernelIo<'a>,
-    write_error: Option<(usize, u64)>,
-    /// Takes the capacity the migration adds past the source's end as
-    /// regions to resync (see the engine's `copy_rows`).
-    bitmap: &'a Bitmap,
-    fail_member: &'a dyn Fn(usize, u64, bool) -> bool,
-}
-
-impl MemberIo for EngineIo<'_> {
-    fn read(&mut self, member: usize, sector: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        self.io.read(member, sector, buf)
-    }
-
-    fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), IoError> {
-        // The first failure of a batch is the one returned.
-        self.io.write(member, sector, buf).inspect_err(|_| {
-            self.write_error.get_or_insert((member, sector));
-        })
-    }
-
-    fn read_all(&mut self, buf: &mut [u8], batch: &[Transfer]) -> Result<(), IoError> {
-        self.io.read_all(buf, batch)
-    }
-
-    fn write_all(&mut self, buf: &[u8], batch: &[Transfer]) -> Result<(), IoError> {
-        // A failed batch is done again one write at a time through `write`,
-        // which records the failing member and sector.
-        if self.io.members.write_batch(&self.io.region, 0, buf, batch) {
-            return Ok(());
-        }
-        write_each(self, buf, batch)
-    }
-
-    fn write_read_all(&mut self, buf: &mut [u8], writes: &[Transfer], reads: &[Transfer]) -> Result<(), IoError> {
-        // A failed batch is done again one transfer at a time through
-        // `write` and `read`, which record the failing member and sector.
-        if self.io.members.write_read_batch(&self.io.region, buf, writes, reads) {
-            return Ok(());
-        }
-        let w = write_each(self, buf, writes);
-        w.and(read_each(self, buf, reads))
-    }
-
-    fn flush(&mut self) -> Result<(), IoError> {
-        self.io.flush()
-    }
-
-    fn publish(&mut self, view: &View) {
-        self.io.publish(view);
-    }
-
-    fn checkpoint_requested(&mut self) -> bool {
-        self.io.checkpoint_requested()
-    }
-
-    fn write_zeroes(&mut self, member: usize, sector: u64, sectors: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        self.io.write_zeroes(member, sector, sectors, buf).inspect_err(|_| {
+        self.members.write_zeroes(Who::Migration, member, sector, sectors).inspect_err(|_| {
             self.write_error.get_or_insert((member, sector));
         })
     }
 
     fn write_zeroes_all(&mut self, batch: &[ZeroRange], buf: &mut [u8]) -> Result<(), IoError> {
-        // A failed batch is done again one range at a time through
-        // `write_zeroes`, which records the failing member and sector.
-        if self.io.members.write_zeroes_batch(batch) {
+        if self.members.write_zeroes_batch(batch) {
             return Ok(());
         }
         zero_each(self, batch, buf)
@@ -345,11 +296,11 @@ impl MemberIo for EngineIo<'_> {
     fn mark_unsynced(&mut self, start: u64, end: u64) -> Result<bool, IoError> {
         // An error only when no member took the bits (those whose write
         // failed are failed); the migration then stops where it is.
-        self.bitmap.mark_unsynced(self.io.members, self.fail_member, start, end).map_err(|_| IoError { member: 0, errno: -5 })
+        self.bitmap.mark_unsynced(self.members, self.fail_member, start, end).map_err(|_| IoError { member: 0, errno: -5 })
     }
 
     fn xor_into(&mut self, dst: &mut [u8], src: &[u8]) {
-        self.io.xor_into(dst, src)
+        shim::xor_into(dst, src)
     }
 }
 
@@ -431,12 +382,7 @@ pub(crate) fn run(m: &Migration<'_>) {
             continue;
         };
         let (bytes, region) = buf.split();
-        let mut io = EngineIo {
-            io: KernelIo { members: m.members, coord: m.coord, region },
-            write_error: None,
-            bitmap: m.bitmap,
-            fail_member: m.fail_member,
-        };
+        let mut io = KernelIo::new(m, region);
         let members = &m.members.identity();
 
         if kthread::should_stop() {

@@ -37,7 +37,7 @@ use kernel::prelude::*;
 pub(crate) fn keep_health(m: &Migration<'_>, buffer: &mut IoBuf) {
     let members = m.members;
     let (bytes, region) = buffer.split();
-    let mut io = KernelIo { members, coord: m.coord, region };
+    let mut io = KernelIo::new(m, region);
     let settled = m.control.engine.lock().is_none();
     if settled {
         spares::take_over(members);
@@ -242,7 +242,7 @@ pub(crate) fn rebuild_step(m: &Migration<'_>, state: &mut Rebuilding, buffer: &m
     let started_ms = now.mono_ms;
     let rb = state.rebuilder.as_mut()?;
     let (bytes, region) = buffer.split();
-    let mut io = KernelIo { members, coord: m.coord, region };
+    let mut io = KernelIo::new(m, region);
     let mut window_bytes = 0;
     if let Some((start, end)) = rb.next_window() {
         // Writes admitted before now end first; writes into the window wait.
@@ -375,7 +375,7 @@ pub(crate) fn stop(m: &Migration<'_>, state: &mut Rebuilding, buffer: Option<&mu
     let health = members.health();
     if rb.copied() > rb.recorded() && health.rebuild.is_some_and(|r| r.role == rb.role()) {
         let (bytes, region) = buffer.split();
-        let mut io = KernelIo { members, coord: m.coord, region };
+        let mut io = KernelIo::new(m, region);
         let identity = members.identity();
         let rebuild = Some(Rebuild { role: rb.role(), position: rb.copied() });
         let now: Time = time::now();
@@ -441,7 +441,7 @@ pub(crate) fn scrub_step(
         return Some(owed_ms);
     }
     let (bytes, region) = buffer.split();
-    let mut io = KernelIo { members, coord: m.coord, region };
+    let mut io = KernelIo::new(m, region);
     let Some((start, end)) = sc.next_window() else { return None };
     m.coord.set_repair(Some((start, end)));
     let r = sc.scrub_window(&mut io, bytes);
@@ -536,7 +536,7 @@ pub(crate) fn resync_step(m: &Migration<'_>, state: &mut Resyncing, buffer: &mut
     }
     let (r, sc) = state.region.as_mut()?;
     let (bytes, region) = buffer.split();
-    let mut io = KernelIo { members, coord: m.coord, region };
+    let mut io = KernelIo::new(m, region);
     if let Some((start, end)) = sc.next_window() {
         m.coord.set_repair(Some((start, end)));
         let res = sc.scrub_window(&mut io, bytes);
