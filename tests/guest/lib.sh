@@ -205,12 +205,7 @@ logged() {
 # scrub ACTION: runs a scrub to its end; prints mismatch_cnt.
 scrub() {
   echo "$1" > $SYS/action || return 1
-  local i
-  for i in $(seq 1 300); do
-    [ "$(cat $SYS/action)" = idle ] && { cat $SYS/mismatch_cnt; return 0; }
-    sleep 0.5
-  done
-  echo timeout
+  if wait_idle 150; then cat $SYS/mismatch_cnt; else echo timeout; fi
 }
 
 # member_flushes DEV: completed flush requests of DEV (diskstats field 15).
