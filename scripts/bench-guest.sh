@@ -15,6 +15,9 @@ rounds=${2:-5}
 only=${3:-raid0,raid1,raid10,raid5}
 wanted() { [[ ",$only," == *",$1,"* ]]; }
 res=/tmp/bench
+# The kernel the figures were measured on (lockdep changes them: bench-setup.sh).
+kernel_line() { echo "kernel $(uname -r), lockdep $([ -e /proc/lockdep ] && echo on || echo off)"; }
+KO=${RAIDMIG_KO:-./raidmig.ko}   # bench-setup.sh passes the module built for this kernel
 mkdir -p $res
 tail_mb=$(( $(bash "$(dirname "$0")/reserved-tail.sh") / 2048 ))
 disks=(/dev/sda /dev/sdb /dev/sdc /dev/sdd)
@@ -92,7 +95,7 @@ level() {
   [ "$level" = raid10 ] && opts+=" --layout=n2"
   mdadm --create /dev/md0 --run --level="$level" --raid-devices="$n" --metadata=1.0 \
     $opts "${mdparts[@]}" > /tmp/mdadm.out 2>&1 || { cat /tmp/mdadm.out >&2; exit 1; }
-  insmod ./raidmig.ko members="$(IFS=,; echo "${rmparts[*]}")" level="$level" chunk_kb=64 assume_clean=1
+  insmod "$KO" members="$(IFS=,; echo "${rmparts[*]}")" level="$level" chunk_kb=64 assume_clean=1
   wait_dev
   for k in "${kinds[@]}"; do
     set -- $k
@@ -116,16 +119,17 @@ done
 wanted raid5 && for r in $(seq "$rounds"); do
   for b in 64 0; do
     wipe /dev/sda2 /dev/sdb2 /dev/sdc2
-    insmod ./raidmig.ko members=/dev/sda2,/dev/sdb2,/dev/sdc2 level=raid5 chunk_kb=64 assume_clean=1 bitmap_region_mb=$b
+    insmod "$KO" members=/dev/sda2,/dev/sdb2,/dev/sdc2 level=raid5 chunk_kb=64 assume_clean=1 bitmap_region_mb=$b
     wait_dev
     job "bitmap$b-randwrite-$r" /dev/raidmig0 randwrite 4k 32
     unload
   done
 done
 
-python3 - "$res" "$rounds" "$runtime" "$only" <<'PY'
+python3 - "$res" "$rounds" "$runtime" "$only" "$(kernel_line)" <<'PY'
 import json, statistics, sys
 res, rounds, runtime, only = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4].split(",")
+kernel_line = sys.argv[5]
 def get(tag, kind, r):
     j = json.load(open(f"{res}/{tag}-{kind}-{r}.json"))["jobs"][0]
     side = j["read"] if "read" in kind else j["write"]
@@ -142,6 +146,7 @@ raw = [med(series("raw", k)) for k, _ in kinds]
 print()
 print(f"clean arrays, chunk 64 KiB, queue depth 32 (4k) and 8 (1M); one guest, software emulation;")
 print(f"{rounds} rounds of {runtime} s alternating md and raidmig: medians, and the median of the per-round ratios")
+print(kernel_line)
 print(f"{'':<22}" + "".join(f"{h:>15}" for _, h in kinds))
 print(f"{'raw member (sda1)':<22}" + "".join(f"{v:>15.1f}" for v in raw))
 for level, n, goal in levels:
@@ -149,10 +154,12 @@ for level, n, goal in levels:
         continue
     md = [series(f"md-{level}", k) for k, _ in kinds]
     rm = [series(f"raidmig-{level}", k) for k, _ in kinds]
-    ratio = [med([r / m for r, m in zip(a, b)]) for a, b in zip(rm, md)]
+    per_round = [[r / m for r, m in zip(a, b)] for a, b in zip(rm, md)]
+    ratio = [med(x) for x in per_round]
     print(f"{f'md {level} x{n}':<22}" + "".join(f"{med(v):>15.1f}" for v in md))
     print(f"{f'raidmig {level} x{n}':<22}" + "".join(f"{med(v):>15.1f}" for v in rm))
     print(f"{'  raidmig / md':<22}" + "".join(f"{x:>15.2f}" for x in ratio))
+    print(f"{'    rounds: min-max':<22}" + "".join(f"{f'{min(x):.2f}-{max(x):.2f}':>15}" for x in per_round))
     print(f"{'  target':<22}" + "".join(f"{g:>15.2f}" for g in goal))
     print(f"{'  meets target':<22}" + "".join(f"{'yes' if x >= g else 'NO':>15}" for x, g in zip(ratio, goal)))
 if "raid5" not in only:
@@ -162,5 +169,7 @@ print()
 print(f"{'raidmig raid5 x3':<32}{'4k randwrite IOPS':>20}")
 print(f"{'with bitmap (64 MiB regions)':<32}{med(with_bm):>20.1f}")
 print(f"{'without bitmap':<32}{med(without):>20.1f}")
-print(f"{'with / without (target 0.9)':<32}{med([a / b for a, b in zip(with_bm, without)]):>20.2f}")
+bm_ratio = [a / b for a, b in zip(with_bm, without)]
+print(f"{'with / without (target 0.9)':<32}{med(bm_ratio):>20.2f}")
+print(f"{'  rounds: min-max':<32}{f'{min(bm_ratio):.2f}-{max(bm_ratio):.2f}':>20}")
 PY

@@ -2,9 +2,11 @@
 # Runs inside the migration benchmark guest (see bench-migration.sh).
 set -euo pipefail
 runtime=${1:-20} rounds=${2:-3}
-KO=./raidmig.ko
+KO=${RAIDMIG_KO:-./raidmig.ko}   # bench-setup.sh passes the module built for this kernel
 SYS=/sys/block/raidmig0/raidmig
 res=/tmp/bench
+# The kernel the figures were measured on (lockdep changes them: bench-setup.sh).
+kernel_line() { echo "kernel $(uname -r), lockdep $([ -e /proc/lockdep ] && echo on || echo off)"; }
 mkdir -p $res
 tail_sectors=$(bash "$(dirname "$0")/reserved-tail.sh")
 # The members in the order the host attached them: SATA disks by letter,
@@ -159,11 +161,11 @@ load_s=$(python3 -c "print(round($t1 - $t0))")
 wait_resynced
 unload
 
-python3 - "$fio_copy" "$idle" "$busy" "$under_load" "$data" "$res/migrations" "$res/raw" "$load_s" <<'PY'
+python3 - "$fio_copy" "$idle" "$busy" "$under_load" "$data" "$res/migrations" "$res/raw" "$load_s" "$(kernel_line)" <<'PY'
 import sys
 from fractions import Fraction
 from statistics import median
-fio_copy, idle, busy, under_load, data, migrations, raws, load_s = sys.argv[1:]
+fio_copy, idle, busy, under_load, data, migrations, raws, load_s, kernel_line = sys.argv[1:]
 md_of = {int(r): float(mb) for r, mb in (l.split() for l in open(raws))}
 md_copy = median(md_of.values())
 rows = {}
@@ -180,6 +182,7 @@ raw = median(raw_of.values())
 floors = {}
 print()
 print(f"migration of a {int(data) * 512 >> 20} MiB data area, {len(raw_of)} rounds (one guest, software emulation: read the ratios)")
+print(kernel_line)
 print(f"{'what':<42}{'MB/s':>8}{'/ raw':>7}{'floor':>8}{'/ floor':>9}{'target':>8}{'units':>7}{'staged':>7}{'ckpts':>7}{'s':>7}{'resync s':>9}")
 print(f"{'raw copy member 0 -> 1 (fio, 1M qd8)':<42}{float(fio_copy):>8.1f}{float(fio_copy) / raw:>7.2f}")
 print(f"{'raw copy member 0 -> 1 (md resync)':<42}{float(md_copy):>8.1f}{float(md_copy) / raw:>7.2f}"

@@ -7,31 +7,34 @@
 # figures.
 #
 #   scripts/bench-migration.sh [--size MEMBER_SIZE] [--runtime SECONDS] [--rounds N] [--bus sata|nvme]
+#                              [--kernel bench|test]
 #
 # --size: each member's size (default 2560M, four image files of that size
 # under /var/tmp): large enough that the migration to raid5 outlasts the
 # loaded run, whose figures are otherwise those of an idle volume (the
 # table says so). --bus nvme: members that zero new capacity with
 # write-zeroes (no data sent), where SATA members are sent pages of zeros.
+# --kernel: the benchmark kernel (default: the test kernel without lockdep,
+# see bench-setup.sh) or the test kernel.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 export PATH=$HOME/.cargo/bin:$PATH
-size_mb=2560 runtime=20 rounds=3 bus=sata
+size_mb=2560 runtime=20 rounds=3 bus=sata kernel=bench
 while [ $# -gt 0 ]; do
   case "$1" in
     --size) size_mb=${2%M}; shift 2 ;;
     --runtime) runtime=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --bus) bus=$2; shift 2 ;;
+    --kernel) kernel=$2; shift 2 ;;
     *) echo "bench-migration.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
-bash scripts/install-deps.sh > /dev/null
-bash scripts/kernel.sh > /dev/null
-make -s
+. scripts/bench-setup.sh
+bench_setup "$kernel"
 disks=$(mktemp -d /var/tmp/raidmig-bench.XXXXXX)
 trap 'rm -rf "$disks"' EXIT
 # Allocated (not sparse) images, so reads cost what reads of data cost.
 for i in 0 1 2 3; do dd if=/dev/zero of="$disks/m$i.img" bs=1M count="$size_mb" status=none; done
-bash scripts/guest.sh --disks 4 --bus "$bus" --disk-dir "$disks" -- bash scripts/bench-migration-guest.sh "$runtime" "$rounds"
+bash scripts/guest.sh --kernel "$guest_kernel" --disks 4 --bus "$bus" --disk-dir "$disks" -- bash scripts/bench-migration-guest.sh "$runtime" "$rounds"

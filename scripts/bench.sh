@@ -10,26 +10,27 @@
 # short rounds (see bench-guest.sh); compare the ratios, not the absolute
 # figures.
 #
-#   scripts/bench.sh [--runtime SECONDS] [--rounds ROUNDS] [--levels L1,L2]
-#   (default 5 s, 4 rounds, every level: raid0,raid1,raid10,raid5)
+#   scripts/bench.sh [--runtime SECONDS] [--rounds ROUNDS] [--levels L1,L2] [--kernel bench|test]
+#   (default 5 s, 4 rounds, every level: raid0,raid1,raid10,raid5, the
+#   benchmark kernel: the test kernel without lockdep, see bench-setup.sh)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 export PATH=$HOME/.cargo/bin:$PATH
-runtime=5 rounds=4 levels=raid0,raid1,raid10,raid5
+runtime=5 rounds=4 levels=raid0,raid1,raid10,raid5 kernel=bench
 while [ $# -gt 0 ]; do
   case "$1" in
     --runtime) runtime=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --levels) levels=$2; shift 2 ;;
+    --kernel) kernel=$2; shift 2 ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
-bash scripts/install-deps.sh > /dev/null
-bash scripts/kernel.sh > /dev/null
-make -s
+. scripts/bench-setup.sh
+bench_setup "$kernel"
 disks=$(mktemp -d /var/tmp/raidmig-bench.XXXXXX)
 trap 'rm -rf "$disks"' EXIT
 # Allocated (not sparse) images, so reads cost what reads of data cost.
 for i in 0 1 2 3; do dd if=/dev/zero of="$disks/m$i.img" bs=1M count=1024 status=none; done
-bash scripts/guest.sh --disks 4 --disk-dir "$disks" -- bash scripts/bench-guest.sh "$runtime" "$rounds" "$levels"
+bash scripts/guest.sh --kernel "$guest_kernel" --disks 4 --disk-dir "$disks" -- bash scripts/bench-guest.sh "$runtime" "$rounds" "$levels"

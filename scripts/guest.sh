@@ -3,7 +3,12 @@
 # member disks and runs one command in it, from the repository's directory.
 #
 #   scripts/guest.sh [--disks N] [--size SIZE] [--sizes "SIZE..."] [--bus sata|nvme]
-#                    [--disk-dir DIR] [--memory M] [--append ARG] [--console FILE] -- CMD...
+#                    [--disk-dir DIR] [--memory M] [--append ARG] [--console FILE]
+#                    [--kernel test|bench] -- CMD...
+#
+# --kernel bench boots the benchmark kernel (scripts/kernel.sh --bench)
+# instead of the test kernel; RAIDMIG_KO must then name a module built for
+# it (scripts/bench-setup.sh).
 #
 # --sizes gives one size per disk (and so their number) instead of --disks
 # and --size.
@@ -37,7 +42,7 @@ top=$(cd "$here/.." && pwd)
 . "$here/versions.sh"
 export PATH=$HOME/.cargo/bin:$PATH
 
-disks=3 size=256M sizes="" memory=2G disk_dir="" append=() bus=sata console=""
+disks=3 size=256M sizes="" memory=2G disk_dir="" append=() bus=sata console="" kflavour=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --disks) disks=$2; shift 2 ;;
@@ -48,6 +53,8 @@ while [ $# -gt 0 ]; do
     --disk-dir) disk_dir=$2; shift 2 ;;   # reuse (or create) images in DIR
     --append) append+=(--append "$2"); shift 2 ;;
     --console) console=$2; shift 2 ;;
+    --kernel) case "$2" in test) kflavour=() ;; bench) kflavour=(--bench) ;;
+                *) echo "guest.sh: --kernel must be test or bench, not '$2'" >&2; exit 2 ;; esac; shift 2 ;;
     --) shift; break ;;
     *) echo "guest.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -55,7 +62,7 @@ done
 [ $# -gt 0 ] || { echo "guest.sh: no command" >&2; exit 2; }
 case "$bus" in sata|nvme) ;; *) echo "guest.sh: --bus must be sata or nvme, not '$bus'" >&2; exit 2 ;; esac
 
-kdir=$(bash "$here/kernel.sh" --kdir)
+kdir=$(bash "$here/kernel.sh" "${kflavour[@]}" --kdir)
 kernel=$kdir/arch/x86/boot/bzImage
 [ -f "$kernel" ] || { echo "guest.sh: no kernel at $kernel (run scripts/kernel.sh)" >&2; exit 1; }
 

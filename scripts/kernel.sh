@@ -4,6 +4,10 @@
 #
 #   scripts/kernel.sh            build (or reuse) the kernel, print its build dir
 #   scripts/kernel.sh --kdir     print the build dir for the current key, build nothing
+#   scripts/kernel.sh --bench [--kdir]
+#                                the same for the benchmark kernel: the test
+#                                kernel's config with qemu/bench.config over it
+#                                (no lockdep; see that file)
 #
 # The cache key covers the kernel source version, the config fragment, this
 # recipe and the toolchain (rustc, clang, bindgen), so a change to any of them
@@ -15,6 +19,17 @@ top=$(cd "$here/.." && pwd)
 export PATH=$HOME/.cargo/bin:$PATH
 
 fragment=$top/qemu/raidmig.config
+if [ "${1:-}" = --bench ]; then
+  shift
+  # One fragment: raidmig.config without the options bench.config sets,
+  # then bench.config (so that the check below reads one value per option).
+  overrides=$(grep -o '^# CONFIG_[A-Z0-9_]* is not set\|^CONFIG_[A-Z0-9_]*=' "$top/qemu/bench.config" |
+    sed 's/^# \(CONFIG_[A-Z0-9_]*\) is not set/\1/; s/=$//')
+  merged=$(mktemp /tmp/raidmig-bench-config.XXXXXX)
+  trap 'rm -f "$merged"' EXIT
+  { grep -v -w -F "$overrides" "$fragment"; cat "$top/qemu/bench.config"; } > "$merged"
+  fragment=$merged
+fi
 recipe_version=1
 
 cache_key() {
