@@ -4,7 +4,7 @@
 #
 #   scripts/kernel.sh            build (or reuse) the kernel, print its build dir
 #   scripts/kernel.sh --kdir     print the build dir for the current key, build nothing
-#   scripts/kernel.sh --bench [--kdir]
+#   scripts/kernel.sh --bench [--kdir]   (options in any order)
 #                                the same for the benchmark kernel: the test
 #                                kernel's config with qemu/bench.config over it
 #                                (no lockdep; see that file)
@@ -18,9 +18,16 @@ top=$(cd "$here/.." && pwd)
 . "$here/versions.sh"
 export PATH=$HOME/.cargo/bin:$PATH
 
+bench=0 kdir_only=0
+for arg in "$@"; do
+  case "$arg" in
+    --bench) bench=1 ;;
+    --kdir) kdir_only=1 ;;
+    *) echo "kernel.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
 fragment=$top/qemu/raidmig.config
-if [ "${1:-}" = --bench ]; then
-  shift
+if [ $bench = 1 ]; then
   # One fragment: raidmig.config without the options bench.config sets,
   # then bench.config (so that the check below reads one value per option).
   overrides=$(grep -o '^# CONFIG_[A-Z0-9_]* is not set\|^CONFIG_[A-Z0-9_]*=' "$top/qemu/bench.config" |
@@ -46,7 +53,7 @@ cache_key() {
 kver=$(dpkg-query -W -f='${Version}' "$KERNEL_SOURCE_PKG" 2>/dev/null || echo none)
 dir=$RAIDMIG_CACHE/kernel-${kver%%-*}-$(cache_key 2>/dev/null || echo nokey)
 
-if [ "${1:-}" = --kdir ]; then
+if [ $kdir_only = 1 ]; then
   echo "$dir/build"
   exit 0
 fi
