@@ -45,16 +45,17 @@ dd if=/dev/urandom of=$A bs=1M count=$((data / 2048)) oflag=direct status=none
 
 # A raw copy of the data area at the disks' limit: the first member read
 # and the second written at once, sequentially, 1 MiB at queue depth 8 each
-# (fio); the copy takes as long as the slower of the two.
-t0=$(now)
-fio --bs=1M --iodepth=8 --direct=1 --ioengine=libaio --size=$((data * 512)) --output-format=terse \
-    --name=read --filename=$A --rw=read --name=write --filename=$B --rw=write > /dev/null
-t1=$(now)
-fio_copy=$(mbps $data "$t0" "$t1")
-echo "raw copy (fio): $fio_copy MB/s"
+# (fio); the copy takes as long as the slower of the two. Run in every
+# round, as the two copies below.
+fio_copy() {
+  local t0 t1; t0=$(now)
+  fio --bs=1M --iodepth=8 --direct=1 --ioengine=libaio --size=$((data * 512)) --output-format=terse \
+      --name=read --filename=$A --rw=read --name=write --filename=$B --rw=write > /dev/null
+  t1=$(now)
+  mbps $data "$t0" "$t1"
+}
 # The same copy done by the kernel: md's resync of a raid1 over the two
-# (it reads the first member and writes the second), unthrottled. It runs
-# again in every round, next to the migrations it is the reference of.
+# (it reads the first member and writes the second), unthrottled.
 echo 10000000 > /proc/sys/dev/raid/speed_limit_max
 echo 10000000 > /proc/sys/dev/raid/speed_limit_min
 md_copy() {
@@ -88,33 +89,16 @@ migrate() {
   echo "$round $1 $3 $(mbps $data "$t0" "$t1") $(cat $SYS/units_done) $(cat $SYS/units_staged) $(cat $SYS/checkpoint_writes) $(python3 -c "print($t1 - $t0, $t2 - $t1)")" | tee -a $res/migrations
   unload
 }
-: > $res/migrations
-: > $res/raw
-# The floor (issue 9): the source disk reads all the data once and writes
-# its own share of the new layout, so it moves (1 + share) of the data; the
-# floor is the raw copy rate divided by that. share: raid1 0 (the data is
-# in place), raid0 over k 1/k, raid5 over k 1/(k-1), raid10 near-2 over k 2/k.
-# Rounds alternate the raw copy and the migrations: on a shared host the
-# same copy drifts by half between minutes, so each round's migrations are
-# set against that round's raw copy, and the table gives medians.
-for round in $(seq 1 "$rounds"); do
-  echo "$round $(md_copy)" | tee -a $res/raw
-  migrate raid0 $A,$B,$C 1/3
-  migrate raid1 $A,$B 0
-  migrate raid5 $A,$B,$C 1/2
-  migrate raid10 $A,$B,$C,$D 2/4
-done
 # 4k random reads on the volume: idle (prepared, not started) for as long
-# as an idle migration to raid5 takes (at least 3 s, at most RUNTIME), then
-# during a whole migration to raid5: the load starts first, the migration
-# once its reads flow, and the load stops when the migration is clean. Both figures
-# span the same time: the host's IOPS and the migration's rate (the user's
-# data area over its duration). The host's IOPS are the reads the volume
-# completed in that time (its own counters in /sys/block/raidmig0/stat: the
-# migration's member I/O does not pass through them), so the load can be
-# stopped with a plain signal and nothing depends on how fio reports a run
-# it did not end by itself.
-load_s=$(python3 -c "import statistics; t = statistics.median(float(l.split()[7]) for l in open('$res/migrations') if l.split()[1] == 'raid5'); print(max(3, min($runtime, int(t))))")
+# as this round's idle migration to raid5 took (at least 3 s, at most
+# RUNTIME), then during a whole migration to raid5: the load starts first,
+# the migration once its reads flow, and the load stops when the migration
+# is clean. Both figures span the same time: the host's IOPS and the
+# migration's rate (the user's data area over its duration). The host's
+# IOPS are the reads the volume completed in that time (its own counters in
+# /sys/block/raidmig0/stat: the migration's member I/O does not pass through
+# them), so the load can be stopped with a plain signal and nothing depends
+# on how fio reports a run it did not end by itself.
 reads_done() { awk '{print $1}' /sys/block/raidmig0/stat; }
 iops() { python3 -c "print(round(($2 - $1) / ($4 - $3)))"; }
 # randread_load: 4k random reads at queue depth 32 until stopped, on the
@@ -139,35 +123,60 @@ stop_load() {
   dmesg | tail -200 >&2
   exit 1
 }
-for d in $A $B $C; do zero_tail $d; done
-insmod $KO members=$A,$B,$C level=raid5 chunk_kb=64
-wait_dev
-randread_load
-r0=$(reads_done) t0=$(now)
-sleep "$load_s"
-r1=$(reads_done) t1=$(now)
-stop_load
-idle=$(iops "$r0" "$r1" "$t0" "$t1")
-echo "idle randread: $idle IOPS"
-randread_load
-r0=$(reads_done) t0=$(now)
-echo start > $SYS/action
-wait_clean
-r1=$(reads_done) t1=$(now)
-stop_load
-busy=$(iops "$r0" "$r1" "$t0" "$t1")
-under_load=$(mbps $data "$t0" "$t1")
-load_s=$(python3 -c "print(round($t1 - $t0))")
-wait_resynced
-unload
+# loaded: the idle load, then the migration to raid5 under it; appends
+# "round idle-IOPS busy-IOPS MB/s seconds" to $res/loaded.
+loaded() {
+  local load_s r0 r1 t0 t1 idle busy d
+  load_s=$(awk -v r=$round '$1 == r && $2 == "raid5" {t = int($8); print (t < 3 ? 3 : (t > '"$runtime"' ? '"$runtime"' : t))}' $res/migrations)
+  for d in $A $B $C; do zero_tail $d; done
+  insmod $KO members=$A,$B,$C level=raid5 chunk_kb=64
+  wait_dev
+  randread_load
+  r0=$(reads_done) t0=$(now)
+  sleep "$load_s"
+  r1=$(reads_done) t1=$(now)
+  stop_load
+  idle=$(iops "$r0" "$r1" "$t0" "$t1")
+  randread_load
+  r0=$(reads_done) t0=$(now)
+  echo start > $SYS/action
+  wait_clean
+  r1=$(reads_done) t1=$(now)
+  stop_load
+  busy=$(iops "$r0" "$r1" "$t0" "$t1")
+  echo "$round $idle $busy $(mbps $data "$t0" "$t1") $(python3 -c "print(round($t1 - $t0, 1))")" | tee -a $res/loaded
+  wait_resynced
+  unload
+}
 
-python3 - "$fio_copy" "$idle" "$busy" "$under_load" "$data" "$res/migrations" "$res/raw" "$load_s" "$(kernel_line)" <<'PY'
+: > $res/migrations
+: > $res/raw
+: > $res/loaded
+# The floor (issue 9): the source disk reads all the data once and writes
+# its own share of the new layout, so it moves (1 + share) of the data; the
+# floor is the raw copy rate divided by that. share: raid1 0 (the data is
+# in place), raid0 over k 1/k, raid5 over k 1/(k-1), raid10 near-2 over k 2/k.
+# Rounds alternate the raw copies and the migrations: on a shared host the
+# same copy drifts by half between minutes, so each round's migrations are
+# set against that round's raw copy, and the table gives medians.
+for round in $(seq 1 "$rounds"); do
+  echo "$round $(fio_copy) $(md_copy)" | tee -a $res/raw
+  migrate raid0 $A,$B,$C 1/3
+  migrate raid1 $A,$B 0
+  migrate raid5 $A,$B,$C 1/2
+  migrate raid10 $A,$B,$C,$D 2/4
+  loaded
+done
+
+python3 - "$data" "$res/migrations" "$res/raw" "$res/loaded" "$(kernel_line)" <<'PY'
 import sys
 from fractions import Fraction
 from statistics import median
-fio_copy, idle, busy, under_load, data, migrations, raws, load_s, kernel_line = sys.argv[1:]
-md_of = {int(r): float(mb) for r, mb in (l.split() for l in open(raws))}
-md_copy = median(md_of.values())
+data, migrations, raws, loaded, kernel_line = sys.argv[1:]
+fio_of, md_of = {}, {}
+for line in open(raws):
+    r, fio, md = line.split()
+    fio_of[int(r)], md_of[int(r)] = float(fio), float(md)
 rows = {}
 for line in open(migrations):
     rnd, level, share, mb, units, staged, ck, secs, resync = line.split()
@@ -177,37 +186,46 @@ for line in open(migrations):
 # single -> raid1 (a plain copy, nothing else). Neither of the first two
 # reaches the disks' limit here, so raid1 may set the floor for all.
 raid1_of = {r[0]: r[2] for r in rows.get('raid1', [])}
-raw_of = {r: max(float(fio_copy), md, raid1_of.get(r, 0)) for r, md in md_of.items()}
+raw_of = {r: max(fio_of[r], md, raid1_of.get(r, 0)) for r, md in md_of.items()}
 raw = median(raw_of.values())
-floors = {}
+rounds = lambda d: ', '.join(f'{v:.0f}' for v in d.values())
+spread = lambda v: f"({min(v):.2f}-{max(v):.2f})"
 print()
 print(f"migration of a {int(data) * 512 >> 20} MiB data area, {len(raw_of)} rounds (one guest, software emulation: read the ratios)")
 print(kernel_line)
 print(f"{'what':<42}{'MB/s':>8}{'/ raw':>7}{'floor':>8}{'/ floor':>9}{'target':>8}{'units':>7}{'staged':>7}{'ckpts':>7}{'s':>7}{'resync s':>9}")
-print(f"{'raw copy member 0 -> 1 (fio, 1M qd8)':<42}{float(fio_copy):>8.1f}{float(fio_copy) / raw:>7.2f}")
-print(f"{'raw copy member 0 -> 1 (md resync)':<42}{float(md_copy):>8.1f}{float(md_copy) / raw:>7.2f}"
-      f"   (rounds: {', '.join(f'{v:.0f}' for v in md_of.values())})")
-print(f"{'raw copy (the fastest copy in each round)':<42}{raw:>8.1f}{1:>7.2f}"
-      f"   (rounds: {', '.join(f'{v:.0f}' for v in raw_of.values())})")
+for name, of in (('fio, 1M qd8', fio_of), ('md resync', md_of)):
+    v = median(of.values())
+    print(f"{'raw copy member 0 -> 1 (' + name + ')':<42}{v:>8.1f}{v / raw:>7.2f}   (rounds: {rounds(of)})")
+print(f"{'raw copy (the fastest copy in each round)':<42}{raw:>8.1f}{1:>7.2f}   (rounds: {rounds(raw_of)})")
 print("(a round's raw copy: the fastest of fio, md's resync and raidmig's single -> raid1, which")
 print(" is a plain copy; floor: raw / (1 + the source's share of the writes), medians;")
-print(" / floor: the median of each round's rate over that round's floor; s: the migration's")
-print(" time to clean; resync s: then, the resync of the capacity it added, in the background)")
+print(" / floor: the median of each round's rate over that round's floor, and their range;")
+print(" s: the migration's time to clean; resync s: then, the resync of the capacity it added)")
+floor_of = lambda share, r: raw_of[r] / (1 + float(share))
+shares = {}
 for level, rs in rows.items():
     share = rs[0][1]
+    shares[level] = share
     floor = raw / (1 + float(share))
-    floors[level] = floor
     mb = median(r[2] for r in rs)
-    per_round = median(r[2] / (raw_of[r[0]] / (1 + float(share))) for r in rs)
+    ratios = [r[2] / floor_of(share, r[0]) for r in rs]
     units, staged, ck = rs[-1][3:6]
     secs = median(r[6] for r in rs)
     resync = median(r[7] for r in rs)
-    print(f"{'single -> ' + level + ' (idle)':<42}{mb:>8.1f}{mb / raw:>7.2f}{floor:>8.1f}{per_round:>9.2f}{0.9:>8.2f}{units:>7}{staged:>7}{ck:>7}{secs:>7.1f}{resync:>9.1f}")
-ul = float(under_load)
-print(f"{'single -> raid5 under 4k randread qd32':<42}{ul:>8.1f}{ul / raw:>7.2f}{floors['raid5']:>8.1f}{ul / floors['raid5']:>9.2f}{0.5:>8.2f}")
+    print(f"{'single -> ' + level + ' (idle)':<42}{mb:>8.1f}{mb / raw:>7.2f}{floor:>8.1f}{median(ratios):>9.2f}{0.9:>8.2f}{units:>7}{staged:>7}{ck:>7}{secs:>7.1f}{resync:>9.1f}"
+          f"  {spread(ratios)}")
+ld = [(int(r), float(i), float(b), float(mb), float(t)) for r, i, b, mb, t in (l.split() for l in open(loaded))]
+mb = median(x[3] for x in ld)
+ratios = [x[3] / floor_of(shares['raid5'], x[0]) for x in ld]
+floor = raw / (1 + float(shares['raid5']))
+print(f"{'single -> raid5 under 4k randread qd32':<42}{mb:>8.1f}{mb / raw:>7.2f}{floor:>8.1f}{median(ratios):>9.2f}{0.5:>8.2f}"
+      f"{'':>21}{median(x[4] for x in ld):>7.1f}{'':>9}  {spread(ratios)}")
 print()
+host = [x[2] / x[1] for x in ld]
 print(f"{'host 4k random read, iodepth 32':<42}{'IOPS':>8}{'/ idle':>9}{'target':>8}")
-print(f"{'idle volume (raid5 prepared)':<42}{float(idle):>8.0f}{1:>9.2f}")
-print(f"{'during the migration to raid5':<42}{float(busy):>8.0f}{float(busy) / float(idle):>9.2f}{0.7:>8.2f}")
-print(f"(IOPS: reads the volume completed during the whole migration, {load_s} s, and idle before it)")
+print(f"{'idle volume (raid5 prepared)':<42}{median(x[1] for x in ld):>8.0f}{1:>9.2f}")
+print(f"{'during the migration to raid5':<42}{median(x[2] for x in ld):>8.0f}{median(host):>9.2f}{0.7:>8.2f}  {spread(host)}")
+print("(IOPS: reads the volume completed during the whole loaded migration, and idle before it for as")
+print(" long as that round's idle migration to raid5 took; / idle: the median of the rounds' ratios)")
 PY
