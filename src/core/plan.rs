@@ -117,12 +117,29 @@ impl Migration {
     }
 
     /// The largest unit of `stripes` target stripes or less that fits the
-    /// staging area, in rows (at least one stripe, which always fits).
-    pub fn unit_rows_for(target: &Geometry, stripes: u32) -> u32 {
-        // Stripes of `stripe_rows` chunks fitting the staging area (the
-        // chunk is a power of two).
-        let fit = ((STAGING_SECTORS >> target.chunk_shift()) / target.stripe_rows_nonzero()).max(1);
-        (stripes.max(1) as u64).min(fit) as u32 * target.stripe_rows() as u32
+    /// staging area, in rows (at least one stripe, which always fits), made
+    /// of whole source stripes too: where the target's chunk is smaller
+    /// than the source's, the member rows of one source stripe hold logical
+    /// sectors of every target row over them, and a unit that ended inside
+    /// them would overwrite source data of the next unit
+    /// ([`PlanError::ForwardOverlap`]). So a unit spans a common multiple
+    /// of both layouts' stripes in member sectors.
+    pub fn unit_rows_for(source: &Geometry, target: &Geometry, stripes: u32) -> u32 {
+        // No division here can be by zero nor any product overflow (a
+        // panic path in the kernel): non-zero divisors, saturating products.
+        let period = |g: &Geometry| {
+            let chunk = NonZeroU64::new(1u64.wrapping_shl(g.chunk_shift())).unwrap_or(NonZeroU64::MIN);
+            g.stripe_rows_nonzero().saturating_mul(chunk)
+        };
+        // In target rows: both periods are whole target rows or the
+        // target's is a multiple of the source's (chunks are powers of two).
+        let step = NonZeroU64::new(lcm(period(target), period(source)) >> target.chunk_shift()).unwrap_or(NonZeroU64::MIN);
+        // Steps fitting the staging area (at least one: at most two rows of
+        // the largest chunk, which the staging area holds).
+        let fit = ((STAGING_SECTORS >> target.chunk_shift()) / step).max(1);
+        let rows = (stripes.max(1) as u64).saturating_mul(target.stripe_rows_nonzero().get());
+        let wanted = rows.saturating_add(step.get() - 1) / step;
+        wanted.min(fit).saturating_mul(step.get()).min(u32::MAX as u64) as u32
     }
 
     /// The layout migrated from.
@@ -252,6 +269,16 @@ impl Migration {
     }
 }
 
+/// The least common multiple of two non-zero numbers (saturating).
+fn lcm(a: NonZeroU64, b: NonZeroU64) -> u64 {
+    let (mut x, mut y) = (a.get(), b.get());
+    while let Some(d) = NonZeroU64::new(y) {
+        (x, y) = (y, x % d);
+    }
+    // `x` is the greatest common divisor of two non-zero numbers.
+    NonZeroU64::new(x).map_or(0, |gcd| (a.get() / gcd).saturating_mul(b.get()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::layout::Level;
@@ -311,6 +338,72 @@ mod tests {
         assert!((0..m.units()).all(|u| m.classify(u).is_ok()));
     }
 
+    /// Units of `m` copied through staging, or the first refused.
+    fn staged_units(m: &Migration) -> Result<u64, PlanError> {
+        (0..m.units()).try_fold(0, |n, u| m.classify(u).map(|p| n + p.indirect as u64))
+    }
+
+    /// The reshapes of an assembled array (members added, chunk changed,
+    /// level changed) are front-to-back pairs: planned with units from
+    /// `unit_rows_for`, no unit overwrites source data of a later one.
+    #[test]
+    fn reshapes_plan_front_to_back() {
+        use Level::*;
+        let data = 8192; // sectors per member
+        let pairs = [
+            (Raid0, 2, Raid0, 3),
+            (Raid0, 3, Raid0, 5),
+            (Raid5, 3, Raid5, 4),
+            (Raid5, 3, Raid5, 6),
+            (Raid10, 2, Raid10, 3),
+            (Raid10, 4, Raid10, 5),
+            (Raid10, 4, Raid10, 6),
+            (Raid1, 2, Raid5, 3),
+            (Raid1, 2, Raid5, 4),
+            (Raid0, 2, Raid5, 3),
+            (Raid0, 3, Raid5, 4),
+            (Raid0, 2, Raid10, 4),
+            (Raid5, 3, Raid0, 3),
+            (Raid1, 2, Raid10, 4),
+        ];
+        for (sl, sn, tl, tn) in pairs {
+            for chunk in [8, 128] {
+                let s = Geometry::new(sl, sn, chunk, data).unwrap();
+                let t = Geometry::new(tl, tn, chunk, data).unwrap();
+                for stripes in [1, 4] {
+                    let m = Migration::new(s, t, Migration::unit_rows_for(&s, &t, stripes)).unwrap();
+                    assert!(staged_units(&m).is_ok(), "{sl:?} x{sn} -> {tl:?} x{tn}, chunk {chunk}, {stripes} stripes");
+                }
+            }
+        }
+        // A chunk change on the same members: every unit overwrites its own
+        // source, so every unit goes through staging.
+        for (level, n) in [(Raid0, 3), (Raid5, 3), (Raid5, 4), (Raid10, 3), (Raid10, 4)] {
+            for from in [8, 16, 128, 1024, 8192] {
+                for to in [8, 16, 128, 1024, 8192] {
+                    if from == to {
+                        continue;
+                    }
+                    // Four rows of the largest chunk: whole stripes of both.
+                    let s = Geometry::new(level, n, from, 4 * 8192).unwrap();
+                    let t = Geometry::new(level, n, to, 4 * 8192).unwrap();
+                    let rows = Migration::unit_rows_for(&s, &t, 1);
+                    let m = Migration::new(s, t, rows).unwrap();
+                    assert_eq!(staged_units(&m), Ok(m.units()), "{level:?} x{n}, chunk {from} -> {to}");
+                    // One row fewer (when the unit is more than a stripe)
+                    // ends inside a source chunk: refused.
+                    if from > to && rows as u64 > t.stripe_rows() && rows as u64 * to as u64 > from as u64 {
+                        let m = Migration::new(s, t, rows - t.stripe_rows() as u32).unwrap();
+                        assert!(
+                            matches!(staged_units(&m), Err(PlanError::ForwardOverlap { .. })),
+                            "{level:?} x{n}, chunk {from} -> {to}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn bad_plans_refused() {
         let t = Geometry::new(Level::Raid0, 2, 8, 8 * 8).unwrap();
@@ -323,7 +416,8 @@ mod tests {
             Migration::new(Geometry::new(Level::Single, 1, 8192, 8192 * 4).unwrap(), big, 3),
             Err(PlanError::UnitSize)
         );
-        assert_eq!(Migration::unit_rows_for(&big, 8), 2);
-        assert_eq!(Migration::unit_rows_for(&r10, 3), 6);
+        let one = Geometry::new(Level::Single, 1, 8192, 8192 * 4).unwrap();
+        assert_eq!(Migration::unit_rows_for(&one, &big, 8), 2);
+        assert_eq!(Migration::unit_rows_for(&single(16), &r10, 3), 6);
     }
 }

@@ -82,7 +82,7 @@ pub fn plan_new(
     let source =
         Geometry::for_devices(Level::Single, 1, chunk_sectors, first).map_err(PrepareError::Geometry)?;
     let target = Geometry::for_devices(level, n, chunk_sectors, first).map_err(PrepareError::Geometry)?;
-    let rows = Migration::unit_rows_for(&target, unit_stripes);
+    let rows = Migration::unit_rows_for(&source, &target, unit_stripes);
     Migration::new(source, target, rows).map_err(PrepareError::Plan)
 }
 

@@ -210,6 +210,67 @@ fn sampled_crashes_realistic_geometries() {
     check("sampled, realistic geometries", &total);
 }
 
+/// The reshapes of an assembled array (issue order: members added, chunk
+/// changed, level changed), through the same engine: sampled power cuts on
+/// small geometries, and on realistic chunks for a chunk change both ways
+/// and a raid5 grow. Units come from the planner's `unit_rows_for`, whole
+/// stripes of both layouts (a chunk shrink needs more than one target
+/// stripe per unit); every unit of a chunk change goes through staging.
+#[test]
+fn sampled_crashes_reshape_pairs() {
+    use Level::*;
+    let heavy = !cfg!(debug_assertions);
+    let samples = if heavy { 60 } else { 6 };
+    let mut total = Report::default();
+    let mut seed = 7000;
+    // (source level, members, chunk; target level, members, chunk; member
+    // data area in sectors)
+    let pairs = [
+        (Raid0, 3, 16, Raid0, 5, 16, 768),
+        (Raid5, 3, 16, Raid5, 5, 16, 768),
+        (Raid10, 4, 16, Raid10, 5, 16, 768),
+        (Raid10, 2, 16, Raid10, 3, 16, 768),
+        (Raid0, 3, 16, Raid0, 3, 32, 768),
+        (Raid0, 3, 32, Raid0, 3, 16, 768),
+        (Raid5, 3, 16, Raid5, 3, 32, 768),
+        (Raid5, 3, 32, Raid5, 3, 16, 768),
+        (Raid10, 4, 16, Raid10, 4, 32, 768),
+        (Raid10, 3, 32, Raid10, 3, 16, 768),
+        (Raid1, 2, 16, Raid5, 4, 16, 768),
+        (Raid0, 2, 16, Raid5, 3, 16, 768),
+        (Raid0, 2, 16, Raid10, 4, 16, 768),
+        (Raid5, 3, 16, Raid0, 3, 16, 768),
+        (Raid1, 2, 16, Raid10, 4, 16, 768),
+        // 64 KiB to 512 KiB and back, 4 KiB to 64 KiB, a raid5 grow with
+        // 64 KiB chunks.
+        (Raid5, 4, 128, Raid5, 4, 1024, 4096),
+        (Raid5, 4, 1024, Raid5, 4, 128, 4096),
+        (Raid10, 3, 8, Raid10, 3, 128, 512),
+        (Raid5, 3, 128, Raid5, 4, 128, 2048),
+    ];
+    for (sl, sn, sc, tl, tn, tc, data) in pairs {
+        seed += 1;
+        let mut cfg = SimConfig::new(tl, tn, 1, seed);
+        cfg.source = Some(Geometry::new(sl, sn, sc, data).unwrap());
+        cfg.chunk = tc;
+        cfg.rows = data / tc as u64;
+        if data > 1024 {
+            // Longer units: fewer host requests per engine I/O, so that
+            // units complete (as in the realistic geometries above).
+            cfg.host_write = 10;
+            cfg.host_read = 8;
+            cfg.host_flush = 4;
+            cfg.io_errors = 2;
+        }
+        let r = simulate(&cfg, Crashes::Sample(samples));
+        println!("{}: {} crash points, {} units ({} staged)", cfg.name(), r.crash_points, r.units, r.units_staged);
+        assert!(r.crash_points > 0 && r.units > 0, "{}: nothing explored", cfg.name());
+        total.add(&r);
+    }
+    assert!(total.units_staged > 0);
+    check("sampled, reshape pairs", &total);
+}
+
 /// Copying a unit without publishing it in flight first lets host requests
 /// routed by an older view reach its source while it is read, and its rows
 /// while they change: the simulator must notice.

@@ -599,7 +599,7 @@ impl World {
         let data = cfg.rows * chunk as u64;
         let target = Geometry::new(cfg.level, cfg.members, chunk, data).unwrap();
         let source = cfg.source.unwrap_or_else(|| Geometry::new(Level::Single, 1, chunk, data).unwrap());
-        let rows = Migration::unit_rows_for(&target, cfg.unit_stripes);
+        let rows = Migration::unit_rows_for(&source, &target, cfg.unit_stripes);
         let plan = Migration::new(source, target, rows).unwrap();
         // Members differ a little in size; all hold the data area and tail.
         let sizes: Vec<u64> = (0..cfg.members as u64).map(|m| data + RESERVED_TAIL_SECTORS + m * 3).collect();
