@@ -70,7 +70,9 @@
 //!    be repeated any number of times ([`engine`], [`tail`]).
 //! 7. **Nothing is written before the input is valid.** A load checks every
 //!    device, the layout and the first device's free tail before the first
-//!    superblock is written ([`lifecycle`], [`prepare`], [`config`]).
+//!    superblock is written ([`lifecycle`], [`prepare`], [`config`]); a
+//!    reshape checks the array, the request and every unit of its plan
+//!    before its first superblock ([`reshape`]).
 //! 8. **One decision, one place.** The kernel and the host simulator call the
 //!    same functions for the load sequence, host admission, the split of
 //!    requests into member I/O, raid5 writes and the migration, so the
@@ -123,6 +125,8 @@
 //! - [`config`]: module parameters and sysfs input.
 //! - [`members`], [`assemble`], [`prepare`]: array identity, assembly from
 //!   superblocks, the checks and first superblocks of a new array.
+//! - [`reshape`]: the checks and first superblocks of a reshape of an
+//!   assembled array (members added, chunk or level changed).
 //! - [`route`]: where host I/O goes while migrating.
 //! - [`engine`], [`pace`]: the migration itself, over the [`engine::MemberIo`]
 //!   trait, and its speed.
@@ -169,6 +173,7 @@ pub mod prepare;
 pub mod raid5;
 pub mod rebuild;
 pub mod record;
+pub mod reshape;
 pub mod route;
 pub mod scrub;
 pub mod tail;

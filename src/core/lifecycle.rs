@@ -16,7 +16,7 @@
 //! and flushed.
 //!
 //! Without a level, the array is assembled from the superblocks in any
-//! device order ([`assemble`]); members one generation behind are written
+//! device order ([`super::assemble`]); members one generation behind are written
 //! level with the newest ([`catch_up`]); the state to resume from is taken
 //! from the newest superblock; and a unit left in the staging area by a power
 //! cut or a member error is finished before the volume is exposed, since a

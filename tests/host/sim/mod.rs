@@ -51,10 +51,11 @@ use raidmig_core::lifecycle::{load, Fresh, LoadError, LoadParams, Recovered};
 use raidmig_core::members::ArrayMembers;
 use raidmig_core::plan::Migration;
 use raidmig_core::prepare::prepared_superblock;
+use raidmig_core::reshape::{plan_reshape, reshape_superblock, ReshapeError, ReshapeRequest};
 use raidmig_core::raid5::{buffer_bytes, write_stripe, Raid5Error, StripeIo};
 use raidmig_core::route::{route, Route, View};
 use raidmig_core::scrub::{ScrubMode, Scrubber};
-use raidmig_core::tail::{superblock_sector, tail_start, SUPERBLOCK_BYTES, SUPERBLOCK_SECTORS};
+use raidmig_core::tail::{slot_of, superblock_sector, tail_start, SUPERBLOCK_BYTES, SUPERBLOCK_SECTORS};
 
 const SECTOR: usize = 512;
 type Block = [u8; SECTOR];
@@ -430,6 +431,9 @@ pub struct Report {
     pub staged_requests: u64,
     pub reloads: u64,
     pub io_errors: u64,
+    /// Arrays made through the core's reshape checks and superblocks
+    /// (`plan_reshape`, `reshape_superblock`).
+    pub reshaped: u64,
     pub failures: Vec<String>,
 }
 
@@ -453,6 +457,7 @@ impl Report {
         self.staged_requests += o.staged_requests;
         self.reloads += o.reloads;
         self.io_errors += o.io_errors;
+        self.reshaped += o.reshaped;
         self.failures.extend(o.failures.iter().cloned());
     }
 }
@@ -667,12 +672,49 @@ impl World {
     /// the kernel does), else by writing prepared superblocks directly.
     /// Returns the engine to run.
     fn create(&mut self) -> Result<Engine, String> {
-        if self.cfg.source.is_some() {
+        if let Some(source) = self.cfg.source {
+            // A settled array of the source layout, reshaped through the
+            // core's checks and superblocks, as the shell does; pairs the
+            // shell does not offer get prepared superblocks directly.
+            let settled = Superblock {
+                generation: 1,
+                array_uuid: self.members.array_uuid,
+                member_uuid: self.members.uuids[0],
+                role: 0,
+                state: ArrayState::Clean,
+                device_sectors: self.members.device_sectors[0],
+                created_ms: self.members.created_ms,
+                updated_ms: 0,
+                layout: source,
+                migration: None,
+                failed: Roles::NONE,
+                rebuild: None,
+                bitmap_region: self.bitmap_region(),
+                readd_floor: 1,
+            };
+            let req = ReshapeRequest {
+                level: self.target.level(),
+                add: self.cfg.members - source.members(),
+                chunk_sectors: self.target.chunk_sectors(),
+            };
+            let added = &self.members.device_sectors[source.members()..self.cfg.members];
+            let reshape = match plan_reshape(&settled, req, added, self.cfg.unit_stripes) {
+                Ok(plan) if plan == self.plan => {
+                    self.report.reshaped += 1;
+                    true
+                }
+                Ok(plan) => return Err(format!("the core planned {plan:?}, not {:?}", self.plan)),
+                Err(ReshapeError::Unsupported) => false,
+                Err(e) => return Err(format!("reshape refused: {e:?}")),
+            };
             let mut buf = [0u8; SUPERBLOCK_BYTES];
             for role in 0..self.cfg.members {
-                let sb = prepared_superblock(&self.plan, &self.members, role, 0, self.bitmap_region());
+                let sb = match reshape {
+                    true => reshape_superblock(&settled, &self.plan, &self.members, role, 0),
+                    false => prepared_superblock(&self.plan, &self.members, role, 0, self.bitmap_region()),
+                };
                 sb.encode(&mut buf).unwrap();
-                let at = superblock_sector(self.members.device_sectors[role], 1);
+                let at = superblock_sector(self.members.device_sectors[role], slot_of(sb.generation));
                 self.disks[role].write(at, &buf);
                 self.disks[role].flush();
             }
