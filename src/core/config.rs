@@ -28,6 +28,9 @@ pub enum ConfigError {
     BadPath,
     /// `speed_limit_max_kbps=` above [`MAX_SPEED_LIMIT_KBPS`].
     BadSpeedLimit,
+    /// A write to `reshape` that is not words `level=`, `add=`, `chunk_kb=`,
+    /// each at most once.
+    BadReshape,
 }
 
 impl ConfigError {
@@ -43,12 +46,17 @@ impl ConfigError {
             ConfigError::BadNumber => "not a decimal number in range",
             ConfigError::BadPath => "not a device path (an absolute path, at most 255 bytes, no blanks)",
             ConfigError::BadSpeedLimit => "speed_limit_max_kbps must be at most 1073741824 (0: no limit)",
+            ConfigError::BadReshape => {
+                "reshape takes words level=LEVEL add=/dev/X[,/dev/Y...] chunk_kb=N, each at most once, \
+                 at least one (e.g. \"add=/dev/sdd\" or \"level=raid5 add=/dev/sdc\")"
+            }
         }
     }
 }
 
-/// The member paths of `members=`, in the order given.
-#[derive(Clone, Copy, Debug)]
+/// The member paths of `members=`, in the order given (the slots past the
+/// last hold empty paths, so that equal lists compare equal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemberPaths<'a> {
     paths: [&'a str; MAX_MEMBERS],
     count: usize,
@@ -201,6 +209,67 @@ pub fn parse_speed_limit(input: &[u8]) -> Result<u64, ConfigError> {
     parse_number(input, MAX_SPEED_LIMIT_KBPS)
 }
 
+/// Longest input `reshape` accepts, in bytes (device paths are long).
+pub const MAX_RESHAPE_INPUT: usize = 4000;
+
+/// What a write to `reshape` asks for; what it leaves out stays as it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReshapeSpec<'a> {
+    /// `level=`: the new level.
+    pub level: Option<Level>,
+    /// `add=`: the devices added, in role order after the current members.
+    pub add: Option<MemberPaths<'a>>,
+    /// `chunk_kb=`, in sectors: the new chunk.
+    pub chunk_sectors: Option<u32>,
+}
+
+impl ReshapeSpec<'_> {
+    /// The devices added (none if `add=` was not given).
+    pub fn added(&self) -> &[&str] {
+        self.add.as_ref().map_or(&[], |a| a.as_slice())
+    }
+}
+
+/// Parses a write to `reshape`: blank-separated words `level=LEVEL`,
+/// `add=PATH[,PATH...]` and `chunk_kb=N`, each at most once, at least one.
+/// Paths as [`parse_device_path`] takes them, `chunk_kb` as
+/// [`chunk_sectors_from_kb`].
+pub fn parse_reshape(input: &[u8]) -> Result<ReshapeSpec<'_>, ConfigError> {
+    let bad = ConfigError::BadReshape;
+    if input.len() > MAX_RESHAPE_INPUT {
+        return Err(bad);
+    }
+    let text = core::str::from_utf8(input).map_err(|_| bad)?;
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let mut spec = ReshapeSpec { level: None, add: None, chunk_sectors: None };
+    let mut words = 0;
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let (key, value) = word.split_once('=').ok_or(bad)?;
+        match key {
+            "level" if spec.level.is_none() => spec.level = Some(parse_level(value).map_err(|_| bad)?),
+            "chunk_kb" if spec.chunk_sectors.is_none() => {
+                let kb = parse_number(value.as_bytes(), u32::MAX as u64).map_err(|_| bad)? as u32;
+                spec.chunk_sectors = Some(chunk_sectors_from_kb(kb).map_err(|_| bad)?);
+            }
+            "add" if spec.add.is_none() => {
+                let paths = parse_members(value).map_err(|_| bad)?;
+                if paths.as_slice().iter().any(|p| parse_device_path(p.as_bytes()).is_err())
+                    || first_duplicate(paths.as_slice()).is_some()
+                {
+                    return Err(bad);
+                }
+                spec.add = Some(paths);
+            }
+            _ => return Err(bad),
+        }
+        words += 1;
+    }
+    if words == 0 {
+        return Err(bad);
+    }
+    Ok(spec)
+}
+
 /// The first pair of indices `(i, j)`, `i < j`, whose items are equal.
 pub fn first_duplicate<T: PartialEq>(items: &[T]) -> Option<(usize, usize)> {
     (0..items.len()).find_map(|j| (0..j).find(|&i| items[i] == items[j]).map(|i| (i, j)))
@@ -209,6 +278,47 @@ pub fn first_duplicate<T: PartialEq>(items: &[T]) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reshape_takes_level_add_and_chunk() {
+        let s = parse_reshape(b"level=raid5 add=/dev/sdd,/dev/sde chunk_kb=128\n").unwrap();
+        assert_eq!((s.level, s.chunk_sectors), (Some(Level::Raid5), Some(256)));
+        assert_eq!(s.added(), ["/dev/sdd", "/dev/sde"]);
+        let s = parse_reshape(b"  add=/dev/sdd  ").unwrap();
+        assert_eq!((s.level, s.chunk_sectors, s.added()), (None, None, &["/dev/sdd"][..]));
+        let s = parse_reshape(b"chunk_kb=4096").unwrap();
+        assert_eq!((s.level, s.chunk_sectors, s.added().len()), (None, Some(8192), 0));
+        // A long path list fits (up to MAX_RESHAPE_INPUT bytes).
+        let long = "/dev/disk/by-id/ata-QEMU_HARDDISK_QM00005-part1";
+        let mut text = std::string::String::from("add=");
+        for i in 0..15 {
+            text += &std::format!("{}{long}{i}", if i > 0 { "," } else { "" });
+        }
+        assert_eq!(parse_reshape(text.as_bytes()).unwrap().added().len(), 15);
+        for bad in [
+            &b""[..],
+            b"\n",
+            b"raid5",
+            b"level=raid6",
+            b"level=raid5 level=raid0",
+            b"add=",
+            b"add=/dev/sdd,",
+            b"add=sdd",
+            b"add=/dev/sdd,/dev/sdd",
+            b"add=/dev/sdd add=/dev/sde",
+            b"chunk_kb=3",
+            b"chunk_kb=8192",
+            b"chunk_kb=-4",
+            b"chunk_kb=",
+            b"size=10",
+            b"level = raid5",
+            b"level=raid5\tadd=/dev/sdd",
+            b"\xff",
+        ] {
+            assert_eq!(parse_reshape(bad), Err(ConfigError::BadReshape), "{:?}", core::str::from_utf8(bad));
+        }
+        assert_eq!(parse_reshape(&[b' '; MAX_RESHAPE_INPUT + 1]), Err(ConfigError::BadReshape));
+    }
 
     #[test]
     fn remove_takes_a_path_or_failed() {

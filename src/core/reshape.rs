@@ -38,6 +38,19 @@ pub struct ReshapeRequest {
     pub chunk_sectors: u32,
 }
 
+impl ReshapeRequest {
+    /// The request for an array of layout `current` (as the `reshape` knob
+    /// gives it, [`super::config::parse_reshape`]): the level and chunk
+    /// not given stay as they are.
+    pub fn new(current: &Geometry, level: Option<Level>, add: usize, chunk_sectors: Option<u32>) -> ReshapeRequest {
+        ReshapeRequest {
+            level: level.unwrap_or(current.level()),
+            add,
+            chunk_sectors: chunk_sectors.unwrap_or(current.chunk_sectors()),
+        }
+    }
+}
+
 /// Why a reshape is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReshapeError {
@@ -240,6 +253,13 @@ mod tests {
             assert_eq!(new.migration.map(|m| (m.checkpoint, m.staged)), Some((0, false)));
             assert_eq!((new.array_uuid, new.bitmap_region, new.readd_floor), (sb.array_uuid, sb.bitmap_region, 3));
         }
+    }
+
+    #[test]
+    fn what_is_not_given_stays() {
+        let g = clean(Raid5, 3, 128).layout;
+        assert_eq!(ReshapeRequest::new(&g, None, 1, None), req(Raid5, 1, 128));
+        assert_eq!(ReshapeRequest::new(&g, Some(Raid0), 0, Some(64)), req(Raid0, 0, 64));
     }
 
     #[test]
