@@ -474,7 +474,7 @@ impl Superblock {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample() -> Superblock {

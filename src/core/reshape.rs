@@ -197,24 +197,12 @@ mod tests {
 
     const DATA: u64 = 64 * 128; // member data area, sectors
 
+    /// A settled array's superblock (the format's sample, clean, with a
+    /// bitmap).
     fn clean(level: Level, members: usize, chunk: u32) -> Superblock {
         let layout = Geometry::new(level, members, chunk, DATA).unwrap();
-        Superblock {
-            generation: 7,
-            array_uuid: [1; 16],
-            member_uuid: [2; 16],
-            role: 0,
-            state: ArrayState::Clean,
-            device_sectors: DATA + RESERVED_TAIL_SECTORS,
-            created_ms: 1,
-            updated_ms: 2,
-            layout,
-            migration: None,
-            failed: Roles::NONE,
-            rebuild: None,
-            bitmap_region: Some(4096),
-            readd_floor: 3,
-        }
+        let state = ArrayState::Clean;
+        Superblock { state, layout, migration: None, bitmap_region: Some(4096), ..crate::format::tests::sample() }
     }
 
     fn req(level: Level, add: usize, chunk_sectors: u32) -> ReshapeRequest {
