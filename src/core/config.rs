@@ -5,7 +5,7 @@
 //!
 //! Keeps invariant 7 of the theory (see the crate documentation).
 
-use super::layout::{Level, MAX_CHUNK_SECTORS, MAX_MEMBERS, MIN_CHUNK_SECTORS, SECTOR_SHIFT};
+use super::layout::{valid_chunk, Level, MAX_MEMBERS, SECTOR_SHIFT};
 
 /// Why a load request is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,10 +99,7 @@ pub fn parse_level(name: &str) -> Result<Level, ConfigError> {
 /// within the supported range.
 pub fn chunk_sectors_from_kb(kb: u32) -> Result<u32, ConfigError> {
     let sectors = kb.checked_mul(1024 >> SECTOR_SHIFT).ok_or(ConfigError::BadChunk)?;
-    if !sectors.is_power_of_two() || !(MIN_CHUNK_SECTORS..=MAX_CHUNK_SECTORS).contains(&sectors) {
-        return Err(ConfigError::BadChunk);
-    }
-    Ok(sectors)
+    Some(sectors).filter(|&s| valid_chunk(s)).ok_or(ConfigError::BadChunk)
 }
 
 /// Largest migration speed limit, in KiB/s (about 1 TiB/s): far above any
@@ -241,8 +238,8 @@ pub fn parse_reshape(input: &[u8]) -> Result<ReshapeSpec<'_>, ConfigError> {
     }
     let text = core::str::from_utf8(input).map_err(|_| bad)?;
     let text = text.strip_suffix('\n').unwrap_or(text);
-    let mut spec = ReshapeSpec { level: None, add: None, chunk_sectors: None };
-    let mut words = 0;
+    let none = ReshapeSpec { level: None, add: None, chunk_sectors: None };
+    let mut spec = none;
     for word in text.split(' ').filter(|w| !w.is_empty()) {
         let (key, value) = word.split_once('=').ok_or(bad)?;
         match key {
@@ -262,9 +259,9 @@ pub fn parse_reshape(input: &[u8]) -> Result<ReshapeSpec<'_>, ConfigError> {
             }
             _ => return Err(bad),
         }
-        words += 1;
     }
-    if words == 0 {
+    // Every word sets a field: none set, no word.
+    if spec == none {
         return Err(bad);
     }
     Ok(spec)

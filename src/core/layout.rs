@@ -151,6 +151,12 @@ impl Level {
     }
 }
 
+/// Whether a chunk of `chunk_sectors` sectors is one raidmig supports: a
+/// power of two from [`MIN_CHUNK_SECTORS`] to [`MAX_CHUNK_SECTORS`].
+pub fn valid_chunk(chunk_sectors: u32) -> bool {
+    chunk_sectors.is_power_of_two() && (MIN_CHUNK_SECTORS..=MAX_CHUNK_SECTORS).contains(&chunk_sectors)
+}
+
 /// Why a geometry cannot be built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GeometryError {
@@ -271,9 +277,7 @@ impl Geometry {
         let Some(stripe_chunks) = NonZeroU64::new(stripe_chunks) else {
             return Err(GeometryError::MemberCount);
         };
-        if !chunk_sectors.is_power_of_two()
-            || !(MIN_CHUNK_SECTORS..=MAX_CHUNK_SECTORS).contains(&chunk_sectors)
-        {
+        if !valid_chunk(chunk_sectors) {
             return Err(GeometryError::Chunk);
         }
         let member_sectors = member_sectors & !(chunk_sectors as u64 - 1);

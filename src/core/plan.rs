@@ -276,9 +276,7 @@ impl Migration {
             }
         }
     }
-}
 
-impl Migration {
     /// The unit to move first so that unit `unit` can be moved out of order
     /// (a host write into it, with the new layout in effect at once):
     /// `unit` itself when every other unit whose source its rows overwrite

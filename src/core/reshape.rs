@@ -22,7 +22,7 @@
 
 use super::format::{ArrayState, MigrationRecord, Superblock};
 use super::health::Roles;
-use super::layout::{Geometry, GeometryError, Level, MAX_CHUNK_SECTORS, MAX_MEMBERS, MIN_CHUNK_SECTORS, RESERVED_TAIL_SECTORS};
+use super::layout::{valid_chunk, Geometry, GeometryError, Level, MAX_MEMBERS, RESERVED_TAIL_SECTORS};
 use super::members::ArrayMembers;
 use super::plan::{Migration, PlanError};
 
@@ -88,7 +88,7 @@ impl ReshapeError {
             ReshapeError::NotSettled(_) => "the array is migrating, reshaping, paused or failed: reshape a clean array",
             ReshapeError::Degraded => "the array is degraded: replace the failed member first",
             ReshapeError::Rebuilding => "a member is being rebuilt: wait until the rebuild ends",
-            ReshapeError::Chunk => "chunk must be a power of two from 4 KiB to 4 MiB",
+            ReshapeError::Chunk => GeometryError::Chunk.message(),
             ReshapeError::Unsupported => {
                 "unsupported reshape; supported: members added to raid0, raid5 or raid10; a new chunk for raid0, \
                  raid5 or raid10; raid1 to raid5 or raid10 with members added; raid0 to raid5 with one member \
@@ -130,7 +130,8 @@ pub fn plan_reshape(
     if newest.rebuild.is_some() {
         return Err(ReshapeError::Rebuilding);
     }
-    if !req.chunk_sectors.is_power_of_two() || !(MIN_CHUNK_SECTORS..=MAX_CHUNK_SECTORS).contains(&req.chunk_sectors) {
+    // Before the pair's checks, which compare chunks.
+    if !valid_chunk(req.chunk_sectors) {
         return Err(ReshapeError::Chunk);
     }
     let source = newest.layout;

@@ -677,20 +677,10 @@ impl World {
             // core's checks and superblocks, as the shell does; pairs the
             // shell does not offer get prepared superblocks directly.
             let settled = Superblock {
-                generation: 1,
-                array_uuid: self.members.array_uuid,
-                member_uuid: self.members.uuids[0],
-                role: 0,
                 state: ArrayState::Clean,
-                device_sectors: self.members.device_sectors[0],
-                created_ms: self.members.created_ms,
-                updated_ms: 0,
                 layout: source,
                 migration: None,
-                failed: Roles::NONE,
-                rebuild: None,
-                bitmap_region: self.bitmap_region(),
-                readd_floor: 1,
+                ..prepared_superblock(&self.plan, &self.members, 0, 0, self.bitmap_region())
             };
             let req = ReshapeRequest {
                 level: self.target.level(),
