@@ -345,12 +345,12 @@ pub fn load<I: MemberIo>(
     }
 }
 
-fn io_error(e: IoError) -> LoadError {
+pub(crate) fn io_error(e: IoError) -> LoadError {
     LoadError::Io { device: e.member, errno: e.errno }
 }
 
 /// Both superblock slots of device `device`.
-fn read_slots<I: MemberIo>(
+pub(crate) fn read_slots<I: MemberIo>(
     io: &mut I,
     device: usize,
     device_sectors: u64,
@@ -388,7 +388,7 @@ fn first_nonzero<I: MemberIo>(
 /// Makes sectors `[start, start + sectors)` of `device` read as zeros,
 /// writing only where they do not already (a joining disk's tail may hold
 /// whatever its former life left there).
-fn zero_range<I: MemberIo>(
+pub(crate) fn zero_range<I: MemberIo>(
     io: &mut I,
     device: usize,
     start: u64,

@@ -20,11 +20,16 @@
 //! plan at checkpoint 0, so a power cut right after them resumes the
 //! reshape from its start.
 
+use super::bitmap::BitmapGeometry;
+use super::engine::{Engine, EngineConfig, MemberIo, Time};
 use super::format::{ArrayState, MigrationRecord, Superblock};
 use super::health::Roles;
 use super::layout::{valid_chunk, Geometry, GeometryError, Level, MAX_MEMBERS, RESERVED_TAIL_SECTORS};
+use super::lifecycle::{io_error, read_slots, zero_range, LoadError};
 use super::members::ArrayMembers;
 use super::plan::{Migration, PlanError};
+use super::prepare::check_unclaimed;
+use super::tail::{slot_of, superblock_sector, tail_start, BITMAP_OFFSET, BITMAP_SECTORS, SUPERBLOCK_BYTES};
 
 /// What a reshape asks for: the new level, how many members are added
 /// (after the current ones, in the order given), the new chunk.
@@ -76,6 +81,9 @@ pub enum ReshapeError {
     },
     /// The new layout cannot be built.
     Geometry(GeometryError),
+    /// The array's write-intent bitmap cannot cover the new capacity with
+    /// its regions.
+    Bitmap,
     /// The reshape cannot be planned (the new layout would be smaller, most
     /// often: a larger chunk that the data area is not a multiple of).
     Plan(PlanError),
@@ -103,6 +111,7 @@ impl ReshapeError {
                 "added device too small: it must hold the data area of a member and the 16 MiB reserved tail"
             }
             ReshapeError::Geometry(e) => e.message(),
+            ReshapeError::Bitmap => "the write-intent bitmap's regions cannot cover the new capacity",
             ReshapeError::Plan(e) => e.message(),
         }
     }
@@ -160,6 +169,9 @@ pub fn plan_reshape(
         return Err(ReshapeError::TooSmall { device });
     }
     let target = Geometry::new(req.level, n + req.add, req.chunk_sectors, member_sectors).map_err(ReshapeError::Geometry)?;
+    if newest.bitmap_region.is_some_and(|r| BitmapGeometry::new(target.capacity(), r).is_none()) {
+        return Err(ReshapeError::Bitmap);
+    }
     let rows = Migration::unit_rows_for(&source, &target, unit_stripes);
     let plan = Migration::new(source, target, rows).map_err(ReshapeError::Plan)?;
     // Every unit planned now, not half-way: a pair that cannot be copied
@@ -189,6 +201,50 @@ pub fn reshape_superblock(newest: &Superblock, plan: &Migration, members: &Array
         rebuild: None,
         ..*newest
     }
+}
+
+/// Starts reshape `plan` of the array whose newest superblock is `newest`
+/// over `members` (those added included, in roles after the current ones):
+/// checks that no added device carries a raidmig superblock (reads only),
+/// then zeroes the added devices' bitmap areas where the array keeps a
+/// bitmap (bits a former life left there would read as dirty regions),
+/// writes every member's [`reshape_superblock`], the added members first,
+/// flushes, and returns the engine that runs the reshape. A cut before the
+/// flush leaves some members one generation behind, which the next
+/// assembly brings level (nothing has moved at checkpoint 0). Errors name
+/// the member by role.
+pub fn start_reshape<I: MemberIo>(
+    io: &mut I,
+    newest: &Superblock,
+    plan: &Migration,
+    members: &ArrayMembers,
+    config: EngineConfig,
+    now: Time,
+    buf: &mut [u8],
+) -> Result<Engine, LoadError> {
+    let (n, all) = (newest.layout.members(), plan.target().members());
+    if buf.len() < 2 * SUPERBLOCK_BYTES {
+        return Err(LoadError::Engine(super::engine::EngineError::BufferTooSmall));
+    }
+    for role in n..all {
+        let (a, b) = read_slots(io, role, members.device_sectors[role], buf)?;
+        check_unclaimed(role, &a, &b).map_err(LoadError::Prepare)?;
+    }
+    if newest.bitmap_region.is_some() {
+        for role in n..all {
+            let sectors = members.device_sectors[role];
+            zero_range(io, role, tail_start(sectors) + BITMAP_OFFSET, BITMAP_SECTORS, buf)?;
+        }
+    }
+    let sb_buf = &mut buf[..SUPERBLOCK_BYTES];
+    for role in Iterator::chain(n..all, 0..n) {
+        let sb = reshape_superblock(newest, plan, members, role, now.wall_ms);
+        sb.encode(sb_buf).map_err(|e| LoadError::Engine(super::engine::EngineError::Format(e)))?;
+        let sector = superblock_sector(members.device_sectors[role], slot_of(sb.generation));
+        io.write(role, sector, sb_buf).map_err(io_error)?;
+    }
+    io.flush().map_err(io_error)?;
+    Engine::resume(&reshape_superblock(newest, plan, members, 0, now.wall_ms), config, now).map_err(LoadError::Engine)
 }
 
 #[cfg(test)]
@@ -282,5 +338,92 @@ mod tests {
         for e in [ReshapeError::Unsupported, ReshapeError::MemberCount, ReshapeError::Degraded] {
             assert!(!e.message().is_empty());
         }
+    }
+
+    /// Members as sectors written (unwritten ones read as zeros), with
+    /// the writes counted.
+    #[derive(Default)]
+    struct Disks {
+        sectors: std::collections::HashMap<(usize, u64), std::vec::Vec<u8>>,
+        writes: usize,
+    }
+
+    impl MemberIo for Disks {
+        fn read(&mut self, member: usize, sector: u64, buf: &mut [u8]) -> Result<(), crate::engine::IoError> {
+            for (i, s) in buf.chunks_mut(512).enumerate() {
+                match self.sectors.get(&(member, sector + i as u64)) {
+                    Some(b) => s.copy_from_slice(b),
+                    None => s.fill(0),
+                }
+            }
+            Ok(())
+        }
+        fn write(&mut self, member: usize, sector: u64, buf: &[u8]) -> Result<(), crate::engine::IoError> {
+            self.writes += 1;
+            for (i, s) in buf.chunks(512).enumerate() {
+                self.sectors.insert((member, sector + i as u64), s.to_vec());
+            }
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), crate::engine::IoError> {
+            Ok(())
+        }
+        fn publish(&mut self, _view: &crate::route::View) {}
+        fn checkpoint_requested(&mut self) -> bool {
+            false
+        }
+    }
+
+    fn newest_of(disks: &mut Disks, role: usize, dev: u64) -> Superblock {
+        let mut buf = [0u8; 2 * SUPERBLOCK_BYTES];
+        let (a, b) = read_slots(disks, role, dev, &mut buf).unwrap();
+        Superblock::newest(a, b).unwrap()
+    }
+
+    #[test]
+    fn a_reshape_starts_with_every_superblock_newer() {
+        let sb = clean(Raid5, 3, 128);
+        let plan = plan_reshape(&sb, req(Raid5, 2, 128), &[DEV; 2], 4).unwrap();
+        let members = ArrayMembers::new([1; 16], 1, &[[9; 16]; 5], &[DEV; 5]);
+        let config = EngineConfig::default();
+        let mut buf = std::vec![0u8; 1 << 20];
+
+        // An added device that is a member of an array is refused before
+        // anything is written.
+        let mut disks = Disks::default();
+        let other = reshape_superblock(&sb, &plan, &members, 4, 0);
+        let mut block = [0u8; SUPERBLOCK_BYTES];
+        other.encode(&mut block).unwrap();
+        disks.write(4, superblock_sector(DEV, slot_of(other.generation)), &block).unwrap();
+        let e = start_reshape(&mut disks, &sb, &plan, &members, config, Time::at(7), &mut buf).unwrap_err();
+        assert_eq!(e, LoadError::Prepare(crate::prepare::PrepareError::AlreadyMember { device: 4 }));
+        assert_eq!(disks.writes, 1, "nothing written after the refusal");
+
+        // Blank added devices, a bitmap area with bits of a former life.
+        let mut disks = Disks::default();
+        disks.write(3, tail_start(DEV) + BITMAP_OFFSET + 5, &[0xff; 512]).unwrap();
+        let engine = start_reshape(&mut disks, &sb, &plan, &members, config, Time::at(7), &mut buf).unwrap();
+        assert_eq!((engine.state(), engine.generation(), *engine.plan()), (ArrayState::Prepared, sb.generation + 1, plan));
+        for role in 0..5 {
+            let got = newest_of(&mut disks, role, DEV);
+            assert_eq!(got, reshape_superblock(&sb, &plan, &members, role, Time::at(7).wall_ms), "role {role}");
+        }
+        let mut area = std::vec![0u8; 512];
+        disks.read(3, tail_start(DEV) + BITMAP_OFFSET + 5, &mut area).unwrap();
+        assert!(area.iter().all(|&b| b == 0), "the added member's bitmap area is zeroed");
+    }
+
+    #[test]
+    fn a_bitmap_that_cannot_cover_the_new_capacity_is_refused() {
+        // The smallest region over an array whose capacity needs more bits
+        // than the bitmap area holds after the grow.
+        let region = crate::bitmap::MIN_REGION_SECTORS;
+        let max = crate::bitmap::MAX_REGIONS * region;
+        let data = (max / 2) & !127;
+        let layout = Geometry::new(Raid0, 2, 128, data).unwrap();
+        let sb = Superblock { layout, bitmap_region: Some(region), ..clean(Raid0, 2, 128) };
+        let dev = data + RESERVED_TAIL_SECTORS;
+        assert!(BitmapGeometry::new(layout.capacity(), region).is_some());
+        assert_eq!(plan_reshape(&sb, req(Raid0, 1, 128), &[dev], 1 << 16).unwrap_err(), ReshapeError::Bitmap);
     }
 }

@@ -51,7 +51,7 @@ use raidmig_core::lifecycle::{load, Fresh, LoadError, LoadParams, Recovered};
 use raidmig_core::members::ArrayMembers;
 use raidmig_core::plan::Migration;
 use raidmig_core::prepare::prepared_superblock;
-use raidmig_core::reshape::{plan_reshape, reshape_superblock, ReshapeError, ReshapeRequest};
+use raidmig_core::reshape::{plan_reshape, start_reshape, ReshapeError, ReshapeRequest};
 use raidmig_core::raid5::{buffer_bytes, write_stripe, Raid5Error, StripeIo};
 use raidmig_core::route::{route, Route, View};
 use raidmig_core::scrub::{ScrubMode, Scrubber};
@@ -697,19 +697,26 @@ impl World {
                 Err(ReshapeError::Unsupported) => false,
                 Err(e) => return Err(format!("reshape refused: {e:?}")),
             };
-            let mut buf = [0u8; SUPERBLOCK_BYTES];
-            for role in 0..self.cfg.members {
-                let sb = match reshape {
-                    true => reshape_superblock(&settled, &self.plan, &self.members, role, 0),
-                    false => prepared_superblock(&self.plan, &self.members, role, 0, self.bitmap_region()),
-                };
-                sb.encode(&mut buf).unwrap();
-                let at = superblock_sector(self.members.device_sectors[role], slot_of(sb.generation));
-                self.disks[role].write(at, &buf);
-                self.disks[role].flush();
-            }
-            let sb = self.read_superblocks()[0].unwrap();
-            let e = Engine::resume(&sb, self.cfg.engine, Time::at(0)).map_err(|e| format!("{e:?}"))?;
+            let e = if reshape {
+                // The core's start: added members checked, then every
+                // superblock written and flushed.
+                let mut buf = vec![0u8; self.buffer_size()];
+                let order: Vec<usize> = (0..self.cfg.members).collect();
+                let (plan, members, engine) = (self.plan, self.members, self.cfg.engine);
+                start_reshape(&mut Devices { w: self, role_of_device: order }, &settled, &plan, &members, engine, Time::at(0), &mut buf)
+                    .map_err(|e| format!("start_reshape: {} ({e:?})", e.message()))?
+            } else {
+                let mut buf = [0u8; SUPERBLOCK_BYTES];
+                for role in 0..self.cfg.members {
+                    let sb = prepared_superblock(&self.plan, &self.members, role, 0, self.bitmap_region());
+                    sb.encode(&mut buf).unwrap();
+                    let at = superblock_sector(self.members.device_sectors[role], slot_of(sb.generation));
+                    self.disks[role].write(at, &buf);
+                    self.disks[role].flush();
+                }
+                let sb = self.read_superblocks()[0].unwrap();
+                Engine::resume(&sb, self.cfg.engine, Time::at(0)).map_err(|e| format!("{e:?}"))?
+            };
             self.gate = Gate::new(e.view());
             self.exposed = true;
             return Ok(e);
