@@ -9,8 +9,8 @@
 use crate::{
     bitmap::{Bitmap, BitmapImages},
     coordination::Coordinator,
-    host::Host,
-    members::Members,
+    host::{Host, Shape},
+    members::{Members, RESHAPES_PER_LOAD},
     migrator::{self, Control, Migration, Status},
     raidmig_core::{
         config::{Command, RemoveTarget},
@@ -19,13 +19,17 @@ use crate::{
         layout::{Geometry, Level},
         lifecycle::Recovered,
         members::ArrayMembers,
+        reshape::start_reshape,
     },
+    reshaping::{self, Mailbox, Prepared, StartIo},
     spares,
     stripes::Stripes,
     sys::{
         disk::{Capacity, RequestHandler},
+        iobuf::IoBuf,
         member::{self, Member},
         jobs::{impl_has_jobs, JobOwner, Jobs},
+        once::Latest,
         request::{Disposition, InFlight},
         time,
     },
@@ -56,8 +60,8 @@ pub(crate) struct Array {
     jobs: Jobs,
     /// Boxed: its initializer is large, and the load runs on insmod's stack.
     members: Pin<KBox<Members>>,
-    source: Geometry,
-    target: Geometry,
+    /// The layouts, replaced by a reshape with the queue frozen.
+    shape: Latest<Shape, RESHAPES_PER_LOAD>,
     #[pin]
     coord: Coordinator,
     #[pin]
@@ -66,9 +70,16 @@ pub(crate) struct Array {
     control: Control,
     #[pin]
     capacity: Capacity,
+    /// The write-intent bitmap, replaced by a reshape (a new capacity).
+    bitmaps: Latest<Bitmap, RESHAPES_PER_LOAD>,
+    /// A reshape asked for, on its way to the array thread.
     #[pin]
-    bitmap: Bitmap,
+    reshape: Mailbox,
 }
+
+/// How long a reshape waits for the host requests in flight to end before
+/// it gives up (nothing written yet).
+const FREEZE_MS: u32 = 10_000;
 
 impl Array {
     /// An array named `name` over `devs` (in role order, with their
@@ -99,24 +110,25 @@ impl Array {
         let migrating = engine.is_some_and(|e| e.state() != ArrayState::Clean);
         let status = Status { state, failed, running: false, view, stats, speed_kbps: 0, rebuild: None, scrub: None, mismatches: 0, resync: None };
         let raid5 = source.level() == Level::Raid5 || target.level() == Level::Raid5;
-        let buffers = Stripes::buffers(target.members(), raid5)?;
+        let buffers = Stripes::buffers(raid5.then_some(target.members()))?;
         let count = buffers.len();
+        let bitmap = KBox::pin_init(Bitmap::new(&target, bitmap_region, bitmap_image)?, GFP_KERNEL)?;
         Ok(try_pin_init!(Array {
             jobs <- Jobs::new::<Array>(kernel::c_str!("raidmig_stripes"), buffers)?,
             members: boxed_members(name, devs, paths, identity, health)?,
-            source,
-            target,
+            shape: Latest::new(KBox::pin(Shape { source, target }, GFP_KERNEL)?),
             coord <- Coordinator::new(view),
             stripes <- Stripes::new(count)?,
             control <- Control::new(status, run, migrating),
             capacity <- Capacity::new(),
-            bitmap <- Bitmap::new(&target, bitmap_region, bitmap_image)?,
+            bitmaps: Latest::new(bitmap),
+            reshape <- Mailbox::new(),
         }))
     }
 
     /// The write-intent bitmap.
     pub(crate) fn bitmap(&self) -> &Bitmap {
-        &self.bitmap
+        self.bitmaps.get()
     }
 
     /// The members.
@@ -125,13 +137,13 @@ impl Array {
     }
 
     /// The layout migrated from (the array's own when settled).
-    pub(crate) fn source(&self) -> &Geometry {
-        &self.source
+    pub(crate) fn source(&self) -> Geometry {
+        self.shape.get().source
     }
 
     /// The array's layout (migrated to).
-    pub(crate) fn target(&self) -> &Geometry {
-        &self.target
+    pub(crate) fn target(&self) -> Geometry {
+        self.shape.get().target
     }
 
     /// The migration's control and status.
@@ -143,8 +155,9 @@ impl Array {
     /// is not in sync yet).
     pub(crate) fn condition(&self) -> Condition {
         let failed = self.members.health().out_of_sync();
-        let source = if self.control.migrating() { condition(&self.source, failed) } else { Condition::Optimal };
-        match (source, condition(&self.target, failed)) {
+        let shape = self.shape.get();
+        let source = if self.control.migrating() { condition(&shape.source, failed) } else { Condition::Optimal };
+        match (source, condition(&shape.target, failed)) {
             (Condition::Failed, _) | (_, Condition::Failed) => Condition::Failed,
             (Condition::Optimal, Condition::Optimal) => Condition::Optimal,
             _ => Condition::Degraded,
@@ -202,7 +215,7 @@ impl Array {
                 pr_err!("{}: cannot add {}: the migration is not held yet (try again)\n", name, path);
                 return Err(EBUSY);
             }
-            if role < self.source.members() && e.view().checkpoint < e.plan().units() {
+            if role < self.source().members() && e.view().checkpoint < e.plan().units() {
                 pr_err!("{}: cannot add {}: role {} held source data not yet copied, which is lost\n", name, path, role);
                 return Err(EIO);
             }
@@ -211,9 +224,9 @@ impl Array {
         // holds still meanwhile.
         // The bitmap marks host writes only once settled: no re-add during a
         // migration.
-        let has_bitmap = self.bitmap.active() && engine.is_none();
+        let has_bitmap = self.bitmap().active() && engine.is_none();
         let newest = if engine.is_none() { self.control.settled.lock().map(|r| r.newest) } else { None };
-        spares::add(&self.members, &self.target, has_bitmap, newest, path, || self.control.wake())
+        spares::add(&self.members, &self.target(), has_bitmap, newest, path, || self.control.wake())
     }
 
     /// Removes what `target` names (sysfs `remove`, md's `--remove`): see
@@ -290,8 +303,8 @@ impl Array {
                 pr_err!("{}: no scrub during a migration\n", name);
                 return Err(EBUSY);
             }
-            if !self.target.redundant() {
-                pr_err!("{}: {} has no redundancy to scrub\n", name, self.target.level().name());
+            if !self.target().redundant() {
+                pr_err!("{}: {} has no redundancy to scrub\n", name, self.target().level().name());
                 return Err(EINVAL);
             }
             if !self.members.health().out_of_sync().is_empty() {
@@ -300,13 +313,136 @@ impl Array {
             }
             // The thread would take the command only after the resync, and
             // drop it: refused, as md refuses a check during a resync.
-            if self.bitmap.unsynced_count() > 0 {
-                pr_err!("{}: no scrub during a resync ({} regions left)\n", name, self.bitmap.unsynced_count());
+            if self.bitmap().unsynced_count() > 0 {
+                pr_err!("{}: no scrub during a resync ({} regions left)\n", name, self.bitmap().unsynced_count());
                 return Err(EBUSY);
             }
         }
         self.control.command(c);
         Ok(())
+    }
+
+    /// Takes a write to `reshape`: checks it, makes it ready, hands it to
+    /// the array thread and waits until the thread has started it (or
+    /// refused: see [`reshaping`]).
+    pub(crate) fn reshape(&self, input: &[u8]) -> Result {
+        let name = self.members.name();
+        let spec = reshaping::parse(name, input)?;
+        let busy = if self.control.status().scrub.is_some() {
+            Some("a scrub is running: wait until it ends")
+        } else if self.bitmap().unsynced_count() > 0 {
+            Some("a resync is running: wait until it ends")
+        } else {
+            None
+        };
+        let newest = if self.control.migrating() { None } else { self.control.settled.lock().map(|r| r.newest) };
+        let cur = reshaping::Current { members: &self.members, layout: self.target(), newest, busy, condition: self.condition() };
+        let p = reshaping::prepare(&cur, &spec)?;
+        self.reshape.post(name, p, || self.control.wake())
+    }
+
+    /// The array thread's side of a reshape: puts the request waiting, if
+    /// any, in effect. Returns whether there was one.
+    fn put_reshape_in_effect(&self, buf: &mut IoBuf) -> bool {
+        let Some(p) = self.reshape.take() else { return false };
+        let r = self.start_reshape(p, buf);
+        self.reshape.finish(r);
+        true
+    }
+
+    /// Starts reshape `p`, checked again now that the thread holds still:
+    /// with the queue frozen, the superblocks that start it are written
+    /// (the core's [`start_reshape`]) and, once durable, the array becomes
+    /// the reshape's: roles added, identities, layouts, bitmap and raid5
+    /// buffers replaced, the engine installed with its view published.
+    /// Then the thread runs it.
+    fn start_reshape(&self, p: KBox<Prepared>, buf: &mut IoBuf) -> Result {
+        let name = self.members.name();
+        let newest = self.control.settled.lock().map(|r| r.newest);
+        let busy = self.control.status().scrub.is_some() || self.bitmap().unsynced_count() > 0;
+        if self.control.migrating() || newest != Some(p.newest) || busy || self.condition() != Condition::Optimal {
+            pr_err!("{}: reshape not started: the array changed since it was asked for (try again)\n", name);
+            return Err(EAGAIN);
+        }
+        let Prepared { request, newest, plan, added, identity, shape, bitmap, buffers } = KBox::into_inner(p);
+        let n = newest.layout.members();
+        let (bytes, region) = buf.split();
+        // Devices a role could not take, closed after the freeze.
+        let mut unused = KVec::with_capacity(added.len(), GFP_KERNEL)?;
+        let outcome = self.capacity.frozen(FREEZE_MS, move |_frozen| {
+            let started = {
+                let mut io = StartIo { members: &self.members, added: &added, n, region };
+                start_reshape(&mut io, &newest, &plan, &identity, migrator::config(), time::now(), bytes)
+            };
+            // Devices are closed only once the queue is thawed: closing
+            // takes a disk's open mutex, which is taken before queues are
+            // entered elsewhere.
+            let engine = match started {
+                Ok(engine) => engine,
+                Err(e) => {
+                    let path = e.device().and_then(|r| r.checked_sub(n)).and_then(|i| added.get(i)).map(|s| &*s.path);
+                    pr_err!("{}: reshape not started: {}: {}\n", name, path.unwrap_or(kernel::c_str!("members")), e.message());
+                    return Err((crate::sys::shim::errno(e.errno()), added));
+                }
+            };
+            // Durable: the array is the reshape's from here on.
+            for (i, slot) in added.into_iter().enumerate() {
+                if let Err(slot) = self.members.add_role(n + i, slot) {
+                    pr_err!("{}: role {} cannot take {}: it runs without a device\n", name, n + i, &*slot.path);
+                    // Room for every added device is reserved: no allocation.
+                    let _ = unused.push(slot, GFP_NOWAIT);
+                }
+            }
+            let _ = self.members.set_identity(identity);
+            let _ = self.shape.set(shape);
+            let _ = self.bitmaps.set(bitmap);
+            for (i, mut b) in buffers.into_iter().enumerate() {
+                // Idle once the requests have ended; a step of the work item
+                // may still hold one for a moment.
+                for _ in 0..1000 {
+                    match self.jobs.replace(i, b) {
+                        Ok(_) => break,
+                        Err(back) => {
+                            b = back;
+                            time::sleep_ms(1);
+                        }
+                    }
+                }
+            }
+            // Requests held at the queue go by the reshape's view. Only
+            // atomics and the gate's mutex here: the engine's and the
+            // status' are taken before the disk's elsewhere.
+            self.coord.publish(&engine.view());
+            self.control.set_migrating();
+            Ok((engine, unused))
+        });
+        match outcome {
+            None => {
+                pr_err!("{}: reshape not started: host I/O did not drain within {} s\n", name, FREEZE_MS / 1000);
+                Err(EBUSY)
+            }
+            Some(Err((e, added))) => {
+                drop(added);
+                Err(e)
+            }
+            Some(Ok((engine, unused))) => {
+                drop(unused);
+                self.control.install_reshape(engine);
+                let target = self.target();
+                pr_info!(
+                    "{}: reshape started: {} over {} members, chunk {} KiB -> {} over {} members, chunk {} KiB\n",
+                    name,
+                    plan.source().level().name(),
+                    plan.source().members(),
+                    plan.source().chunk_sectors() / 2,
+                    target.level().name(),
+                    target.members(),
+                    request.chunk_sectors / 2
+                );
+                self.control.command(Command::Start);
+                Ok(())
+            }
+        }
     }
 
     /// The migration thread's body.
@@ -316,8 +452,9 @@ impl Array {
             coord: &self.coord,
             control: &self.control,
             capacity: &self.capacity,
-            bitmap: &self.bitmap,
+            bitmaps: &self.bitmaps,
             fail_member: &|role, sector, write| self.fail_member(role, sector, write),
+            reshape: &|buf| self.put_reshape_in_effect(buf),
         });
     }
 }
@@ -325,14 +462,15 @@ impl Array {
 impl Array {
     /// Runs `f` with what a host request needs of the array.
     fn with_host<R>(&self, f: impl FnOnce(&Host<'_>) -> R) -> R {
+        let shape = self.shape.get();
         f(&Host {
             members: &self.members,
             jobs: &self.jobs,
             coord: &self.coord,
             stripes: &self.stripes,
-            source: &self.source,
-            target: &self.target,
-            bitmap: &self.bitmap,
+            source: &shape.source,
+            target: &shape.target,
+            bitmap: self.bitmap(),
             settled: !self.control.migrating(),
             fail_member: &|role, sector, write| self.fail_member(role, sector, write),
         })
@@ -361,7 +499,7 @@ impl RequestHandler for Array {
     }
 
     fn write_ended(&self, first: u32, last: u32) {
-        self.bitmap.end_write(first, last);
+        self.bitmap().end_write(first, last);
     }
 
     fn member_failed(&self, role: usize, sector: u64, write: bool, redundant: bool, errno: i32) -> Disposition {

@@ -45,6 +45,16 @@ use crate::{
 };
 use kernel::{bindings, prelude::*};
 
+/// The layouts requests are routed by: migrated from and to (both the
+/// array's own when nothing was ever migrated).
+#[derive(Clone, Copy)]
+pub(crate) struct Shape {
+    /// The layout migrated from.
+    pub(crate) source: Geometry,
+    /// The layout migrated to: the array's.
+    pub(crate) target: Geometry,
+}
+
 /// What a host request needs of the array.
 pub(crate) struct Host<'a> {
     /// The members.

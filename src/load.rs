@@ -20,7 +20,7 @@ use crate::{
         config::{self, ConfigError},
         engine::{Engine, IoError, MemberIo},
         layout::{Geometry, Level, MAX_MEMBERS, SECTOR_SHIFT},
-        lifecycle::{self, Errno, Fresh, LoadError, LoadParams, Loaded, Recovered, UNIT_SECTORS},
+        lifecycle::{self, Fresh, LoadError, LoadParams, Loaded, Recovered, UNIT_SECTORS},
         prepare::PrepareError,
         route::View,
         tail::SUPERBLOCK_BYTES,
@@ -103,18 +103,6 @@ impl MemberIo for LoadIo<'_> {
     }
 }
 
-fn errno(e: Errno) -> Error {
-    let code = match e {
-        Errno::Inval => bindings::EINVAL,
-        Errno::NoSpc => bindings::ENOSPC,
-        Errno::Exist => bindings::EEXIST,
-        Errno::Uclean => bindings::EUCLEAN,
-        Errno::Stale => bindings::ESTALE,
-        Errno::Io => bindings::EIO,
-    };
-    Error::from_errno(-(code as i32))
-}
-
 /// Tells why the load was refused, in the words the tests and the README
 /// use, and gives the errno.
 fn load_error(e: LoadError, paths: &[&str], level: Option<Level>) -> Error {
@@ -145,7 +133,7 @@ fn load_error(e: LoadError, paths: &[&str], level: Option<Level>) -> Error {
             None => pr_err!("{}\n", e.message()),
         },
     }
-    errno(e.errno())
+    shim::errno(e.errno())
 }
 
 /// Tells what the load sequence did beyond the ordinary.

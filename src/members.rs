@@ -26,7 +26,7 @@ use crate::{
         bio::{zero_out_all, BioSet},
         iobuf::Region,
         member::Member,
-        once::Once,
+        once::{Latest, Once},
         time,
     },
 };
@@ -41,6 +41,11 @@ use kernel::{
 /// Devices a role can have over one load: the one it was loaded with, then
 /// replacements.
 pub(crate) const SLOTS: usize = 4;
+
+/// Reshapes one load can start: each gives the members a new identity
+/// (and the array new layouts), every version kept until the unload (see
+/// [`Latest`]).
+pub(crate) const RESHAPES_PER_LOAD: usize = 8;
 
 /// No role is being rebuilt.
 const NO_REBUILD: u32 = u32::MAX;
@@ -107,11 +112,12 @@ const WINDOW_MS: u64 = 5000;
 #[pin_data]
 pub(crate) struct Members {
     name: CString,
-    /// Each role's devices: the last one set is the role's.
+    /// Each role's devices, for every role an array can have (a reshape
+    /// adds roles while the array runs): the last one set is the role's.
     roles: KVec<[Once<Slot>; SLOTS]>,
-    /// The identities recorded at load (those of roles without a device
-    /// stay as recorded).
-    base: ArrayMembers,
+    /// The identities recorded at load, or by the reshape since (those of
+    /// roles without a device stay as recorded), with the member count.
+    base: Latest<ArrayMembers, RESHAPES_PER_LOAD>,
     /// The role being rebuilt (`NO_REBUILD`: none) and its position.
     rebuild_role: AtomicU32,
     rebuild_pos: AtomicU64,
@@ -149,7 +155,7 @@ impl Members {
         identity: ArrayMembers,
         health: Health,
     ) -> Result<impl PinInit<Self, Error>> {
-        let mut roles = KVec::with_capacity(devs.len(), GFP_KERNEL)?;
+        let mut roles = KVec::with_capacity(MAX_MEMBERS, GFP_KERNEL)?;
         for (role, (dev, path)) in devs.into_iter().zip(paths).enumerate() {
             let slots: [Once<Slot>; SLOTS] = [const { Once::new() }; SLOTS];
             if let Some(dev) = dev {
@@ -163,12 +169,16 @@ impl Members {
             }
             roles.push(slots, GFP_KERNEL)?;
         }
+        while roles.len() < MAX_MEMBERS {
+            roles.push([const { Once::new() }; SLOTS], GFP_KERNEL)?;
+        }
+        let base = Latest::new(KBox::pin(identity, GFP_KERNEL)?);
         let failed_roles = health.failed;
         let (rebuild_role, rebuild_pos) = health.rebuild.map_or((NO_REBUILD, 0), |r| (r.role as u32, r.position));
         Ok(try_pin_init!(Members {
             name,
             roles,
-            base: identity,
+            base,
             rebuild_role: AtomicU32::new(rebuild_role),
             rebuild_pos: AtomicU64::new(rebuild_pos),
             bioset <- BioSet::new(),
@@ -437,7 +447,28 @@ impl Members {
 
     /// Number of members.
     pub(crate) fn count(&self) -> usize {
-        self.roles.len()
+        self.base.get().count
+    }
+
+    /// Gives role `role`, past the members, the device of `slot` (a
+    /// member a reshape adds; the role counts once [`Members::set_identity`]
+    /// says so). Refused for a role that has a device.
+    pub(crate) fn add_role(&self, role: usize, slot: KBox<Slot>) -> Result<(), KBox<Slot>> {
+        match self.roles.get(role) {
+            Some(slots) if role >= self.count() && self.slot(role).is_none() => slots[0].set(slot),
+            _ => Err(slot),
+        }
+    }
+
+    /// Whether the members can take another identity this load.
+    pub(crate) fn can_reshape(&self) -> bool {
+        self.base.room()
+    }
+
+    /// The identities a reshape records (the members it adds included):
+    /// from now on the array has `id.count` members.
+    pub(crate) fn set_identity(&self, id: Pin<KBox<ArrayMembers>>) -> Result {
+        self.base.set(id).map_err(|_| EBUSY)
     }
 
     /// The device of role `role`, unless the role has none or has failed
@@ -451,7 +482,7 @@ impl Members {
 
     /// Roles with a device that has not failed, and their devices.
     pub(crate) fn in_sync(&self) -> impl Iterator<Item = (usize, &Member)> {
-        (0..self.roles.len()).filter_map(|role| self.dev(role).map(|d| (role, d)))
+        (0..self.count()).filter_map(|role| self.dev(role).map(|d| (role, d)))
     }
 
     /// The path of the member of role `role` (`missing` without a device,
@@ -466,8 +497,8 @@ impl Members {
 
     /// Identities recorded in the superblocks.
     pub(crate) fn identity(&self) -> ArrayMembers {
-        let mut id = self.base;
-        for role in 0..self.roles.len() {
+        let mut id = *self.base.get();
+        for role in 0..id.count {
             if let Some(s) = self.slot(role) {
                 id.uuids[role] = s.uuid;
                 id.device_sectors[role] = s.device_sectors;

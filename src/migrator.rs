@@ -10,7 +10,7 @@ use crate::{
     bitmap::Bitmap,
     coordination::Coordinator,
     repair,
-    members::{Members, Who},
+    members::{Members, Who, RESHAPES_PER_LOAD},
     raidmig_core::{
         config::Command,
         engine::{read_each, write_each, zero_each, Engine, EngineConfig, IoError, MemberIo, Stats, Step, Transfer, ZeroRange},
@@ -25,7 +25,9 @@ use crate::{
     sys::{
         disk::Capacity,
         iobuf::{IoBuf, Region},
-        kthread, shim, time,
+        kthread,
+        once::Latest,
+        shim, time,
     },
 };
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -153,6 +155,26 @@ impl Control {
         self.migrating.load(Ordering::Acquire)
     }
 
+    /// A reshape starts: I/O goes to its source layout too from now on
+    /// (with the disk's queue frozen; [`Control::install_reshape`] follows).
+    pub(crate) fn set_migrating(&self) {
+        self.migrating.store(true, Ordering::Release);
+    }
+
+    /// A reshape put `engine` in place of the settled array's record (the
+    /// array thread, once the queue is thawed: the locks taken here are
+    /// taken before the disk's elsewhere).
+    pub(crate) fn install_reshape(&self, engine: Engine) {
+        *self.settled.lock() = None;
+        {
+            let mut s = self.status.lock();
+            s.state = engine.state();
+            s.view = engine.view();
+            s.stats = engine.stats();
+        }
+        *self.engine.lock() = Some(engine);
+    }
+
     /// Shows a rebuild's progress (or its end, with `None`) and speed.
     pub(crate) fn show_rebuild(&self, rebuild: Option<(usize, u64, u64)>, speed_kbps: u64) {
         let mut s = self.status.lock();
@@ -201,11 +223,21 @@ pub(crate) struct Migration<'a> {
     pub(crate) control: &'a Control,
     /// The disk's capacity, grown at the end.
     pub(crate) capacity: &'a Capacity,
-    /// The write-intent bitmap.
-    pub(crate) bitmap: &'a Bitmap,
+    /// The write-intent bitmap (a reshape puts a new one in place).
+    pub(crate) bitmaps: &'a Latest<Bitmap, RESHAPES_PER_LOAD>,
     /// Fails a member after an error at a sector (write or not): returns
     /// whether the array still holds every sector.
     pub(crate) fail_member: &'a dyn Fn(usize, u64, bool) -> bool,
+    /// Puts a reshape asked for through sysfs in effect, with the thread's
+    /// buffer: whether there was one (started or refused).
+    pub(crate) reshape: &'a dyn Fn(&mut IoBuf) -> bool,
+}
+
+impl<'a> Migration<'a> {
+    /// The write-intent bitmap in effect.
+    pub(crate) fn bitmap(&self) -> &'a Bitmap {
+        self.bitmaps.get()
+    }
 }
 
 /// Blocking member I/O for the engine and the repairs, by role. It
@@ -230,7 +262,7 @@ pub(crate) struct KernelIo<'a> {
 impl<'a> KernelIo<'a> {
     /// Member I/O for `m`'s thread through the buffer of `region`.
     pub(crate) fn new(m: &Migration<'a>, region: Region<'a>) -> Self {
-        KernelIo { members: m.members, coord: m.coord, region, bitmap: m.bitmap, fail_member: m.fail_member, write_error: None }
+        KernelIo { members: m.members, coord: m.coord, region, bitmap: m.bitmap(), fail_member: m.fail_member, write_error: None }
     }
 }
 
@@ -369,6 +401,11 @@ pub(crate) fn run(m: &Migration<'_>) {
                 repair::stop(m, &mut rebuild, buffer.as_mut());
                 return;
             }
+            // A reshape asked for starts a migration: taken before upkeep,
+            // which refuses to start while one waits.
+            if buffer.as_mut().is_some_and(|buf| (m.reshape)(buf)) {
+                continue;
+            }
             let command = c.commands.lock().command.take();
             // No migration: the array's own upkeep; a rebuild first.
             let pause_ms = match buffer.as_mut() {
@@ -377,7 +414,7 @@ pub(crate) fn run(m: &Migration<'_>) {
                     .or_else(|| repair::scrub_step(m, &mut scrub, command, buf)),
                 None => None,
             };
-            m.bitmap.clear_quiet(m.members, m.fail_member);
+            m.bitmap().clear_quiet(m.members, m.fail_member);
             c.idle(pause_ms.unwrap_or(1000));
             continue;
         };

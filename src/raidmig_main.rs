@@ -30,6 +30,7 @@ mod migrator;
 #[path = "core/lib.rs"]
 mod raidmig_core;
 mod repair;
+mod reshaping;
 mod spares;
 mod stripes;
 mod sys;

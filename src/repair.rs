@@ -250,7 +250,7 @@ pub(crate) fn rebuild_step(m: &Migration<'_>, state: &mut Rebuilding, buffer: &m
         // A re-added member holds already what it held when it failed: only
         // regions the bitmap marks (written since) are copied. The marks are
         // final for this window: writes into it wait, those before ended.
-        let skip = members.readd() && m.bitmap.readd_skips(start, end);
+        let skip = members.readd() && m.bitmap().readd_skips(start, end);
         let r = if skip {
             rb.skip_window();
             state.skipped += 1;
@@ -369,7 +369,7 @@ fn record_rebuild(
 /// At unload: records how far a rebuild got, so that the next load resumes
 /// there, and clears the write-intent bitmap (nothing writes any more).
 pub(crate) fn stop(m: &Migration<'_>, state: &mut Rebuilding, buffer: Option<&mut IoBuf>) {
-    m.bitmap.clear_at_stop(m.members, m.fail_member);
+    m.bitmap().clear_at_stop(m.members, m.fail_member);
     let (Some(rb), Some(buffer)) = (state.rebuilder, buffer) else { return };
     let members = m.members;
     let health = members.health();
@@ -494,7 +494,7 @@ pub(crate) struct Resyncing {
 pub(crate) fn resync_step(m: &Migration<'_>, state: &mut Resyncing, buffer: &mut IoBuf) -> Option<u64> {
     let members = m.members;
     let name = members.name();
-    let bm = m.bitmap;
+    let bm = m.bitmap();
     if !members.health().out_of_sync().is_empty() {
         return None;
     }

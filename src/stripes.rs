@@ -27,7 +27,9 @@
 //! depth 64 never waits for a buffer). md's default stripe cache holds 256
 //! stripes of 4 KiB per member, 1 MiB per member. A request takes a buffer
 //! of its own kind if one is free, else one of the other kind rather than
-//! wait (a long write in short slices is slower, not wrong).
+//! wait (a long write in short slices is slower, not wrong). An array that
+//! writes no raid5 holds one page per buffer (288 KiB), replaced by real
+//! buffers when a reshape makes it raid5 or grows a raid5.
 
 use crate::{
     members::{Members, Who},
@@ -58,6 +60,8 @@ use kernel::{
 pub(crate) const LARGE: usize = 8;
 /// Buffers for small writes.
 pub(crate) const SMALL: usize = 64;
+/// Bytes of a buffer held in place for a reshape to raid5.
+const PLACEHOLDER_BYTES: usize = 4096;
 /// The slice of a small write's buffer, in sectors (4 KiB): a request that
 /// long or shorter takes a small buffer first.
 pub(crate) const SMALL_SLICE: u64 = 8;
@@ -146,16 +150,21 @@ impl Stripes {
         Ok(pin_init!(Stripes { slots <- new_mutex!(slots), freed <- new_condvar!() }))
     }
 
-    /// Buffers for raid5 writes over `members` members, or none when the
-    /// array writes no raid5 (`raid5` false): the [`LARGE`] ones first,
-    /// then the [`SMALL`] ones.
-    pub(crate) fn buffers(members: usize, raid5: bool) -> Result<KVec<IoBuf>> {
-        let mut v = KVec::with_capacity(if raid5 { LARGE + SMALL } else { 0 }, GFP_KERNEL)?;
-        if raid5 {
-            for i in 0..LARGE + SMALL {
-                let bytes = if i < LARGE { buffer_bytes(members) } else { buffer_bytes_for(members, SMALL_SLICE) };
-                v.push(IoBuf::new(bytes)?, GFP_KERNEL)?;
-            }
+    /// Buffers for raid5 writes over `raid5_members` members (the
+    /// [`LARGE`] ones first, then the [`SMALL`] ones), or placeholders of
+    /// one page when the array writes no raid5: a reshape to raid5 puts
+    /// real ones in their place (see [`Jobs::replace`]), so the buffers,
+    /// and the stripe slots that go with them, are always as many.
+    pub(crate) fn buffers(raid5_members: Option<usize>) -> Result<KVec<IoBuf>> {
+        let mut v = KVec::with_capacity(LARGE + SMALL, GFP_KERNEL)?;
+        for i in 0..LARGE + SMALL {
+            let bytes = match raid5_members {
+                Some(n) if i < LARGE => buffer_bytes(n),
+                Some(n) => buffer_bytes_for(n, SMALL_SLICE),
+                // Placeholders a reshape to raid5 replaces.
+                None => PLACEHOLDER_BYTES,
+            };
+            v.push(IoBuf::new(bytes)?, GFP_KERNEL)?;
         }
         Ok(v)
     }

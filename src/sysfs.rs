@@ -214,6 +214,7 @@ fn store_attr<const K: usize>(a: &Array, input: &[u8]) -> Result {
         }
         ADD => a.add_device(config::parse_device_path(input).map_err(invalid)?),
         REMOVE => a.remove(config::parse_remove(input).map_err(invalid)?),
+        RESHAPE => a.reshape(input),
         _ => Err(EINVAL),
     }
 }
@@ -253,7 +254,8 @@ const MISMATCH_CNT: usize = 16;
 const BITMAP: usize = 17;
 const ETA: usize = 18;
 const REMOVE: usize = 19;
-const N: usize = 20;
+const RESHAPE: usize = 20;
+const N: usize = 21;
 
 const fn attr(name: &'static CStr, show: ShowFn, store: Option<StoreFn>) -> bindings::device_attribute {
     // SAFETY: an attribute is valid zeroed (no lockdep key: a static one).
@@ -293,6 +295,7 @@ static ATTRS: Shared<[bindings::device_attribute; N]> = Shared(UnsafeCell::new([
     attr(kernel::c_str!("bitmap"), show::<BITMAP>, None),
     attr(kernel::c_str!("eta_seconds"), show::<ETA>, None),
     attr(kernel::c_str!("remove"), show::<REMOVE>, Some(store::<REMOVE>)),
+    attr(kernel::c_str!("reshape"), show::<RESHAPE>, Some(store::<RESHAPE>)),
 ]));
 
 const fn attr_ptr(i: usize) -> *mut bindings::attribute {
@@ -321,6 +324,7 @@ static ATTR_PTRS: Shared<[*mut bindings::attribute; N + 1]> = Shared(UnsafeCell:
     attr_ptr(17),
     attr_ptr(18),
     attr_ptr(19),
+    attr_ptr(20),
     core::ptr::null_mut(),
 ]));
 

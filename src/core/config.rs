@@ -238,15 +238,20 @@ pub fn parse_reshape(input: &[u8]) -> Result<ReshapeSpec<'_>, ConfigError> {
     }
     let text = core::str::from_utf8(input).map_err(|_| bad)?;
     let text = text.strip_suffix('\n').unwrap_or(text);
+    // Words are separated by spaces alone.
+    if text.contains(|c: char| c.is_whitespace() && c != ' ') {
+        return Err(bad);
+    }
     let none = ReshapeSpec { level: None, add: None, chunk_sectors: None };
     let mut spec = none;
     for word in text.split(' ').filter(|w| !w.is_empty()) {
         let (key, value) = word.split_once('=').ok_or(bad)?;
         match key {
-            "level" if spec.level.is_none() => spec.level = Some(parse_level(value).map_err(|_| bad)?),
+            // A level or chunk out of range says which are valid.
+            "level" if spec.level.is_none() => spec.level = Some(parse_level(value)?),
             "chunk_kb" if spec.chunk_sectors.is_none() => {
-                let kb = parse_number(value.as_bytes(), u32::MAX as u64).map_err(|_| bad)? as u32;
-                spec.chunk_sectors = Some(chunk_sectors_from_kb(kb).map_err(|_| bad)?);
+                let kb = parse_number(value.as_bytes(), u32::MAX as u64).map_err(|_| ConfigError::BadChunk)?;
+                spec.chunk_sectors = Some(chunk_sectors_from_kb(u32::try_from(kb).unwrap_or(0))?);
             }
             "add" if spec.add.is_none() => {
                 let paths = parse_members(value).map_err(|_| bad)?;
@@ -296,17 +301,12 @@ mod tests {
             &b""[..],
             b"\n",
             b"raid5",
-            b"level=raid6",
             b"level=raid5 level=raid0",
             b"add=",
             b"add=/dev/sdd,",
             b"add=sdd",
             b"add=/dev/sdd,/dev/sdd",
             b"add=/dev/sdd add=/dev/sde",
-            b"chunk_kb=3",
-            b"chunk_kb=8192",
-            b"chunk_kb=-4",
-            b"chunk_kb=",
             b"size=10",
             b"level = raid5",
             b"level=raid5\tadd=/dev/sdd",
@@ -315,6 +315,11 @@ mod tests {
             assert_eq!(parse_reshape(bad), Err(ConfigError::BadReshape), "{:?}", core::str::from_utf8(bad));
         }
         assert_eq!(parse_reshape(&[b' '; MAX_RESHAPE_INPUT + 1]), Err(ConfigError::BadReshape));
+        // A level or chunk out of range is told as such.
+        assert_eq!(parse_reshape(b"level=raid6"), Err(ConfigError::UnknownLevel));
+        for bad in [&b"chunk_kb=3"[..], b"chunk_kb=8192", b"chunk_kb=-4", b"chunk_kb=", b"chunk_kb=4294967296"] {
+            assert_eq!(parse_reshape(bad), Err(ConfigError::BadChunk), "{:?}", core::str::from_utf8(bad));
+        }
     }
 
     #[test]

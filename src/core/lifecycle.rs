@@ -349,6 +349,13 @@ pub(crate) fn io_error(e: IoError) -> LoadError {
     LoadError::Io { device: e.member, errno: e.errno }
 }
 
+/// Stripes of `stripe_sectors` in a migration unit of about `unit_sectors`
+/// (at least one, at most 65536): the unit size a migration and a reshape
+/// are planned with.
+pub fn unit_stripes(stripe_sectors: u64, unit_sectors: u64) -> u32 {
+    (unit_sectors / stripe_sectors.max(1)).clamp(1, 1 << 16) as u32
+}
+
 /// Both superblock slots of device `device`.
 pub(crate) fn read_slots<I: MemberIo>(
     io: &mut I,
@@ -441,7 +448,7 @@ fn create<I: MemberIo>(
         .map(|g| g.stripe_sectors())
         .unwrap_or(1)
         .max(1);
-    let unit_stripes = (params.unit_sectors / stripe).clamp(1, 1 << 16) as u32;
+    let unit_stripes = unit_stripes(stripe, params.unit_sectors);
     let plan = prepare::plan_new(level, params.chunk_sectors, device_sectors, unit_stripes)
         .map_err(LoadError::Prepare)?;
     let mut notes = LoadNotes { created: true, ..LoadNotes::default() };

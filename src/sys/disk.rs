@@ -107,19 +107,37 @@ impl Capacity {
     /// whether they all ended. New requests wait meanwhile. True at once
     /// without a disk (nothing to wait for).
     pub(crate) fn quiesce(&self, ms: u32) -> bool {
+        self.frozen(ms, |_| ()).is_some()
+    }
+
+    /// Runs `f` with the disk's queue frozen: every host request started
+    /// so far has ended, and new ones wait until `f` returns. `None` (and
+    /// `f` not run) if the requests in flight did not end within `ms`
+    /// milliseconds. Without a disk `f` runs at once (there are no
+    /// requests). `f` must not allocate memory that reclaim could get by
+    /// writing to this disk, nor change its capacity.
+    pub(crate) fn frozen<R>(&self, ms: u32, f: impl FnOnce(&Frozen<'_>) -> R) -> Option<R> {
         let disk = self.disk.lock();
-        let Some(d) = *disk else { return true };
+        let Some(d) = *disk else { return Some(f(&Frozen(PhantomData))) };
         // SAFETY: the disk lives while recorded (see `grow`), and so does
         // its queue; a freeze started here is ended here.
         unsafe {
             let q = (*d.as_ptr()).queue;
             bindings::blk_freeze_queue_start(q);
             let frozen = bindings::blk_mq_freeze_queue_wait_timeout(q, msecs_to_jiffies(ms) as _) > 0;
+            let mut f = Some(f);
+            let r = if frozen { f.take().map(|f| f(&Frozen(PhantomData))) } else { None };
             bindings::blk_mq_unfreeze_queue(q);
-            frozen
+            // What `f` holds, if it did not run, goes once the queue thaws.
+            drop(f);
+            r
         }
     }
 }
+
+/// Proof that the disk's queue is frozen (see [`Capacity::frozen`]): no
+/// host request is in flight, and none starts, while it lives.
+pub(crate) struct Frozen<'a>(PhantomData<&'a Capacity>);
 
 struct Hooks<H>(PhantomData<H>);
 

@@ -33,7 +33,7 @@ use crate::sys::{
 use core::{
     cell::UnsafeCell,
     ptr::addr_of_mut,
-    sync::atomic::{AtomicU32, AtomicU64, Ordering},
+    sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering},
 };
 use kernel::{bindings, init, prelude::*, str::CStr, types::Opaque};
 
@@ -90,9 +90,10 @@ const ERROR: u64 = 1 << 63;
 /// One buffer.
 struct Buf {
     mem: UnsafeCell<IoBuf>,
-    /// Its bytes, for bios (taken once, when it was still ours alone).
-    base: *mut u8,
-    len: usize,
+    /// Its bytes, for bios (taken when the memory was ours alone: at the
+    /// start, or lent to [`Jobs::replace`]).
+    base: AtomicPtr<u8>,
+    len: AtomicUsize,
     state: AtomicU32,
     /// The first error since last taken: `ERROR | role << 32 | -errno`.
     error: AtomicU64,
@@ -144,6 +145,7 @@ impl Jobs {
         for mut b in bufs {
             let (bytes, _) = b.split();
             let (base, len) = (bytes.as_mut_ptr(), bytes.len());
+            let (base, len) = (AtomicPtr::new(base), AtomicUsize::new(len));
             all.push(Buf { mem: UnsafeCell::new(b), base, len, state: AtomicU32::new(0), error: AtomicU64::new(0) }, GFP_KERNEL)?;
         }
         let init = move |slot: *mut Self| {
@@ -171,7 +173,25 @@ impl Jobs {
 
     /// Bytes of buffer `index` (0 if there is none).
     pub(crate) fn bytes(&self, index: usize) -> usize {
-        self.bufs.get(index).map_or(0, |b| b.len)
+        self.bufs.get(index).map_or(0, |b| b.len.load(Ordering::Acquire))
+    }
+
+    /// Puts the memory of `buf` in place of buffer `index`'s (a reshape
+    /// needs larger ones), once no I/O of it is in flight and nobody holds
+    /// it lent; gives the old memory back, or `buf` if the buffer is busy
+    /// or there is none.
+    pub(crate) fn replace(&self, index: usize, mut buf: IoBuf) -> Result<IoBuf, IoBuf> {
+        let Some(lent) = self.lend(index) else { return Err(buf) };
+        let b = &self.bufs[index];
+        let (bytes, _) = buf.split();
+        let (base, len) = (bytes.as_mut_ptr(), bytes.len());
+        // SAFETY: lent: no bio uses the memory and nobody else holds a
+        // `Lent` of it, so nothing borrows it while it is swapped.
+        unsafe { core::mem::swap(&mut *b.mem.get(), &mut buf) };
+        b.base.store(base, Ordering::Release);
+        b.len.store(len, Ordering::Release);
+        drop(lent);
+        Ok(buf)
     }
 
     /// Lends buffer `index` out, if no I/O of it is in flight and it is not
@@ -191,7 +211,7 @@ impl Jobs {
         if s & READ != 0 {
             // SAFETY: the buffer's mapped vmalloc memory; the device is done
             // with it (no I/O in flight).
-            unsafe { shim::invalidate_vmap(b.base, b.len) };
+            unsafe { shim::invalidate_vmap(b.base.load(Ordering::Acquire), b.len.load(Ordering::Acquire)) };
         }
         Some(Lent { jobs: self, index })
     }
@@ -336,7 +356,7 @@ impl Batch<'_> {
         io: Option<(&InFlight, bool)>,
     ) -> Result {
         let b = &self.jobs.bufs[self.index];
-        if at.checked_add(len).is_none_or(|end| end > b.len) || len % 512 != 0 {
+        if at.checked_add(len).is_none_or(|end| end > b.len.load(Ordering::Acquire)) || len % 512 != 0 {
             return Err(EINVAL);
         }
         if !write {
@@ -358,7 +378,7 @@ impl Batch<'_> {
                 write,
                 opf_flags,
                 sector,
-                b.base.wrapping_add(at),
+                b.base.load(Ordering::Acquire).wrapping_add(at),
                 len,
                 async_bio_done,
                 private,

@@ -1,10 +1,12 @@
 //! A value set at most once while others may already be reading the cell,
 //! and freed only with the cell: what a running array gains (a replacement
-//! member) is read on the I/O path without a lock.
+//! member) is read on the I/O path without a lock. [`Latest`] builds on it a
+//! value replaced a few times over a load (a reshape's new layouts): each
+//! version stays until the cell goes, so a reader never sees one freed.
 
 use core::{
     ptr::null_mut,
-    sync::atomic::{AtomicPtr, Ordering},
+    sync::atomic::{AtomicPtr, AtomicUsize, Ordering},
 };
 use kernel::prelude::*;
 
@@ -41,6 +43,15 @@ impl<T> Once<T> {
         }
     }
 
+    /// Stores a pinned `value`, unless the cell holds one already (then it
+    /// is given back).
+    pub(crate) fn set_pinned(&self, value: Pin<KBox<T>>) -> Result<(), Pin<KBox<T>>> {
+        // SAFETY: the value is never moved out of the cell: it is only
+        // borrowed, then dropped in place with its box (see `drop`).
+        let value = unsafe { Pin::into_inner_unchecked(value) };
+        self.set(value).map_err(Into::into)
+    }
+
     /// The value, if set.
     pub(crate) fn get(&self) -> Option<&T> {
         let p = self.ptr.load(Ordering::Acquire);
@@ -58,5 +69,50 @@ impl<T> Drop for Once<T> {
             // holds a reference once the cell is being dropped.
             drop(unsafe { KBox::from_raw(p) });
         }
+    }
+}
+
+/// A value read without a lock and replaced at most `N` times: every
+/// version is kept until the cell is dropped (so a reader holding an older
+/// one is never left with freed memory), and readers see the newest set.
+/// Who replaces it, and when readers may still hold the older one, is the
+/// owner's business (a reshape replaces the layouts with the disk's queue
+/// frozen).
+pub(crate) struct Latest<T, const N: usize> {
+    first: Pin<KBox<T>>,
+    later: [Once<T>; N],
+    /// How many of `later` are set: the newest is the last of them.
+    count: AtomicUsize,
+}
+
+impl<T, const N: usize> Latest<T, N> {
+    /// A cell holding `first`.
+    pub(crate) fn new(first: Pin<KBox<T>>) -> Self {
+        Latest { first, later: [const { Once::new() }; N], count: AtomicUsize::new(0) }
+    }
+
+    /// The newest version.
+    pub(crate) fn get(&self) -> &T {
+        let count = self.count.load(Ordering::Acquire);
+        // Version `count` was set before `count` was raised to it.
+        match count.checked_sub(1).and_then(|i| self.later.get(i)).and_then(Once::get) {
+            Some(v) => v,
+            None => &self.first,
+        }
+    }
+
+    /// Whether another version can still be set.
+    pub(crate) fn room(&self) -> bool {
+        self.count.load(Ordering::Acquire) < N
+    }
+
+    /// Makes `next` the newest version (one writer at a time, by the
+    /// owner's rule); gives it back when all `N` replacements are used.
+    pub(crate) fn set(&self, next: Pin<KBox<T>>) -> Result<(), Pin<KBox<T>>> {
+        let count = self.count.load(Ordering::Acquire);
+        let Some(slot) = self.later.get(count) else { return Err(next) };
+        slot.set_pinned(next)?;
+        self.count.store(count + 1, Ordering::Release);
+        Ok(())
     }
 }

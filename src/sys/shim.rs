@@ -3,7 +3,7 @@
 //! kernel's XOR library (`xor_blocks`, exported by `crypto/xor.c`, which
 //! the 6.12 bindings do not include).
 
-use kernel::{bindings, ffi::c_char, str::CStr};
+use kernel::{bindings, error::Error, ffi::c_char, str::CStr};
 
 extern "C" {
     fn raidmig_param_members() -> *const c_char;
@@ -236,4 +236,18 @@ pub(crate) fn random_uuid() -> [u8; 16] {
     // SAFETY: `u` is valid for 16 bytes.
     unsafe { bindings::get_random_bytes(u.as_mut_ptr().cast(), u.len()) };
     u
+}
+
+/// The kernel's errno for the core's.
+pub(crate) fn errno(e: crate::raidmig_core::lifecycle::Errno) -> Error {
+    use crate::raidmig_core::lifecycle::Errno;
+    let code = match e {
+        Errno::Inval => bindings::EINVAL,
+        Errno::NoSpc => bindings::ENOSPC,
+        Errno::Exist => bindings::EEXIST,
+        Errno::Uclean => bindings::EUCLEAN,
+        Errno::Stale => bindings::ESTALE,
+        Errno::Io => bindings::EIO,
+    };
+    Error::from_errno(-(code as i32))
 }

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# disks: 5 128M
+# bus: sata nvme
+# On-line reshapes of assembled arrays through the `reshape` knob, each with
+# ext4 files and fio (crc32c verification) running through it: grow raid5
+# 3 -> 4, grow raid0 2 -> 3, raid1 -> raid5 over 3, a chunk change of
+# raid10. Each ends clean with the files and fio's data intact, resize2fs
+# grows ext4 into the new capacity, a check finds copies and parity in
+# agreement, the array assembles again from its superblocks, and md over the
+# same members (the outside oracle) shows the same bytes and finds no
+# mismatch.
+. tests/guest/lib.sh
+require_debug_kernel
+MNT=/tmp/m
+attr() { cat "$SYS/$1"; }
+
+fio_pass() {
+  fio --name=pass$1 --filename=$MNT/fio.dat --size=16M --rw=randwrite --bs=4k \
+      --direct=1 --ioengine=libaio --iodepth=8 --verify=crc32c --do_verify=1 \
+      --verify_fatal=1 --randseed=$1 --end_fsync=1 --verify_state_save=0 \
+      --aux-path=/tmp --output=/tmp/fio.pass$1 "${@:2}" > /dev/null 2>&1
+}
+
+# reshape_test NAME LEVEL CHUNK_KB MEMBERS SPEC MD_ARGS...: an array of
+# LEVEL over MEMBERS (comma-separated, made clean over zeroed disks), ext4
+# with files on it, reshaped by writing SPEC to the knob under load; MD_ARGS
+# describe the result to mdadm --create (level, layout, chunk, devices).
+reshape_test() {
+  local name=$1 level=$2 chunk=$3 members=$4 spec=$5; shift 5
+  local mdargs=("$@")
+  local d all=() first=${members%%,*}
+  for d in $(echo "$members" | tr ',' ' ') $(sed -n 's/.*add=\([^ ]*\).*/\1/p' <<<"$spec" | tr ',' ' '); do
+    all+=("$d")
+  done
+  local data; data=$(data_area "$first")
+  for d in "${all[@]}"; do
+    # Members made clean over zeros; the added ones hold old data (which
+    # the reshape must not leave as disagreeing copies or parity).
+    if [[ ",$members," == *",$d,"* ]]; then must blkdiscard -f -z "$d"; else must random_fill "$d" $((data / 2048))M; zero_tail "$d"; fi
+  done
+  must load members="$members" level="$level" chunk_kb="$chunk" assume_clean=1
+  must wait_dev
+  local before_sz; before_sz=$(blockdev --getsz /dev/raidmig0)
+  must mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0 /dev/raidmig0
+  mkdir -p $MNT && must mount /dev/raidmig0 $MNT
+  mkdir -p $MNT/old $MNT/new
+  for i in $(seq 1 12); do head -c $(( (i * 300007) % 3000000 + 1 )) /dev/urandom > $MNT/old/f$i; done
+  (cd $MNT && find old -type f -print0 | sort -z | xargs -0 sha256sum) > /tmp/old.sums
+  rm -f /tmp/stop /tmp/fio.failed /tmp/new.sums /tmp/fio.last
+  ( k=1; while [ ! -e /tmp/stop ]; do fio_pass $k || echo $k >> /tmp/fio.failed; echo $k > /tmp/fio.last; k=$((k + 1)); done ) &
+  local fio_loop=$!
+  ( i=0; while [ ! -e /tmp/stop ]; do
+      head -c 300000 /dev/urandom > $MNT/new/w$i && (cd $MNT && sha256sum new/w$i) >> /tmp/new.sums
+      i=$((i + 1)); done ) &
+  local file_loop=$!
+  sleep 2
+  local mark; mark=$(dmesg | wc -l)
+  check "$name: reshape '$spec' accepted" bash -c "echo '$spec' > $SYS/reshape"
+  check "$name: dmesg tells the reshape started" bash -c "dmesg | tail -n +$((mark + 1)) | grep -q 'raidmig0: reshape started'"
+  check "$name: level $(attr source_level) -> $(attr level)" test "$(attr source_level)" = "$level"
+  check "$name: reshape reached clean" wait_state clean 1800
+  say "$name: $(attr units_done) units, $(attr units_staged) staged, $(attr checkpoint_writes) checkpoint writes"
+  sleep 2
+  touch /tmp/stop
+  wait $fio_loop $file_loop
+  check "$name: fio passes verified during the reshape ($(cat /tmp/fio.last))" test ! -e /tmp/fio.failed
+  check "$name: files written during the reshape ($(wc -l < /tmp/new.sums))" test "$(wc -l < /tmp/new.sums)" -ge 3
+  check "$name: idle after the reshape and its resync ($(attr action))" wait_idle 1800
+  local cap; cap=$(blockdev --getsz /dev/raidmig0)
+  local p; p=$(attr progress)
+  check "$name: capacity is the new layout's ($before_sz -> $cap)" test "$cap" = "${p#*/}"
+  check "$name: resize2fs" resize2fs /dev/raidmig0
+  check "$name: files intact" bash -c "cd $MNT && sha256sum --quiet -c /tmp/old.sums && sha256sum --quiet -c /tmp/new.sums"
+  must umount $MNT
+  check "$name: e2fsck -fn clean" e2fsck -fn /dev/raidmig0
+  if [ "$(attr level)" != raid0 ]; then
+    echo check > $SYS/action
+    for i in $(seq 1 600); do [ "$(attr action)" = idle ] && break; sleep 0.5; done
+    check "$name: scrub mismatch_cnt $(attr mismatch_cnt)" test "$(attr mismatch_cnt)" = 0
+  fi
+  local want; want=$(md5sum < /dev/raidmig0)
+  must unload
+
+  # Assembled again from the superblocks, in another order.
+  must load members="$(printf '%s\n' "${all[@]}" | tac | paste -sd,)"
+  must wait_dev
+  check "$name: assembled clean, $(attr level)" test "$(attr state)" = clean
+  check "$name: same bytes after assembly" test "$(md5sum < /dev/raidmig0)" = "$want"
+  must unload
+
+  # md over the members, with the layout the reshape made.
+  local n=${#all[@]} per
+  case ${mdargs[0]} in
+    --level=0) per=$(( cap / n )) ;;
+    --level=5) per=$(( cap / (n - 1) )) ;;
+    --level=10) per=$(( cap * 2 / n )) ;;
+  esac
+  if [ "${mdargs[0]}" = --level=0 ]; then
+    # raid0 has no superblock to size it by (mdadm --build, as md_compat):
+    # md's stripes over the whole devices begin as raidmig's.
+    must mdadm --build /dev/md0 --raid-devices=$n "${mdargs[@]}" "${all[@]}"
+    check "$name: md covers raidmig's capacity ($(blockdev --getsz /dev/md0))" test "$(blockdev --getsz /dev/md0)" -ge "$cap"
+  else
+    must mdadm --create /dev/md0 --run --quiet --metadata=1.0 --assume-clean --bitmap=none \
+      --size=$((per / 2)) --raid-devices=$n "${mdargs[@]}" "${all[@]}"
+    check "$name: md's size is raidmig's ($(blockdev --getsz /dev/md0))" test "$(blockdev --getsz /dev/md0)" = "$cap"
+  fi
+  check "$name: md shows the bytes raidmig showed" test "$(head -c $((cap * 512)) /dev/md0 | md5sum)" = "$want"
+  [ "${mdargs[0]}" = --level=0 ] || md_check "$name"
+  must mdadm --stop /dev/md0
+  [ "${mdargs[0]}" = --level=0 ] || must mdadm --zero-superblock "${all[@]}"
+}
+
+d=("${DISKS[@]}")
+reshape_test raid5-grow raid5 64 "${d[0]},${d[1]},${d[2]}" "add=${d[3]}" \
+  --level=5 --layout=left-symmetric --chunk=64
+reshape_test raid0-grow raid0 64 "${d[0]},${d[1]}" "add=${d[2]}" --level=0 --chunk=64
+reshape_test raid1-to-raid5 raid1 64 "${d[0]},${d[1]}" "level=raid5 add=${d[2]}" \
+  --level=5 --layout=left-symmetric --chunk=64
+reshape_test raid10-chunk raid10 64 "${d[0]},${d[1]},${d[2]},${d[3]}" "chunk_kb=128" \
+  --level=10 --layout=n2 --chunk=128
+finish
