@@ -16,7 +16,7 @@ use crate::{
         config::{Command, RemoveTarget},
         format::ArrayState,
         health::{condition, Condition, Health},
-        layout::{Geometry, Level},
+        layout::{Geometry, Level, SECTOR_SHIFT},
         lifecycle::Recovered,
         members::ArrayMembers,
         reshape::start_reshape,
@@ -364,7 +364,21 @@ impl Array {
             pr_err!("{}: reshape not started: the array changed since it was asked for (try again)\n", name);
             return Err(EAGAIN);
         }
-        let Prepared { request, newest, plan, added, identity, shape, bitmap, buffers } = KBox::into_inner(p);
+        let Prepared { request, newest, plan, added, identity, shape, bitmap, buffers, discard } = KBox::into_inner(p);
+        // The new layout's I/O hints, and no discard where it cannot map
+        // them: set before the switch (a discard refused early costs
+        // nothing; one reaching raid5 would fail).
+        let target = plan.target();
+        let chunk_bytes = target.chunk_sectors() << SECTOR_SHIFT;
+        let stripe_bytes = u32::try_from(target.stripe_sectors() << SECTOR_SHIFT).unwrap_or(0);
+        self.capacity
+            .update_limits(|l| {
+                l.set_io_hints(chunk_bytes, stripe_bytes);
+                if !discard {
+                    l.disable_discard();
+                }
+            })
+            .inspect_err(|e| pr_err!("{}: reshape not started: queue limits refused: {:?}\n", name, e))?;
         let n = newest.layout.members();
         let (bytes, region) = buf.split();
         // Devices a role could not take, closed after the freeze.

@@ -71,6 +71,9 @@ pub(crate) struct Prepared {
     pub(crate) bitmap: Pin<KBox<Bitmap>>,
     /// raid5 buffers for the new layout (none when the current ones serve).
     pub(crate) buffers: KVec<IoBuf>,
+    /// Whether the volume takes discards after the reshape: every member
+    /// does, and the layout can map them (not raid5).
+    pub(crate) discard: bool,
 }
 
 /// What the array needs to be checked against.
@@ -135,6 +138,17 @@ pub(crate) fn prepare(cur: &Current<'_>, spec: &ReshapeSpec<'_>) -> Result<KBox<
             pr_err!("{}: reshape refused: {} is a member or spare of this array already, or given twice\n", name, path);
             return Err(EEXIST);
         }
+        let block = (0..n).filter_map(|r| members.dev(r)).map(Member::logical_block_size).max().unwrap_or(512);
+        if dev.logical_block_size() > block {
+            pr_err!(
+                "{}: reshape refused: {} has {}-byte logical blocks, larger than the array's {} bytes\n",
+                name,
+                path,
+                dev.logical_block_size(),
+                block
+            );
+            return Err(EINVAL);
+        }
         let device_sectors = dev.sectors();
         added.push(KBox::new(Slot { dev, path: cpath, uuid: shim::random_uuid(), device_sectors }, GFP_KERNEL)?, GFP_KERNEL)?;
     }
@@ -170,8 +184,11 @@ pub(crate) fn prepare(cur: &Current<'_>, spec: &ReshapeSpec<'_>) -> Result<KBox<
         Level::Raid5 => Stripes::buffers(Some(target.members()))?,
         _ => KVec::new(),
     };
+    let discard = target.level() != Level::Raid5
+        && (0..n).filter_map(|r| members.dev(r)).all(Member::supports_discard)
+        && added.iter().all(|s| s.dev.supports_discard());
     Ok(KBox::new(
-        Prepared { request, newest, plan, added, identity: KBox::pin(identity, GFP_KERNEL)?, shape, bitmap, buffers },
+        Prepared { request, newest, plan, added, identity: KBox::pin(identity, GFP_KERNEL)?, shape, bitmap, buffers, discard },
         GFP_KERNEL,
     )?)
 }

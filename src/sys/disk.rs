@@ -135,6 +135,27 @@ impl Capacity {
     }
 }
 
+impl Capacity {
+    /// Changes the live disk's queue limits with `f` (a reshape's new
+    /// layout: I/O hints, discard), the queue frozen while they are
+    /// applied. Nothing without a disk.
+    pub(crate) fn update_limits(&self, f: impl FnOnce(&mut Limits)) -> Result {
+        let disk = self.disk.lock();
+        let Some(d) = *disk else { return Ok(()) };
+        // SAFETY: `queue_limits` is plain data, valid when zeroed.
+        let mut lim = Limits { raw: unsafe { core::mem::zeroed() } };
+        // SAFETY: the disk lives while recorded (see `grow`), and so does
+        // its queue; the update started here is committed here, which
+        // releases its lock.
+        unsafe {
+            let q = (*d.as_ptr()).queue;
+            shim::limits_start_update(q, &mut lim.raw);
+            f(&mut lim);
+            to_result(bindings::queue_limits_commit_update_frozen(q, &mut lim.raw))
+        }
+    }
+}
+
 /// Proof that the disk's queue is frozen (see [`Capacity::frozen`]): no
 /// host request is in flight, and none starts, while it lives.
 pub(crate) struct Frozen<'a>(PhantomData<&'a Capacity>);

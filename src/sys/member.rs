@@ -112,6 +112,13 @@ impl Member {
         self.dev
     }
 
+    /// The device's logical block size in bytes.
+    pub(crate) fn logical_block_size(&self) -> u32 {
+        // SAFETY: `bdev` and its queue are valid by the type invariant; this
+        // is what `bdev_logical_block_size()` reads.
+        unsafe { (*(*self.bdev).bd_queue).limits.logical_block_size }
+    }
+
     /// Whether the member accepts discards.
     pub(crate) fn supports_discard(&self) -> bool {
         // SAFETY: `bdev` and its queue are valid by the type invariant; this

@@ -107,6 +107,12 @@ void raidmig_plug_restore(struct blk_plug *plug) { current->plug = plug; }
 void raidmig_flush_vmap(void *addr, int len) { flush_kernel_vmap_range(addr, len); }
 void raidmig_invalidate_vmap(void *addr, int len) { invalidate_kernel_vmap_range(addr, len); }
 
+/* The start of an update of a live queue's limits (static inline). */
+void raidmig_limits_start_update(struct request_queue *q, struct queue_limits *lim)
+{
+	*lim = queue_limits_start_update(q);
+}
+
 const blk_features_t raidmig_feat_write_cache = BLK_FEAT_WRITE_CACHE;
 const blk_features_t raidmig_feat_fua = BLK_FEAT_FUA;
 const blk_mode_t raidmig_open_rw_excl = BLK_OPEN_READ | BLK_OPEN_WRITE | BLK_OPEN_EXCL;

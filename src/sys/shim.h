@@ -19,6 +19,7 @@ void raidmig_bio_copy(struct bio *bio, unsigned int skip, void *buf, unsigned in
 struct blk_plug *raidmig_plug_take(void);
 void raidmig_plug_restore(struct blk_plug *plug);
 void raidmig_flush_vmap(void *addr, int len);
+void raidmig_limits_start_update(struct request_queue *q, struct queue_limits *lim);
 void raidmig_invalidate_vmap(void *addr, int len);
 
 extern const blk_features_t raidmig_feat_write_cache;

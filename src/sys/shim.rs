@@ -21,6 +21,7 @@ extern "C" {
     fn raidmig_plug_restore(plug: *mut core::ffi::c_void);
     fn raidmig_flush_vmap(addr: *mut core::ffi::c_void, len: i32);
     fn raidmig_invalidate_vmap(addr: *mut core::ffi::c_void, len: i32);
+    fn raidmig_limits_start_update(q: *mut core::ffi::c_void, lim: *mut bindings::queue_limits);
     static raidmig_feat_write_cache: bindings::blk_features_t;
     static raidmig_feat_fua: bindings::blk_features_t;
     static raidmig_open_rw_excl: bindings::blk_mode_t;
@@ -250,4 +251,15 @@ pub(crate) fn errno(e: crate::raidmig_core::lifecycle::Errno) -> Error {
         Errno::Io => bindings::EIO,
     };
     Error::from_errno(-(code as i32))
+}
+
+/// Takes queue `q`'s limits lock and copies its limits into `lim`.
+///
+/// # Safety
+///
+/// `q` must be a live queue; the caller must commit the update
+/// (`queue_limits_commit_update*`), which releases the lock.
+pub(crate) unsafe fn limits_start_update(q: *mut bindings::request_queue, lim: &mut bindings::queue_limits) {
+    // SAFETY: guaranteed by the caller; `lim` is valid for writes.
+    unsafe { raidmig_limits_start_update(q.cast(), lim) }
 }

@@ -2,9 +2,11 @@
 # disks: 5 128M
 # bus: sata nvme
 # On-line reshapes of assembled arrays through the `reshape` knob, each with
-# ext4 files and fio (crc32c verification) running through it: grow raid5
-# 3 -> 4, grow raid0 2 -> 3, raid1 -> raid5 over 3, a chunk change of
-# raid10. Each ends clean with the files and fio's data intact, resize2fs
+# ext4 files and fio (crc32c verification) running through it: every pair of
+# levels offered, grows of raid0, raid5 and raid10, and chunk changes both
+# ways (on NVMe, three of them: the pair that loses discard, a grow, a chunk
+# change). Each ends clean with the files and fio's data intact, the queue's
+# optimal I/O size the new stripe's (and no discard on raid5), resize2fs
 # grows ext4 into the new capacity, a check finds copies and parity in
 # agreement, the array assembles again from its superblocks, and md over the
 # same members (the outside oracle) shows the same bytes and finds no
@@ -21,12 +23,13 @@ fio_pass() {
       --aux-path=/tmp --output=/tmp/fio.pass$1 "${@:2}" > /dev/null 2>&1
 }
 
-# reshape_test NAME LEVEL CHUNK_KB MEMBERS SPEC MD_ARGS...: an array of
-# LEVEL over MEMBERS (comma-separated, made clean over zeroed disks), ext4
-# with files on it, reshaped by writing SPEC to the knob under load; MD_ARGS
-# describe the result to mdadm --create (level, layout, chunk, devices).
+# reshape_test NAME LEVEL CHUNK_KB MEMBERS SPEC IO_OPT MD_ARGS...: an array
+# of LEVEL over MEMBERS (comma-separated, made clean over zeroed disks), ext4
+# with files on it, reshaped by writing SPEC to the knob under load; IO_OPT
+# is the new stripe in bytes; MD_ARGS describe the result to mdadm --create
+# (level, layout, chunk).
 reshape_test() {
-  local name=$1 level=$2 chunk=$3 members=$4 spec=$5; shift 5
+  local name=$1 level=$2 chunk=$3 members=$4 spec=$5 io_opt=$6; shift 6
   local mdargs=("$@")
   local d all=() first=${members%%,*}
   for d in $(echo "$members" | tr ',' ' ') $(sed -n 's/.*add=\([^ ]*\).*/\1/p' <<<"$spec" | tr ',' ' '); do
@@ -58,6 +61,11 @@ reshape_test() {
   check "$name: reshape '$spec' accepted" bash -c "echo '$spec' > $SYS/reshape"
   check "$name: dmesg tells the reshape started" bash -c "dmesg | tail -n +$((mark + 1)) | grep -q 'raidmig0: reshape started'"
   check "$name: level $(attr source_level) -> $(attr level)" test "$(attr source_level)" = "$level"
+  check "$name: optimal I/O size is the new stripe's ($(cat /sys/block/raidmig0/queue/optimal_io_size))" \
+    test "$(cat /sys/block/raidmig0/queue/optimal_io_size)" = "$io_opt"
+  if [ "$(attr level)" = raid5 ]; then
+    check "$name: no discard on raid5" test "$(cat /sys/block/raidmig0/queue/discard_max_bytes)" = 0
+  fi
   check "$name: reshape reached clean" wait_state clean 1800
   say "$name: $(attr units_done) units, $(attr units_staged) staged, $(attr checkpoint_writes) checkpoint writes"
   sleep 2
@@ -112,11 +120,25 @@ reshape_test() {
 }
 
 d=("${DISKS[@]}")
-reshape_test raid5-grow raid5 64 "${d[0]},${d[1]},${d[2]}" "add=${d[3]}" \
+K=1024
+reshape_test raid0-to-raid5 raid0 64 "${d[0]},${d[1]}" "level=raid5 add=${d[2]}" $((128 * K)) \
   --level=5 --layout=left-symmetric --chunk=64
-reshape_test raid0-grow raid0 64 "${d[0]},${d[1]}" "add=${d[2]}" --level=0 --chunk=64
-reshape_test raid1-to-raid5 raid1 64 "${d[0]},${d[1]}" "level=raid5 add=${d[2]}" \
+reshape_test raid5-grow raid5 64 "${d[0]},${d[1]},${d[2]}" "add=${d[3]}" $((192 * K)) \
   --level=5 --layout=left-symmetric --chunk=64
-reshape_test raid10-chunk raid10 64 "${d[0]},${d[1]},${d[2]},${d[3]}" "chunk_kb=128" \
+reshape_test raid10-chunk raid10 64 "${d[0]},${d[1]},${d[2]},${d[3]}" "chunk_kb=128" $((256 * K)) \
   --level=10 --layout=n2 --chunk=128
+if [ "$BUS" = sata ]; then
+  reshape_test raid0-grow raid0 64 "${d[0]},${d[1]}" "add=${d[2]},${d[3]}" $((256 * K)) --level=0 --chunk=64
+  reshape_test raid1-to-raid5 raid1 64 "${d[0]},${d[1]}" "level=raid5 add=${d[2]}" $((128 * K)) \
+    --level=5 --layout=left-symmetric --chunk=64
+  reshape_test raid1-to-raid10 raid1 64 "${d[0]},${d[1]}" "level=raid10 add=${d[2]},${d[3]}" $((128 * K)) \
+    --level=10 --layout=n2 --chunk=64
+  reshape_test raid0-to-raid10 raid0 64 "${d[0]},${d[1]}" "level=raid10 add=${d[2]},${d[3]}" $((128 * K)) \
+    --level=10 --layout=n2 --chunk=64
+  reshape_test raid10-grow raid10 64 "${d[0]},${d[1]},${d[2]},${d[3]}" "add=${d[4]}" $((320 * K)) \
+    --level=10 --layout=n2 --chunk=64
+  reshape_test raid5-chunk raid5 64 "${d[0]},${d[1]},${d[2]}" "chunk_kb=32" $((64 * K)) \
+    --level=5 --layout=left-symmetric --chunk=32
+  reshape_test raid0-chunk raid0 64 "${d[0]},${d[1]},${d[2]}" "chunk_kb=256" $((768 * K)) --level=0 --chunk=256
+fi
 finish
