@@ -470,6 +470,7 @@ impl Array {
             fail_member: &|role, sector, write| self.fail_member(role, sector, write),
             reshape: &|buf| self.put_reshape_in_effect(buf),
         });
+        self.reshape.cancel();
     }
 }
 

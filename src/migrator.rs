@@ -473,7 +473,13 @@ pub(crate) fn run(m: &Migration<'_>) {
 
         let command = c.commands.lock().command.take();
         match command {
-            Some(Command::Start) if engine.state() == ArrayState::Prepared => running = true,
+            // A migration made ready at load, or a reshape just started
+            // (recorded migrating from its first superblock).
+            Some(Command::Start)
+                if engine.state() == ArrayState::Prepared || (engine.state() == ArrayState::Migrating && !engine.halted()) =>
+            {
+                running = true
+            }
             Some(Command::Pause) => {
                 running = false;
                 if let Err(e) = engine.pause(&mut io, members, bytes, time::now()) {

@@ -45,7 +45,7 @@ use kernel::{
     bindings, fmt, new_condvar, new_mutex,
     prelude::*,
     str::CString,
-    sync::{CondVar, Mutex},
+    sync::{CondVar, CondVarTimeoutResult, Mutex},
     time::msecs_to_jiffies,
 };
 
@@ -226,7 +226,8 @@ impl Mailbox {
 
     /// Hands `p` to the array thread (woken by `wake`) and waits for the
     /// outcome. `EBUSY` if another reshape request is under way, or if the
-    /// thread did not take it within 30 s (then withdrawn).
+    /// thread did not take it within 30 s (then withdrawn, as on a signal:
+    /// `EINTR`); once taken, the outcome is waited for.
     pub(crate) fn post(&self, name: &CStr, p: KBox<Prepared>, wake: impl Fn()) -> Result {
         let mut s = self.state.lock();
         if !matches!(*s, State::Empty) {
@@ -239,6 +240,11 @@ impl Mailbox {
         loop {
             match &*s {
                 State::Done(_) => break,
+                // Taken: the thread ends it within the freeze's bound.
+                State::Taken => {
+                    self.changed.wait(&mut s);
+                    continue;
+                }
                 State::Waiting(_) if waited_ms >= TAKE_WAIT_MS => {
                     *s = State::Empty;
                     pr_err!("{}: reshape not started: the array thread did not take it\n", name);
@@ -246,8 +252,15 @@ impl Mailbox {
                 }
                 _ => {}
             }
-            let _ = self.changed.wait_interruptible_timeout(&mut s, msecs_to_jiffies(1000));
-            waited_ms += 1000;
+            match self.changed.wait_interruptible_timeout(&mut s, msecs_to_jiffies(1000)) {
+                CondVarTimeoutResult::Signal { .. } if matches!(*s, State::Waiting(_)) => {
+                    // Not taken yet: withdrawn, nothing was written.
+                    *s = State::Empty;
+                    return Err(EINTR);
+                }
+                CondVarTimeoutResult::Timeout => waited_ms += 1000,
+                _ => {}
+            }
         }
         match core::mem::replace(&mut *s, State::Empty) {
             State::Done(r) => r,
@@ -264,6 +277,16 @@ impl Mailbox {
                 *s = other;
                 None
             }
+        }
+    }
+
+    /// The array thread stops (unload): a request still waiting is refused
+    /// at once (`ENODEV`) rather than after the writer's wait.
+    pub(crate) fn cancel(&self) {
+        let mut s = self.state.lock();
+        if matches!(*s, State::Waiting(_)) {
+            *s = State::Done(Err(ENODEV));
+            self.changed.notify_all();
         }
     }
 

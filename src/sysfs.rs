@@ -19,6 +19,7 @@
 //! | speed_kbps | r | copy speed (of the migration, rebuild, resync or scrub) |
 //! | eta_seconds | r | time left at that speed, or `none` |
 //! | speed_limit_max_kbps | rw | throttle, 0 for none |
+//! | reshape | rw | write `level=`, `add=`, `chunk_kb=` (a reshape of a clean array, see `reshaping`); reads the migration under way (`raid5 over 3, chunk 64 KiB -> raid5 over 4, chunk 64 KiB`) or `none` |
 //!
 //! The attribute group is handed to `device_add_disk`, so the files exist
 //! exactly as long as the disk does. What is written is validated by the
@@ -36,6 +37,7 @@ use crate::{
         config,
         format::ArrayState,
         health::{self, RoleState},
+        layout::Geometry,
         pace,
         scrub::ScrubMode,
     },
@@ -111,6 +113,12 @@ fn show_attr<const K: usize>(a: &Array, out: &mut Page) -> core::fmt::Result {
         LEVEL => writeln!(out, "{}", a.target().level().name()),
         SOURCE_LEVEL => writeln!(out, "{}", a.source().level().name()),
         CHUNK_KB => writeln!(out, "{}", a.target().chunk_sectors() / 2),
+        RESHAPE if a.control().migrating() => {
+            let shape = |g: Geometry| (g.level().name(), g.members(), g.chunk_sectors() / 2);
+            let ((l0, n0, c0), (l1, n1, c1)) = (shape(a.source()), shape(a.target()));
+            writeln!(out, "{l0} over {n0}, chunk {c0} KiB -> {l1} over {n1}, chunk {c1} KiB")
+        }
+        RESHAPE => writeln!(out, "none"),
         MEMBERS => {
             let m = a.members();
             for role in 0..m.count() {

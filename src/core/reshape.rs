@@ -184,15 +184,16 @@ pub fn plan_reshape(
 
 /// The superblock of member `role` that starts reshape `plan` of the array
 /// whose newest superblock is `newest`: one generation newer, the new
-/// layout, the migration at checkpoint 0 (prepared: the reshape starts
-/// when the thread runs it). `members` holds every member, those added
+/// layout, the migration at checkpoint 0, migrating (the request to reshape
+/// is the start: a power cut before the first checkpoint resumes it at the
+/// next load, as one after it does). `members` holds every member, those added
 /// included (their identities drawn by the shell).
 pub fn reshape_superblock(newest: &Superblock, plan: &Migration, members: &ArrayMembers, role: usize, now_ms: u64) -> Superblock {
     Superblock {
         generation: newest.generation + 1,
         member_uuid: members.uuids[role],
         role,
-        state: ArrayState::Prepared,
+        state: ArrayState::Migrating,
         device_sectors: members.device_sectors[role],
         updated_ms: now_ms,
         layout: plan.target(),
@@ -290,11 +291,11 @@ mod tests {
             assert_eq!(plan.target().level(), r.level);
             assert_eq!(plan.target().members(), sb.layout.members() + r.add);
             assert!(plan.target().capacity() >= sb.layout.capacity());
-            // The superblocks that start it: newer, prepared, at 0.
+            // The superblocks that start it: newer, migrating, at 0.
             let count = r.add + sb.layout.members();
             let members = ArrayMembers::new([1; 16], 1, &[[9; 16]; MAX_MEMBERS][..count], &[DEV; MAX_MEMBERS][..count]);
             let new = reshape_superblock(&sb, &plan, &members, 1, 50);
-            assert_eq!((new.generation, new.state, new.role, new.layout), (8, ArrayState::Prepared, 1, plan.target()));
+            assert_eq!((new.generation, new.state, new.role, new.layout), (8, ArrayState::Migrating, 1, plan.target()));
             assert_eq!(new.migration.map(|m| (m.checkpoint, m.staged)), Some((0, false)));
             assert_eq!((new.array_uuid, new.bitmap_region, new.readd_floor), (sb.array_uuid, sb.bitmap_region, 3));
         }
@@ -403,7 +404,7 @@ mod tests {
         let mut disks = Disks::default();
         disks.write(3, tail_start(DEV) + BITMAP_OFFSET + 5, &[0xff; 512]).unwrap();
         let engine = start_reshape(&mut disks, &sb, &plan, &members, config, Time::at(7), &mut buf).unwrap();
-        assert_eq!((engine.state(), engine.generation(), *engine.plan()), (ArrayState::Prepared, sb.generation + 1, plan));
+        assert_eq!((engine.state(), engine.generation(), *engine.plan()), (ArrayState::Migrating, sb.generation + 1, plan));
         for role in 0..5 {
             let got = newest_of(&mut disks, role, DEV);
             assert_eq!(got, reshape_superblock(&sb, &plan, &members, role, Time::at(7).wall_ms), "role {role}");

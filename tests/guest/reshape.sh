@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# disks: 5 128M
+# disks: 5 64M
 # bus: sata nvme
 # On-line reshapes of assembled arrays through the `reshape` knob, each with
 # ext4 files and fio (crc32c verification) running through it: every pair of
