@@ -120,6 +120,36 @@ random_fill() {
 # sums DEVS...: one checksum line per device (whole contents).
 sums() { local d; for d in "$@"; do echo "$d $(md5sum < "$d" | cut -d' ' -f1)"; done; }
 
+# fio_pass K [ARGS...]: one write+verify pass (crc32c) over $MNT/fio.dat,
+# seed K: what load_start runs over and over.
+fio_pass() {
+  fio --name=pass$1 --filename=$MNT/fio.dat --size=16M --rw=randwrite --bs=4k \
+      --direct=1 --ioengine=libaio --iodepth=8 --verify=crc32c --do_verify=1 \
+      --verify_fatal=1 --randseed=$1 --end_fsync=1 --verify_state_save=0 \
+      --aux-path=/tmp --output=/tmp/fio.pass$1 "${@:2}" > /dev/null 2>&1
+}
+
+# load_start: load on the file system mounted at $MNT until load_stop: fio
+# passes one after the other (a failed one recorded in /tmp/fio.failed, the
+# last in /tmp/fio.last) and files of 300000 random bytes under $MNT/new,
+# each checksum in /tmp/new.sums once written.
+load_start() {
+  rm -f /tmp/stop /tmp/fio.failed /tmp/new.sums /tmp/fio.last
+  mkdir -p $MNT/new
+  ( k=1; while [ ! -e /tmp/stop ]; do fio_pass $k || echo $k >> /tmp/fio.failed; echo $k > /tmp/fio.last; k=$((k + 1)); done ) &
+  LOAD_PIDS=$!
+  ( i=0; while [ ! -e /tmp/stop ]; do
+      head -c 300000 /dev/urandom > $MNT/new/w$i && (cd $MNT && sha256sum new/w$i) >> /tmp/new.sums
+      i=$((i + 1)); done ) &
+  LOAD_PIDS="$LOAD_PIDS $!"
+}
+
+# load_stop: ends load_start's load once its current pass and file are done.
+load_stop() {
+  touch /tmp/stop
+  wait $LOAD_PIDS
+}
+
 # fio_verify NAME DEV ARGS...: a fio write+verify job with crc32c checks;
 # fails the test if fio reports an error or a verify failure.
 fio_verify() {

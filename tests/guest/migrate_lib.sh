@@ -10,14 +10,6 @@ MNT=/tmp/m
 
 attr() { cat "$SYS/$1"; }
 
-# fio_pass K: one write+verify pass over a file on the volume, seed K.
-fio_pass() {
-  fio --name=pass$1 --filename=$MNT/fio.dat --size=16M --rw=randwrite --bs=4k \
-      --direct=1 --ioengine=libaio --iodepth=8 --verify=crc32c --do_verify=1 \
-      --verify_fatal=1 --randseed=$1 --end_fsync=1 --verify_state_save=0 \
-      --aux-path=/tmp --output=/tmp/fio.pass$1 "${@:2}" > /dev/null 2>&1
-}
-
 migrate_test() {   # migrate_test LEVEL MEMBERS [LOAD PARAMETER...]
   local level=$1 members=$2
   local params=("${@:3}")
@@ -48,14 +40,7 @@ migrate_test() {   # migrate_test LEVEL MEMBERS [LOAD PARAMETER...]
   check "files readable before the migration" bash -c "cd $MNT && sha256sum --quiet -c /tmp/old.sums"
 
   # Load on the volume during the whole migration.
-  rm -f /tmp/stop /tmp/fio.failed /tmp/new.sums
-  mkdir -p $MNT/new
-  ( k=1; while [ ! -e /tmp/stop ]; do fio_pass $k || echo $k >> /tmp/fio.failed; echo $k > /tmp/fio.last; k=$((k + 1)); done ) &
-  local fio_loop=$!
-  ( i=0; while [ ! -e /tmp/stop ]; do
-      head -c 300000 /dev/urandom > $MNT/new/w$i && (cd $MNT && sha256sum new/w$i) >> /tmp/new.sums
-      i=$((i + 1)); done ) &
-  local file_loop=$!
+  load_start
   sleep 3
   echo start > $SYS/action
   check "migration running" bash -c "sleep 2; [ \"\$(cat $SYS/state)\" = migrating ] || [ \"\$(cat $SYS/state)\" = clean ]"
@@ -63,8 +48,7 @@ migrate_test() {   # migrate_test LEVEL MEMBERS [LOAD PARAMETER...]
   check "migration reached clean" wait_state clean 1800
   say "migration took $((SECONDS - t0)) s: $(attr units_done) units, $(attr units_staged) staged, $(attr checkpoint_writes) checkpoint writes"
   sleep 3
-  touch /tmp/stop
-  wait $fio_loop $file_loop
+  load_stop
   check "fio passes verified during the migration ($(cat /tmp/fio.last))" test ! -e /tmp/fio.failed
   check "files written during the migration ($(wc -l < /tmp/new.sums))" test "$(wc -l < /tmp/new.sums)" -ge 5
 

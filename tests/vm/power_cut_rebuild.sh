@@ -15,12 +15,8 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
 . tests/vm/lib/power_cut.sh
 
-out=${RAIDMIG_OUT:-$(mktemp -d /var/tmp/raidmig-cut.XXXXXX)}
-mkdir -p "$out"
-seed=${CRASH_SEED:-$(( $(date +%s) % 100000 ))}
-echo "power cut during a rebuild: seed $seed, logs in $out"
+power_cut_begin "during a rebuild"
 for level in ${*:-raid5 raid1 raid10}; do
   power_cut $level 5 128M tests/vm/guest/power_cut_rebuild.sh $level
 done
-[ $failures = 0 ] && { echo "PASS"; exit 0; }
-echo "FAILED ($failures)"; exit 1
+power_cut_end

@@ -14,12 +14,8 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
 . tests/vm/lib/power_cut.sh
 
-out=${RAIDMIG_OUT:-$(mktemp -d /var/tmp/raidmig-cut.XXXXXX)}
-mkdir -p "$out"
-seed=${CRASH_SEED:-$(( $(date +%s) % 100000 ))}
-echo "power cut during a reshape: seed $seed, logs in $out"
+power_cut_begin "during a reshape"
 for pair in ${*:-grow chunk}; do
   power_cut reshape-$pair 4 128M tests/vm/guest/power_cut_reshape.sh $pair
 done
-[ $failures = 0 ] && { echo "PASS"; exit 0; }
-echo "FAILED ($failures)"; exit 1
+power_cut_end

@@ -17,10 +17,6 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
 . tests/vm/lib/power_cut.sh
 
-out=${RAIDMIG_OUT:-$(mktemp -d /var/tmp/raidmig-cut.XXXXXX)}
-mkdir -p "$out"
-seed=${CRASH_SEED:-$(( $(date +%s) % 100000 ))}
-echo "power cut test: seed $seed, logs in $out"
+power_cut_begin "test"
 power_cut raid5 3 128M tests/vm/guest/power_cut_resync.sh
-[ $failures = 0 ] && { echo "PASS"; exit 0; }
-echo "FAILED ($failures)"; exit 1
+power_cut_end

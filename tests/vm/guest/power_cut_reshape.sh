@@ -26,25 +26,8 @@ case $pair in
 esac
 
 dump_dmesg() { dmesg > "$OUT/dmesg.$boot"; }
-pass_args() {
-  echo --name=pass$1 --filename=$MNT/fio/p$1 --size=8M --rw=randwrite --bs=4k \
-      --direct=1 --ioengine=libaio --iodepth=8 --verify=crc32c --do_verify=1 \
-      --verify_fatal=1 --randseed=$1 --end_fsync=1 --verify_state_save=0
-}
-fio_pass() { fio $(pass_args $1) --aux-path=/tmp --output=/tmp/fio.pass$1 > /dev/null 2>&1; }
-
-verify_all() {
-  check "boot $boot: files from before the reshape" bash -c "cd $MNT && sha256sum --quiet -c $OUT/old.sums"
-  if [ -s "$OUT/new.sums" ]; then
-    check "boot $boot: $(wc -l < "$OUT/new.sums") fsynced files" bash -c "cd $MNT && sha256sum --quiet -c $OUT/new.sums"
-  fi
-  local k n=0 args=()
-  for k in $(awk '$1 == "done" {print $2}' "$OUT/fio.log" 2>/dev/null); do
-    n=$((n + 1))
-    args+=($(pass_args "$k"))
-  done
-  [ $n = 0 ] || check "boot $boot: $n completed fio passes verify" verify_jobs /tmp/fio.verify "${args[@]}"
-}
+. tests/vm/lib/passes.sh
+BEFORE="the reshape" PASS_SIZE=2M
 
 if [ "$boot" = 0 ]; then
   for d in $d0 $d1 $d2; do must blkdiscard -f -z $d; done

@@ -58,3 +58,18 @@ power_cut() {
   grep -h '^\[power_cut' "$dir/boot1.log" 2>/dev/null
   rm -rf "$disks"
 }
+
+# power_cut_begin WHAT: the log directory ($RAIDMIG_OUT, or a new one) in
+# $out and the seed ($CRASH_SEED, or from the clock) in $seed, told.
+power_cut_begin() {
+  out=${RAIDMIG_OUT:-$(mktemp -d /var/tmp/raidmig-cut.XXXXXX)}
+  mkdir -p "$out"
+  seed=${CRASH_SEED:-$(( $(date +%s) % 100000 ))}
+  echo "power cut $1: seed $seed, logs in $out"
+}
+
+# power_cut_end: the verdict, as output and exit status.
+power_cut_end() {
+  [ $failures = 0 ] && { echo "PASS"; exit 0; }
+  echo "FAILED ($failures)"; exit 1
+}
