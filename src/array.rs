@@ -9,14 +9,14 @@
 use crate::{
     bitmap::{Bitmap, BitmapImages},
     coordination::Coordinator,
-    host::{Host, Shape},
+    host::{set_layout_limits, Host, Shape},
     members::{Members, RESHAPES_PER_LOAD},
     migrator::{self, Control, Migration, Status},
     raidmig_core::{
         config::{Command, RemoveTarget},
         format::ArrayState,
         health::{condition, Condition, Health},
-        layout::{Geometry, Level, SECTOR_SHIFT},
+        layout::{Geometry, Level},
         lifecycle::Recovered,
         members::ArrayMembers,
         reshape::start_reshape,
@@ -328,17 +328,23 @@ impl Array {
     pub(crate) fn reshape(&self, input: &[u8]) -> Result {
         let name = self.members.name();
         let spec = reshaping::parse(name, input)?;
-        let busy = if self.control.status().scrub.is_some() {
+        let busy = self.reshape_busy();
+        let newest = if self.control.migrating() { None } else { self.control.settled.lock().map(|r| r.newest) };
+        let cur = reshaping::Current { members: &self.members, layout: self.target(), newest, busy, condition: self.condition() };
+        let p = reshaping::prepare(&cur, &spec)?;
+        self.reshape.post(name, p, || self.control.wake())
+    }
+
+    /// What keeps a reshape from starting besides the superblock's state
+    /// and the members' health: a scrub or a resync running.
+    fn reshape_busy(&self) -> Option<&'static str> {
+        if self.control.status().scrub.is_some() {
             Some("a scrub is running: wait until it ends")
         } else if self.bitmap().unsynced_count() > 0 {
             Some("a resync is running: wait until it ends")
         } else {
             None
-        };
-        let newest = if self.control.migrating() { None } else { self.control.settled.lock().map(|r| r.newest) };
-        let cur = reshaping::Current { members: &self.members, layout: self.target(), newest, busy, condition: self.condition() };
-        let p = reshaping::prepare(&cur, &spec)?;
-        self.reshape.post(name, p, || self.control.wake())
+        }
     }
 
     /// The array thread's side of a reshape: puts the request waiting, if
@@ -359,25 +365,18 @@ impl Array {
     fn start_reshape(&self, p: KBox<Prepared>, buf: &mut IoBuf) -> Result {
         let name = self.members.name();
         let newest = self.control.settled.lock().map(|r| r.newest);
-        let busy = self.control.status().scrub.is_some() || self.bitmap().unsynced_count() > 0;
+        let busy = self.reshape_busy().is_some();
         if self.control.migrating() || newest != Some(p.newest) || busy || self.condition() != Condition::Optimal {
             pr_err!("{}: reshape not started: the array changed since it was asked for (try again)\n", name);
             return Err(EAGAIN);
         }
-        let Prepared { request, newest, plan, added, identity, shape, bitmap, buffers, discard } = KBox::into_inner(p);
+        let Prepared { newest, plan, added, identity, shape, bitmap, buffers, members_discard } = KBox::into_inner(p);
         // The new layout's I/O hints, and no discard where it cannot map
         // them: set before the switch (a discard refused early costs
         // nothing; one reaching raid5 would fail).
         let target = plan.target();
-        let chunk_bytes = target.chunk_sectors() << SECTOR_SHIFT;
-        let stripe_bytes = u32::try_from(target.stripe_sectors() << SECTOR_SHIFT).unwrap_or(0);
         self.capacity
-            .update_limits(|l| {
-                l.set_io_hints(chunk_bytes, stripe_bytes);
-                if !discard {
-                    l.disable_discard();
-                }
-            })
+            .update_limits(|l| set_layout_limits(l, &target, members_discard))
             .inspect_err(|e| pr_err!("{}: reshape not started: queue limits refused: {:?}\n", name, e))?;
         let n = newest.layout.members();
         let (bytes, region) = buf.split();
@@ -442,7 +441,6 @@ impl Array {
             Some(Ok((engine, unused))) => {
                 drop(unused);
                 self.control.install_reshape(engine);
-                let target = self.target();
                 pr_info!(
                     "{}: reshape started: {} over {} members, chunk {} KiB -> {} over {} members, chunk {} KiB\n",
                     name,
@@ -451,7 +449,7 @@ impl Array {
                     plan.source().chunk_sectors() / 2,
                     target.level().name(),
                     target.members(),
-                    request.chunk_sectors / 2
+                    target.chunk_sectors() / 2
                 );
                 self.control.command(Command::Start);
                 Ok(())

@@ -31,13 +31,14 @@ use crate::{
     raidmig_core::{
         health::Roles,
         hostio::{for_each_op, Access, MemberOp, Place},
-        layout::Geometry,
+        layout::{Geometry, Level, SECTOR_SHIFT},
         raid5::{Raid5Error, SliceWrite},
         route::{route, Route, View},
     },
     stripes::{StripePart, Stripes},
     sys::{
         bio::{self},
+        disk::Limits,
         jobs::Jobs,
         request::{InFlight, Op, Phase, REQ_PREFLUSH},
         shim,
@@ -53,6 +54,20 @@ pub(crate) struct Shape {
     pub(crate) source: Geometry,
     /// The layout migrated to: the array's.
     pub(crate) target: Geometry,
+}
+
+/// Sets what the queue's limits owe to `target`, the array's layout: its
+/// chunk and stripe as I/O hints, and no discard (nor write-zeroes) where
+/// not every member takes them (`members_discard` false) or the layout
+/// cannot map them to member ranges (raid5: a range of a member mixes data
+/// and parity). At load, and at the start of a reshape.
+pub(crate) fn set_layout_limits(limits: &mut Limits, target: &Geometry, members_discard: bool) {
+    let chunk_bytes = target.chunk_sectors() << SECTOR_SHIFT;
+    let stripe_bytes = u32::try_from(target.stripe_sectors() << SECTOR_SHIFT).unwrap_or(0);
+    limits.set_io_hints(chunk_bytes, stripe_bytes);
+    if target.level() == Level::Raid5 || !members_discard {
+        limits.disable_discard();
+    }
 }
 
 /// What a host request needs of the array.

@@ -12,6 +12,7 @@
 
 use crate::{
     array::Array,
+    host::set_layout_limits,
     bitmap::BitmapImages,
     members::Slot,
     migrator,
@@ -405,12 +406,7 @@ fn limits_for<'a>(members: impl Iterator<Item = &'a Member> + Clone, target: &Ge
         pr_err!("chunk is smaller than the members' logical block size\n");
         return Err(EINVAL);
     }
-    let stripe_bytes = u32::try_from(target.stripe_sectors() << SECTOR_SHIFT).unwrap_or(0);
-    limits.set_io_hints(chunk_bytes, stripe_bytes);
     limits.set_write_cache_fua();
-    // raid5 has no discard: a range of a member mixes data and parity.
-    if target.level() == Level::Raid5 || !members.clone().all(Member::supports_discard) {
-        limits.disable_discard();
-    }
+    set_layout_limits(&mut limits, target, members.clone().all(Member::supports_discard));
     Ok(limits)
 }

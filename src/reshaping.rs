@@ -55,8 +55,6 @@ const TAKE_WAIT_MS: u32 = 30_000;
 
 /// A reshape checked and made ready for the array thread.
 pub(crate) struct Prepared {
-    /// What was asked, for messages.
-    pub(crate) request: ReshapeRequest,
     /// The superblock the plan was made from: the thread starts the
     /// reshape only if it is still the newest.
     pub(crate) newest: Superblock,
@@ -71,9 +69,9 @@ pub(crate) struct Prepared {
     pub(crate) bitmap: Pin<KBox<Bitmap>>,
     /// raid5 buffers for the new layout (none when the current ones serve).
     pub(crate) buffers: KVec<IoBuf>,
-    /// Whether the volume takes discards after the reshape: every member
-    /// does, and the layout can map them (not raid5).
-    pub(crate) discard: bool,
+    /// Whether every member takes discards, the added ones included (see
+    /// `host::set_layout_limits`).
+    pub(crate) members_discard: bool,
 }
 
 /// What the array needs to be checked against.
@@ -128,6 +126,7 @@ pub(crate) fn prepare(cur: &Current<'_>, spec: &ReshapeSpec<'_>) -> Result<KBox<
 
     // The added devices, opened exclusively: in use elsewhere (mounted, an
     // md member) is refused by the open.
+    let block = (0..n).filter_map(|r| members.dev(r)).map(Member::logical_block_size).max().unwrap_or(512);
     let mut added: KVec<KBox<Slot>> = KVec::with_capacity(paths.len(), GFP_KERNEL)?;
     for path in paths {
         let cpath = CString::try_from_fmt(fmt!("{}", path))?;
@@ -138,7 +137,6 @@ pub(crate) fn prepare(cur: &Current<'_>, spec: &ReshapeSpec<'_>) -> Result<KBox<
             pr_err!("{}: reshape refused: {} is a member or spare of this array already, or given twice\n", name, path);
             return Err(EEXIST);
         }
-        let block = (0..n).filter_map(|r| members.dev(r)).map(Member::logical_block_size).max().unwrap_or(512);
         if dev.logical_block_size() > block {
             pr_err!(
                 "{}: reshape refused: {} has {}-byte logical blocks, larger than the array's {} bytes\n",
@@ -184,11 +182,10 @@ pub(crate) fn prepare(cur: &Current<'_>, spec: &ReshapeSpec<'_>) -> Result<KBox<
         Level::Raid5 => Stripes::buffers(Some(target.members()))?,
         _ => KVec::new(),
     };
-    let discard = target.level() != Level::Raid5
-        && (0..n).filter_map(|r| members.dev(r)).all(Member::supports_discard)
+    let members_discard = (0..n).filter_map(|r| members.dev(r)).all(Member::supports_discard)
         && added.iter().all(|s| s.dev.supports_discard());
     Ok(KBox::new(
-        Prepared { request, newest, plan, added, identity: KBox::pin(identity, GFP_KERNEL)?, shape, bitmap, buffers, discard },
+        Prepared { newest, plan, added, identity: KBox::pin(identity, GFP_KERNEL)?, shape, bitmap, buffers, members_discard },
         GFP_KERNEL,
     )?)
 }
