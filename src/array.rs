@@ -385,7 +385,7 @@ impl Array {
         let outcome = self.capacity.frozen(FREEZE_MS, move |_frozen| {
             let started = {
                 let mut io = StartIo { members: &self.members, added: &added, n, region };
-                start_reshape(&mut io, &newest, &plan, &identity, migrator::config(), time::now(), bytes)
+                start_reshape(&mut io, &newest, &plan, &identity, migrator::config(), false, time::now(), bytes)
             };
             // Devices are closed only once the queue is thawed: closing
             // takes a disk's open mutex, which is taken before queues are

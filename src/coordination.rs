@@ -63,13 +63,13 @@ impl Coordinator {
     ) -> Option<View> {
         let mut gate = self.gate.lock();
         loop {
-            match gate.admit(start, sectors, write) {
+            match gate.admit(&[], start, sectors, write) {
                 Admission::Go { view, epoch } => {
                     self.count_in(io, epoch);
                     return Some(view);
                 }
                 Admission::Wait => self.changed.wait(&mut gate),
-                Admission::WaitCheckpoint => {
+                Admission::WaitCheckpoint | Admission::WaitMove => {
                     wake_engine();
                     self.changed.wait(&mut gate);
                 }
@@ -83,12 +83,12 @@ impl Coordinator {
     /// [`Coordinator::admit`]); `None` if it would wait or fail, which the
     /// request's work item then does through `admit`.
     pub(crate) fn try_admit(&self, io: &InFlight, start: u64, sectors: u64, write: bool) -> Option<View> {
-        match self.gate.lock().admit(start, sectors, write) {
+        match self.gate.lock().admit(&[], start, sectors, write) {
             Admission::Go { view, epoch } => {
                 self.count_in(io, epoch);
                 Some(view)
             }
-            Admission::Wait | Admission::WaitCheckpoint | Admission::Refuse => None,
+            Admission::Wait | Admission::WaitCheckpoint | Admission::WaitMove | Admission::Refuse => None,
         }
     }
 

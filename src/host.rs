@@ -266,13 +266,13 @@ impl Host<'_> {
         let dev = self.members.device_sectors();
         let health = self.members.health();
         let avoid = Roles(io.avoid());
-        for run in route(view, start, sectors, access != Access::Read) {
+        for run in route(view, &[], start, sectors, access != Access::Read) {
             let (g, place) = match run.route {
                 Route::Target => (self.target, Place::Direct),
                 Route::Source => (self.source, Place::Direct),
                 Route::Staging => (self.target, Place::staging(view, self.target)),
                 // Admission let nothing else through.
-                Route::Wait | Route::NeedsCheckpoint | Route::Refuse => {
+                Route::Wait | Route::NeedsCheckpoint | Route::Refuse | Route::Move => {
                     io.fail(shim::sts_ioerr());
                     continue;
                 }

@@ -251,6 +251,7 @@ pub(crate) fn from_params() -> Result<Running> {
         unit_sectors: UNIT_SECTORS,
         bitmap_region_sectors: u64::from(shim::bitmap_region_mb()) << 11,
         engine: migrator::config(),
+        at_once: false,
     };
     let loaded = run_load(&opened, paths, &sizes[..opened.len()], &params).map_err(|e| match e {
         Failed::Load(e) => load_error(e, paths, level),

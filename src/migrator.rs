@@ -519,7 +519,8 @@ pub(crate) fn run(m: &Migration<'_>) {
                     pacer.moved(unit_bytes, t0.mono_ms, limit);
                     throttle_ms = pacer.wait_ms(time::now().mono_ms, limit);
                 }
-                Some(Ok(Step::Checkpointed)) => {}
+                // Moves are for host requests: not paced.
+                Some(Ok(Step::Checkpointed)) | Some(Ok(Step::Moved(_))) => {}
                 Some(Ok(Step::Finished)) => {
                     running = false;
                     finished = true;

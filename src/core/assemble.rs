@@ -259,7 +259,8 @@ mod tests {
             migration: Some(MigrationRecord {
                 plan: Migration::new(source, target, 1).unwrap(),
                 checkpoint: generation,
-                staged: false,
+                staged: None,
+                at_once: false,
             }),
             failed: Roles::NONE,
             rebuild: None,

@@ -13,7 +13,9 @@
 //! ([`Engine::rebuild_extent`]), its progress recorded with the migration;
 //! and invariant 10's part for migrations: the capacity past the source's
 //! end, with a bitmap, is marked unsynced durably before a checkpoint passes
-//! its first unit, else zeroed like a copied unit.
+//! its first unit, else zeroed like a copied unit; and invariant 11: a unit
+//! moved out of order is marked only once its rows are durable, and host
+//! writes reach it only once the mark is durable on every member.
 //!
 //! It is synchronous and generic over [`MemberIo`], so the kernel thread runs
 //! it with blocking bio I/O and the host simulator runs the very same code over
@@ -43,6 +45,18 @@
 //! not checkpointed data), after a configured number of units or milliseconds,
 //! on pause and stop, and at the end (which records the array clean).
 //!
+//! With the new layout in effect at once ([`Engine::moving`]), a step
+//! first serves the unit a host request waits for
+//! ([`MemberIo::move_requested`]): after a checkpoint of the units copied in
+//! order, it moves the first unit of the chain
+//! [`Migration::first_to_move`] gives, directly or through staging as in
+//! order, flushes, and only then marks it in the moved-unit map on every
+//! member, flushed, before memory and host I/O see it moved ([`super::moved`]);
+//! the in-order copy skips moved units. A mark that could not be written
+//! everywhere is written again before anything else, and until then the
+//! unit takes reads only (recovery may take it from its rows or its source,
+//! which hold the same data).
+//!
 //! On an I/O error a step returns it and the engine is *halted* until the
 //! next step or [`Engine::unpause`]: memory only ever holds what is durable,
 //! the unit in flight is released, and host I/O is routed around what the
@@ -53,10 +67,13 @@
 //! unit being recorded in staging stays unsettled, since recovery may finish
 //! it from there.
 
+use core::sync::atomic::AtomicU64;
+
 use super::format::{ArrayState, FormatError, MigrationRecord, Rebuild, Superblock};
 use super::health::Roles;
 use super::layout::{Content, SECTOR_SHIFT};
 use super::members::ArrayMembers;
+use super::moved::{self, is_moved};
 use super::plan::{Migration, PlanError};
 use super::route::{Next, View};
 use super::tail::{slot_of, staging_sector, superblock_sector, SUPERBLOCK_BYTES};
@@ -157,6 +174,21 @@ pub trait MemberIo {
     fn publish(&mut self, view: &View);
     /// Whether host I/O asked for a checkpoint since the last publish.
     fn checkpoint_requested(&mut self) -> bool;
+    /// The unit a host request waits to have moved out of order, if one
+    /// does (with the new layout in effect at once).
+    fn move_requested(&mut self) -> Option<u64> {
+        None
+    }
+    /// The moved-unit map of the migration ([`super::moved`]); empty for
+    /// one without.
+    fn moved_map(&self) -> &[AtomicU64] {
+        &[]
+    }
+    /// Makes the moved-unit map hold `units` units, all clear; false if it
+    /// cannot (no memory). Only I/O that resumes migrations holds one.
+    fn prepare_moved(&mut self, units: u64) -> bool {
+        units == 0
+    }
     /// Writes `sectors` zeros at `sector` of `member`. By default in pieces
     /// of `buf` (which it zeroes) through [`MemberIo::write`]; the kernel
     /// asks the member to zero the range itself (write-zeroes where the
@@ -250,6 +282,12 @@ pub enum Fault {
     /// Leave the capacity past the source's end unwritten without marking
     /// it unsynced in the bitmap.
     SkipNewCapacityMark,
+    /// Move the unit a host request wants out of order without moving the
+    /// units whose source its rows overwrite first.
+    MoveWithoutChain,
+    /// Mark a unit moved out of order in memory only, its bit never
+    /// written to the members.
+    VolatileMoveMark,
 }
 
 /// Tuning of the engine.
@@ -282,6 +320,8 @@ pub struct Stats {
     pub units_done: u64,
     /// Of which through the staging area.
     pub units_staged: u64,
+    /// Of which moved out of order, for host requests.
+    pub units_moved: u64,
     /// Superblock updates (every one records the checkpoint).
     pub checkpoint_writes: u64,
     /// Of which recorded a unit entering staging.
@@ -333,6 +373,9 @@ pub enum Step {
     Checkpointed,
     /// Copied a unit.
     Copied(u64),
+    /// Moved a unit out of order, for a host request waiting for it (or for
+    /// a unit it needs moved first: see [`Migration::first_to_move`]).
+    Moved(u64),
     /// Finished the migration: the array is clean in the target layout.
     Finished,
     /// Nothing to do: paused, clean or failed.
@@ -346,7 +389,7 @@ struct Record {
     failed: Roles,
     rebuild: Option<Rebuild>,
     checkpoint: u64,
-    staged: bool,
+    staged: Option<u64>,
     time: Time,
 }
 
@@ -428,8 +471,21 @@ pub struct Engine {
     generation: u64,
     copied: u64,
     checkpoint: u64,
-    /// The checkpoint unit sits in staging and must be finished first.
-    staged: bool,
+    /// A unit sits in staging, recorded, and must be finished first: the
+    /// checkpoint unit, or one being moved out of order.
+    staged: Option<u64>,
+    /// The new layout is in effect at once: the volume has the target's
+    /// capacity, host requests get units moved out of order
+    /// ([`super::moved`]).
+    at_once: bool,
+    /// The unit in flight, when `in_flight`.
+    active: u64,
+    /// A unit moved out of order (directly: its rows durable, its source
+    /// intact) whose bit in the map could not be written everywhere: some
+    /// members may have it, so recovery may take the unit from its rows or
+    /// copy it again from its source. Written again before anything else;
+    /// until then host reads take its rows and writes fail.
+    unrecorded_move: Option<u64>,
     /// A superblock update that failed on some member: it is written again,
     /// same generation and contents, before anything else, and memory takes
     /// it only then (until then memory keeps what is surely durable, and a
@@ -462,6 +518,9 @@ impl Engine {
             copied: record.checkpoint,
             checkpoint: record.checkpoint,
             staged: record.staged,
+            at_once: record.at_once,
+            active: record.checkpoint,
+            unrecorded_move: None,
             pending: None,
             in_flight: false,
             halted: false,
@@ -506,7 +565,13 @@ impl Engine {
     /// Whether a unit sits in the staging area, recorded, to be finished
     /// first.
     pub fn staged(&self) -> bool {
-        self.staged
+        self.staged.is_some()
+    }
+
+    /// Whether the new layout is in effect at once (see
+    /// [`super::format::MigrationRecord::at_once`]).
+    pub fn at_once(&self) -> bool {
+        self.at_once
     }
 
     /// What host I/O routing needs now.
@@ -519,28 +584,52 @@ impl Engine {
             v.checkpoint = self.plan.units();
             return v;
         }
-        let next = match self.pending {
-            _ if self.in_flight => Next::InFlight,
-            // A record that moves the unit is not known to be durable.
-            Some(r) if r.staged && !self.staged => Next::StagingUnrecorded,
-            Some(r) if !r.staged && self.staged => Next::FinishUnrecorded,
-            // Recorded in staging, durably: its source may be half
-            // overwritten, staging holds it whole.
-            _ if self.staged => Next::Staged,
-            _ => Next::Untouched,
+        let (next, active) = if self.in_flight {
+            (Next::InFlight, self.active)
+        } else if let Some(unit) = self.unrecorded_move {
+            (Next::FinishUnrecorded, unit)
+        } else {
+            match (self.pending.map(|r| r.staged), self.staged) {
+                // A record that moves the unit is not known to be durable.
+                (Some(Some(unit)), None) => (Next::StagingUnrecorded, unit),
+                (Some(None), Some(unit)) => (Next::FinishUnrecorded, unit),
+                // Recorded in staging, durably: its source may be half
+                // overwritten, staging holds it whole.
+                (_, Some(unit)) => (Next::Staged, unit),
+                _ => (Next::Untouched, self.copied),
+            }
         };
+        let target = self.plan.target().capacity();
         View {
             state: self.state,
-            volume_sectors: self.plan.volume_sectors(),
-            target_sectors: self.plan.target().capacity(),
+            volume_sectors: if self.at_once && self.state != ArrayState::Prepared { target } else { self.plan.volume_sectors() },
+            source_sectors: self.plan.source().capacity(),
+            target_sectors: target,
             unit_sectors: self.plan.unit_sectors(),
             units: self.plan.units(),
             copied: self.copied,
             checkpoint: self.checkpoint,
+            active,
             next,
             halted: self.halted,
+            moving: self.moving(),
             checkpoint_requested: false,
+            wanted: None,
         }
+    }
+
+    /// Whether host requests for units not moved yet have them moved out of
+    /// order (they wait for the engine to do it): with the new layout in
+    /// effect at once, the migration started (a pause stops the background
+    /// copy, not these moves), every role in sync (a move writes every
+    /// role) and the engine not stopped on an error. Otherwise such
+    /// requests go to the source, which holds every unit not moved, and
+    /// past its end fail.
+    pub fn moving(&self) -> bool {
+        self.at_once
+            && self.whole()
+            && !self.halted
+            && matches!(self.state, ArrayState::Migrating | ArrayState::Paused)
     }
 
     /// The superblock of member `role` for the current state (the one last
@@ -562,6 +651,7 @@ impl Engine {
             plan: self.plan,
             checkpoint: record.checkpoint,
             staged: record.staged,
+            at_once: self.at_once,
         });
         Superblock {
             generation: self.generation,
@@ -644,17 +734,12 @@ impl Engine {
         if self.pending.is_some() {
             self.write_pending(io, members, buf)?;
         }
-        if !self.staged {
-            return Ok(None);
-        }
+        let Some(unit) = self.staged else { return Ok(None) };
         if buf.len() < SUPERBLOCK_BYTES {
             return Err(EngineError::BufferTooSmall);
         }
-        let unit = self.checkpoint;
-        self.in_flight = true;
-        io.publish(&self.view());
+        self.set_in_flight(io, unit);
         self.finish_staged(io, members, buf, unit, now)?;
-        self.copied = unit + 1;
         self.in_flight = false;
         io.publish(&self.view());
         Ok(Some(unit))
@@ -678,6 +763,8 @@ impl Engine {
             // The first step starts the migration (recorded at the first
             // superblock update).
             ArrayState::Prepared => self.state = ArrayState::Migrating,
+            // Paused, units host requests wait for are still moved.
+            ArrayState::Paused if self.moving() => {}
             _ => return Ok(Step::Idle),
         }
         if !self.whole() {
@@ -688,13 +775,38 @@ impl Engine {
         if buf.len() < self.min_buffer_bytes().max(SUPERBLOCK_BYTES) {
             return Err(EngineError::BufferTooSmall);
         }
-        if self.staged {
+        if let Some(unit) = self.unrecorded_move {
+            self.record_move(io, members, buf)?;
+            return Ok(Step::Moved(unit));
+        }
+        if let Some(staged) = self.staged {
             let unit = self.replay_inner(io, members, buf, now)?;
-            return Ok(Step::Replayed(unit.unwrap_or(self.checkpoint)));
+            return Ok(Step::Replayed(unit.unwrap_or(staged)));
+        }
+        if let Some(wanted) = self.wanted(io) {
+            // Units copied in order but not checkpointed still need their
+            // source (recovery copies them again): a move may overwrite it.
+            if self.copied > self.checkpoint {
+                self.write_checkpoint(io, members, buf, now, self.state)?;
+                return Ok(Step::Checkpointed);
+            }
+            let map = io.moved_map();
+            let first = self.plan.first_to_move(wanted, |u| u < self.checkpoint || is_moved(map, u));
+            #[cfg(feature = "fault-injection")]
+            let first = if self.config.fault == Some(Fault::MoveWithoutChain) { wanted } else { first };
+            self.move_unit(io, members, buf, first, now)?;
+            return Ok(Step::Moved(first));
+        }
+        if self.state == ArrayState::Paused {
+            return Ok(Step::Idle);
+        }
+        // Units moved out of order are in the target layout, durably.
+        while self.copied < self.plan.units() && is_moved(io.moved_map(), self.copied) {
+            self.copied += 1;
         }
         if self.copied == self.plan.units() {
             self.flush(io)?;
-            self.commit(io, members, buf, now, ArrayState::Clean, self.copied, false)?;
+            self.commit(io, members, buf, now, ArrayState::Clean, self.copied, None)?;
             return Ok(Step::Finished);
         }
         if self.checkpoint_due(io, now) {
@@ -720,6 +832,7 @@ impl Engine {
             self.write_checkpoint(io, members, buf, now, self.state)?;
         }
         self.in_flight = true;
+        self.active = unit;
         #[cfg(feature = "fault-injection")]
         let publish = self.config.fault != Some(Fault::NoInFlightPublish);
         #[cfg(not(feature = "fault-injection"))]
@@ -732,7 +845,7 @@ impl Engine {
             self.flush(io)?;
             // The unit's own source may be overwritten only once this record
             // is durable: until then recovery copies it again from the source.
-            self.commit(io, members, buf, now, self.state, unit, true)?;
+            self.commit(io, members, buf, now, self.state, unit, Some(unit))?;
             self.stats.staging_records += 1;
             self.finish_staged(io, members, buf, unit, now)?;
         } else {
@@ -783,6 +896,7 @@ impl Engine {
         now: Time,
     ) -> Result<(), EngineError> {
         self.write_pending(io, members, buf)?;
+        self.record_move(io, members, buf)?;
         if matches!(self.state, ArrayState::Migrating | ArrayState::Prepared) {
             self.write_checkpoint(io, members, buf, now, ArrayState::Paused)?;
         }
@@ -856,7 +970,7 @@ impl Engine {
     /// part is settled (every copied unit checkpointed, nothing in
     /// staging, no record pending), so that the rebuild's extent stays put.
     pub fn settled_for_rebuild(&self) -> bool {
-        self.pending.is_none() && !self.staged && !self.in_flight && self.copied == self.checkpoint
+        self.pending.is_none() && self.staged.is_none() && !self.in_flight && self.copied == self.checkpoint
     }
 
     /// The logical sectors a rebuild covers during a migration: the
@@ -929,12 +1043,10 @@ impl Engine {
         now: Time,
     ) -> Result<(), EngineError> {
         self.write_pending(io, members, buf)?;
-        if self.staged {
-            let unit = self.checkpoint;
-            self.in_flight = true;
-            io.publish(&self.view());
+        self.record_move(io, members, buf)?;
+        if let Some(unit) = self.staged {
+            self.set_in_flight(io, unit);
             self.finish_staged(io, members, buf, unit, now)?;
-            self.copied = unit + 1;
             self.in_flight = false;
             io.publish(&self.view());
         }
@@ -956,6 +1068,7 @@ impl Engine {
         now: Time,
     ) -> Result<(), EngineError> {
         self.write_pending(io, members, buf)?;
+        self.record_move(io, members, buf)?;
         if self.state == ArrayState::Migrating && self.copied > self.checkpoint {
             self.write_checkpoint(io, members, buf, now, self.state)?;
         }
@@ -993,7 +1106,7 @@ impl Engine {
         now: Time,
         state: ArrayState,
         checkpoint: u64,
-        staged: bool,
+        staged: Option<u64>,
     ) -> Result<(), EngineError> {
         if self.pending.is_some() {
             self.write_pending(io, members, buf)?;
@@ -1022,7 +1135,7 @@ impl Engine {
         }
         self.flush(io)?;
         self.pending = None;
-        if self.staged && !record.staged {
+        if self.staged.is_some() && record.staged.is_none() {
             // "Staging empty": the staged unit is in place.
             self.stats.units_done += 1;
             self.stats.units_staged += 1;
@@ -1076,7 +1189,103 @@ impl Engine {
             }
         }
         self.flush(io)?;
-        self.commit(io, members, buf, now, self.state, unit + 1, false)
+        if unit == self.checkpoint {
+            return self.commit(io, members, buf, now, self.state, unit + 1, None);
+        }
+        // Moved out of order: staging is released only once the map says
+        // the unit is moved, else recovery would copy it again from a
+        // source its own rows overwrote.
+        self.write_moved(io, members, buf, unit)?;
+        self.commit(io, members, buf, now, self.state, self.checkpoint, None)
+    }
+
+    /// Publishes unit `unit` in flight (the shell returns once the host
+    /// requests admitted before have ended).
+    fn set_in_flight<I: MemberIo>(&mut self, io: &mut I, unit: u64) {
+        self.in_flight = true;
+        self.active = unit;
+        io.publish(&self.view());
+    }
+
+    /// The unit a host request waits to have moved, if the engine moves
+    /// units now and that one is not moved yet.
+    fn wanted<I: MemberIo>(&self, io: &mut I) -> Option<u64> {
+        let unit = io.move_requested()?;
+        let open = self.moving() && unit >= self.copied && unit < self.plan.units();
+        (open && !is_moved(io.moved_map(), unit)).then_some(unit)
+    }
+
+    /// Moves unit `unit` out of order: every unit whose source its rows
+    /// overwrite is in the target layout already (durable below the
+    /// checkpoint, or moved), so only its own source can be at stake. A
+    /// unit that overwrites it goes through the staging area as in order;
+    /// either way its bit in the moved-unit map is made durable after its
+    /// rows and before anything can write to it.
+    fn move_unit<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        unit: u64,
+        now: Time,
+    ) -> Result<(), EngineError> {
+        let plan = self.plan.classify(unit).map_err(EngineError::Plan)?;
+        self.set_in_flight(io, unit);
+        if plan.indirect {
+            self.copy_rows(io, members, buf, unit, true)?;
+            self.flush(io)?;
+            self.commit(io, members, buf, now, self.state, self.checkpoint, Some(unit))?;
+            self.stats.staging_records += 1;
+            self.finish_staged(io, members, buf, unit, now)?;
+        } else {
+            self.copy_rows(io, members, buf, unit, false)?;
+            self.flush(io)?;
+            self.unrecorded_move = Some(unit);
+            self.write_moved(io, members, buf, unit)?;
+            self.unrecorded_move = None;
+            self.stats.units_done += 1;
+        }
+        self.stats.units_moved += 1;
+        self.in_flight = false;
+        io.publish(&self.view());
+        Ok(())
+    }
+
+    /// Writes the bit of a unit moved whose mark could not be written
+    /// everywhere ([`Engine::unrecorded_move`]) again, if there is one.
+    fn record_move<I: MemberIo>(&mut self, io: &mut I, members: &ArrayMembers, buf: &mut [u8]) -> Result<(), EngineError> {
+        if let Some(unit) = self.unrecorded_move {
+            self.write_moved(io, members, buf, unit)?;
+            self.unrecorded_move = None;
+            self.stats.units_done += 1;
+            io.publish(&self.view());
+        }
+        Ok(())
+    }
+
+    /// Marks unit `unit` moved: its block of the map, with its bit set, on
+    /// every role in sync, flushed; memory takes the bit only then.
+    fn write_moved<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        unit: u64,
+    ) -> Result<(), EngineError> {
+        #[cfg(feature = "fault-injection")]
+        if self.config.fault == Some(Fault::VolatileMoveMark) {
+            moved::set_moved(io.moved_map(), unit);
+            return Ok(());
+        }
+        let block = moved::block_of(unit);
+        let bytes = buf.get_mut(..moved::BLOCK_BYTES).ok_or(EngineError::BufferTooSmall)?;
+        moved::encode_block(io.moved_map(), block, Some(unit), bytes);
+        for role in (0..self.plan.target().members()).filter(|&r| !self.failed.contains(r)) {
+            io.write(role, moved::block_sector(members.device_sectors[role], block), bytes)?;
+        }
+        self.flush(io)?;
+        moved::set_moved(io.moved_map(), unit);
+        Ok(())
     }
 
     /// Whether the source holds logical `[logical, logical + sectors)` at

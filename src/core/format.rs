@@ -7,7 +7,7 @@
 //! |-------:|-----:|-------|
 //! | 0x000 | 8  | magic, the ASCII bytes `RAIDMIGS` |
 //! | 0x008 | 4  | format version, 1 |
-//! | 0x00C | 4  | flags: bit 0 migration record valid, bit 1 a unit is in staging, bit 2 a write-intent bitmap is in use, bit 4 the role table holds a role not in sync; bit 3 (remote mirror leg) is reserved for later versions; any bit this version does not know makes the superblock unsupported (so a module that does not know failed roles refuses an array that has one rather than trust it) |
+//! | 0x00C | 4  | flags: bit 0 migration record valid, bit 1 a unit is in staging, bit 2 a write-intent bitmap is in use, bit 4 the role table holds a role not in sync, bit 5 the new layout is in effect at once (the volume has the target's capacity, units may be moved ahead of the checkpoint and are recorded in the moved-unit map of the tail; set only with bit 0); bit 3 (remote mirror leg) is reserved for later versions; any bit this version does not know makes the superblock unsupported (so a module that does not know failed roles refuses an array that has one rather than trust it) |
 //! | 0x010 | 8  | generation, +1 at every update; the valid copy with the highest one wins |
 //! | 0x018 | 16 | array UUID, the same on every member |
 //! | 0x028 | 16 | member UUID |
@@ -25,7 +25,7 @@
 //! | 0x0B4 | 4  | reserved, zero |
 //! | 0x0B8 | 8  | migration record: number of units |
 //! | 0x0C0 | 8  | migration record: checkpoint, the first unit not yet durable in the target layout |
-//! | 0x0C8 | 8  | migration record: the unit in staging when flag bit 1 is set (always the checkpoint unit), else zero |
+//! | 0x0C8 | 8  | migration record: the unit in staging when flag bit 1 is set (the checkpoint unit, or with flag bit 5 a unit after it being moved out of order), else zero |
 //! | 0x0D0 | 16 | role table: one byte per role, 0 in sync, 1 faulty (failed, or missing at assembly: never read, written or trusted again), 2 rebuilding (a replacement, in sync below the rebuild position; at most one role); zero past the member count, all zero when flag bit 4 is clear |
 //! | 0x0E0 | 8  | rebuild position: the logical sector below which the rebuilding role is in sync (a multiple of the stripe's data); zero when no role is rebuilding |
 //! | 0x0E8 | 8  | re-add floor: the generation from which every role has been continuously out of sync if out of sync now: the last generation at which a role came back in sync (a rebuild ended) or a migration wrote (the bitmap covers no write of a migration); a former member that left in sync at a generation below it is rebuilt in full, never re-added from the bitmap |
@@ -59,7 +59,8 @@ const FLAG_MIGRATION: u32 = 1 << 0;
 const FLAG_STAGED: u32 = 1 << 1;
 const FLAG_BITMAP: u32 = 1 << 2;
 const FLAG_ROLES: u32 = 1 << 4;
-const KNOWN_FLAGS: u32 = FLAG_MIGRATION | FLAG_STAGED | FLAG_BITMAP | FLAG_ROLES;
+const FLAG_AT_ONCE: u32 = 1 << 5;
+const KNOWN_FLAGS: u32 = FLAG_MIGRATION | FLAG_STAGED | FLAG_BITMAP | FLAG_ROLES | FLAG_AT_ONCE;
 const BITMAP_REGION: usize = 0x100;
 const ROLE_TABLE: usize = 0x0D0;
 const READD_FLOOR: usize = 0x0E8;
@@ -192,8 +193,14 @@ pub struct MigrationRecord {
     pub plan: Migration,
     /// First unit not yet durable in the target layout.
     pub checkpoint: u64,
-    /// Whether the checkpoint unit sits, complete, in the staging areas.
-    pub staged: bool,
+    /// The unit that sits, complete, in the staging areas, if one does:
+    /// the checkpoint unit, or with `at_once` a unit after it being moved
+    /// out of order.
+    pub staged: Option<u64>,
+    /// The new layout is in effect at once: the volume has the target's
+    /// capacity and units are moved out of order where host I/O needs them,
+    /// recorded in the moved-unit map ([`super::moved`]).
+    pub at_once: bool,
 }
 
 /// The decoded contents of one superblock.
@@ -285,8 +292,11 @@ impl Superblock {
         let mut flags = 0;
         if let Some(m) = &self.migration {
             flags |= FLAG_MIGRATION;
-            if m.staged {
+            if m.staged.is_some() {
                 flags |= FLAG_STAGED;
+            }
+            if m.at_once {
+                flags |= FLAG_AT_ONCE;
             }
         }
         let failed = Roles(self.failed.0 & Roles::first(self.layout.members()).0);
@@ -322,7 +332,7 @@ impl Superblock {
             put_u32(buf, 0x0B0, m.plan.unit_rows());
             put_u64(buf, 0x0B8, m.plan.units());
             put_u64(buf, 0x0C0, m.checkpoint);
-            put_u64(buf, 0x0C8, if m.staged { m.checkpoint } else { 0 });
+            put_u64(buf, 0x0C8, m.staged.unwrap_or(0));
         }
         let crc = crc32c(&buf[..CRC_OFFSET]);
         put_u32(buf, CRC_OFFSET, crc);
@@ -374,11 +384,13 @@ impl Superblock {
                 Migration::new(source, target, get_u32(buf, 0x0B0)).map_err(|_| FormatError::BadMigration)?;
             let checkpoint = get_u64(buf, 0x0C0);
             let staged = flags & FLAG_STAGED != 0;
+            let at_once = flags & FLAG_AT_ONCE != 0;
             let staged_unit = get_u64(buf, 0x0C8);
             let consistent = get_u64(buf, 0x0B8) == plan.units()
                 && checkpoint <= plan.units()
+                && (!at_once || plan.units() <= super::moved::MAX_UNITS)
                 && if staged {
-                    staged_unit == checkpoint && checkpoint < plan.units()
+                    (staged_unit == checkpoint || at_once && staged_unit > checkpoint) && staged_unit < plan.units()
                 } else {
                     staged_unit == 0
                 }
@@ -389,9 +401,9 @@ impl Superblock {
             if !consistent {
                 return Err(FormatError::BadMigration);
             }
-            Some(MigrationRecord { plan, checkpoint, staged })
+            Some(MigrationRecord { plan, checkpoint, staged: staged.then_some(staged_unit), at_once })
         } else {
-            if flags & FLAG_STAGED != 0 || !matches!(state, ArrayState::Clean | ArrayState::Failed) {
+            if flags & (FLAG_STAGED | FLAG_AT_ONCE) != 0 || !matches!(state, ArrayState::Clean | ArrayState::Failed) {
                 return Err(FormatError::BadMigration);
             }
             None
@@ -493,7 +505,8 @@ pub(crate) mod tests {
             migration: Some(MigrationRecord {
                 plan: Migration::new(source, target, 2).unwrap(),
                 checkpoint: 9,
-                staged: true,
+                staged: Some(9),
+                at_once: false,
             }),
             failed: Roles::NONE,
             rebuild: None,
@@ -516,6 +529,38 @@ pub(crate) mod tests {
         clean.encode(&mut buf).unwrap();
         assert_eq!(Superblock::decode(&buf), Ok(clean));
         assert!(buf[0x080..0x0D0].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn at_once_records_a_staged_unit_past_the_checkpoint() {
+        let base = sample();
+        let m = base.migration.unwrap();
+        let sb = Superblock { migration: Some(MigrationRecord { staged: Some(12), at_once: true, ..m }), ..base };
+        let mut buf = [0u8; SUPERBLOCK_BYTES];
+        sb.encode(&mut buf).unwrap();
+        assert_eq!(get_u32(&buf, 0x00C) & (FLAG_AT_ONCE | FLAG_STAGED), FLAG_AT_ONCE | FLAG_STAGED);
+        assert_eq!(get_u64(&buf, 0x0C8), 12);
+        assert_eq!(Superblock::decode(&buf), Ok(sb));
+        // Without the flag a staged unit is the checkpoint's, and never one
+        // before it or past the last.
+        let refused = |staged: Option<u64>, at_once: bool| {
+            let sb = Superblock { migration: Some(MigrationRecord { staged, at_once, ..m }), ..base };
+            let mut buf = [0u8; SUPERBLOCK_BYTES];
+            sb.encode(&mut buf).unwrap();
+            Superblock::decode(&buf) == Err(FormatError::BadMigration)
+        };
+        assert!(refused(Some(12), false));
+        assert!(refused(Some(8), true));
+        assert!(refused(Some(m.plan.units()), true));
+        assert!(!refused(Some(9), false) && !refused(Some(9), true) && !refused(None, true));
+        // The flag without a migration record is refused.
+        let clean = Superblock { migration: None, state: ArrayState::Clean, ..base };
+        clean.encode(&mut buf).unwrap();
+        let flags = get_u32(&buf, 0x00C) | FLAG_AT_ONCE;
+        put_u32(&mut buf, 0x00C, flags);
+        let crc = crc32c(&buf[..CRC_OFFSET]);
+        put_u32(&mut buf, CRC_OFFSET, crc);
+        assert_eq!(Superblock::decode(&buf), Err(FormatError::BadMigration));
     }
 
     #[test]

@@ -2,7 +2,12 @@
 //! ahead with a snapshot of the routing view, waits for the engine to
 //! publish again, or fails.
 //!
-//! Keeps invariants 2, 3 and 5 of the theory (see the crate documentation).
+//! Keeps invariants 2, 3, 5 and 11 of the theory (see the crate
+//! documentation). A request for a unit the engine moves on request
+//! ([`super::route::Route::Move`]) records the unit in the view
+//! ([`super::route::View::wanted`]) and waits: each move ends with a
+//! publication that wakes the waiters, and the request that finds its unit
+//! still not moved asks again, so every wait ends with a unit moved.
 //!
 //! The kernel keeps one [`Gate`] under a lock shared by host requests and
 //! the migration thread; the simulator keeps one too. A request that touches
@@ -21,6 +26,8 @@
 //! only once the old epoch has drained, while writes into the window wait
 //! (invariant 9: nothing written under an older health reaches rows being
 //! rebuilt).
+
+use core::sync::atomic::AtomicU64;
 
 use super::route::{route, Route, View};
 
@@ -41,6 +48,9 @@ pub enum Admission {
     /// A write over copied units that no checkpoint covers: a checkpoint was
     /// requested (wake the engine), wait for it to be published.
     WaitCheckpoint,
+    /// Part of it lies in a unit the engine moves on request: the move was
+    /// requested (wake the engine), wait for it to be published.
+    WaitMove,
     /// It cannot be served safely: fail it.
     Refuse,
 }
@@ -66,16 +76,19 @@ impl Gate {
         self.view
     }
 
-    /// Host side: whether `[start, start + sectors)` may go now.
-    pub fn admit(&mut self, start: u64, sectors: u64, write: bool) -> Admission {
+    /// Host side: whether `[start, start + sectors)` may go now, units
+    /// moved out of order as marked in `moved`.
+    pub fn admit(&mut self, moved: &[AtomicU64], start: u64, sectors: u64, write: bool) -> Admission {
         let (mut wait, mut checkpoint, mut refuse, mut counted) = (false, false, false, false);
-        for run in route(&self.view, start, sectors, write) {
+        let mut wanted = None;
+        for run in route(&self.view, moved, start, sectors, write) {
             match run.route {
                 Route::Target => {}
                 Route::Source | Route::Staging => counted = true,
                 Route::Wait => wait = true,
                 Route::NeedsCheckpoint => checkpoint = true,
                 Route::Refuse => refuse = true,
+                Route::Move => wanted = wanted.or(Some(run.start / self.view.unit_sectors.max(1))),
             }
         }
         if refuse {
@@ -84,6 +97,10 @@ impl Gate {
         if checkpoint {
             self.view.request_checkpoint();
             return Admission::WaitCheckpoint;
+        }
+        if let Some(unit) = wanted {
+            self.view.wanted = Some(unit);
+            return Admission::WaitMove;
         }
         if let Some((a, b)) = self.repair {
             if write && start < b && start.saturating_add(sectors) > a {
@@ -126,6 +143,11 @@ impl Gate {
     pub fn checkpoint_requested(&self) -> bool {
         self.view.checkpoint_requested
     }
+
+    /// Engine side: the unit a host request last asked to have moved.
+    pub fn move_requested(&self) -> Option<u64> {
+        self.view.wanted
+    }
 }
 
 #[cfg(test)]
@@ -137,25 +159,25 @@ mod tests {
     fn admission_by_band() {
         let mut g = Gate::new(view(Next::Untouched));
         // Durable target only: not counted.
-        assert_eq!(g.admit(0, 40, true), Admission::Go { view: view(Next::Untouched), epoch: None });
+        assert_eq!(g.admit(&[], 0, 40, true), Admission::Go { view: view(Next::Untouched), epoch: None });
         // The source: counted in the current epoch.
-        assert!(matches!(g.admit(70, 20, false), Admission::Go { epoch: Some(0), .. }));
+        assert!(matches!(g.admit(&[], 70, 20, false), Admission::Go { epoch: Some(0), .. }));
         // A write over copied, not checkpointed units asks for a checkpoint.
-        assert_eq!(g.admit(45, 5, true), Admission::WaitCheckpoint);
+        assert_eq!(g.admit(&[], 45, 5, true), Admission::WaitCheckpoint);
         assert!(g.checkpoint_requested());
         // Reads there go on.
-        assert!(matches!(g.admit(45, 5, false), Admission::Go { epoch: None, .. }));
+        assert!(matches!(g.admit(&[], 45, 5, false), Admission::Go { epoch: None, .. }));
     }
 
     #[test]
     fn in_flight_flips_the_epoch() {
         let mut g = Gate::new(view(Next::Untouched));
-        assert!(matches!(g.admit(75, 1, false), Admission::Go { epoch: Some(0), .. }));
+        assert!(matches!(g.admit(&[], 75, 1, false), Admission::Go { epoch: Some(0), .. }));
         // Publishing unit 7 in flight: requests of epoch 0 must drain.
         assert_eq!(g.publish(&view(Next::InFlight)), Some(0));
-        assert_eq!(g.admit(75, 1, false), Admission::Wait);
+        assert_eq!(g.admit(&[], 75, 1, false), Admission::Wait);
         // Later units are counted in the new epoch.
-        assert!(matches!(g.admit(85, 1, false), Admission::Go { epoch: Some(1), .. }));
+        assert!(matches!(g.admit(&[], 85, 1, false), Admission::Go { epoch: Some(1), .. }));
         assert_eq!(g.publish(&View { copied: 8, ..view(Next::Untouched) }), None);
         assert_eq!(g.publish(&View { copied: 8, ..view(Next::InFlight) }), Some(1));
     }
@@ -163,25 +185,25 @@ mod tests {
     #[test]
     fn repair_window_holds_writes_and_counts_them() {
         let mut g = Gate::new(View::clean(super::super::format::ArrayState::Clean, 1000));
-        assert_eq!(g.admit(0, 8, true), Admission::Go { view: g.view(), epoch: None });
+        assert_eq!(g.admit(&[], 0, 8, true), Admission::Go { view: g.view(), epoch: None });
         assert_eq!(g.set_repair(Some((100, 200))), Some(0));
-        assert_eq!(g.admit(150, 8, true), Admission::Wait);
-        assert_eq!(g.admit(96, 8, true), Admission::Wait);
+        assert_eq!(g.admit(&[], 150, 8, true), Admission::Wait);
+        assert_eq!(g.admit(&[], 96, 8, true), Admission::Wait);
         // Reads, and writes outside, go; writes are counted in the new epoch.
-        assert!(matches!(g.admit(150, 8, false), Admission::Go { epoch: None, .. }));
-        assert!(matches!(g.admit(200, 8, true), Admission::Go { epoch: Some(1), .. }));
+        assert!(matches!(g.admit(&[], 150, 8, false), Admission::Go { epoch: None, .. }));
+        assert!(matches!(g.admit(&[], 200, 8, true), Admission::Go { epoch: Some(1), .. }));
         assert_eq!(g.set_repair(Some((200, 300))), Some(1));
-        assert!(matches!(g.admit(150, 8, true), Admission::Go { epoch: Some(0), .. }));
+        assert!(matches!(g.admit(&[], 150, 8, true), Admission::Go { epoch: Some(0), .. }));
         assert_eq!(g.set_repair(None), None);
-        assert!(matches!(g.admit(250, 8, true), Admission::Go { epoch: None, .. }));
+        assert!(matches!(g.admit(&[], 250, 8, true), Admission::Go { epoch: None, .. }));
     }
 
     #[test]
     fn staged_unit_is_counted_and_unsettled_writes_refused() {
         let mut g = Gate::new(view(Next::Staged));
-        assert!(matches!(g.admit(72, 4, true), Admission::Go { epoch: Some(0), .. }));
+        assert!(matches!(g.admit(&[], 72, 4, true), Admission::Go { epoch: Some(0), .. }));
         g.publish(&view(Next::StagingUnrecorded));
-        assert_eq!(g.admit(72, 4, true), Admission::Refuse);
-        assert!(matches!(g.admit(72, 4, false), Admission::Go { epoch: Some(0), .. }));
+        assert_eq!(g.admit(&[], 72, 4, true), Admission::Refuse);
+        assert!(matches!(g.admit(&[], 72, 4, false), Admission::Go { epoch: Some(0), .. }));
     }
 }

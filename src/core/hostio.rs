@@ -54,11 +54,11 @@ pub enum Place {
 }
 
 impl Place {
-    /// The staging place of the unit `view.copied` of a migration to
+    /// The staging place of the unit `view.active` of a migration to
     /// `target` (whose units are `view.unit_sectors` long).
     pub fn staging(view: &View, target: &Geometry) -> Place {
         let stripes = view.unit_sectors / target.stripe_sectors().max(1);
-        Place::Staging { first_row: view.copied.saturating_mul(stripes * target.stripe_rows()) }
+        Place::Staging { first_row: view.active.saturating_mul(stripes * target.stripe_rows()) }
     }
 
     /// Where sector `sector` of member `member` (in the layout's terms) is,
@@ -289,7 +289,7 @@ mod tests {
         let place = Place::Staging { first_row: 4 };
         let w = ops(&g, place, Access::Write, 8 * 8 + 3, 2);
         assert_eq!(w, [MemberOp::Data { member: 0, sector: tail + STAGING_OFFSET + 3, sectors: 2, offset: 0 }]);
-        let view = View { copied: 2, unit_sectors: 32, ..View::clean(super::super::format::ArrayState::Migrating, 0) };
+        let view = View { copied: 2, active: 2, unit_sectors: 32, ..View::clean(super::super::format::ArrayState::Migrating, 0) };
         assert_eq!(Place::staging(&view, &g), Place::Staging { first_row: 4 });
     }
 

@@ -114,12 +114,27 @@
 //!    differs from the others only in regions marked in either image, and
 //!    its rebuild copies only those ([`bitmap::readd_skips`],
 //!    [`bitmap::keep_at_stop`], [`prepare::may_readd`]).
+//! 11. **A unit moved out of order is recorded before it is written to.**
+//!    With the new layout in effect at once, the volume has the target's
+//!    capacity from the start, and a host write into a unit the engine has
+//!    not reached waits while the engine moves it first, out of order. Every
+//!    unit whose source content that unit's rows overwrite is moved before
+//!    it, down the chain ([`plan::Migration::first_to_move`]), so no unit
+//!    still in the source layout loses its source (invariant 1 holds for
+//!    every unit not moved); units copied in order are checkpointed first. A
+//!    moved unit's rows are durable before its bit in the moved-unit map
+//!    is written, on every member, and the bit is durable before any host
+//!    write is admitted to the unit or the staging record of a unit moved
+//!    through staging is released; recovery takes the union of the
+//!    members' maps and copies only units not marked ([`moved`],
+//!    [`engine`], [`route`], [`lifecycle`]).
 //!
 //! # Modules, bottom up
 //!
 //! - [`layout`]: levels and geometries, logical sector to member locations
 //!   and back (md-compatible raid0, raid5 left-symmetric, raid10 near-2).
-//! - [`crc32c`], [`tail`], [`format`]: the reserved tail and the superblock.
+//! - [`crc32c`], [`tail`], [`format`], [`moved`]: the reserved tail, the
+//!   superblock, and the map of units moved out of order.
 //! - [`parity`]: XOR and the raid5 per-stripe write plans.
 //! - [`plan`]: units and how each must be copied to survive a power cut.
 //! - [`config`]: module parameters and sysfs input.
@@ -166,6 +181,7 @@ pub mod hostio;
 pub mod layout;
 pub mod lifecycle;
 pub mod members;
+pub mod moved;
 pub mod pace;
 pub mod parity;
 pub mod plan;

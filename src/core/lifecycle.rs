@@ -2,11 +2,15 @@
 //! can be exposed to the host, or a refusal. The kernel's load and the host
 //! simulator both run this code, over [`MemberIo`].
 //!
-//! Keeps invariants 4 and 5 of the theory (see the crate documentation):
-//! members leave the load at most one generation apart (lagging ones are
-//! brought level before anything else is written), and no unit is left in
-//! flight when the volume is exposed (a unit recorded in staging is finished
-//! here, or routed to the staging area if a member error stops that).
+//! Keeps invariants 4, 5 and 11 of the theory (see the crate
+//! documentation): members leave the load at most one generation apart
+//! (lagging ones are brought level before anything else is written), no
+//! unit is left in flight when the volume is exposed (a unit recorded in
+//! staging is finished here, or routed to the staging area if a member
+//! error stops that), and a migration with the new layout in effect at once
+//! resumes with the union of its members' moved-unit maps, read before
+//! anything is written (and zeroed, where a new migration will use them,
+//! before its first superblock).
 //!
 //! With a level (a new array), every device is checked before anything is
 //! written: none may belong to a raidmig array, all must be at least as
@@ -23,6 +27,8 @@
 //! host request for it would otherwise wait for a migration thread that only
 //! starts once the volume exists.
 
+use core::sync::atomic::AtomicU64;
+
 use super::assemble::{assemble_with, AssembleError, AssembleErrorKind, Assembly};
 use super::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Time};
 use super::format::{ArrayState, FormatError, Superblock};
@@ -31,6 +37,7 @@ use super::health::{Health, Roles};
 use super::record::Record;
 use super::layout::{Geometry, GeometryError, Level, MAX_MEMBERS, SECTOR_SHIFT};
 use super::members::ArrayMembers;
+use super::moved;
 use super::prepare::{self, PrepareError};
 use super::route::View;
 use super::tail::{slot_of, superblock_sector, tail_start, BITMAP_OFFSET, BITMAP_SECTORS, SUPERBLOCK_BYTES};
@@ -62,6 +69,8 @@ pub enum Errno {
     Stale,
     /// `EIO`: a member I/O error.
     Io,
+    /// `ENOMEM`: memory the array needs could not be had.
+    NoMem,
 }
 
 /// What the user asked for (module parameters, already validated).
@@ -84,6 +93,10 @@ pub struct LoadParams {
     pub bitmap_region_sectors: u64,
     /// The engine's tuning.
     pub engine: EngineConfig,
+    /// Put a new migration's layout in effect at once (see
+    /// [`super::format::MigrationRecord::at_once`]), where its units fit a
+    /// moved-unit map.
+    pub at_once: bool,
 }
 
 /// What the shell draws at random for a new array.
@@ -133,6 +146,9 @@ pub enum LoadError {
     /// A raid5 shut down uncleanly (bitmap bits set) is also degraded: its
     /// parity cannot be trusted (`force` starts it anyway).
     DirtyDegraded,
+    /// The moved-unit map of a migration with the new layout in effect at
+    /// once could not be allocated.
+    NoMemory,
 }
 
 impl LoadError {
@@ -152,6 +168,7 @@ impl LoadError {
             LoadError::BadBitmapRegion => {
                 "bitmap region must be a power of two of at least 1 MiB, and large enough for the array"
             }
+            LoadError::NoMemory => "no memory for the migration's moved-unit map",
         }
     }
 
@@ -191,6 +208,7 @@ impl LoadError {
             LoadError::SizeChanged { .. } | LoadError::Engine(_) | LoadError::BadBitmapRegion => Errno::Inval,
             LoadError::Io { .. } => Errno::Io,
             LoadError::DirtyDegraded => Errno::Uclean,
+            LoadError::NoMemory => Errno::NoMem,
         }
     }
 }
@@ -472,8 +490,9 @@ fn create<I: MemberIo>(
     if bitmap_region.is_some_and(|r| BitmapGeometry::new(target.capacity(), r).is_none()) {
         return Err(LoadError::BadBitmapRegion);
     }
+    let at_once = params.at_once && !clean && plan.units() <= moved::MAX_UNITS;
     let first = |role: usize| {
-        let sb = prepare::prepared_superblock(&plan, &members, role, now.wall_ms, bitmap_region);
+        let sb = prepare::prepared_superblock(&plan, &members, role, now.wall_ms, bitmap_region, at_once);
         if clean {
             Superblock { state: ArrayState::Clean, migration: None, ..sb }
         } else {
@@ -487,6 +506,12 @@ fn create<I: MemberIo>(
         for (device, &sectors) in device_sectors.iter().enumerate() {
             zero_range(io, device, tail_start(sectors) + BITMAP_OFFSET, BITMAP_SECTORS, buf)?;
         }
+    }
+    if at_once {
+        if !io.prepare_moved(plan.units()) {
+            return Err(LoadError::NoMemory);
+        }
+        zero_moved(io, device_sectors, plan.units(), buf)?;
     }
     // Joining members first, the first member (the user's data) last: a
     // cut in between leaves the user's disk without a superblock.
@@ -563,6 +588,18 @@ impl<I: MemberIo> MemberIo for ByRole<'_, I> {
     fn xor_into(&mut self, dst: &mut [u8], src: &[u8]) {
         self.io.xor_into(dst, src)
     }
+
+    fn move_requested(&mut self) -> Option<u64> {
+        self.io.move_requested()
+    }
+
+    fn moved_map(&self) -> &[AtomicU64] {
+        self.io.moved_map()
+    }
+
+    fn prepare_moved(&mut self, units: u64) -> bool {
+        self.io.prepare_moved(units)
+    }
 }
 
 /// Assembles the array from the devices' superblocks, brings lagging
@@ -634,6 +671,16 @@ fn assemble_devices<I: MemberIo>(
         ..LoadNotes::default()
     };
     let mut array = recover(&assembly, params.engine, now).map_err(LoadError::Engine)?;
+    if let Recovered::Migration(engine) = &array {
+        if engine.at_once() {
+            let units = engine.plan().units();
+            if !io.prepare_moved(units) {
+                return Err(LoadError::NoMemory);
+            }
+            let in_sync = Roles::first(members.count).minus(engine.failed()).minus(assembly.newly_failed);
+            read_moved(&mut io, &members, in_sync, units, buf).map_err(|e| device_error(EngineError::Io(e)))?;
+        }
+    }
     // Roles missing or not fresh are recorded faulty before anything else:
     // a member that comes back later must not pass for one in sync.
     if !assembly.newly_failed.is_empty() {
@@ -657,6 +704,43 @@ fn assemble_devices<I: MemberIo>(
         run = engine.state() == ArrayState::Migrating && !engine.halted() && engine.whole();
     }
     Ok(Loaded { device_of_role, members, array, run, notes })
+}
+
+/// Zeroes the blocks of the moved-unit map a migration of `units` units
+/// uses on every device (bits an earlier migration left there must not
+/// count).
+pub(crate) fn zero_moved<I: MemberIo>(
+    io: &mut I,
+    device_sectors: &[u64],
+    units: u64,
+    buf: &mut [u8],
+) -> Result<(), LoadError> {
+    let sectors = moved::blocks(units) * moved::BLOCK_SECTORS;
+    for (device, &size) in device_sectors.iter().enumerate() {
+        zero_range(io, device, moved::block_sector(size, 0), sectors, buf)?;
+    }
+    Ok(())
+}
+
+/// Reads the moved-unit map of a migration of `units` units from every
+/// role of `roles` into the map `io` holds: the union of theirs (a bit is
+/// set on every member before it counts, and a torn write sets it on some
+/// only, after the unit's rows are durable: see [`super::moved`]).
+pub fn read_moved<I: MemberIo>(
+    io: &mut I,
+    members: &ArrayMembers,
+    roles: Roles,
+    units: u64,
+    buf: &mut [u8],
+) -> Result<(), IoError> {
+    let bytes = buf.get_mut(..moved::BLOCK_BYTES).ok_or(IoError { member: 0, errno: -22 })?;
+    for role in roles.iter() {
+        for block in 0..moved::blocks(units) {
+            io.read(role, moved::block_sector(members.device_sectors[role], block), bytes)?;
+            moved::merge_block(io.moved_map(), units, block, bytes);
+        }
+    }
+    Ok(())
 }
 
 /// The state to resume from, given the assembled array.

@@ -119,13 +119,15 @@ pub fn check_unclaimed(
 
 /// The first superblock (generation 1, written to slot 1) of member `role`
 /// of a prepared migration, with a write-intent bitmap of regions of
-/// `bitmap_region` sectors if given.
+/// `bitmap_region` sectors if given, the new layout in effect at once if
+/// `at_once`.
 pub fn prepared_superblock(
     plan: &Migration,
     members: &ArrayMembers,
     role: usize,
     now_ms: u64,
     bitmap_region: Option<u64>,
+    at_once: bool,
 ) -> Superblock {
     Superblock {
         generation: 1,
@@ -137,7 +139,7 @@ pub fn prepared_superblock(
         created_ms: members.created_ms,
         updated_ms: now_ms,
         layout: plan.target(),
-        migration: Some(MigrationRecord { plan: *plan, checkpoint: 0, staged: false }),
+        migration: Some(MigrationRecord { plan: *plan, checkpoint: 0, staged: None, at_once }),
         failed: Roles::NONE,
         rebuild: None,
         bitmap_region,
@@ -318,7 +320,7 @@ mod tests {
         let d = T + 1000;
         let plan = plan_new(Level::Raid1, 128, &[d, d], 1).unwrap();
         let members = ArrayMembers::new([1; 16], 0, &[[2; 16], [3; 16]], &[d, d]);
-        prepared_superblock(&plan, &members, 1, 42, None)
+        prepared_superblock(&plan, &members, 1, 42, None, false)
     }
 
     #[test]
@@ -392,7 +394,7 @@ mod tests {
         let d = T + 1000;
         let plan = plan_new(Level::Raid1, 128, &[d, d], 1).unwrap();
         let members = ArrayMembers::new([1; 16], 0, &[[2; 16], [3; 16]], &[d, d]);
-        let sb = prepared_superblock(&plan, &members, 1, 42, None);
+        let sb = prepared_superblock(&plan, &members, 1, 42, None, false);
         assert_eq!(check_unclaimed(3, &Ok(sb), &blank), Err(PrepareError::AlreadyMember { device: 3 }));
         let mut buf = [0u8; 4096];
         sb.encode(&mut buf).unwrap();

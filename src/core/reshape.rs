@@ -25,7 +25,8 @@ use super::engine::{Engine, EngineConfig, MemberIo, Time};
 use super::format::{ArrayState, MigrationRecord, Superblock};
 use super::health::Roles;
 use super::layout::{valid_chunk, Geometry, GeometryError, Level, MAX_MEMBERS, RESERVED_TAIL_SECTORS};
-use super::lifecycle::{io_error, read_slots, zero_range, LoadError};
+use super::lifecycle::{io_error, read_slots, zero_moved, zero_range, LoadError};
+use super::moved;
 use super::members::ArrayMembers;
 use super::plan::{Migration, PlanError};
 use super::prepare::check_unclaimed;
@@ -188,7 +189,14 @@ pub fn plan_reshape(
 /// is the start: a power cut before the first checkpoint resumes it at the
 /// next load, as one after it does). `members` holds every member, those added
 /// included (their identities drawn by the shell).
-pub fn reshape_superblock(newest: &Superblock, plan: &Migration, members: &ArrayMembers, role: usize, now_ms: u64) -> Superblock {
+pub fn reshape_superblock(
+    newest: &Superblock,
+    plan: &Migration,
+    members: &ArrayMembers,
+    role: usize,
+    now_ms: u64,
+    at_once: bool,
+) -> Superblock {
     Superblock {
         generation: newest.generation + 1,
         member_uuid: members.uuids[role],
@@ -197,7 +205,7 @@ pub fn reshape_superblock(newest: &Superblock, plan: &Migration, members: &Array
         device_sectors: members.device_sectors[role],
         updated_ms: now_ms,
         layout: plan.target(),
-        migration: Some(MigrationRecord { plan: *plan, checkpoint: 0, staged: false }),
+        migration: Some(MigrationRecord { plan: *plan, checkpoint: 0, staged: None, at_once }),
         failed: Roles::NONE,
         rebuild: None,
         ..*newest
@@ -213,16 +221,21 @@ pub fn reshape_superblock(newest: &Superblock, plan: &Migration, members: &Array
 /// flushes, and returns the engine that runs the reshape. A cut before the
 /// flush leaves some members one generation behind, which the next
 /// assembly brings level (nothing has moved at checkpoint 0). Errors name
-/// the member by role.
+/// the member by role. With `at_once` (and units that fit a moved-unit
+/// map) the new layout is in effect at once: the map `io` holds is sized
+/// and its blocks on every member zeroed before the superblocks.
+#[allow(clippy::too_many_arguments)]
 pub fn start_reshape<I: MemberIo>(
     io: &mut I,
     newest: &Superblock,
     plan: &Migration,
     members: &ArrayMembers,
     config: EngineConfig,
+    at_once: bool,
     now: Time,
     buf: &mut [u8],
 ) -> Result<Engine, LoadError> {
+    let at_once = at_once && plan.units() <= moved::MAX_UNITS;
     let (n, all) = (newest.layout.members(), plan.target().members());
     if buf.len() < 2 * SUPERBLOCK_BYTES {
         return Err(LoadError::Engine(super::engine::EngineError::BufferTooSmall));
@@ -237,15 +250,21 @@ pub fn start_reshape<I: MemberIo>(
             zero_range(io, role, tail_start(sectors) + BITMAP_OFFSET, BITMAP_SECTORS, buf)?;
         }
     }
+    if at_once {
+        if !io.prepare_moved(plan.units()) {
+            return Err(LoadError::NoMemory);
+        }
+        zero_moved(io, &members.device_sectors[..all], plan.units(), buf)?;
+    }
     let sb_buf = &mut buf[..SUPERBLOCK_BYTES];
     for role in Iterator::chain(n..all, 0..n) {
-        let sb = reshape_superblock(newest, plan, members, role, now.wall_ms);
+        let sb = reshape_superblock(newest, plan, members, role, now.wall_ms, at_once);
         sb.encode(sb_buf).map_err(|e| LoadError::Engine(super::engine::EngineError::Format(e)))?;
         let sector = superblock_sector(members.device_sectors[role], slot_of(sb.generation));
         io.write(role, sector, sb_buf).map_err(io_error)?;
     }
     io.flush().map_err(io_error)?;
-    Engine::resume(&reshape_superblock(newest, plan, members, 0, now.wall_ms), config, now).map_err(LoadError::Engine)
+    Engine::resume(&reshape_superblock(newest, plan, members, 0, now.wall_ms, at_once), config, now).map_err(LoadError::Engine)
 }
 
 #[cfg(test)]
@@ -294,9 +313,9 @@ mod tests {
             // The superblocks that start it: newer, migrating, at 0.
             let count = r.add + sb.layout.members();
             let members = ArrayMembers::new([1; 16], 1, &[[9; 16]; MAX_MEMBERS][..count], &[DEV; MAX_MEMBERS][..count]);
-            let new = reshape_superblock(&sb, &plan, &members, 1, 50);
+            let new = reshape_superblock(&sb, &plan, &members, 1, 50, false);
             assert_eq!((new.generation, new.state, new.role, new.layout), (8, ArrayState::Migrating, 1, plan.target()));
-            assert_eq!(new.migration.map(|m| (m.checkpoint, m.staged)), Some((0, false)));
+            assert_eq!(new.migration.map(|m| (m.checkpoint, m.staged)), Some((0, None)));
             assert_eq!((new.array_uuid, new.bitmap_region, new.readd_floor), (sb.array_uuid, sb.bitmap_region, 3));
         }
     }
@@ -392,22 +411,22 @@ mod tests {
         // An added device that is a member of an array is refused before
         // anything is written.
         let mut disks = Disks::default();
-        let other = reshape_superblock(&sb, &plan, &members, 4, 0);
+        let other = reshape_superblock(&sb, &plan, &members, 4, 0, false);
         let mut block = [0u8; SUPERBLOCK_BYTES];
         other.encode(&mut block).unwrap();
         disks.write(4, superblock_sector(DEV, slot_of(other.generation)), &block).unwrap();
-        let e = start_reshape(&mut disks, &sb, &plan, &members, config, Time::at(7), &mut buf).unwrap_err();
+        let e = start_reshape(&mut disks, &sb, &plan, &members, config, false, Time::at(7), &mut buf).unwrap_err();
         assert_eq!(e, LoadError::Prepare(crate::prepare::PrepareError::AlreadyMember { device: 4 }));
         assert_eq!(disks.writes, 1, "nothing written after the refusal");
 
         // Blank added devices, a bitmap area with bits of a former life.
         let mut disks = Disks::default();
         disks.write(3, tail_start(DEV) + BITMAP_OFFSET + 5, &[0xff; 512]).unwrap();
-        let engine = start_reshape(&mut disks, &sb, &plan, &members, config, Time::at(7), &mut buf).unwrap();
+        let engine = start_reshape(&mut disks, &sb, &plan, &members, config, false, Time::at(7), &mut buf).unwrap();
         assert_eq!((engine.state(), engine.generation(), *engine.plan()), (ArrayState::Migrating, sb.generation + 1, plan));
         for role in 0..5 {
             let got = newest_of(&mut disks, role, DEV);
-            assert_eq!(got, reshape_superblock(&sb, &plan, &members, role, Time::at(7).wall_ms), "role {role}");
+            assert_eq!(got, reshape_superblock(&sb, &plan, &members, role, Time::at(7).wall_ms, false), "role {role}");
         }
         let mut area = std::vec![0u8; 512];
         disks.read(3, tail_start(DEV) + BITMAP_OFFSET + 5, &mut area).unwrap();

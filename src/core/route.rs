@@ -2,22 +2,35 @@
 //! target layout, which to the source layout or the staging area, which must
 //! wait and which must fail.
 //!
-//! Keeps invariants 2, 3 and 5 of the theory (see the crate documentation):
-//! no host write lands in copied units that no checkpoint covers, none lands
-//! in the source of a unit being copied, and none waits without bound.
+//! Keeps invariants 2, 3, 5 and 11 of the theory (see the crate
+//! documentation): no host write lands in copied units that no checkpoint
+//! covers, none lands in the source of a unit being copied, none lands in a
+//! unit moved out of order before its mark is durable, and none waits
+//! without bound.
 //!
 //! The engine publishes a [`View`] (small and `Copy`, so the kernel can keep it
 //! under a lock and snapshot it per request); [`route`] is a pure function
-//! of it. Logical sectors fall in four bands, front to back:
+//! of it and of the moved-unit map ([`super::moved`]), whose bits are only
+//! ever set. Logical sectors fall in these bands, front to back, the first
+//! that applies:
 //!
 //! | band | units | reads | writes |
 //! |------|-------|-------|--------|
 //! | durable | below the checkpoint | target | target |
+//! | active | unit `active`, when not [`Next::Untouched`] | per [`Next`] | per [`Next`] |
+//! | moved | marked in the map | target | target |
 //! | copied, not checkpointed | checkpoint .. copied | target | [`Route::NeedsCheckpoint`] ([`Route::Refuse`] once the engine has stopped on an error) |
-//! | next unit | unit `copied` | per [`Next`] | per [`Next`] |
-//! | not reached | after it | source | source |
+//! | not reached | the rest | source; past its end [`Route::Move`] | source, or [`Route::Move`] where the engine moves units |
 //!
-//! The next unit is the one the engine works on. While it copies it
+//! With the new layout in effect at once the volume has the target's
+//! capacity from the start, and a host request for a unit not reached
+//! waits for the engine to move it out of order ([`View::moving`]; writes
+//! anywhere, reads past the source's end, which has nothing to read
+//! there); when the engine cannot move units (a role out of sync, an
+//! error), they go to the source, which holds every unit not moved, and
+//! past its end fail.
+//!
+//! The active unit is the one the engine works on. While it copies it
 //! ([`Next::InFlight`]) host I/O there waits; the engine's member I/O always
 //! completes or fails, so the wait is bounded. Once the unit sits complete
 //! in the staging area with a durable record ([`Next::Staged`]: the engine
@@ -36,7 +49,10 @@
 //! passes the write; the engine, sole writer of superblocks, writes it at its
 //! next step.
 
+use core::sync::atomic::AtomicU64;
+
 use super::format::ArrayState;
+use super::moved::is_moved;
 
 /// Where a run of a host request goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +71,9 @@ pub enum Route {
     NeedsCheckpoint,
     /// Cannot be served safely: fail it (the engine stopped on an error).
     Refuse,
+    /// A unit not reached that the engine moves on request: ask for it
+    /// ([`View::wanted`]) and retry once it is moved.
+    Move,
 }
 
 /// What the unit at `View::copied` is doing.
@@ -94,6 +113,9 @@ pub struct View {
     pub state: ArrayState,
     /// Size of the volume exposed to the host, in sectors.
     pub volume_sectors: u64,
+    /// Size of the source layout, in sectors: units not reached hold their
+    /// data there, up to its end.
+    pub source_sectors: u64,
     /// Size of the target layout, in sectors (the volume's once migrated).
     pub target_sectors: u64,
     /// Logical sectors per unit.
@@ -104,13 +126,23 @@ pub struct View {
     pub copied: u64,
     /// Units below this are durable in the target layout.
     pub checkpoint: u64,
-    /// What unit `copied` is doing.
+    /// The unit [`View::next`] is about: `copied`, or one being moved out
+    /// of order.
+    pub active: u64,
+    /// What unit `active` is doing.
     pub next: Next,
     /// The engine stopped on an error: it writes no checkpoint until resumed.
     pub halted: bool,
+    /// Host requests for units not reached have them moved out of order
+    /// ([`Route::Move`]); else they go to the source.
+    pub moving: bool,
     /// Set by the host path when a write needs a checkpoint; the engine
     /// polls it and a published checkpoint that advanced clears it.
     pub checkpoint_requested: bool,
+    /// Set by the host path: the unit a request waits to have moved. The
+    /// engine polls it and ignores it once the unit is moved; the host
+    /// side keeps it across publications (the last request sets it).
+    pub wanted: Option<u64>,
 }
 
 impl View {
@@ -119,14 +151,18 @@ impl View {
         View {
             state,
             volume_sectors: capacity,
+            source_sectors: capacity,
             target_sectors: capacity,
             unit_sectors: capacity.max(1),
             units: 1,
             copied: 1,
             checkpoint: 1,
+            active: 1,
             next: Next::Untouched,
             halted: false,
+            moving: false,
             checkpoint_requested: false,
+            wanted: None,
         }
     }
 
@@ -144,7 +180,7 @@ impl View {
     /// pending checkpoint request unless the checkpoint advanced.
     pub fn absorb(&mut self, published: &View) {
         let keep = self.checkpoint_requested && published.checkpoint == self.checkpoint;
-        *self = View { checkpoint_requested: keep || published.checkpoint_requested, ..*published };
+        *self = View { checkpoint_requested: keep || published.checkpoint_requested, wanted: self.wanted, ..*published };
     }
 
     /// Migration progress `(done, total)` in target sectors.
@@ -158,58 +194,97 @@ impl View {
     }
 }
 
-/// Cuts the request `[start, start + sectors)` by where its parts go.
-pub fn route(view: &View, start: u64, sectors: u64, write: bool) -> Routes {
-    let u = view.unit_sectors;
-    let durable = view.checkpoint.saturating_mul(u);
-    let copied = view.copied.saturating_mul(u);
-    let next_end = view.copied.saturating_add(1).saturating_mul(u);
-    let second = match (write, view.halted) {
-        (false, _) => Route::Target,
-        (true, false) => Route::NeedsCheckpoint,
-        (true, true) => Route::Refuse,
-    };
-    let next = match (view.next, write) {
-        (Next::Untouched, _) | (Next::StagingUnrecorded, false) => Route::Source,
-        (Next::FinishUnrecorded, false) => Route::Target,
-        (Next::InFlight, _) => Route::Wait,
-        (Next::Staged, _) => Route::Staging,
-        (Next::StagingUnrecorded | Next::FinishUnrecorded, true) => Route::Refuse,
-    };
-    Routes {
-        bands: [(Route::Target, durable), (second, copied), (next, next_end), (Route::Source, u64::MAX)],
-        band: 0,
-        next: start,
-        end: start + sectors,
-    }
+/// Cuts the request `[start, start + sectors)` by where its parts go,
+/// units moved out of order as marked in `moved` (the migration's map, see
+/// [`super::moved`]; empty for a migration without one).
+pub fn route<'a>(view: &View, moved: &'a [AtomicU64], start: u64, sectors: u64, write: bool) -> Routes<'a> {
+    Routes { view: *view, moved, write, next: start, end: start.saturating_add(sectors) }
 }
 
 /// Iterator over the runs of a request; see [`route`].
 #[derive(Clone, Debug)]
-pub struct Routes {
-    /// Each band's route and end (exclusive), in order.
-    bands: [(Route, u64); 4],
-    band: usize,
+pub struct Routes<'a> {
+    view: View,
+    moved: &'a [AtomicU64],
+    write: bool,
     next: u64,
     end: u64,
 }
 
-impl Iterator for Routes {
+impl Routes<'_> {
+    /// The route of logical sector `at` and where that route ends (at the
+    /// latest), by the table in the file's documentation.
+    fn at(&self, at: u64) -> (Route, u64) {
+        let v = &self.view;
+        let u = v.unit_sectors.max(1);
+        let unit = at / u;
+        let unit_end = unit.saturating_add(1).saturating_mul(u);
+        let moved = |unit: u64| is_moved(self.moved, unit);
+        if unit < v.checkpoint {
+            return (Route::Target, v.checkpoint.saturating_mul(u));
+        }
+        if unit == v.active && v.next != Next::Untouched {
+            let route = match (v.next, self.write) {
+                (Next::StagingUnrecorded, false) => Route::Source,
+                (Next::FinishUnrecorded, false) => Route::Target,
+                (Next::InFlight, _) => Route::Wait,
+                (Next::Staged, _) => Route::Staging,
+                (Next::StagingUnrecorded | Next::FinishUnrecorded, true) => Route::Refuse,
+                // Not taken: an untouched unit is routed as not reached.
+                (Next::Untouched, _) => Route::Source,
+            };
+            return (route, unit_end);
+        }
+        if moved(unit) {
+            return (Route::Target, unit_end);
+        }
+        if unit < v.copied {
+            let route = match (self.write, v.halted) {
+                (false, _) => Route::Target,
+                (true, false) => Route::NeedsCheckpoint,
+                (true, true) => Route::Refuse,
+            };
+            // Without a map, the whole band at once.
+            let end = if self.moved.is_empty() { v.copied.saturating_mul(u) } else { unit_end };
+            return (route, end);
+        }
+        // Not reached: the source holds it, up to its end.
+        let in_source = at < v.source_sectors;
+        let route = match (v.moving, self.write, in_source) {
+            (true, true, _) | (true, false, false) => Route::Move,
+            (false, _, true) | (true, false, true) => Route::Source,
+            (false, _, false) => Route::Refuse,
+        };
+        let end = match (self.moved.is_empty(), in_source) {
+            (true, true) => v.source_sectors,
+            (true, false) => u64::MAX,
+            (false, true) => unit_end.min(v.source_sectors),
+            (false, false) => unit_end,
+        };
+        (route, end)
+    }
+}
+
+impl Iterator for Routes<'_> {
     type Item = Routed;
 
     fn next(&mut self) -> Option<Routed> {
-        while self.next < self.end && self.band < self.bands.len() {
-            let (route, band_end) = self.bands[self.band];
-            if self.next >= band_end {
-                self.band += 1;
-                continue;
-            }
-            let stop = band_end.min(self.end);
-            let run = Routed { route, start: self.next, sectors: stop - self.next };
-            self.next = stop;
-            return Some(run);
+        if self.next >= self.end {
+            return None;
         }
-        None
+        let start = self.next;
+        let (route, mut stop) = self.at(start);
+        // Runs of the same route across units are one.
+        while stop < self.end {
+            let (r, further) = self.at(stop);
+            if r != route || further <= stop {
+                break;
+            }
+            stop = further;
+        }
+        let stop = stop.min(self.end);
+        self.next = stop;
+        Some(Routed { route, start, sectors: stop - start })
     }
 }
 
@@ -220,14 +295,18 @@ pub(crate) fn test_view(next: Next) -> View {
     View {
         state: ArrayState::Migrating,
         volume_sectors: 1000,
+        source_sectors: 1000,
         target_sectors: 2000,
         unit_sectors: 10,
         units: 200,
         copied: 7,
         checkpoint: 4,
+        active: 7,
         next,
         halted: false,
+        moving: false,
         checkpoint_requested: false,
+        wanted: None,
     }
 }
 
@@ -246,7 +325,7 @@ mod tests {
     #[test]
     fn bands_in_order() {
         let v = view();
-        let w = collect(route(&v, 35, 50, true));
+        let w = collect(route(&v, &[], 35, 50, true));
         assert_eq!(
             w,
             [
@@ -256,10 +335,11 @@ mod tests {
                 Routed { route: Route::Source, start: 80, sectors: 5 },
             ]
         );
-        let r = collect(route(&v, 35, 50, false));
-        assert_eq!(r[1], Routed { route: Route::Target, start: 40, sectors: 30 });
+        let r = collect(route(&v, &[], 35, 50, false));
+        // Runs of one route are one, across bands.
+        assert_eq!(r[0], Routed { route: Route::Target, start: 35, sectors: 35 });
         let idle = View { next: Next::Untouched, ..v };
-        let r = collect(route(&idle, 65, 10, false));
+        let r = collect(route(&idle, &[], 65, 10, false));
         assert_eq!(
             r,
             [
@@ -267,34 +347,93 @@ mod tests {
                 Routed { route: Route::Source, start: 70, sectors: 5 }
             ]
         );
-        assert_eq!(collect(route(&v, 10, 0, true)), []);
+        assert_eq!(collect(route(&v, &[], 10, 0, true)), []);
     }
 
     #[test]
     fn next_unit_and_halted_engine() {
         let staged = View { next: Next::Staged, ..view() };
         for write in [false, true] {
-            assert!(collect(route(&staged, 70, 10, write)).iter().all(|r| r.route == Route::Staging));
+            assert!(collect(route(&staged, &[], 70, 10, write)).iter().all(|r| r.route == Route::Staging));
         }
         let unrecorded = View { next: Next::StagingUnrecorded, ..view() };
-        assert_eq!(collect(route(&unrecorded, 70, 10, false))[0].route, Route::Source);
-        assert_eq!(collect(route(&unrecorded, 70, 10, true))[0].route, Route::Refuse);
+        assert_eq!(collect(route(&unrecorded, &[], 70, 10, false))[0].route, Route::Source);
+        assert_eq!(collect(route(&unrecorded, &[], 70, 10, true))[0].route, Route::Refuse);
         let finishing = View { next: Next::FinishUnrecorded, ..view() };
-        assert_eq!(collect(route(&finishing, 70, 10, false))[0].route, Route::Target);
-        assert_eq!(collect(route(&finishing, 70, 10, true))[0].route, Route::Refuse);
+        assert_eq!(collect(route(&finishing, &[], 70, 10, false))[0].route, Route::Target);
+        assert_eq!(collect(route(&finishing, &[], 70, 10, true))[0].route, Route::Refuse);
         // Stopped on an error: writes that would need a checkpoint fail
         // instead of waiting for one that will not come; reads go on.
         let halted = View { halted: true, next: Next::Untouched, ..view() };
-        assert_eq!(collect(route(&halted, 45, 5, true))[0].route, Route::Refuse);
-        assert_eq!(collect(route(&halted, 45, 5, false))[0].route, Route::Target);
-        assert_eq!(collect(route(&halted, 75, 5, true))[0].route, Route::Source);
+        assert_eq!(collect(route(&halted, &[], 45, 5, true))[0].route, Route::Refuse);
+        assert_eq!(collect(route(&halted, &[], 45, 5, false))[0].route, Route::Target);
+        assert_eq!(collect(route(&halted, &[], 75, 5, true))[0].route, Route::Source);
+    }
+
+    #[test]
+    fn units_moved_out_of_order_and_the_rest_ahead() {
+        use core::sync::atomic::AtomicU64;
+        // The new layout at once: the volume is the target's 2000 sectors,
+        // the source ends at 1000; units 9 and 150 are moved.
+        let map: std::vec::Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
+        crate::moved::set_moved(&map, 9);
+        crate::moved::set_moved(&map, 150);
+        let v = View { volume_sectors: 2000, moving: true, next: Next::Untouched, ..view() };
+        // Writes ahead of the engine wait for a move; moved units take them.
+        assert_eq!(
+            collect(route(&v, &map, 80, 30, true)),
+            [
+                Routed { route: Route::Move, start: 80, sectors: 10 },
+                Routed { route: Route::Target, start: 90, sectors: 10 },
+                Routed { route: Route::Move, start: 100, sectors: 10 },
+            ]
+        );
+        // Reads ahead take the source up to its end, then wait for a move.
+        assert_eq!(
+            collect(route(&v, &map, 990, 30, false)),
+            [
+                Routed { route: Route::Source, start: 990, sectors: 10 },
+                Routed { route: Route::Move, start: 1000, sectors: 20 },
+            ]
+        );
+        assert_eq!(collect(route(&v, &map, 1500, 10, false))[0].route, Route::Target);
+        // A moved unit in the copied band is durable: writes go ahead.
+        crate::moved::set_moved(&map, 5);
+        assert_eq!(collect(route(&v, &map, 50, 10, true))[0].route, Route::Target);
+        assert_eq!(collect(route(&v, &map, 60, 10, true))[0].route, Route::NeedsCheckpoint);
+        // A unit being moved out of order waits, whatever the map says.
+        let moving = View { active: 9, next: Next::InFlight, ..v };
+        assert_eq!(collect(route(&moving, &map, 90, 10, true))[0].route, Route::Wait);
+        // When the engine cannot move units, writes go to the source, and
+        // past its end fail.
+        let stuck = View { moving: false, ..v };
+        assert_eq!(collect(route(&stuck, &map, 80, 10, true))[0].route, Route::Source);
+        assert_eq!(collect(route(&stuck, &map, 1200, 10, true))[0].route, Route::Refuse);
+        assert_eq!(collect(route(&stuck, &map, 1200, 10, false))[0].route, Route::Refuse);
+    }
+
+    #[test]
+    fn a_move_request_waits_and_names_its_unit() {
+        use crate::gate::{Admission, Gate};
+        use core::sync::atomic::AtomicU64;
+        let map: std::vec::Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
+        let mut g = Gate::new(View { volume_sectors: 2000, moving: true, next: Next::Untouched, ..view() });
+        assert_eq!(g.admit(&map, 1232, 8, true), Admission::WaitMove);
+        assert_eq!(g.move_requested(), Some(123));
+        // Kept across the engine's publications until another asks.
+        g.publish(&View { copied: 8, ..g.view() });
+        assert_eq!(g.move_requested(), Some(123));
+        crate::moved::set_moved(&map, 123);
+        assert!(matches!(g.admit(&map, 1232, 8, true), Admission::Go { epoch: None, .. }));
+        // Reads from the source are counted for the drain.
+        assert!(matches!(g.admit(&map, 500, 8, false), Admission::Go { epoch: Some(_), .. }));
     }
 
     #[test]
     fn clean_is_all_target() {
         let v = View::clean(ArrayState::Clean, 5000);
         assert_eq!(
-            collect(route(&v, 0, 5000, true)),
+            collect(route(&v, &[], 0, 5000, true)),
             [Routed { route: Route::Target, start: 0, sectors: 5000 }]
         );
         assert_eq!(v.progress(), (5000, 5000));

@@ -13,7 +13,7 @@
 //! | 16     | 2032    | ~1 MiB | reserved, zero |
 //! | 2048   | 4096    | 2 MiB | write-intent bitmap: the live image (zero when the array keeps none) |
 //! | 6144   | 4096    | 2 MiB | write-intent bitmap: the kept image, regions written while a role was out of sync, carried across clean shutdowns for a re-add (zero when the array keeps none) |
-//! | 10240  | 6144    | 3 MiB | reserved, zero |
+//! | 10240  | 6144    | 3 MiB | moved-unit map of a migration with the new layout in effect at once: bit `u % 8` of byte `u / 8` set once unit `u` is moved ahead of the checkpoint ([`super::moved`]); zero otherwise |
 //! | 16384  | 16384   | 8 MiB | staging area: this member's rows of the unit in staging |
 //!
 //! A superblock update writes generation `g` to slot `g % 2` of every member,
@@ -37,6 +37,10 @@ pub const BITMAP_OFFSET: u64 = 2048;
 pub const BITMAP_SECTORS: u64 = 8192;
 /// Offset of the kept image within the bitmap region, in sectors.
 pub const KEPT_OFFSET: u64 = BITMAP_SECTORS / 2;
+/// Offset of the moved-unit map in the tail, in sectors.
+pub const MOVED_OFFSET: u64 = 10240;
+/// Size of the moved-unit map region, in sectors (3 MiB).
+pub const MOVED_SECTORS: u64 = 6144;
 /// Offset of the staging area in the tail, in sectors.
 pub const STAGING_OFFSET: u64 = 16384;
 /// Size of the staging area, in sectors (8 MiB).
@@ -44,7 +48,8 @@ pub const STAGING_SECTORS: u64 = 16384;
 
 // The regions of the tail do not overlap and fit in it.
 const _: () = assert!(BITMAP_OFFSET >= 2 * SUPERBLOCK_SECTORS);
-const _: () = assert!(BITMAP_OFFSET + BITMAP_SECTORS <= STAGING_OFFSET);
+const _: () = assert!(BITMAP_OFFSET + BITMAP_SECTORS <= MOVED_OFFSET);
+const _: () = assert!(MOVED_OFFSET + MOVED_SECTORS <= STAGING_OFFSET);
 const _: () = assert!(STAGING_OFFSET + STAGING_SECTORS == RESERVED_TAIL_SECTORS);
 // A unit of one stripe of the largest chunk fits the staging area, even for
 // raid10 over an odd member count (two rows per stripe).

@@ -249,6 +249,7 @@ pub(crate) fn errno(e: crate::raidmig_core::lifecycle::Errno) -> Error {
         Errno::Uclean => bindings::EUCLEAN,
         Errno::Stale => bindings::ESTALE,
         Errno::Io => bindings::EIO,
+        Errno::NoMem => bindings::ENOMEM,
     };
     Error::from_errno(-(code as i32))
 }

@@ -275,6 +275,67 @@ fn sampled_crashes_reshape_pairs() {
     check("sampled, reshape pairs", &total);
 }
 
+/// The new layout in effect at once: the volume has the target's capacity
+/// from the start, host requests over all of it have units moved out of
+/// order (with the units their rows overwrite the source of), recorded in
+/// the moved-unit map; a power cut at sampled writes, member errors, pauses
+/// and reloads. Every acknowledged write, past the source's end included,
+/// must survive, and the array must end in the target layout.
+#[test]
+fn sampled_crashes_with_the_new_layout_at_once() {
+    use Level::*;
+    let heavy = !cfg!(debug_assertions);
+    let samples = if heavy { 60 } else { 6 };
+    let mut total = Report::default();
+    let mut seed = 9000;
+    // (source level, members, chunk; target level, members, chunk)
+    let pairs = [
+        (Single, 1, 8, Raid0, 3, 8),
+        (Single, 1, 8, Raid1, 2, 8),
+        (Single, 1, 8, Raid5, 3, 8),
+        (Single, 1, 8, Raid10, 4, 8),
+        (Raid0, 3, 16, Raid0, 5, 16),
+        (Raid5, 3, 16, Raid5, 5, 16),
+        (Raid10, 4, 16, Raid10, 5, 16),
+        (Raid5, 3, 16, Raid5, 3, 32),
+        (Raid5, 3, 32, Raid5, 3, 16),
+        (Raid0, 2, 16, Raid5, 3, 16),
+        (Raid1, 2, 16, Raid5, 4, 16),
+        (Raid1, 2, 16, Raid10, 4, 16),
+        (Raid0, 2, 16, Raid10, 4, 16),
+    ];
+    for (sl, sn, sc, tl, tn, tc) in pairs {
+        for bitmap in [0, 2048] {
+            seed += 1;
+            let mut cfg = SimConfig::new(tl, tn, 1, seed);
+            let data = if sl == Single { 96 } else { 768 };
+            if sl != Single {
+                cfg.source = Some(Geometry::new(sl, sn, sc, data).unwrap());
+            }
+            cfg.chunk = tc;
+            cfg.rows = data / tc as u64;
+            cfg.at_once = true;
+            cfg.bitmap = if tl != Raid0 { bitmap } else { 0 };
+            // Writes everywhere, most of them ahead of the engine.
+            cfg.host_write = 120;
+            let r = simulate(&cfg, Crashes::Sample(samples));
+            println!(
+                "{}: {} crash points, {} units ({} moved out of order), {} writes past the source",
+                cfg.name(),
+                r.crash_points,
+                r.units,
+                r.units_moved,
+                r.writes_past_source
+            );
+            assert!(r.crash_points > 0 && r.units > 0, "{}: nothing explored", cfg.name());
+            total.add(&r);
+        }
+    }
+    assert!(total.units_moved > 0, "no unit was moved out of order");
+    assert!(total.writes_past_source > 0, "no write past the source's end");
+    check("sampled, the new layout at once", &total);
+}
+
 /// Copying a unit without publishing it in flight first lets host requests
 /// routed by an older view reach its source while it is read, and its rows
 /// while they change: the simulator must notice.
@@ -327,6 +388,35 @@ fn broken_engine_without_staging_is_caught() {
     let bad = simulate(&cfg, Crashes::Every);
     println!("without staging: {}", summary(&bad));
     assert!(!bad.failures.is_empty(), "the simulator missed a broken engine");
+}
+
+/// With the new layout at once, a broken engine that moves the unit a host
+/// request wants without the units its rows overwrite the source of, or
+/// that keeps a moved unit's mark in memory only, loses data the host was
+/// told is safe: the simulator must notice each.
+#[test]
+fn broken_engines_moving_out_of_order_are_caught() {
+    for fault in [Fault::MoveWithoutChain, Fault::VolatileMoveMark] {
+        let mut good = Report::default();
+        let mut bad = Report::default();
+        for seed in 0..4 {
+            let mut cfg = SimConfig::new(Level::Raid5, 3, 1, 9500 + seed);
+            cfg.source = Some(Geometry::new(Level::Raid5, 3, 16, 768).unwrap());
+            cfg.chunk = 16;
+            cfg.rows = 48;
+            cfg.members = 5;
+            cfg.at_once = true;
+            cfg.host_write = 120;
+            good.add(&simulate(&cfg, Crashes::Sample(40)));
+            cfg.engine.fault = Some(fault);
+            bad.add(&simulate(&cfg, Crashes::Sample(40)));
+        }
+        assert!(good.units_moved > 0);
+        check("the same without the fault", &good);
+        println!("{fault:?}: {}", summary(&bad));
+        println!("  first: {}", bad.failures.first().map_or("", String::as_str));
+        assert!(!bad.failures.is_empty(), "the simulator missed a broken engine ({fault:?})");
+    }
 }
 
 /// Replays one configuration with tracing (run with SIM_TRACE=1 SIM_AT=n).

@@ -101,7 +101,7 @@ fn setup_with_bitmap(source: Geometry, target: Geometry, unit_rows: u32, region:
     let mut io = Mem { sectors: vec![HashMap::new(); n], ..Mem::default() };
     let mut buf = vec![0u8; SUPERBLOCK_BYTES];
     for (role, &size) in sizes.iter().enumerate() {
-        prepared_superblock(&plan, &members, role, 0, region).encode(&mut buf).unwrap();
+        prepared_superblock(&plan, &members, role, 0, region, false).encode(&mut buf).unwrap();
         io.write(role, superblock_sector(size, 1), &buf).unwrap();
     }
     Setup { io, members, plan }
@@ -298,7 +298,7 @@ fn failed_superblock_update_is_retried_at_the_same_generation() {
     let sb = load(&mut s.io, &s.members);
     assert_eq!(
         (sb.generation, sb.migration.unwrap().checkpoint, sb.migration.unwrap().staged),
-        (gen0 + 2, 1, false)
+        (gen0 + 2, 1, None)
     );
     assert_eq!(e.view().copied, 1);
     // A failing checkpoint: memory keeps the old one, routing stays safe.
@@ -724,6 +724,7 @@ fn creation_zeroes_the_bitmap_area() {
         unit_sectors: 2048,
         bitmap_region_sectors: 2048,
         engine: EngineConfig::default(),
+        at_once: false,
     };
     let fresh = Fresh { array_uuid: [4; 16], member_uuids: [[5; 16]; 16] };
     let mut buf = vec![0u8; 256 * 1024];

@@ -39,6 +39,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use raidmig_core::bitmap::{self, BitmapGeometry, BLOCK_BYTES, REGIONS_PER_BLOCK};
 use raidmig_core::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Step, Time, Transfer};
@@ -49,6 +50,7 @@ use raidmig_core::hostio::{for_each_op, Access, MemberOp, Place};
 use raidmig_core::layout::{Geometry, Level, MAX_MEMBERS, RESERVED_TAIL_SECTORS};
 use raidmig_core::lifecycle::{load, Fresh, LoadError, LoadParams, Recovered};
 use raidmig_core::members::ArrayMembers;
+use raidmig_core::moved;
 use raidmig_core::plan::Migration;
 use raidmig_core::prepare::prepared_superblock;
 use raidmig_core::reshape::{plan_reshape, start_reshape, ReshapeError, ReshapeRequest};
@@ -358,6 +360,10 @@ pub struct SimConfig {
     /// load sequence; other sources get prepared superblocks written
     /// directly, for the layout pairs the kernel does not start yet).
     pub source: Option<Geometry>,
+    /// The new layout in effect at once: the volume has the target's
+    /// capacity from the start and host I/O over all of it has units moved
+    /// out of order.
+    pub at_once: bool,
 }
 
 impl SimConfig {
@@ -385,6 +391,7 @@ impl SimConfig {
             seed,
             bitmap: 0,
             source: None,
+            at_once: false,
         }
     }
 
@@ -394,7 +401,7 @@ impl SimConfig {
             None => "single".into(),
         };
         format!(
-            "{src} -> {}x{} c{} rows{} unit{} buf{} bitmap{} seed{}",
+            "{src} -> {}x{} c{} rows{} unit{} buf{} bitmap{}{} seed{}",
             self.level.name(),
             self.members,
             self.chunk,
@@ -402,6 +409,7 @@ impl SimConfig {
             self.unit_stripes,
             self.buffer,
             self.bitmap,
+            if self.at_once { " at-once" } else { "" },
             self.seed
         )
     }
@@ -434,6 +442,11 @@ pub struct Report {
     /// Arrays made through the core's reshape checks and superblocks
     /// (`plan_reshape`, `reshape_superblock`).
     pub reshaped: u64,
+    /// Units moved out of order for host requests.
+    pub units_moved: u64,
+    /// Host writes past the source's end acknowledged (the new layout in
+    /// effect at once).
+    pub writes_past_source: u64,
     pub failures: Vec<String>,
 }
 
@@ -458,6 +471,8 @@ impl Report {
         self.reloads += o.reloads;
         self.io_errors += o.io_errors;
         self.reshaped += o.reshaped;
+        self.units_moved += o.units_moved;
+        self.writes_past_source += o.writes_past_source;
         self.failures.extend(o.failures.iter().cloned());
     }
 }
@@ -530,6 +545,18 @@ struct World {
     /// Print every event (debugging).
     pub trace: bool,
     report: Report,
+    /// The moved-unit map the load sequence or a reshape's start sized.
+    moved: MovedMap,
+}
+
+/// The moved-unit map, copied with the world when it forks.
+#[derive(Debug, Default)]
+struct MovedMap(Vec<AtomicU64>);
+
+impl Clone for MovedMap {
+    fn clone(&self) -> MovedMap {
+        MovedMap(self.0.iter().map(|w| AtomicU64::new(w.load(Ordering::Relaxed))).collect())
+    }
 }
 
 /// The load sequence's I/O: devices in a shuffled order over the roles.
@@ -555,6 +582,15 @@ impl MemberIo for Devices<'_> {
     }
     fn checkpoint_requested(&mut self) -> bool {
         self.w.checkpoint_requested()
+    }
+    fn move_requested(&mut self) -> Option<u64> {
+        self.w.move_requested()
+    }
+    fn moved_map(&self) -> &[AtomicU64] {
+        self.w.moved_map()
+    }
+    fn prepare_moved(&mut self, units: u64) -> bool {
+        self.w.prepare_moved(units)
     }
 }
 
@@ -641,6 +677,7 @@ impl World {
             live_failure: None,
             trace: std::env::var_os("SIM_TRACE").is_some(),
             report: Report::default(),
+            moved: MovedMap::default(),
         };
         // The user's data in the source layout; junk on the joining members'
         // data areas (old contents that must never show).
@@ -680,7 +717,7 @@ impl World {
                 state: ArrayState::Clean,
                 layout: source,
                 migration: None,
-                ..prepared_superblock(&self.plan, &self.members, 0, 0, self.bitmap_region())
+                ..prepared_superblock(&self.plan, &self.members, 0, 0, self.bitmap_region(), false)
             };
             let req = ReshapeRequest {
                 level: self.target.level(),
@@ -702,20 +739,22 @@ impl World {
                 // superblock written and flushed.
                 let mut buf = vec![0u8; self.buffer_size()];
                 let order: Vec<usize> = (0..self.cfg.members).collect();
-                let (plan, members, engine) = (self.plan, self.members, self.cfg.engine);
-                start_reshape(&mut Devices { w: self, role_of_device: order }, &settled, &plan, &members, engine, Time::at(0), &mut buf)
+                let (plan, members, engine, at_once) = (self.plan, self.members, self.cfg.engine, self.cfg.at_once);
+                start_reshape(&mut Devices { w: self, role_of_device: order }, &settled, &plan, &members, engine, at_once, Time::at(0), &mut buf)
                     .map_err(|e| format!("start_reshape: {} ({e:?})", e.message()))?
             } else {
                 let mut buf = [0u8; SUPERBLOCK_BYTES];
                 for role in 0..self.cfg.members {
-                    let sb = prepared_superblock(&self.plan, &self.members, role, 0, self.bitmap_region());
+                    let sb = prepared_superblock(&self.plan, &self.members, role, 0, self.bitmap_region(), self.cfg.at_once);
                     sb.encode(&mut buf).unwrap();
                     let at = superblock_sector(self.members.device_sectors[role], slot_of(sb.generation));
                     self.disks[role].write(at, &buf);
                     self.disks[role].flush();
                 }
                 let sb = self.read_superblocks()[0].unwrap();
-                Engine::resume(&sb, self.cfg.engine, Time::at(0)).map_err(|e| format!("{e:?}"))?
+                let e = Engine::resume(&sb, self.cfg.engine, Time::at(0)).map_err(|e| format!("{e:?}"))?;
+                self.prepare_moved(e.plan().units());
+                e
             };
             self.gate = Gate::new(e.view());
             self.exposed = true;
@@ -732,6 +771,7 @@ impl World {
             unit_sectors: self.cfg.unit_stripes as u64 * self.target.stripe_sectors(),
             bitmap_region_sectors: self.cfg.bitmap,
             engine: self.cfg.engine,
+            at_once: self.cfg.at_once,
         };
         let sizes: Vec<u64> = self.members.device_sectors[..self.cfg.members].to_vec();
         let mut buf = vec![0u8; self.buffer_size()];
@@ -932,9 +972,9 @@ impl World {
     /// view of this moment. Returns whether it was admitted (or refused:
     /// then it is done, and failed).
     fn submit(&mut self, start: u64, sectors: u64, tag: Option<u64>) -> Result<bool, IoError> {
-        let (view, epoch) = match self.gate.admit(start, sectors, tag.is_some()) {
+        let (view, epoch) = match self.gate.admit(&self.moved.0, start, sectors, tag.is_some()) {
             Admission::Go { view, epoch } => (view, epoch),
-            Admission::Wait | Admission::WaitCheckpoint => return Ok(false),
+            Admission::Wait | Admission::WaitCheckpoint | Admission::WaitMove => return Ok(false),
             Admission::Refuse => {
                 // Failed to the host: the sectors keep what they held.
                 self.host.refused += 1;
@@ -944,7 +984,7 @@ impl World {
         let access = if tag.is_some() { Access::Write } else { Access::Read };
         let mut ops = Vec::new();
         let dev = self.members.device_sectors;
-        for run in route(&view, start, sectors, tag.is_some()) {
+        for run in route(&view, &self.moved.0, start, sectors, tag.is_some()) {
             let (g, place) = match run.route {
                 Route::Target => (self.target, Place::Direct),
                 Route::Source => (self.source, Place::Direct),
@@ -966,7 +1006,7 @@ impl World {
             // any two of them.
             let g = self.target;
             let shift = g.chunk_shift();
-            for run in route(&view, start, sectors, true) {
+            for run in route(&view, &self.moved.0, start, sectors, true) {
                 if matches!(run.route, Route::Target | Route::Staging) {
                     for p in g.pieces(run.start, run.sectors) {
                         let mut places: Vec<u64> =
@@ -1005,6 +1045,9 @@ impl World {
             let r = self.reqs.remove(i);
             if let Some(tag) = r.tag {
                 let _ = tag;
+                if r.start + r.sectors > self.source.capacity() {
+                    self.report.writes_past_source += 1;
+                }
                 let ack = self.host.clock;
                 self.host.clock += 1;
                 for l in r.start..r.start + r.sectors {
@@ -1085,7 +1128,7 @@ impl World {
         let view = self.gate.view();
         let dev = self.members.device_sectors;
         let mut out = Vec::new();
-        for run in route(&view, start, sectors, false) {
+        for run in route(&view, &self.moved.0, start, sectors, false) {
             let (g, place) = match run.route {
                 Route::Target => (self.target, Place::Direct),
                 Route::Source => (self.source, Place::Direct),
@@ -1163,6 +1206,7 @@ impl World {
             unit_sectors: 0,
             bitmap_region_sectors: 0,
             engine: self.cfg.engine,
+            at_once: self.cfg.at_once,
         };
         let fresh = Fresh { array_uuid: [0; 16], member_uuids: [[0; 16]; MAX_MEMBERS] };
         // The load holds both superblock slots of every member at once.
@@ -1381,6 +1425,7 @@ impl World {
         self.report.units_staged += s.units_staged;
         self.report.checkpoint_writes += s.checkpoint_writes;
         self.report.staging_records += s.staging_records;
+        self.report.units_moved += s.units_moved;
     }
 
     fn check_engine_call(&mut self, r: Result<(), EngineError>) -> Result<(), RunError> {
@@ -1669,6 +1714,19 @@ impl MemberIo for World {
 
     fn checkpoint_requested(&mut self) -> bool {
         self.gate.checkpoint_requested()
+    }
+
+    fn move_requested(&mut self) -> Option<u64> {
+        self.gate.move_requested()
+    }
+
+    fn moved_map(&self) -> &[AtomicU64] {
+        &self.moved.0
+    }
+
+    fn prepare_moved(&mut self, units: u64) -> bool {
+        self.moved = MovedMap((0..moved::words(units)).map(|_| AtomicU64::new(0)).collect());
+        true
     }
 
     /// The live bitmap's blocks holding the regions of `[start, end)` get
