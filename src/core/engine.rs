@@ -997,6 +997,13 @@ impl Engine {
         rebuild: Option<Rebuild>,
         now: Time,
     ) -> Result<(), EngineError> {
+        // A replacement taking a role gets the moved-unit map first: its
+        // own tail holds whatever a former life left there, and any member
+        // in sync may be the one a later load reads the map from.
+        let new_role = rebuild.map(|r| r.role).filter(|&r| self.rebuild().map(|o| o.role) != Some(r));
+        if let Some(role) = new_role.filter(|_| self.at_once) {
+            self.write_map(io, members, buf, role)?;
+        }
         match &mut self.pending {
             Some(p) => {
                 p.failed = failed;
@@ -1260,6 +1267,23 @@ impl Engine {
             self.stats.units_done += 1;
             io.publish(&self.view());
         }
+        Ok(())
+    }
+
+    /// Writes the whole moved-unit map to role `role`, flushed.
+    fn write_map<I: MemberIo>(
+        &mut self,
+        io: &mut I,
+        members: &ArrayMembers,
+        buf: &mut [u8],
+        role: usize,
+    ) -> Result<(), EngineError> {
+        let bytes = buf.get_mut(..moved::BLOCK_BYTES).ok_or(EngineError::BufferTooSmall)?;
+        for block in 0..moved::blocks(self.plan.units()) {
+            moved::encode_block(io.moved_map(), block, None, bytes);
+            io.write(role, moved::block_sector(members.device_sectors[role], block), bytes)?;
+        }
+        self.flush(io)?;
         Ok(())
     }
 

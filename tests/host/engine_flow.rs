@@ -3,6 +3,7 @@
 //! layout change, and the buffer contract.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 
 use raidmig_core::assemble::assemble;
 use raidmig_core::engine::{Engine, EngineConfig, EngineError, IoError, MemberIo, Step, Time, ZeroRange};
@@ -10,6 +11,7 @@ use raidmig_core::format::{ArrayState, Superblock};
 use raidmig_core::tail::{superblock_sector, SUPERBLOCK_BYTES};
 use raidmig_core::layout::{Geometry, Level, RESERVED_TAIL_SECTORS};
 use raidmig_core::members::ArrayMembers;
+use raidmig_core::moved;
 use raidmig_core::plan::{Migration, PlanError};
 use raidmig_core::prepare::prepared_superblock;
 use raidmig_core::lifecycle::{recover, Recovered};
@@ -31,6 +33,9 @@ struct Mem {
     /// Whether `mark_unsynced` takes ranges (a bitmap), and those it took.
     takes_marks: bool,
     marked: Vec<(u64, u64)>,
+    /// The moved-unit map, and the unit a host request wants moved.
+    moved: Vec<AtomicU64>,
+    wanted: Option<u64>,
 }
 
 impl MemberIo for Mem {
@@ -78,6 +83,16 @@ impl MemberIo for Mem {
             self.marked.push((start, end));
         }
         Ok(self.takes_marks)
+    }
+    fn move_requested(&mut self) -> Option<u64> {
+        self.wanted
+    }
+    fn moved_map(&self) -> &[AtomicU64] {
+        &self.moved
+    }
+    fn prepare_moved(&mut self, units: u64) -> bool {
+        self.moved = (0..moved::words(units)).map(|_| AtomicU64::new(0)).collect();
+        true
     }
 }
 
@@ -885,4 +900,77 @@ fn capacity_past_the_source_is_marked_unsynced_with_a_bitmap() {
             }
         }
     }
+}
+
+/// The new layout at once: a unit a host request wants is moved out of
+/// order after the units its rows overwrite the source of, each marked on
+/// every member once its rows are written and flushed; the in-order copy
+/// skips them; a replacement taking a role gets the whole map before its
+/// rebuild is recorded.
+#[test]
+fn units_moved_out_of_order_are_marked_and_skipped() {
+    let source = Geometry::new(Level::Single, 1, 8, 8 * 32).unwrap();
+    let target = Geometry::new(Level::Raid5, 3, 8, 8 * 32).unwrap();
+    let mut s = setup(source, target, 1);
+    let mut buf = vec![0u8; SUPERBLOCK_BYTES];
+    for (role, &size) in s.members.device_sectors[..3].iter().enumerate() {
+        prepared_superblock(&s.plan, &s.members, role, 0, None, true).encode(&mut buf).unwrap();
+        s.io.write(role, superblock_sector(size, 1), &buf).unwrap();
+    }
+    let sb = load(&mut s.io, &s.members);
+    let mut e = Engine::resume(&sb, EngineConfig::default(), Time::at(0)).unwrap();
+    assert!(e.at_once());
+    assert!(s.io.prepare_moved(s.plan.units()));
+    let mut buf = vec![0u8; 1 << 20];
+    // The first step starts the migration; unit 30 is wanted.
+    s.io.wanted = Some(30);
+    let mut order = Vec::new();
+    while !moved::is_moved(&s.io.moved, 30) {
+        let flushes = s.io.flushes;
+        match e.step(&mut s.io, &s.members, &mut buf, Time::at(1)).unwrap() {
+            Step::Moved(u) => {
+                order.push(u);
+                assert!(s.io.flushes >= flushes + 2, "rows flushed, then the mark");
+                // Marked on every member.
+                for role in 0..3 {
+                    let mut block = vec![0u8; moved::BLOCK_BYTES];
+                    s.io.read(role, moved::block_sector(s.members.device_sectors[role], 0), &mut block).unwrap();
+                    assert_eq!(block[(u / 8) as usize] & (1 << (u % 8)), 1 << (u % 8), "unit {u} on role {role}");
+                }
+            }
+            Step::Checkpointed => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    // single -> raid5 over 3: unit u's rows hold source chunks of units
+    // about u/2 down, so the chain goes 30 <- 15 <- 7 <- 3 <- 1.
+    assert_eq!(order.last(), Some(&30));
+    assert!(order.len() > 2, "moved {order:?}");
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "moved {order:?}");
+    // A replacement for role 2 holding junk in its map area gets the map.
+    let junk = vec![0xA5u8; moved::BLOCK_BYTES];
+    let at = moved::block_sector(s.members.device_sectors[2], 0);
+    s.io.write(2, at, &junk).unwrap();
+    use raidmig_core::format::Rebuild;
+    use raidmig_core::health::Roles;
+    e.record_failed(&mut s.io, &s.members, &mut buf, Roles::one(2), Time::at(2)).unwrap();
+    let rebuild = Some(Rebuild { role: 2, position: 0 });
+    e.record_health(&mut s.io, &s.members, &mut buf, Roles::NONE, rebuild, Time::at(3)).unwrap();
+    let (mut got, mut want) = (vec![0u8; moved::BLOCK_BYTES], vec![0u8; moved::BLOCK_BYTES]);
+    s.io.read(2, at, &mut got).unwrap();
+    moved::encode_block(&s.io.moved, 0, None, &mut want);
+    assert_eq!(got, want, "the replacement holds the map");
+    e.record_health(&mut s.io, &s.members, &mut buf, Roles::NONE, None, Time::at(4)).unwrap();
+    // The rest in order, moved units skipped.
+    s.io.wanted = None;
+    let mut copied = Vec::new();
+    loop {
+        match e.step(&mut s.io, &s.members, &mut buf, Time::at(5)).unwrap() {
+            Step::Copied(u) => copied.push(u),
+            Step::Finished => break,
+            _ => {}
+        }
+    }
+    assert!(order.iter().all(|u| !copied.contains(u)), "copied {copied:?} again after moving {order:?}");
+    assert_eq!(copied.len() + order.len(), s.plan.units() as usize);
 }
