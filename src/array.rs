@@ -12,6 +12,7 @@ use crate::{
     host::{set_layout_limits, Host, Shape},
     members::{Members, RESHAPES_PER_LOAD},
     migrator::{self, Control, Migration, Status},
+    moved_map::MovedMap,
     raidmig_core::{
         config::{Command, RemoveTarget},
         format::ArrayState,
@@ -75,6 +76,9 @@ pub(crate) struct Array {
     /// A reshape asked for, on its way to the array thread.
     #[pin]
     reshape: Mailbox,
+    /// The moved-unit map of the migration (empty without one), replaced
+    /// by a reshape.
+    moved: Latest<MovedMap, RESHAPES_PER_LOAD>,
 }
 
 /// How long a reshape waits for the host requests in flight to end before
@@ -95,6 +99,7 @@ impl Array {
         identity: ArrayMembers,
         recovered: &Recovered,
         bitmap_image: Option<BitmapImages>,
+        moved: MovedMap,
         run: bool,
     ) -> Result<impl PinInit<Self, Error>> {
         let bitmap_region = recovered.bitmap_region();
@@ -123,6 +128,7 @@ impl Array {
             capacity <- Capacity::new(),
             bitmaps: Latest::new(bitmap),
             reshape <- Mailbox::new(),
+            moved: Latest::new(KBox::pin(moved, GFP_KERNEL)?),
         }))
     }
 
@@ -370,7 +376,7 @@ impl Array {
             pr_err!("{}: reshape not started: the array changed since it was asked for (try again)\n", name);
             return Err(EAGAIN);
         }
-        let Prepared { newest, plan, added, identity, shape, bitmap, buffers, members_discard } = KBox::into_inner(p);
+        let Prepared { newest, plan, added, identity, shape, bitmap, buffers, members_discard, moved } = KBox::into_inner(p);
         // The new layout's I/O hints, and no discard where it cannot map
         // them: set before the switch (a discard refused early costs
         // nothing; one reaching raid5 would fail).
@@ -384,8 +390,8 @@ impl Array {
         let mut unused = KVec::with_capacity(added.len(), GFP_KERNEL)?;
         let outcome = self.capacity.frozen(FREEZE_MS, move |_frozen| {
             let started = {
-                let mut io = StartIo { members: &self.members, added: &added, n, region };
-                start_reshape(&mut io, &newest, &plan, &identity, migrator::config(), false, time::now(), bytes)
+                let mut io = StartIo { members: &self.members, added: &added, n, region, moved: &moved };
+                start_reshape(&mut io, &newest, &plan, &identity, migrator::config(), true, time::now(), bytes)
             };
             // Devices are closed only once the queue is thawed: closing
             // takes a disk's open mutex, which is taken before queues are
@@ -409,6 +415,7 @@ impl Array {
             let _ = self.members.set_identity(identity);
             let _ = self.shape.set(shape);
             let _ = self.bitmaps.set(bitmap);
+            let _ = self.moved.set(moved);
             for (i, mut b) in buffers.into_iter().enumerate() {
                 // Idle once the requests have ended; a step of the work item
                 // may still hold one for a moment.
@@ -465,6 +472,7 @@ impl Array {
             control: &self.control,
             capacity: &self.capacity,
             bitmaps: &self.bitmaps,
+            moved: &self.moved,
             fail_member: &|role, sector, write| self.fail_member(role, sector, write),
             reshape: &|buf| self.put_reshape_in_effect(buf),
         });
@@ -484,6 +492,7 @@ impl Array {
             source: &shape.source,
             target: &shape.target,
             bitmap: self.bitmap(),
+            moved: self.moved.get().words(),
             settled: !self.control.migrating(),
             fail_member: &|role, sector, write| self.fail_member(role, sector, write),
         })

@@ -5,9 +5,10 @@
 //! Every decision (which request goes, waits, asks for a checkpoint or
 //! fails; which epoch must drain) is the gate's; this file only sleeps and
 //! wakes. A request waits only while the engine copies the unit it touches
-//! (member I/O that completes or fails) or for a checkpoint the engine can
-//! still write: once the engine has stopped on an error, the gate refuses
-//! instead.
+//! (member I/O that completes or fails), for a checkpoint the engine can
+//! still write, or for a unit the engine moves out of order while it can
+//! (the new layout in effect at once): once the engine has stopped on an
+//! error, the gate refuses instead, or routes to the source.
 
 use crate::{
     raidmig_core::{
@@ -16,6 +17,7 @@ use crate::{
     },
     sys::{drain::Drain, request::InFlight},
 };
+use core::sync::atomic::AtomicU64;
 use kernel::{
     new_condvar, new_mutex,
     prelude::*,
@@ -48,14 +50,16 @@ impl Coordinator {
         self.gate.lock().view()
     }
 
-    /// Host side: waits until `[start, start + sectors)` may go, then
-    /// returns the view to route it with, or `None` if it must fail. A
-    /// request that touches the source layout or a staging area is counted
-    /// in the current epoch until it ends. `wake_engine` is called when a
-    /// write needs a checkpoint.
+    /// Host side: waits until `[start, start + sectors)` may go (units moved
+    /// out of order as `moved` marks them), then returns the view to route
+    /// it with, or `None` if it must fail. A request that touches the
+    /// source layout or a staging area is counted in the current epoch
+    /// until it ends. `wake_engine` is called when a write needs a
+    /// checkpoint or a unit moved.
     pub(crate) fn admit(
         &self,
         io: &InFlight,
+        moved: &[AtomicU64],
         start: u64,
         sectors: u64,
         write: bool,
@@ -63,7 +67,7 @@ impl Coordinator {
     ) -> Option<View> {
         let mut gate = self.gate.lock();
         loop {
-            match gate.admit(&[], start, sectors, write) {
+            match gate.admit(moved, start, sectors, write) {
                 Admission::Go { view, epoch } => {
                     self.count_in(io, epoch);
                     return Some(view);
@@ -82,8 +86,8 @@ impl Coordinator {
     /// `[start, start + sectors)` with if it may go now (counted as by
     /// [`Coordinator::admit`]); `None` if it would wait or fail, which the
     /// request's work item then does through `admit`.
-    pub(crate) fn try_admit(&self, io: &InFlight, start: u64, sectors: u64, write: bool) -> Option<View> {
-        match self.gate.lock().admit(&[], start, sectors, write) {
+    pub(crate) fn try_admit(&self, io: &InFlight, moved: &[AtomicU64], start: u64, sectors: u64, write: bool) -> Option<View> {
+        match self.gate.lock().admit(moved, start, sectors, write) {
             Admission::Go { view, epoch } => {
                 self.count_in(io, epoch);
                 Some(view)
@@ -130,5 +134,10 @@ impl Coordinator {
     /// Engine side: whether a host write waits for a checkpoint.
     pub(crate) fn checkpoint_requested(&self) -> bool {
         self.gate.lock().checkpoint_requested()
+    }
+
+    /// Engine side: the unit a host request last asked to have moved.
+    pub(crate) fn move_requested(&self) -> Option<u64> {
+        self.gate.lock().move_requested()
     }
 }

@@ -44,6 +44,7 @@ use crate::{
         shim,
     },
 };
+use core::sync::atomic::AtomicU64;
 use kernel::{bindings, prelude::*};
 
 /// The layouts requests are routed by: migrated from and to (both the
@@ -87,6 +88,8 @@ pub(crate) struct Host<'a> {
     pub(crate) target: &'a Geometry,
     /// The write-intent bitmap.
     pub(crate) bitmap: &'a Bitmap,
+    /// The moved-unit map of the migration (empty without one).
+    pub(crate) moved: &'a [AtomicU64],
     /// No migration is recorded: the bitmap is kept.
     pub(crate) settled: bool,
     /// Fails a member after an error of synchronous member I/O (raid5):
@@ -159,7 +162,7 @@ impl Host<'_> {
         } else {
             None
         };
-        let Some(view) = self.coord.try_admit(&io, ask.lo, ask.hi - ask.lo, ask.write()) else {
+        let Some(view) = self.coord.try_admit(&io, self.moved, ask.lo, ask.hi - ask.lo, ask.write()) else {
             if let Some((first, last)) = regions {
                 self.bitmap.end_write(first, last);
             }
@@ -190,7 +193,7 @@ impl Host<'_> {
             return;
         };
         let (lo, hi, write) = (ask.lo, ask.hi, ask.write());
-        let Some(view) = self.coord.admit(&io, lo, hi - lo, write, wake_engine) else {
+        let Some(view) = self.coord.admit(&io, self.moved, lo, hi - lo, write, wake_engine) else {
             pr_err!(
                 "{}: {} of sectors {}..{} refused: the migration stopped on an error where they lie\n",
                 self.members.name(),
@@ -266,7 +269,7 @@ impl Host<'_> {
         let dev = self.members.device_sectors();
         let health = self.members.health();
         let avoid = Roles(io.avoid());
-        for run in route(view, &[], start, sectors, access != Access::Read) {
+        for run in route(view, self.moved, start, sectors, access != Access::Read) {
             let (g, place) = match run.route {
                 Route::Target => (self.target, Place::Direct),
                 Route::Source => (self.source, Place::Direct),
@@ -302,9 +305,11 @@ impl Host<'_> {
                     // follow a failed read of a write started without
                     // waiting).
                     MemberOp::Stripe { start, sectors, .. } => {
-                        // Dirty at load, not yet resynced: parity may not
-                        // match the data there (see write_unsynced_stripe).
-                        let unsynced = self.settled && self.bitmap.unsynced(start, sectors);
+                        // Dirty at load, or capacity a migration added
+                        // (written by the host as soon as the new layout is
+                        // in effect), not yet resynced: parity may not match
+                        // the data there (see write_unsynced_stripe).
+                        let unsynced = self.bitmap.unsynced(start, sectors);
                         let part = StripePart { g: *g, place, failed: gone, start, sectors, unsynced };
                         let rq = io.request();
                         let eligible = (pass == Pass::Inline || io.phase() == Phase::Serve)

@@ -16,6 +16,7 @@ use crate::{
     bitmap::BitmapImages,
     members::Slot,
     migrator,
+    moved_map::MovedMap,
     raidmig_core::{
         bitmap::{self, BitmapGeometry},
         config::{self, ConfigError},
@@ -36,6 +37,7 @@ use crate::{
     },
     sysfs,
 };
+use core::sync::atomic::AtomicU64;
 use kernel::{bindings, fmt, prelude::*, str::CString, sync::Arc};
 
 /// What the module holds while loaded. The migration thread stops (with a
@@ -60,6 +62,9 @@ struct LoadIo<'a> {
     paths: &'a [&'a str],
     bioset: &'a BioSet,
     region: crate::sys::iobuf::Region<'a>,
+    /// The moved-unit map of a migration with the new layout at once,
+    /// sized when the load sequence finds (or makes) one.
+    moved: MovedMap,
 }
 
 impl LoadIo<'_> {
@@ -101,6 +106,20 @@ impl MemberIo for LoadIo<'_> {
 
     fn xor_into(&mut self, dst: &mut [u8], src: &[u8]) {
         shim::xor_into(dst, src)
+    }
+
+    fn moved_map(&self) -> &[AtomicU64] {
+        self.moved.words()
+    }
+
+    fn prepare_moved(&mut self, units: u64) -> bool {
+        match MovedMap::new(units) {
+            Ok(map) => {
+                self.moved = map;
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 
@@ -192,7 +211,12 @@ enum Failed {
 /// the heap. A frame of its own (not inlined): insmod's kernel stack holds
 /// it, the sequence and the block I/O under it.
 #[inline(never)]
-fn run_load(opened: &[Member], paths: &[&str], sizes: &[u64], params: &LoadParams) -> Result<KBox<Loaded>, Failed> {
+fn run_load(
+    opened: &[Member],
+    paths: &[&str],
+    sizes: &[u64],
+    params: &LoadParams,
+) -> Result<(KBox<Loaded>, MovedMap), Failed> {
     let mut fresh = Fresh { array_uuid: shim::random_uuid(), member_uuids: [[0; 16]; MAX_MEMBERS] };
     for u in fresh.member_uuids[..opened.len()].iter_mut() {
         *u = shim::random_uuid();
@@ -200,9 +224,10 @@ fn run_load(opened: &[Member], paths: &[&str], sizes: &[u64], params: &LoadParam
     let bioset = KBox::pin_init(BioSet::new(), GFP_KERNEL).map_err(Failed::Kernel)?;
     let mut buf = IoBuf::new(LOAD_BUFFER_BYTES.max(2 * SUPERBLOCK_BYTES)).map_err(Failed::Kernel)?;
     let (bytes, region) = buf.split();
-    let mut io = LoadIo { devs: opened, paths, bioset: &bioset, region };
+    let mut io = LoadIo { devs: opened, paths, bioset: &bioset, region, moved: MovedMap::empty() };
     let loaded = lifecycle::load(&mut io, sizes, params, &fresh, time::now(), bytes).map_err(Failed::Load)?;
-    KBox::new(loaded, GFP_KERNEL).map_err(|_| Failed::Kernel(ENOMEM))
+    let loaded = KBox::new(loaded, GFP_KERNEL).map_err(|_| Failed::Kernel(ENOMEM))?;
+    Ok((loaded, io.moved))
 }
 
 /// Validates the parameters, opens the members, runs the load sequence and
@@ -251,14 +276,14 @@ pub(crate) fn from_params() -> Result<Running> {
         unit_sectors: UNIT_SECTORS,
         bitmap_region_sectors: u64::from(shim::bitmap_region_mb()) << 11,
         engine: migrator::config(),
-        at_once: false,
+        at_once: true,
     };
-    let loaded = run_load(&opened, paths, &sizes[..opened.len()], &params).map_err(|e| match e {
+    let (loaded, moved) = run_load(&opened, paths, &sizes[..opened.len()], &params).map_err(|e| match e {
         Failed::Load(e) => load_error(e, paths, level),
         Failed::Kernel(e) => e,
     })?;
     let bitmap_image = read_bitmap(&loaded, &opened, paths)?;
-    start(loaded, opened, paths, bitmap_image, speed_limit_kbps)
+    start(loaded, opened, paths, bitmap_image, moved, speed_limit_kbps)
 }
 
 /// Puts the members in role order, reads the write-intent bitmap, makes the
@@ -270,6 +295,7 @@ fn start(
     opened: KVec<Member>,
     paths: &[&str],
     bitmap_image: Option<BitmapImages>,
+    moved: MovedMap,
     speed_limit_kbps: u64,
 ) -> Result<Running> {
     let n = loaded.members.count;
@@ -309,7 +335,7 @@ fn start(
         Recovered::Settled { state, .. } => *state,
         Recovered::Migration(e) => Engine::state(e),
     };
-    let array = new_array(name, members, role_paths, &loaded, bitmap_image, speed_limit_kbps)?;
+    let array = new_array(name, members, role_paths, &loaded, bitmap_image, moved, speed_limit_kbps)?;
     for (device, dev) in spares {
         let path = CString::try_from_fmt(fmt!("{}", paths[device]))?;
         let device_sectors = dev.sectors();
@@ -340,10 +366,11 @@ fn new_array(
     role_paths: KVec<CString>,
     loaded: &Loaded,
     bitmap_image: Option<BitmapImages>,
+    moved: MovedMap,
     speed_limit_kbps: u64,
 ) -> Result<Arc<Array>> {
     let array = Arc::pin_init(
-        Array::new(name, members, role_paths, loaded.members, &loaded.array, bitmap_image, loaded.run)?,
+        Array::new(name, members, role_paths, loaded.members, &loaded.array, bitmap_image, moved, loaded.run)?,
         GFP_KERNEL,
     )?;
     array.control().install(loaded.array);

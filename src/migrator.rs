@@ -11,12 +11,14 @@ use crate::{
     coordination::Coordinator,
     repair,
     members::{Members, Who, RESHAPES_PER_LOAD},
+    moved_map::MovedMap,
     raidmig_core::{
         config::Command,
         engine::{read_each, write_each, zero_each, Engine, EngineConfig, IoError, MemberIo, Stats, Step, Transfer, ZeroRange},
         lifecycle::Recovered,
         format::ArrayState,
         health::{condition, Condition, Roles},
+        moved::is_moved,
         pace,
         record::Record,
         route::View,
@@ -30,7 +32,7 @@ use crate::{
         shim, time,
     },
 };
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
     new_condvar, new_mutex,
     prelude::*,
@@ -225,6 +227,9 @@ pub(crate) struct Migration<'a> {
     pub(crate) capacity: &'a Capacity,
     /// The write-intent bitmap (a reshape puts a new one in place).
     pub(crate) bitmaps: &'a Latest<Bitmap, RESHAPES_PER_LOAD>,
+    /// The moved-unit map of the migration (a reshape puts a new one in
+    /// place).
+    pub(crate) moved: &'a Latest<MovedMap, RESHAPES_PER_LOAD>,
     /// Fails a member after an error at a sector (write or not): returns
     /// whether the array still holds every sector.
     pub(crate) fail_member: &'a dyn Fn(usize, u64, bool) -> bool,
@@ -237,6 +242,11 @@ impl<'a> Migration<'a> {
     /// The write-intent bitmap in effect.
     pub(crate) fn bitmap(&self) -> &'a Bitmap {
         self.bitmaps.get()
+    }
+
+    /// The moved-unit map in effect.
+    pub(crate) fn moved(&self) -> &'a [AtomicU64] {
+        self.moved.get().words()
     }
 }
 
@@ -254,6 +264,8 @@ pub(crate) struct KernelIo<'a> {
     /// Takes the capacity the migration adds past the source's end as
     /// regions to resync (see the engine's `copy_rows`).
     bitmap: &'a Bitmap,
+    /// The moved-unit map of the migration.
+    moved: &'a [AtomicU64],
     fail_member: &'a dyn Fn(usize, u64, bool) -> bool,
     /// The first write that failed since last taken: role and sector.
     pub(crate) write_error: Option<(usize, u64)>,
@@ -262,7 +274,15 @@ pub(crate) struct KernelIo<'a> {
 impl<'a> KernelIo<'a> {
     /// Member I/O for `m`'s thread through the buffer of `region`.
     pub(crate) fn new(m: &Migration<'a>, region: Region<'a>) -> Self {
-        KernelIo { members: m.members, coord: m.coord, region, bitmap: m.bitmap(), fail_member: m.fail_member, write_error: None }
+        KernelIo {
+            members: m.members,
+            coord: m.coord,
+            region,
+            bitmap: m.bitmap(),
+            moved: m.moved(),
+            fail_member: m.fail_member,
+            write_error: None,
+        }
     }
 }
 
@@ -310,6 +330,14 @@ impl MemberIo for KernelIo<'_> {
 
     fn checkpoint_requested(&mut self) -> bool {
         self.coord.checkpoint_requested()
+    }
+
+    fn move_requested(&mut self) -> Option<u64> {
+        self.coord.move_requested()
+    }
+
+    fn moved_map(&self) -> &[AtomicU64] {
+        self.moved
     }
 
     fn write_zeroes(&mut self, member: usize, sector: u64, sectors: u64, _buf: &mut [u8]) -> Result<(), IoError> {
@@ -389,6 +417,9 @@ pub(crate) fn run(m: &Migration<'_>) {
     // The migration was stopped by a member failure: it resumes by itself
     // once a replacement is rebuilt.
     let mut resume_when_whole = c.engine.lock().as_ref().is_some_and(|e| !e.whole() && e.state() == ArrayState::Migrating);
+    // The disk's capacity, as added: a migration that puts its new layout
+    // in effect at once grows it when it starts.
+    let mut capacity = m.coord.view().volume_sectors;
     loop {
         if let Some(buf) = buffer.as_mut() {
             repair::keep_health(m, buf);
@@ -496,13 +527,16 @@ pub(crate) fn run(m: &Migration<'_>) {
 
         let mut throttle_ms = 0u64;
         let mut finished = false;
-        if running {
+        // A host request waits for a unit to be moved out of order: served
+        // paused or throttled too (the request waits for it).
+        let wanted = engine.moving() && m.coord.move_requested().is_some_and(|u| !is_moved(m.moved(), u));
+        if running || wanted {
             if engine.state() == ArrayState::Prepared {
                 pr_info!("{}: migration started\n", name);
             }
             let t0 = time::now();
             let owed_ms = pacer.wait_ms(t0.mono_ms, c.speed_limit_kbps());
-            let step = if owed_ms > 0 && !engine.checkpoint_due(&mut io, t0) {
+            let step = if owed_ms > 0 && !wanted && !engine.checkpoint_due(&mut io, t0) {
                 // Under the speed limit: no unit before the time owed has
                 // passed (a due checkpoint is still written).
                 throttle_ms = owed_ms;
@@ -524,14 +558,17 @@ pub(crate) fn run(m: &Migration<'_>) {
                 Some(Ok(Step::Finished)) => {
                     running = false;
                     finished = true;
-                    let capacity = engine.plan().target().capacity();
-                    m.capacity.grow(capacity);
+                    let target = engine.plan().target().capacity();
+                    if target != capacity {
+                        m.capacity.grow(target);
+                        capacity = target;
+                    }
                     pr_info!(
                         "{}: migration finished: {} over {} members, {} MiB\n",
                         name,
                         engine.plan().target().level().name(),
                         m.members.count(),
-                        capacity >> 11
+                        target >> 11
                     );
                 }
                 Some(Ok(Step::Idle)) => running = false,
@@ -562,6 +599,14 @@ pub(crate) fn run(m: &Migration<'_>) {
             io.publish(&engine.view());
         }
 
+        // The new layout's capacity, at once: the engine's view says so
+        // from its start (a change uevent tells resize2fs and friends).
+        let volume = engine.view().volume_sectors;
+        if volume != capacity {
+            m.capacity.grow(volume);
+            pr_info!("{}: capacity {} MiB, the new layout's, in effect now\n", name, volume >> 11);
+            capacity = volume;
+        }
         let now = time::now().mono_ms;
         {
             let mut s = c.status.lock();
@@ -585,7 +630,7 @@ pub(crate) fn run(m: &Migration<'_>) {
         }
         drop(guard);
 
-        if !running {
+        if !running && !wanted {
             c.idle(1000);
         } else if throttle_ms > 0 {
             c.idle(throttle_ms);

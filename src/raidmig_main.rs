@@ -27,6 +27,7 @@ mod host;
 mod load;
 mod members;
 mod migrator;
+mod moved_map;
 #[path = "core/lib.rs"]
 mod raidmig_core;
 mod repair;

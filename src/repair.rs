@@ -334,7 +334,7 @@ pub(crate) fn rebuild_step(m: &Migration<'_>, state: &mut Rebuilding, buffer: &m
 /// role is out of sync); settled: the whole array.
 fn rebuild_frame(m: &Migration<'_>) -> Option<(Geometry, u64, Option<Rebuild>)> {
     if let Some(e) = m.control.engine.lock().as_ref() {
-        return Some((e.plan().target(), e.rebuild_extent(), e.rebuild()));
+        return Some((e.plan().target(), e.rebuild_extent(m.moved()), e.rebuild()));
     }
     let settled = m.control.settled.lock();
     let record = settled.as_ref()?;

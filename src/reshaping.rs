@@ -22,6 +22,7 @@ use crate::{
     bitmap::Bitmap,
     host::Shape,
     members::{Members, Slot, Who},
+    moved_map::MovedMap,
     raidmig_core::{
         config::{self, ReshapeSpec},
         engine::{IoError, MemberIo},
@@ -30,6 +31,7 @@ use crate::{
         layout::{Geometry, Level},
         lifecycle::{self, UNIT_SECTORS},
         members::ArrayMembers,
+        moved,
         plan::Migration,
         reshape::{plan_reshape, ReshapeError, ReshapeRequest},
         route::View,
@@ -41,6 +43,7 @@ use crate::{
         shim,
     },
 };
+use core::sync::atomic::AtomicU64;
 use kernel::{
     bindings, fmt, new_condvar, new_mutex,
     prelude::*,
@@ -72,6 +75,9 @@ pub(crate) struct Prepared {
     /// Whether every member takes discards, the added ones included (see
     /// `host::set_layout_limits`).
     pub(crate) members_discard: bool,
+    /// The moved-unit map of the reshape, its new layout in effect at once
+    /// (empty where its units are more than a map holds).
+    pub(crate) moved: Pin<KBox<MovedMap>>,
 }
 
 /// What the array needs to be checked against.
@@ -184,8 +190,14 @@ pub(crate) fn prepare(cur: &Current<'_>, spec: &ReshapeSpec<'_>) -> Result<KBox<
     };
     let members_discard = (0..n).filter_map(|r| members.dev(r)).all(Member::supports_discard)
         && added.iter().all(|s| s.dev.supports_discard());
+    let moved = match plan.units() <= moved::MAX_UNITS {
+        true => MovedMap::new(plan.units())?,
+        false => MovedMap::empty(),
+    };
+    let identity = KBox::pin(identity, GFP_KERNEL)?;
+    let moved = KBox::pin(moved, GFP_KERNEL)?;
     Ok(KBox::new(
-        Prepared { newest, plan, added, identity: KBox::pin(identity, GFP_KERNEL)?, shape, bitmap, buffers, members_discard },
+        Prepared { newest, plan, added, identity, shape, bitmap, buffers, members_discard, moved },
         GFP_KERNEL,
     )?)
 }
@@ -301,6 +313,8 @@ pub(crate) struct StartIo<'a> {
     pub(crate) added: &'a [KBox<Slot>],
     pub(crate) n: usize,
     pub(crate) region: Region<'a>,
+    /// The reshape's moved-unit map, allocated beforehand.
+    pub(crate) moved: &'a MovedMap,
 }
 
 impl StartIo<'_> {
@@ -350,5 +364,15 @@ impl MemberIo for StartIo<'_> {
 
     fn xor_into(&mut self, dst: &mut [u8], src: &[u8]) {
         shim::xor_into(dst, src)
+    }
+
+    fn moved_map(&self) -> &[AtomicU64] {
+        self.moved.words()
+    }
+
+    /// Nothing is allocated with the queue frozen: the map was, when the
+    /// reshape was made ready (new, so clear).
+    fn prepare_moved(&mut self, units: u64) -> bool {
+        self.moved.holds(units)
     }
 }

@@ -15,7 +15,7 @@
 //! | spares | r | the hot spares, one path per line |
 //! | progress | r | `DONE/TOTAL`, target sectors (of the rebuild, resync or scrub while one runs: `action` names it) |
 //! | checkpoint | r | logical sector up to which the target layout is durable |
-//! | units_done, units_staged, checkpoint_writes | r | engine counters (this load) |
+//! | units_done, units_staged, units_moved, checkpoint_writes | r | engine counters (this load); units_moved: moved out of order for host requests (the new layout in effect at once) |
 //! | speed_kbps | r | copy speed (of the migration, rebuild, resync or scrub) |
 //! | eta_seconds | r | time left at that speed, or `none` |
 //! | speed_limit_max_kbps | rw | throttle, 0 for none |
@@ -189,6 +189,7 @@ fn show_attr<const K: usize>(a: &Array, out: &mut Page) -> core::fmt::Result {
         CHECKPOINT => writeln!(out, "{}", s.view.checkpoint_sector()),
         UNITS_DONE => writeln!(out, "{}", s.stats.units_done),
         UNITS_STAGED => writeln!(out, "{}", s.stats.units_staged),
+        UNITS_MOVED => writeln!(out, "{}", s.stats.units_moved),
         CHECKPOINT_WRITES => writeln!(out, "{}", s.stats.checkpoint_writes),
         SPEED => writeln!(out, "{}", s.speed_kbps),
         SPEED_LIMIT => writeln!(out, "{}", a.control().speed_limit_kbps()),
@@ -263,7 +264,8 @@ const BITMAP: usize = 17;
 const ETA: usize = 18;
 const REMOVE: usize = 19;
 const RESHAPE: usize = 20;
-const N: usize = 21;
+const UNITS_MOVED: usize = 21;
+const N: usize = 22;
 
 const fn attr(name: &'static CStr, show: ShowFn, store: Option<StoreFn>) -> bindings::device_attribute {
     // SAFETY: an attribute is valid zeroed (no lockdep key: a static one).
@@ -304,6 +306,7 @@ static ATTRS: Shared<[bindings::device_attribute; N]> = Shared(UnsafeCell::new([
     attr(kernel::c_str!("eta_seconds"), show::<ETA>, None),
     attr(kernel::c_str!("remove"), show::<REMOVE>, Some(store::<REMOVE>)),
     attr(kernel::c_str!("reshape"), show::<RESHAPE>, Some(store::<RESHAPE>)),
+    attr(kernel::c_str!("units_moved"), show::<UNITS_MOVED>, None),
 ]));
 
 const fn attr_ptr(i: usize) -> *mut bindings::attribute {
@@ -333,6 +336,7 @@ static ATTR_PTRS: Shared<[*mut bindings::attribute; N + 1]> = Shared(UnsafeCell:
     attr_ptr(18),
     attr_ptr(19),
     attr_ptr(20),
+    attr_ptr(21),
     core::ptr::null_mut(),
 ]));
 

@@ -9,8 +9,9 @@
 //! members are at most one superblock generation apart; and invariant 9's
 //! part for migrations: with a role out of sync nothing is copied, the
 //! engine holds at a checkpoint ([`Engine::hold_degraded`]) and a
-//! replacement is rebuilt over the checkpointed units only
-//! ([`Engine::rebuild_extent`]), its progress recorded with the migration;
+//! replacement is rebuilt over the checkpointed units (and up to the last
+//! unit moved out of order) only ([`Engine::rebuild_extent`]), its progress
+//! recorded with the migration;
 //! and invariant 10's part for migrations: the capacity past the source's
 //! end, with a bitmap, is marked unsynced durably before a checkpoint passes
 //! its first unit, else zeroed like a copied unit; and invariant 11: a unit
@@ -970,17 +971,25 @@ impl Engine {
     /// part is settled (every copied unit checkpointed, nothing in
     /// staging, no record pending), so that the rebuild's extent stays put.
     pub fn settled_for_rebuild(&self) -> bool {
-        self.pending.is_none() && self.staged.is_none() && !self.in_flight && self.copied == self.checkpoint
+        self.pending.is_none()
+            && self.staged.is_none()
+            && self.unrecorded_move.is_none()
+            && !self.in_flight
+            && self.copied == self.checkpoint
     }
 
     /// The logical sectors a rebuild covers during a migration: the
     /// checkpointed units, the only part the target layout holds (the rest
-    /// is still the source's, whose roles the rebuild does not touch).
-    pub fn rebuild_extent(&self) -> u64 {
+    /// is still the source's, whose roles the rebuild does not touch), and
+    /// up to the last unit moved out of order as `moved` marks them (units
+    /// not moved in between are rebuilt for nothing: a replacement holds
+    /// none of the source, and the migration writes their rows again).
+    pub fn rebuild_extent(&self, moved: &[AtomicU64]) -> u64 {
         if self.state == ArrayState::Clean {
             return self.plan.target().capacity();
         }
-        self.checkpoint.saturating_mul(self.plan.unit_sectors()).min(self.plan.target().capacity())
+        let end = moved::last_moved(moved).map_or(self.checkpoint, |u| self.checkpoint.max(u + 1));
+        end.saturating_mul(self.plan.unit_sectors()).min(self.plan.target().capacity())
     }
 
     /// Records exactly `failed` and `rebuild` (a replacement taking a failed

@@ -92,8 +92,9 @@
 //!    the member's chunk still reconstructs ([`raid5`]). A migration copies
 //!    only while every role is in sync (its units write every role): with a
 //!    role out of sync it holds at a checkpoint, nothing staged, and a
-//!    replacement is rebuilt over the checkpointed units only, which the
-//!    superblocks record with the migration ([`engine`]).
+//!    replacement is rebuilt over the checkpointed units (and up to the
+//!    last unit moved out of order) only, which the superblocks record with
+//!    the migration ([`engine`]).
 //! 10. **Only marked regions can disagree.** A write reaches a region only
 //!    once the region's bit is durable on every member in sync; a bit is
 //!    cleared only after a flush that followed every write into its region

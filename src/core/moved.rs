@@ -71,6 +71,14 @@ pub fn set_moved(map: &[AtomicU64], unit: u64) {
     }
 }
 
+/// The last unit marked moved, if any.
+pub fn last_moved(map: &[AtomicU64]) -> Option<u64> {
+    map.iter().enumerate().rev().find_map(|(i, w)| {
+        let word = w.load(Ordering::Acquire);
+        (word != 0).then(|| i as u64 * WORD_BITS + (WORD_BITS - 1 - word.leading_zeros() as u64))
+    })
+}
+
 /// Clears the whole map in memory (a new migration).
 pub fn clear(map: &[AtomicU64]) {
     for w in map {
@@ -159,8 +167,12 @@ mod tests {
         buf.fill(0xFF);
         assert_eq!(merge_block(&m, 100, 0, &buf), 100);
         assert!(is_moved(&m, 99) && !is_moved(&m, 100) && !is_moved(&m, 1 << 40));
+        assert_eq!(last_moved(&m), Some(99));
         clear(&m);
         assert!(!is_moved(&m, 0));
+        assert_eq!(last_moved(&m), None);
+        set_moved(&m, 64);
+        assert_eq!(last_moved(&m), Some(64));
         assert_eq!(block_sector(1 << 30, 1), tail_start(1 << 30) + MOVED_OFFSET + 8);
     }
 }

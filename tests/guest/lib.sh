@@ -320,6 +320,25 @@ wait_state() {
   return 1
 }
 
+# new_layout_at_once NAME CAP: a migration (or reshape) just started, its
+# throttle low: the volume has CAP sectors, the new layout's capacity,
+# within a second, and the ext4 mounted at $MNT grows into it with
+# resize2fs while the migration still runs; the throttle is then lifted.
+new_layout_at_once() {
+  local name=$1 cap=$2 i
+  for i in $(seq 1 20); do
+    [ "$(blockdev --getsz /dev/raidmig0)" = "$cap" ] && [ "$(cat $SYS/state)" != prepared ] && break
+    sleep 0.05
+  done
+  check "$name: capacity is the new layout's within a second ($(blockdev --getsz /dev/raidmig0) of $cap)" \
+    test "$(blockdev --getsz /dev/raidmig0)" = "$cap"
+  check "$name: still migrating when ext4 grows ($(cat $SYS/state), $(cat $SYS/progress))" test "$(cat $SYS/state)" = migrating
+  check "$name: resize2fs while the migration runs" resize2fs /dev/raidmig0
+  check "$name: ext4 takes the new capacity ($(df -k --output=size $MNT | tail -1) KiB of $((cap / 2)))" \
+    test "$(df -k --output=size $MNT | tail -1)" -gt $((cap / 2 * 8 / 10))
+  echo 0 > $SYS/speed_limit_max_kbps
+}
+
 # wait_idle SECONDS: waits until nothing runs on the array (action reads
 # idle): a migration that reached clean is followed by a resync of the
 # capacity it added, and progress shows that resync's figures while it runs.

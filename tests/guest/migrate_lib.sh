@@ -1,8 +1,9 @@
 # On-line migration test, sourced by migrate_LEVEL.sh: ext4 with files on the
 # first disk; load with level=; the files readable before the migration;
 # migration started with fio (crc32c verification) and file writes running on
-# the mounted volume the whole time; at the end the array is clean, resize2fs
-# grows ext4, e2fsck -fn is clean, and every file and fio pass checks out,
+# the mounted volume the whole time; the new layout's capacity within a
+# second of the start, ext4 grown into it while the migration runs; at the
+# end the array is clean, e2fsck -fn is clean, and every file and fio pass checks out,
 # also after the array is assembled again from its superblocks.
 . tests/guest/lib.sh
 
@@ -39,12 +40,16 @@ migrate_test() {   # migrate_test LEVEL MEMBERS [LOAD PARAMETER...]
   must mount /dev/raidmig0 $MNT
   check "files readable before the migration" bash -c "cd $MNT && sha256sum --quiet -c /tmp/old.sums"
 
-  # Load on the volume during the whole migration.
+  # Load on the volume during the whole migration; throttled at first, so
+  # that ext4 grows into the new layout's capacity while it runs.
   load_start
   sleep 3
-  echo start > $SYS/action
-  check "migration running" bash -c "sleep 2; [ \"\$(cat $SYS/state)\" = migrating ] || [ \"\$(cat $SYS/state)\" = clean ]"
+  local before; before=$(df -k --output=size $MNT | tail -1)
+  echo 4096 > $SYS/speed_limit_max_kbps
   local t0=$SECONDS
+  echo start > $SYS/action
+  local p; p=$(attr progress)
+  new_layout_at_once "$level" "${p#*/}"
   check "migration reached clean" wait_state clean 1800
   say "migration took $((SECONDS - t0)) s: $(attr units_done) units, $(attr units_staged) staged, $(attr checkpoint_writes) checkpoint writes"
   sleep 3
@@ -53,12 +58,11 @@ migrate_test() {   # migrate_test LEVEL MEMBERS [LOAD PARAMETER...]
   check "files written during the migration ($(wc -l < /tmp/new.sums))" test "$(wc -l < /tmp/new.sums)" -ge 5
 
   check "idle after the migration and its resync ($(attr action))" wait_idle 1800
-  local p; p=$(attr progress)
+  p=$(attr progress)
   check "progress complete ($p)" test "${p%/*}" = "${p#*/}"
   check "capacity is the new layout's" test "$(blockdev --getsz /dev/raidmig0)" = "${p#*/}"
   check "checkpoints deferred ($(attr checkpoint_writes) for $(attr units_done) units)" \
     test "$(attr checkpoint_writes)" -lt "$(attr units_done)"
-  local before; before=$(df -k --output=size $MNT | tail -1)
   check "resize2fs" resize2fs /dev/raidmig0
   if [ "$level" = raid1 ]; then
     # Mirrors: the first member's data stays where it is; nothing overlaps

@@ -415,7 +415,7 @@ fn member_failure_during_migration_is_rebuilt_and_resumed() {
                 s.io.sectors[role] = HashMap::new();
                 s.members.uuids[role] = [0x70 + role as u8; 16];
                 e.record_health(&mut s.io, &s.members, &mut buf, Roles::NONE, Some(Rebuild { role, position: 0 }), Time::at(3)).unwrap();
-                let extent = e.rebuild_extent();
+                let extent = e.rebuild_extent(&[]);
                 assert_eq!(extent, (checkpoint * e.plan().unit_sectors()).min(target.capacity()), "{what}");
                 let mut rb = Rebuilder::within(target, e.rebuild().unwrap(), extent, Time::at(3));
                 let mut windows = 0;
@@ -430,9 +430,9 @@ fn member_failure_during_migration_is_rebuilt_and_resumed() {
                         let sb = assemble_all(&mut s.io, &s.members).0;
                         assert_eq!(sb.rebuild, Some(Rebuild { role, position: at }), "{what}");
                         e = Engine::resume(&sb, cfg, Time::at(4)).unwrap();
-                        assert_eq!((e.rebuild(), e.rebuild_extent()), (Some(Rebuild { role, position: at }), extent), "{what}");
+                        assert_eq!((e.rebuild(), e.rebuild_extent(&[])), (Some(Rebuild { role, position: at }), extent), "{what}");
                         assert_eq!(e.step(&mut s.io, &s.members, &mut buf, Time::at(4)), Ok(Step::Idle), "{what}");
-                        rb = Rebuilder::within(target, e.rebuild().unwrap(), e.rebuild_extent(), Time::at(4));
+                        rb = Rebuilder::within(target, e.rebuild().unwrap(), e.rebuild_extent(&[]), Time::at(4));
                     }
                 }
                 e.record_health(&mut s.io, &s.members, &mut buf, Roles::NONE, None, Time::at(5)).unwrap();
@@ -644,7 +644,7 @@ fn member_failure_during_migration_survives_power_cuts() {
                         continue;
                     }
                     let r = e.rebuild().unwrap();
-                    let b = rb.get_or_insert_with(|| Rebuilder::within(target, r, e.rebuild_extent(), Time::at(3)));
+                    let b = rb.get_or_insert_with(|| Rebuilder::within(target, r, e.rebuild_extent(&[]), Time::at(3)));
                     if b.copied_all() {
                         if io.flush().is_ok() && e.record_health(&mut io, &members, &mut buf, Roles::NONE, None, Time::at(4)).is_ok() {
                             rb = None;

@@ -79,6 +79,9 @@ if [ "$boot" = 0 ]; then
   echo start > $SYS/action
   # The migration thread takes the command up asynchronously.
   for _ in $(seq 1 100); do [ "$(cat $SYS/state)" = prepared ] || break; sleep 0.1; done
+  # The new layout in effect at once: ext4 grows into it now, so that the
+  # writes below land in units moved out of order too.
+  check "resize2fs while the migration runs" resize2fs /dev/raidmig0
 fi
 st=$(cat $SYS/state)
 [ "$st" = migrating ] || { fail "boot $boot: state $st, not migrating"; finish; }

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # One boot of the reshape power cut test (driven by tests/vm/power_cut_reshape.sh,
-# which kills the first boot at random). Usage: power_cut_reshape.sh BOOT PAIR
+# which kills every boot but the last at random). Usage: power_cut_reshape.sh BOOT PAIR
 #
 # PAIR: grow (raid5 over 3 disks, a fourth added) or chunk (raid5 over 3,
 # 64 KiB -> 128 KiB). Boot 0 makes the array clean over zeroed disks, ext4
-# with files on it, starts the reshape throttled to 1 MiB/s and writes
-# (fsynced files, fio passes with crc32c) until killed. Boot 1 assembles from
-# the superblocks: the reshape resumes by itself from its checkpoint, every
-# file and completed fio pass reads back, it ends clean, resize2fs grows
-# ext4, raidmig's check and md's (over the same members) find no mismatch
-# and md shows the same bytes.
+# with files on it, starts the reshape throttled to 1 MiB/s, grows ext4
+# into the new layout's capacity (there at once) and writes (fsynced files,
+# fio passes with crc32c) until killed. Each later boot assembles from the
+# superblocks (members in another order): the reshape resumes by itself
+# from its checkpoint, every file and completed fio pass reads back; all
+# but the last write again until killed. The last lets the reshape end
+# clean, and raidmig's check and md's (over the same members) find no
+# mismatch and md shows the same bytes.
 #
 # What must outlive the kill goes to $RAIDMIG_OUT: old.sums, new.sums (a
 # line once the file is fsynced), fio.log ("done K" once pass K completed),
@@ -29,6 +31,7 @@ dump_dmesg() { dmesg > "$OUT/dmesg.$boot"; }
 . tests/vm/lib/passes.sh
 BEFORE="the reshape" PASS_SIZE=2M
 
+cuts=$(cat "$OUT/cuts" 2>/dev/null || echo 1)
 if [ "$boot" = 0 ]; then
   for d in $d0 $d1 $d2; do must blkdiscard -f -z $d; done
   [ "$pair" != grow ] || must random_fill $d3 100M
@@ -44,31 +47,45 @@ if [ "$boot" = 0 ]; then
   echo 1024 > $SYS/speed_limit_max_kbps
   check "reshape '$spec' started" bash -c "echo '$spec' > $SYS/reshape"
   check "migrating" test "$(cat $SYS/state)" = migrating
+  # The new layout in effect at once: ext4 grows into it now, so that the
+  # writes below land in units moved out of order too.
+  check "resize2fs while the reshape runs" resize2fs /dev/raidmig0
+else
+  # Every member named, in another order each boot.
+  case $((boot % 2)) in
+    1) order=$(echo $all | tr ' ' '\n' | tac | paste -sd,) ;;
+    0) order=$(echo $all | tr ' ' '\n' | sed -n '2,$p;1p' | paste -sd,) ;;
+  esac
+  must load members=$order speed_limit_max_kbps=1024
+  must wait_dev
+  say "assembled: state $(cat $SYS/state), checkpoint $(cat $SYS/checkpoint), progress $(cat $SYS/progress), moved $(cat $SYS/units_moved), $(cat $SYS/reshape)"
+  check "boot $boot: the reshape resumed by itself" test "$(cat $SYS/state)" = migrating
+  dump_dmesg
+  must mount /dev/raidmig0 $MNT
+  verify_all
+fi
+
+if [ "$boot" -lt "$cuts" ]; then
+  [ "$FAILURES" = 0 ] || finish
   ( while :; do dump_dmesg; sleep 1; done ) &
-  ( k=1; while :; do fio_pass $k && echo "done $k" >> "$OUT/fio.log"; k=$((k + 1)); done ) &
+  ( k=$(( boot * 1000 + 1 )); while :; do fio_pass $k && echo "done $k" >> "$OUT/fio.log"; k=$((k + 1)); done ) &
   ( i=0; while :; do
-      f=new/w$i
+      f=new/b${boot}w$i
       head -c 200000 /dev/urandom > $MNT/$f && sync $MNT/$f && (cd $MNT && sha256sum $f) >> "$OUT/new.sums"
       i=$((i + 1)); done ) &
-  touch "$OUT/running.0"
+  touch "$OUT/running.$boot"
   sleep infinity
 fi
 
-# Boot 1: every member named, in another order.
-must load members=$(echo $all | tr ' ' '\n' | tac | paste -sd,)
-must wait_dev
-say "assembled: state $(cat $SYS/state), checkpoint $(cat $SYS/checkpoint), progress $(cat $SYS/progress), $(cat $SYS/reshape)"
-check "the reshape resumed by itself" test "$(cat $SYS/state)" = migrating
-dump_dmesg
-must mount /dev/raidmig0 $MNT
-verify_all
+# The last boot: the reshape runs to its end.
+echo 0 > $SYS/speed_limit_max_kbps
 for i in $(seq 1 900); do
   case "$(cat $SYS/state)" in clean|failed) break ;; esac
   sleep 1
 done
 check "reshape reached clean" test "$(cat $SYS/state)" = clean
 check "idle after the reshape and its resync ($(cat $SYS/action))" wait_idle 900
-check "resize2fs" resize2fs /dev/raidmig0
+check "resize2fs (nothing left to grow)" resize2fs /dev/raidmig0
 verify_all
 must umount $MNT
 check "e2fsck -fn clean" e2fsck -fn /dev/raidmig0

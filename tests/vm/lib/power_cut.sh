@@ -2,11 +2,13 @@
 # boots a guest, kills its QEMU with SIGKILL at a random moment while it
 # writes, boots it again over the same disks and collects the verdicts.
 #
-# power_cut TAG DISKS SIZE GUEST_SCRIPT [ARGS...]: boot 0 runs
-# `GUEST_SCRIPT 0 ARGS` and must touch $RAIDMIG_OUT/running.0 once the
-# writes run; the host waits 6 to 15 s (from CRASH_SEED), kills QEMU, then
-# boot 1 runs `GUEST_SCRIPT 1 ARGS` to completion. Logs in $out/TAG.
-# Counts failures in $failures; the caller sets $out and $seed.
+# power_cut TAG DISKS SIZE GUEST_SCRIPT [ARGS...]: boot B runs
+# `GUEST_SCRIPT B ARGS`; each of the first $CUTS boots (default 1) must
+# touch $RAIDMIG_OUT/running.B once its writes run, and the host kills its
+# QEMU 6 to 15 s later (from CRASH_SEED and B); boot $CUTS, the last, runs
+# to completion. The guest reads the number of cuts in $RAIDMIG_OUT/cuts.
+# Logs in $out/TAG. Counts failures in $failures; the caller sets $out and
+# $seed.
 
 . tests/guest/splat.sh
 failures=0
@@ -15,8 +17,9 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 power_cut() {
   local tag=$1 n=$2 size=$3 script=$4
   shift 4
-  local dir=$out/$tag disks gpid delay q rc
+  local dir=$out/$tag disks gpid delay q rc b cuts=${CUTS:-1} cut=1
   mkdir -p "$dir"
+  echo "$cuts" > "$dir/cuts"
   disks=$(mktemp -d /var/tmp/raidmig-cut-disks.XXXXXX)
   # guest BOOT [ARGS]: runs one boot in the background, sets gpid.
   guest() {
@@ -30,32 +33,36 @@ power_cut() {
       case "$(cat /proc/$p/comm 2>/dev/null)" in qemu-system*) echo "$p"; return ;; esac
     done
   }
-  guest 0 "$@"
-  for _ in $(seq 1 600); do
-    [ -e "$dir/running.0" ] && break
-    kill -0 $gpid 2>/dev/null || break
-    sleep 1
-  done
-  if [ ! -e "$dir/running.0" ]; then
-    fail "$tag: boot 0 did not start its writes (see $dir/boot0.log)"
-    kill -9 "$(qemu_pid)" 2>/dev/null; wait $gpid
-  else
-    delay=$(awk -v s="$seed" 'BEGIN { srand(s); print int(6 + rand() * 10) }')
+  for b in $(seq 0 $((cuts - 1))); do
+    guest "$b" "$@"
+    for _ in $(seq 1 600); do
+      [ -e "$dir/running.$b" ] && break
+      kill -0 $gpid 2>/dev/null || break
+      sleep 1
+    done
+    if [ ! -e "$dir/running.$b" ]; then
+      fail "$tag: boot $b did not start its writes (see $dir/boot$b.log)"
+      kill -9 "$(qemu_pid)" 2>/dev/null; wait $gpid
+      cut=0
+      break
+    fi
+    delay=$(awk -v s="$seed" -v b="$b" 'BEGIN { srand(s * 100 + b); print int(6 + rand() * 10) }')
     sleep "$delay"
     q=$(qemu_pid)
-    if [ -z "$q" ]; then fail "$tag: boot 0: no QEMU to kill (see $dir/boot0.log)"; else
-      echo "$tag: boot 0: SIGKILL to QEMU $delay s into the writes"
-      kill -9 "$q"
-    fi
+    if [ -z "$q" ]; then fail "$tag: boot $b: no QEMU to kill (see $dir/boot$b.log)"; cut=0; break; fi
+    echo "$tag: boot $b: SIGKILL to QEMU $delay s into the writes"
+    kill -9 "$q"
     wait $gpid 2>/dev/null
-    guest 1 "$@"
+  done
+  if [ $cut = 1 ]; then
+    guest "$cuts" "$@"
     wait $gpid; rc=$?
-    [ $rc = 0 ] || fail "$tag: boot 1 failed (rc $rc, see $dir/boot1.log)"
+    [ $rc = 0 ] || fail "$tag: boot $cuts failed (rc $rc, see $dir/boot$cuts.log)"
   fi
-  for b in 0 1; do
+  for b in $(seq 0 "$cuts"); do
     if [ -e "$dir/dmesg.$b" ] && ! scan_splats "$dir/dmesg.$b"; then fail "$tag: kernel splat in boot $b's dmesg"; fi
   done
-  grep -h '^\[power_cut' "$dir/boot1.log" 2>/dev/null
+  grep -h '^\[power_cut' "$dir"/boot*.log 2>/dev/null
   rm -rf "$disks"
 }
 
