@@ -2,28 +2,7 @@
 # Runs inside the guest of bench-at-once.sh (see there).
 set -euo pipefail
 runtime=${1:-10}
-KO=${RAIDMIG_KO:-./raidmig.ko}
-SYS=/sys/block/raidmig0/raidmig
-tail_sectors=$(bash "$(dirname "$0")/reserved-tail.sh")
-if [ -b /dev/sda ]; then
-  A=/dev/sda B=/dev/sdb C=/dev/sdc D=/dev/sdd
-else
-  by_serial() { local n; for n in /sys/block/nvme*n1; do [ "$(cat "$n/device/serial" | tr -d ' ')" = "$1" ] && echo "/dev/${n##*/}"; done; }
-  A=$(by_serial m0) B=$(by_serial m1) C=$(by_serial m2) D=$(by_serial m3)
-fi
-data=$(( ($(blockdev --getsz $A) - tail_sectors) / 128 * 128 ))   # sectors
-zero_tail() {
-  dd if=/dev/zero of="$1" bs=1M seek=$(( ($(blockdev --getsz "$1") - tail_sectors) * 512 )) count=$((tail_sectors / 2048)) \
-    oflag=direct,seek_bytes conv=notrunc status=none
-}
-unload() {
-  udevadm settle -t 10 2>/dev/null || true
-  for _ in $(seq 50); do rmmod raidmig 2>/dev/null && return 0; sleep 0.1; done
-  rmmod raidmig
-}
-wait_dev() { for _ in $(seq 50); do [ -b /dev/raidmig0 ] && return; sleep 0.1; done; }
-now() { date +%s.%N; }
-kernel_line() { echo "kernel $(uname -r), lockdep $([ -e /proc/lockdep ] && echo on || echo off)"; }
+. "$(dirname "$0")/bench-guest-lib.sh"
 # Writes one 4 KiB block at sector $1 until one succeeds; prints the time
 # from $2 to that success, in milliseconds.
 first_write_ms() {

@@ -2,36 +2,9 @@
 # Runs inside the migration benchmark guest (see bench-migration.sh).
 set -euo pipefail
 runtime=${1:-20} rounds=${2:-3}
-KO=${RAIDMIG_KO:-./raidmig.ko}   # bench-setup.sh passes the module built for this kernel
-SYS=/sys/block/raidmig0/raidmig
+. "$(dirname "$0")/bench-guest-lib.sh"
 res=/tmp/bench
-# The kernel the figures were measured on (lockdep changes them: bench-setup.sh).
-kernel_line() { echo "kernel $(uname -r), lockdep $([ -e /proc/lockdep ] && echo on || echo off)"; }
 mkdir -p $res
-tail_sectors=$(bash "$(dirname "$0")/reserved-tail.sh")
-# The members in the order the host attached them: SATA disks by letter,
-# NVMe namespaces by their serial numbers m0, m1, ...
-if [ -b /dev/sda ]; then
-  A=/dev/sda B=/dev/sdb C=/dev/sdc D=/dev/sdd
-else
-  by_serial() { local n; for n in /sys/block/nvme*n1; do [ "$(cat "$n/device/serial" | tr -d ' ')" = "$1" ] && echo "/dev/${n##*/}"; done; }
-  A=$(by_serial m0) B=$(by_serial m1) C=$(by_serial m2) D=$(by_serial m3)
-fi
-data=$(( ($(blockdev --getsz $A) - tail_sectors) / 128 * 128 ))   # sectors
-
-zero_tail() {
-  dd if=/dev/zero of="$1" bs=1M seek=$(( ($(blockdev --getsz "$1") - tail_sectors) * 512 )) count=$((tail_sectors / 2048)) \
-    oflag=direct,seek_bytes conv=notrunc status=none
-}
-# rmmod once udev has settled: a change of capacity (a migration's end)
-# makes udev open the volume for a moment, and rmmod then finds it in use.
-unload() {
-  udevadm settle -t 10 2>/dev/null || true
-  for _ in $(seq 50); do rmmod raidmig 2>/dev/null && return 0; sleep 0.1; done
-  rmmod raidmig
-}
-wait_dev() { for _ in $(seq 50); do [ -b /dev/raidmig0 ] && return; sleep 0.1; done; }
-now() { date +%s.%N; }
 mbps() { python3 -c "import sys; print(f'{$1 * 512 / 1e6 / ($3 - $2):.1f}')"; }
 wait_clean() {
   until [ "$(cat $SYS/state)" = clean ]; do
@@ -102,10 +75,13 @@ migrate() {
 reads_done() { awk '{print $1}' /sys/block/raidmig0/stat; }
 iops() { python3 -c "print(round(($2 - $1) / ($4 - $3)))"; }
 # randread_load: 4k random reads at queue depth 32 until stopped, on the
-# last CPU, as bench-guest.sh runs fio (why: there).
+# last CPU, as bench-guest.sh runs fio (why: there), within the user's data
+# area: the capacity the migration adds (in effect at once) holds nothing to
+# read, and a read there has its unit moved first (bench-at-once.sh
+# measures that).
 randread_load() {
   fio --name=rr --filename=/dev/raidmig0 --rw=randread --bs=4k --iodepth=32 --direct=1 --cpus_allowed=$(( $(nproc) - 1 )) \
-      --ioengine=libaio --randrepeat=0 --runtime=3600 --time_based --output=/dev/null &
+      --size=$((data * 512)) --ioengine=libaio --randrepeat=0 --runtime=3600 --time_based --output=/dev/null &
   load=$!
   # fio takes seconds to start here: wait until its reads flow.
   local r=$(reads_done)

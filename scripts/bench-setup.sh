@@ -32,3 +32,13 @@ bench_setup() {
   guest_kernel=$kernel
   export RAIDMIG_KO
 }
+
+# bench_disks SIZE_MB: four allocated (not sparse) member images of SIZE_MB
+# each, so that reads cost what reads of data cost, in a directory removed
+# at exit; sets disks to it.
+bench_disks() {
+  disks=$(mktemp -d /var/tmp/raidmig-bench.XXXXXX)
+  trap 'rm -rf "$disks"' EXIT
+  local i
+  for i in 0 1 2 3; do dd if=/dev/zero of="$disks/m$i.img" bs=1M count="$1" status=none; done
+}

@@ -29,8 +29,5 @@ while [ $# -gt 0 ]; do
 done
 . scripts/bench-setup.sh
 bench_setup "$kernel"
-disks=$(mktemp -d /var/tmp/raidmig-bench.XXXXXX)
-trap 'rm -rf "$disks"' EXIT
-# Allocated (not sparse) images, so reads cost what reads of data cost.
-for i in 0 1 2 3; do dd if=/dev/zero of="$disks/m$i.img" bs=1M count=1024 status=none; done
+bench_disks 1024
 bash scripts/guest.sh --kernel "$guest_kernel" --disks 4 --disk-dir "$disks" -- bash scripts/bench-guest.sh "$runtime" "$rounds" "$levels"

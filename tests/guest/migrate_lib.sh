@@ -51,7 +51,7 @@ migrate_test() {   # migrate_test LEVEL MEMBERS [LOAD PARAMETER...]
   local p; p=$(attr progress)
   new_layout_at_once "$level" "${p#*/}"
   check "migration reached clean" wait_state clean 1800
-  say "migration took $((SECONDS - t0)) s: $(attr units_done) units, $(attr units_staged) staged, $(attr checkpoint_writes) checkpoint writes"
+  say "migration took $((SECONDS - t0)) s: $(attr units_done) units, $(attr units_staged) staged, $(attr units_moved) moved out of order, $(attr checkpoint_writes) checkpoint writes"
   sleep 3
   load_stop
   check "fio passes verified during the migration ($(cat /tmp/fio.last))" test ! -e /tmp/fio.failed
