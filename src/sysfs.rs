@@ -85,6 +85,12 @@ impl Write for Page {
     }
 }
 
+/// Whether the array thread has regions to resync that it takes up next:
+/// no migration, every member in sync, regions not yet resynced.
+fn resync_pending(a: &Array) -> bool {
+    !a.control().migrating() && a.members().health().out_of_sync().is_empty() && a.bitmap().unsynced_count() > 0
+}
+
 /// Writes attribute `K` of `a` to `out`.
 fn show_attr<const K: usize>(a: &Array, out: &mut Page) -> core::fmt::Result {
     let s = a.control().status();
@@ -94,7 +100,10 @@ fn show_attr<const K: usize>(a: &Array, out: &mut Page) -> core::fmt::Result {
                 "migrate"
             } else if s.rebuild.is_some() {
                 "rebuild"
-            } else if s.resync.is_some() {
+            // Regions left to resync once a migration has ended, every
+            // member in sync: the thread takes them up on its next round
+            // (not "idle" before it does).
+            } else if s.resync.is_some() || resync_pending(a) {
                 "resync"
             } else if let Some((mode, _, _)) = s.scrub {
                 if mode == ScrubMode::Check {

@@ -763,7 +763,15 @@ impl Engine {
             ArrayState::Migrating => {}
             // The first step starts the migration (recorded at the first
             // superblock update).
-            ArrayState::Prepared => self.state = ArrayState::Migrating,
+            ArrayState::Prepared if !self.at_once => self.state = ArrayState::Migrating,
+            // With the new layout in effect at once the volume takes the
+            // target's capacity now: recorded first, so that the load after
+            // a power cut exposes it too (no unit moves before).
+            ArrayState::Prepared => {
+                self.state = ArrayState::Migrating;
+                self.write_checkpoint(io, members, buf, now, ArrayState::Migrating)?;
+                return Ok(Step::Checkpointed);
+            }
             // Paused, units host requests wait for are still moved.
             ArrayState::Paused if self.moving() => {}
             _ => return Ok(Step::Idle),

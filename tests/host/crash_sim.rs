@@ -331,6 +331,33 @@ fn sampled_crashes_with_the_new_layout_at_once() {
             total.add(&r);
         }
     }
+    // Realistic geometries: 64 KiB to 512 KiB chunks, a raid5 grow with
+    // 64 KiB chunks, a plain disk to raid5 with 64 KiB chunks; longer
+    // units, so fewer host requests per engine I/O.
+    let realistic = [
+        (Raid5, 4, 128, Raid5, 4, 1024, 4096),
+        (Raid5, 3, 128, Raid5, 4, 128, 2048),
+        (Single, 1, 128, Raid5, 3, 128, 2048),
+    ];
+    for (sl, sn, sc, tl, tn, tc, data) in realistic {
+        seed += 1;
+        let mut cfg = SimConfig::new(tl, tn, 1, seed);
+        if sl != Single {
+            cfg.source = Some(Geometry::new(sl, sn, sc, data).unwrap());
+        }
+        cfg.chunk = tc;
+        cfg.rows = data / tc as u64;
+        cfg.at_once = true;
+        cfg.bitmap = 2048;
+        cfg.host_write = 30;
+        cfg.host_read = 8;
+        cfg.host_flush = 4;
+        cfg.io_errors = 2;
+        let r = simulate(&cfg, Crashes::Sample(samples / 3));
+        println!("{}: {} crash points, {} units ({} moved out of order)", cfg.name(), r.crash_points, r.units, r.units_moved);
+        assert!(r.crash_points > 0 && r.units > 0, "{}: nothing explored", cfg.name());
+        total.add(&r);
+    }
     assert!(total.units_moved > 0, "no unit was moved out of order");
     assert!(total.writes_past_source > 0, "no write past the source's end");
     check("sampled, the new layout at once", &total);

@@ -14,7 +14,7 @@ use raidmig_core::members::ArrayMembers;
 use raidmig_core::moved;
 use raidmig_core::plan::{Migration, PlanError};
 use raidmig_core::prepare::prepared_superblock;
-use raidmig_core::lifecycle::{recover, Recovered};
+use raidmig_core::lifecycle::{read_moved, recover, Recovered};
 use raidmig_core::route::{Next, View};
 
 /// Members as sparse maps of 512-byte sectors; writes are durable at once.
@@ -340,7 +340,9 @@ fn failed_superblock_update_is_retried_at_the_same_generation() {
 /// finishes. Every logical sector must hold the source's data, and the
 /// redundancy must agree (raid5 parity, raid1 and raid10 copies), for every
 /// level and for a failure at each unit (direct copies, and the staged units
-/// of raid5's indirect start).
+/// of raid5's indirect start). With the new layout in effect at once, units
+/// moved out of order before the failure are rebuilt too (the extent
+/// reaches the last one moved).
 #[test]
 fn member_failure_during_migration_is_rebuilt_and_resumed() {
     use raidmig_core::format::Rebuild;
@@ -348,14 +350,22 @@ fn member_failure_during_migration_is_rebuilt_and_resumed() {
     use raidmig_core::rebuild::Rebuilder;
 
     let rows = 24u64;
-    let (mut cases, mut staged_cases) = (0, 0);
+    let (mut cases, mut staged_cases, mut moved_cases) = (0, 0, 0);
     for (level, n) in [(Level::Raid1, 2), (Level::Raid5, 3), (Level::Raid5, 4), (Level::Raid10, 4), (Level::Raid10, 3)] {
         for fail_at in 0..6u64 {
-            for role in 1..n {
+            for (role, at_once) in (1..n).flat_map(|r| [(r, false), (r, true)]) {
                 let source = Geometry::new(Level::Single, 1, 8, rows * 8).unwrap();
                 let target = Geometry::new(level, n, 8, rows * 8).unwrap();
                 let mut s = setup(source, target, target.stripe_rows() as u32);
-                let what = format!("{level:?} over {n}, role {role} fails at unit {fail_at}");
+                let what = format!("{level:?} over {n}, role {role} fails at unit {fail_at}, at once {at_once}");
+                if at_once {
+                    let mut sb = vec![0u8; SUPERBLOCK_BYTES];
+                    for (r, &size) in s.members.device_sectors[..n].iter().enumerate() {
+                        prepared_superblock(&s.plan, &s.members, r, 0, None, true).encode(&mut sb).unwrap();
+                        s.io.write(r, superblock_sector(size, 1), &sb).unwrap();
+                    }
+                    assert!(s.io.prepare_moved(s.plan.units()));
+                }
                 // The source's data: every logical sector tagged.
                 let tag = |l: u64| {
                     let mut b = [0u8; 512];
@@ -376,6 +386,16 @@ fn member_failure_during_migration_is_rebuilt_and_resumed() {
                         Step::Finished => break,
                         _ => {}
                     }
+                }
+                if at_once {
+                    // A host write near the end has its unit (and its
+                    // chain) moved out of order first.
+                    let wanted = e.plan().units() - 2;
+                    s.io.wanted = Some(wanted);
+                    while !moved::is_moved(&s.io.moved, wanted) {
+                        e.step(&mut s.io, &s.members, &mut buf, Time::at(0)).unwrap();
+                    }
+                    s.io.wanted = None;
                 }
                 // The role's data rows start failing writes (staging, in the
                 // tail, still takes them: a staged unit is then left half
@@ -415,8 +435,10 @@ fn member_failure_during_migration_is_rebuilt_and_resumed() {
                 s.io.sectors[role] = HashMap::new();
                 s.members.uuids[role] = [0x70 + role as u8; 16];
                 e.record_health(&mut s.io, &s.members, &mut buf, Roles::NONE, Some(Rebuild { role, position: 0 }), Time::at(3)).unwrap();
-                let extent = e.rebuild_extent(&[]);
-                assert_eq!(extent, (checkpoint * e.plan().unit_sectors()).min(target.capacity()), "{what}");
+                let extent = e.rebuild_extent(&s.io.moved);
+                let reach = moved::last_moved(&s.io.moved).map_or(checkpoint, |u| checkpoint.max(u + 1));
+                assert_eq!(extent, (reach * e.plan().unit_sectors()).min(target.capacity()), "{what}");
+                moved_cases += (reach > checkpoint) as u32;
                 let mut rb = Rebuilder::within(target, e.rebuild().unwrap(), extent, Time::at(3));
                 let mut windows = 0;
                 while !rb.copied_all() {
@@ -430,9 +452,15 @@ fn member_failure_during_migration_is_rebuilt_and_resumed() {
                         let sb = assemble_all(&mut s.io, &s.members).0;
                         assert_eq!(sb.rebuild, Some(Rebuild { role, position: at }), "{what}");
                         e = Engine::resume(&sb, cfg, Time::at(4)).unwrap();
-                        assert_eq!((e.rebuild(), e.rebuild_extent(&[])), (Some(Rebuild { role, position: at }), extent), "{what}");
+                        if at_once {
+                            // The load reads the map back from the members.
+                            assert!(s.io.prepare_moved(e.plan().units()));
+                            let in_sync = Roles::first(n).minus(Roles::one(role));
+                            read_moved(&mut s.io, &s.members, in_sync, e.plan().units(), &mut buf).unwrap();
+                        }
+                        assert_eq!((e.rebuild(), e.rebuild_extent(&s.io.moved)), (Some(Rebuild { role, position: at }), extent), "{what}");
                         assert_eq!(e.step(&mut s.io, &s.members, &mut buf, Time::at(4)), Ok(Step::Idle), "{what}");
-                        rb = Rebuilder::within(target, e.rebuild().unwrap(), e.rebuild_extent(&[]), Time::at(4));
+                        rb = Rebuilder::within(target, e.rebuild().unwrap(), e.rebuild_extent(&s.io.moved), Time::at(4));
                     }
                 }
                 e.record_health(&mut s.io, &s.members, &mut buf, Roles::NONE, None, Time::at(5)).unwrap();
@@ -470,7 +498,7 @@ fn member_failure_during_migration_is_rebuilt_and_resumed() {
             }
         }
     }
-    assert!(cases >= 60 && staged_cases > 0, "{cases} failures, {staged_cases} in staging");
+    assert!(cases >= 120 && staged_cases > 0 && moved_cases > 0, "{cases} failures, {staged_cases} in staging, {moved_cases} with units moved past the checkpoint");
 }
 
 /// Members with a volatile write cache: writes are durable only after a
