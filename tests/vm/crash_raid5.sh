@@ -2,14 +2,16 @@
 # disks: 3 256M
 # Power cuts during a migration to raid5, driven from the host: the guest
 # (tests/vm/guest/crash_raid5.sh) makes ext4 with files on the first disk,
-# loads raidmig with level=raid5 and starts the migration under a speed limit
-# with fio passes (crc32c verification, fsync at the end) and fsynced file
-# writes running; the host then kills QEMU with SIGKILL at a random moment,
+# loads raidmig with level=raid5 and starts the migration under a speed limit,
+# grows ext4 into the new layout's capacity at once (so that writes land in
+# units moved out of order too), with fio passes (crc32c verification, fsync
+# at the end) and fsynced file writes running; the host then kills QEMU with
+# SIGKILL at a random moment,
 # KILLS times in a row on the same disk images. Every later boot loads the
 # module with members= only (in another order each time): the migration must
 # resume by itself from a checkpoint after the previous boot's, and every file
 # and every completed fio pass must read back. A last boot lets the migration
-# finish, grows ext4 and checks everything once more.
+# finish and checks everything once more.
 #
 # The migration runs at 1 MiB/s so that it lasts through the kills, which
 # alone would only ever cut its first hundred MiB. The last boot before the
