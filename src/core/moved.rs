@@ -79,13 +79,6 @@ pub fn last_moved(map: &[AtomicU64]) -> Option<u64> {
     })
 }
 
-/// Clears the whole map in memory (a new migration).
-pub fn clear(map: &[AtomicU64]) {
-    for w in map {
-        w.store(0, Ordering::Relaxed);
-    }
-}
-
 /// Writes block `block` of `map` into `buf` ([`BLOCK_BYTES`] long), with
 /// unit `also`'s bit set too if it lies in that block.
 pub fn encode_block(map: &[AtomicU64], block: u64, also: Option<u64>, buf: &mut [u8]) {
@@ -168,11 +161,10 @@ mod tests {
         assert_eq!(merge_block(&m, 100, 0, &buf), 100);
         assert!(is_moved(&m, 99) && !is_moved(&m, 100) && !is_moved(&m, 1 << 40));
         assert_eq!(last_moved(&m), Some(99));
-        clear(&m);
-        assert!(!is_moved(&m, 0));
-        assert_eq!(last_moved(&m), None);
-        set_moved(&m, 64);
-        assert_eq!(last_moved(&m), Some(64));
+        let fresh = map(100);
+        assert_eq!(last_moved(&fresh), None);
+        set_moved(&fresh, 64);
+        assert_eq!(last_moved(&fresh), Some(64));
         assert_eq!(block_sector(1 << 30, 1), tail_start(1 << 30) + MOVED_OFFSET + 8);
     }
 }
