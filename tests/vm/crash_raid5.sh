@@ -26,7 +26,7 @@
 set -uo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
-. tests/guest/splat.sh
+. tests/vm/lib/power_cut.sh   # failures, fail, qemu_pid, scan_splats
 
 out=${RAIDMIG_OUT:-$(mktemp -d /var/tmp/raidmig-crash.XXXXXX)}
 mkdir -p "$out"
@@ -35,20 +35,11 @@ trap 'rm -rf "$disks"' EXIT
 kills=${KILLS:-5}
 seed=${CRASH_SEED:-$(( $(date +%s) % 100000 ))}
 echo "crash test: $kills kills, seed $seed, logs in $out"
-failures=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
 guest() {   # guest BOOT MODE AIM: runs one boot in the background, sets $gpid
   RAIDMIG_OUT=$out setsid bash scripts/guest.sh --disk-dir "$disks" --disks 3 --size 256M -- \
     bash tests/vm/guest/crash_raid5.sh "$1" "$2" "$3" > "$out/boot$1.log" 2>&1 &
   gpid=$!
-}
-
-qemu_pid() {   # the QEMU process of the guest (not vng, whose arguments match too)
-  local p
-  for p in $(pgrep -f "file=$disks/m0.img"); do
-    case "$(cat /proc/$p/comm 2>/dev/null)" in qemu-system*) echo "$p"; return ;; esac
-  done
 }
 
 prev=-1
@@ -72,11 +63,11 @@ for boot in $(seq 0 "$kills"); do
     done
     if [ ! -e "$out/running.$boot" ]; then
       fail "boot $boot did not reach its load phase (see $out/boot$boot.log)"
-      kill -9 "$(qemu_pid)" 2>/dev/null; wait $gpid
+      kill -9 "$(qemu_pid "$disks")" 2>/dev/null; wait $gpid
       break
     fi
     sleep $delay
-    q=$(qemu_pid)
+    q=$(qemu_pid "$disks")
     if [ -z "$q" ]; then fail "boot $boot: no QEMU to kill"; wait $gpid; break; fi
     echo "boot $boot: SIGKILL to QEMU $delay s into the migration$([ "$aim" = 0 ] || echo ", set to copy the source's data by $aim s")"
     kill -9 "$q"
@@ -101,5 +92,4 @@ for boot in $(seq 0 "$kills"); do
   fi
 done
 echo "fio passes completed: $(grep -c done "$out/fio.log" 2>/dev/null), files written: $(wc -l < "$out/new.sums" 2>/dev/null)"
-[ $failures = 0 ] && { echo "PASS"; exit 0; }
-echo "FAILED ($failures)"; exit 1
+power_cut_end

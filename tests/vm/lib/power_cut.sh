@@ -1,4 +1,5 @@
-# Shared by the host-driven power cut tests (sourced from tests/vm/NAME.sh):
+# Shared by the host-driven power cut tests (sourced from tests/vm/NAME.sh;
+# crash_raid5.sh takes its verdict counting and qemu_pid):
 # boots a guest, kills its QEMU with SIGKILL at a random moment while it
 # writes, boots it again over the same disks and collects the verdicts.
 #
@@ -14,6 +15,15 @@
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
+# qemu_pid DIR: the QEMU process of the guest whose disks are in DIR (not
+# vng, whose arguments match too).
+qemu_pid() {
+  local p
+  for p in $(pgrep -f "file=$1/m0.img"); do
+    case "$(cat /proc/$p/comm 2>/dev/null)" in qemu-system*) echo "$p"; return ;; esac
+  done
+}
+
 power_cut() {
   local tag=$1 n=$2 size=$3 script=$4
   shift 4
@@ -27,12 +37,6 @@ power_cut() {
       bash "$script" "$@" > "$dir/boot$1.log" 2>&1 &
     gpid=$!
   }
-  qemu_pid() {
-    local p
-    for p in $(pgrep -f "file=$disks/m0.img"); do
-      case "$(cat /proc/$p/comm 2>/dev/null)" in qemu-system*) echo "$p"; return ;; esac
-    done
-  }
   for b in $(seq 0 $((cuts - 1))); do
     guest "$b" "$@"
     for _ in $(seq 1 600); do
@@ -42,13 +46,13 @@ power_cut() {
     done
     if [ ! -e "$dir/running.$b" ]; then
       fail "$tag: boot $b did not start its writes (see $dir/boot$b.log)"
-      kill -9 "$(qemu_pid)" 2>/dev/null; wait $gpid
+      kill -9 "$(qemu_pid "$disks")" 2>/dev/null; wait $gpid
       cut=0
       break
     fi
     delay=$(awk -v s="$seed" -v b="$b" 'BEGIN { srand(s * 100 + b); print int(6 + rand() * 10) }')
     sleep "$delay"
-    q=$(qemu_pid)
+    q=$(qemu_pid "$disks")
     if [ -z "$q" ]; then fail "$tag: boot $b: no QEMU to kill (see $dir/boot$b.log)"; cut=0; break; fi
     echo "$tag: boot $b: SIGKILL to QEMU $delay s into the writes"
     kill -9 "$q"
